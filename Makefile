@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh clone: both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PIP_INSTALL := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: venv demo test bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[dev]'
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/spikequant demo
+
+test: venv
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+bench: venv
+	$(PIP_INSTALL) -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``spikequant`` CLI (one module each, discovered automatically)."""

@@ -1,0 +1,135 @@
+"""Stateful multi-step neuron base, the sequence runner and the state helpers.
+
+Time is always the first dimension: a neuron maps ``x[T, B, ...]`` to ``out[T, B, ...]``.
+A neuron keeps its state between calls (so long sequences can be fed in chunks); call
+:func:`reset_state` between independent sequences. Feeding a different shape without a reset
+raises :class:`StateShapeError` instead of silently starting again from zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ShapeError, StateShapeError
+
+State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
+
+
+def run_sequence(
+    step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
+    x_seq: torch.Tensor,
+    state: State,
+) -> tuple[torch.Tensor, State]:
+    """Fold ``step`` over the leading time axis: ``out[t], state = step(x[t], state)``."""
+    outputs = []
+    for x in x_seq.unbind(0):
+        out, state = step(x, state)
+        outputs.append(out)
+    return torch.stack(outputs), state
+
+
+def _map_state(state: State, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    if isinstance(state, tuple):
+        values = [_map_state(s, fn) for s in state]
+        return type(state)(*values) if hasattr(state, "_fields") else tuple(values)
+    return state
+
+
+def _state_shape(state: State) -> torch.Size | None:
+    if isinstance(state, torch.Tensor):
+        return state.shape
+    if isinstance(state, tuple):
+        for s in state:
+            shape = _state_shape(s)
+            if shape is not None:
+                return shape
+    return None
+
+
+class SpikingNeuron(nn.Module):
+    """Base class of every stateful spiking layer (time-first ``[T, B, ...]``).
+
+    Subclasses implement :meth:`initial_state` and :meth:`step` (usually a call into a pure step
+    function with the module's parameters); :meth:`forward` runs them over time and keeps state.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: State | None = None
+
+    def initial_state(self, x: torch.Tensor) -> State:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover
+        raise NotImplementedError
+
+    def run(self, x_seq: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Process a whole sequence from ``state``; fused backends override this."""
+        return run_sequence(self.step, x_seq, state)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.ndim < 2:
+            raise ShapeError(
+                f"{type(self).__name__} expects time-first input [T, B, ...], got shape "
+                f"{tuple(x_seq.shape)}"
+            )
+        if self.state is None:
+            state = self.initial_state(x_seq[0])
+        else:
+            state = self.state
+            expected = _state_shape(state)
+            if expected is not None and tuple(expected) != tuple(x_seq.shape[1:]):
+                raise StateShapeError(
+                    f"{type(self).__name__} holds state of shape {tuple(expected)} but received "
+                    f"steps of shape {tuple(x_seq.shape[1:])}; call spikequant.reset_state(model) "
+                    "between sequences of different shape"
+                )
+        out, state = self.run(x_seq, state)
+        self.state = state
+        return out
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    def detach_state(self) -> None:
+        if self.state is not None:
+            self.state = _map_state(self.state, torch.Tensor.detach)
+
+
+def _stateful_modules(model: nn.Module):
+    for module in model.modules():
+        if callable(getattr(module, "reset_state", None)):
+            yield module
+
+
+def reset_state(model: nn.Module) -> nn.Module:
+    """Forget the state of every stateful module nested anywhere inside ``model``."""
+    for module in _stateful_modules(model):
+        module.reset_state()
+    return model
+
+
+def detach_state(model: nn.Module) -> nn.Module:
+    """Cut the autograd history of every nested state (truncated BPTT across chunks)."""
+    for module in _stateful_modules(model):
+        if callable(getattr(module, "detach_state", None)):
+            module.detach_state()
+    return model
+
+
+def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-layer (0-d) or per-channel ``[C]`` parameter against a step ``x[B, C, ...]``."""
+    if param.ndim == 0:
+        return param
+    if x.ndim < 2 or x.shape[1] != param.shape[0]:
+        raise ShapeError(
+            f"per-channel parameter of {param.shape[0]} channels does not match input of shape "
+            f"{tuple(x.shape)} (channels are dimension 1 of each step)"
+        )
+    return param.view(param.shape[0], *([1] * (x.ndim - 2)))
