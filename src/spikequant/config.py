@@ -1,0 +1,116 @@
+"""Recipes: YAML files with command-line overrides (``--set optim.lr=0.01``).
+
+A recipe is a mapping whose ``kind`` selects the runner that executes it (``direct`` for
+surrogate-gradient training, ``ttfs`` for temporal coding, ``spquant``, ``qat``). Runners are
+named as ``"module:function"`` so that importing spikequant does not import every method.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+RUNNERS: dict[str, str] = {
+    "direct": "spikequant.train.runner:run_recipe",
+    "ttfs": "spikequant.temporal.runner:run_recipe",
+    "spquant": "spikequant.spquant.runner:run_recipe",
+    "qat": "spikequant.convert.runner:run_recipe",
+}
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path, or the name of a bundled recipe (``mnist-atif-u`` -> ``recipes/mnist-atif-u.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (RECIPE_DIR / name_or_path, RECIPE_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(list_recipes()) or "(none)"
+    raise ConfigError(f"recipe {name_or_path!r} not found (a YAML path or one of: {known})")
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value with YAML rules (``0.01`` -> float, ``[1,2]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides; unknown top-level sections are an error."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.subkey=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = cfg
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                if i == 0:
+                    raise ConfigError(f"override {key!r}: recipe has no section {part!r}")
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return cfg
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict:
+    path = find_recipe(name_or_path)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"recipe {path} must be a mapping at the top level")
+    cfg = apply_overrides(cfg, overrides or [])
+    kind = cfg.setdefault("kind", "direct")
+    if kind not in RUNNERS:
+        raise ConfigError(f"recipe {path}: unknown kind {kind!r}; known: {', '.join(sorted(RUNNERS))}")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+def get_runner(kind: str):
+    try:
+        module_name, func = RUNNERS[kind].split(":")
+    except KeyError:
+        raise ConfigError(f"unknown recipe kind {kind!r}") from None
+    return getattr(importlib.import_module(module_name), func)
+
+
+def require(cfg: dict, key: str, types: type | tuple[type, ...], where: str = "recipe") -> Any:
+    """Fetch ``cfg[key]`` (dotted) and check its type, with an error naming the key."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+        node = node[part]
+    if not isinstance(node, types) or (isinstance(node, bool) and bool not in _as_tuple(types)):
+        raise ConfigError(f"{where}: {key} must be {_type_names(types)}, got {node!r}")
+    return node
+
+
+def _as_tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types) -> str:
+    return " or ".join(t.__name__ for t in _as_tuple(types))
