@@ -1,0 +1,1 @@
+"""Analyses reproducing the papers' studies (single-neuron SQNR, ...)."""
