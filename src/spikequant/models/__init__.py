@@ -1,0 +1,15 @@
+"""Model zoo. Importing this package registers every model with :mod:`spikequant.registry`.
+
+All models take ``num_classes``, ``in_channels``, ``input_size``, ``timesteps``, ``neuron`` (a
+registered neuron name or ``"relu"`` for the ANN baseline, which runs with T = 1) and
+``neuron_kwargs``; they accept ``[B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` and return
+per-timestep logits ``[T, B, num_classes]``.
+"""
+
+from . import resnet, small, vgg  # noqa: F401  (registration side effects)
+from .common import ANN_NEURON, NeuronFactory, SpikingModel
+from .resnet import BasicBlock, ResNet
+from .small import MLP, DigitsCNN
+from .vgg import VGG
+
+__all__ = ["ANN_NEURON", "MLP", "BasicBlock", "DigitsCNN", "NeuronFactory", "ResNet", "SpikingModel", "VGG"]

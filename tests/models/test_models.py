@@ -1,0 +1,137 @@
+"""Every registered model: forward/backward on a small input, plus the exact layouts others rely on."""
+
+import pytest
+import torch
+
+import spikequant as sq
+from spikequant.errors import ConfigError, ShapeError
+from spikequant.neurons import SpikingNeuron
+
+# The smallest inputs each model accepts (kept small so the whole file runs in seconds).
+SMALL = {
+    "vgg9": dict(input_size=16, width=0.25),
+    "vgg11": dict(input_size=32, width=0.25),
+    "vgg16": dict(input_size=32, width=0.25),
+    "resnet8_kws": dict(in_channels=1, input_size=(12, 6)),
+    "cnn_digits": dict(in_channels=1, input_size=8),
+    "mlp": dict(in_channels=1, input_size=8),
+}
+
+
+def small_input(model_name, batch=2):
+    kw = SMALL.get(model_name, dict(input_size=8))
+    size = kw["input_size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return kw, torch.rand(batch, kw.get("in_channels", 3), h, w)
+
+
+def spiking_neuron_count(model, x):
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        total += output[0].numel() // output.shape[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SpikingNeuron)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", sq.list_models())
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    kw, x = small_input(name)
+    model = sq.create_model(name, num_classes=5, timesteps=2, neuron="atif_u", **kw)
+    out = model(x)
+    assert out.shape == (2, 2, 5)
+    loss = torch.nn.functional.cross_entropy(out.mean(0), torch.tensor([0, 3]))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    # the thresholds themselves are trained
+    th = [m.threshold.grad for m in model.modules() if isinstance(m, sq.ATIFu)]
+    assert th and any(g.abs().sum() > 0 for g in th)
+
+
+def test_vgg9_has_921600_spiking_neurons_on_2x48x48():
+    model = sq.create_model("vgg9", in_channels=2, input_size=48, timesteps=1, neuron="lif")
+    assert spiking_neuron_count(model, torch.rand(1, 2, 48, 48)) == 921_600
+
+
+def test_resnet19_has_1442048_spiking_neurons_on_32x32():
+    model = sq.create_model("resnet19", timesteps=1, neuron="lif")
+    assert spiking_neuron_count(model, torch.rand(1, 3, 32, 32)) == 1_442_048
+
+
+def test_no_max_pooling_anywhere():
+    for name in sq.list_models():
+        kw, _ = small_input(name)
+        model = sq.create_model(name, timesteps=1, neuron="if", **kw)
+        assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d))
+                       for m in model.modules()), name
+
+
+@pytest.mark.parametrize("neuron", sq.list_neurons())
+def test_every_neuron_drops_in(neuron):
+    model = sq.create_model("cnn_digits", input_size=8, timesteps=3, neuron=neuron)
+    out = model(torch.rand(4, 1, 8, 8))
+    assert out.shape == (3, 4, 10)
+    out.mean().backward()
+    sq.reset_state(model)
+    assert model(torch.rand(2, 1, 8, 8)).shape == (3, 2, 10)
+
+
+def test_per_channel_thresholds_and_atif_nu_levels():
+    m = sq.create_model("cnn_digits", input_size=8, timesteps=4, neuron="atif_u",
+                        neuron_kwargs={"per_channel": True, "threshold": 0.5})
+    th = [n.threshold for n in m.modules() if isinstance(n, sq.ATIFu)]
+    assert [t.shape for t in th] == [(16,), (32,), (128,)]
+    assert all(torch.allclose(t, torch.tensor(0.5)) for t in th)
+    m = sq.create_model("cnn_digits", input_size=8, timesteps=4, neuron="atif_nu")
+    levels = [n.levels for n in m.modules() if isinstance(n, sq.ATIFnu)]
+    assert len(levels) == 3 and all(lv.shape == (4,) for lv in levels)
+    assert m(torch.rand(2, 1, 8, 8)).shape == (4, 2, 10)
+
+
+def test_time_first_input_sets_T():
+    model = sq.create_model("cnn_digits", input_size=8, in_channels=2, timesteps=4, neuron="if")
+    assert model(torch.rand(6, 3, 2, 8, 8)).shape == (6, 3, 10)
+
+
+def test_ann_baseline_runs_with_T1_only():
+    model = sq.create_model("cnn_digits", input_size=8, timesteps=1, neuron="relu")
+    assert model(torch.rand(2, 1, 8, 8)).shape == (1, 2, 10)
+    assert not any(isinstance(m, SpikingNeuron) for m in model.modules())
+    with pytest.raises(ConfigError, match="timesteps = 1"):
+        sq.create_model("cnn_digits", input_size=8, timesteps=4, neuron="relu")
+
+
+def test_static_input_equals_repeated_time_first_input():
+    torch.manual_seed(0)
+    model = sq.create_model("cnn_digits", input_size=8, timesteps=3, neuron="if").eval()
+    x = torch.rand(2, 1, 8, 8)
+    a = model(x)
+    sq.reset_state(model)
+    b = model(x.unsqueeze(0).repeat(3, 1, 1, 1, 1))
+    assert torch.equal(a, b)
+
+
+def test_bad_arguments_raise_precise_errors():
+    with pytest.raises(ConfigError, match="unknown neuron"):
+        sq.create_model("cnn_digits", neuron="nope")
+    with pytest.raises(ConfigError, match="unknown model"):
+        sq.create_model("resnet1000")
+    with pytest.raises(ConfigError, match="timesteps"):
+        sq.create_model("mlp", timesteps=0)
+    with pytest.raises(ConfigError, match="too small"):
+        sq.create_model("vgg16", input_size=16)
+    with pytest.raises(ConfigError, match="neuron 'if'"):
+        sq.create_model("mlp", neuron="if", neuron_kwargs={"bogus": 1})
+    model = sq.create_model("mlp", input_size=8, in_channels=1, timesteps=2, neuron="if")
+    with pytest.raises(ShapeError):
+        model(torch.rand(8, 8))
+    with pytest.raises(ShapeError, match="input channels"):
+        model(torch.rand(2, 3, 8, 8))
