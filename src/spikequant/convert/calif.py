@@ -1,0 +1,217 @@
+r"""Calcium-gated bipolar LIF (Ca-LIF), its average-pool neuron, the event LIF baseline and ISI coding.
+
+Ca-LIF (Gao et al. 2023), per step with input current ``x(t) = sum_i w_i s_i(t)``
+(``s_i in {-1, 0, +1}``) and leak ``lam``::
+
+    V += x(t) - lam
+    if V >= +Vth:              emit +1, V -= Vth, c += 1
+    elif V <= -Vth and c > 0:  emit -1, V += Vth, c -= 1
+
+``c`` (the "calcium") is the signed spike count; the gate ``c > 0`` lets a negative spike only undo
+a positive spike already sent, so the count tracks ``ReLU`` of the integrated input instead of
+``floor`` of its running maximum. Invariant: ``V + c Vth = z(t)`` (the integrated input so far).
+
+Rounding phase (after step T, layer by layer): fire ``+1`` while ``V >= Vth/2`` and ``-1`` while
+``V < -Vth/2`` (gated), until nothing fires. At the fixed point ``|V| <= Vth/2``, hence
+``c = clamp(round_half_up(z / Vth), 0, qmax)`` exactly (the saturating counter never exceeds
+``qmax``). With ``tie="down"`` the comparisons swap strictness and ties round down.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..errors import ConfigError, ShapeError
+from ..neurons.base import SpikingNeuron, channel_view
+
+
+class CaState(NamedTuple):
+    v: torch.Tensor
+    count: torch.Tensor
+
+
+def _as_buffer(value, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).clone()
+    if not torch.isfinite(t).all():
+        raise ConfigError(f"{name} must be finite")
+    if t.ndim > 1:
+        raise ConfigError(f"{name} must be a scalar or a per-channel vector, got shape {tuple(t.shape)}")
+    return t
+
+
+class CaLIF(SpikingNeuron):
+    r"""Calcium-gated bipolar LIF neuron (input/output ``[T, B, ...]``, outputs in {-1, 0, +1}).
+
+    Args:
+        threshold: ``Vth > 0`` (scalar or per channel).
+        leak: ``lam`` subtracted every step (scalar or per channel); ``lam = -b/T`` turns a bias
+            ``b`` into a constant input current.
+        qmax: saturate the signed count at ``qmax`` (``None``: unbounded).
+        gate: require ``c > 0`` for a negative spike (``False`` for the average-pool neuron).
+        tie: ``"up"`` (default: a membrane exactly at ``+Vth/2`` fires in the rounding phase) or
+            ``"down"``.
+
+    Simulation runs in float64 so that the integer counts match the quantized ANN exactly.
+    """
+
+    def __init__(self, threshold=1.0, leak=0.0, *, qmax: int | None = None, gate: bool = True,
+                 tie: str = "up") -> None:
+        super().__init__()
+        threshold = _as_buffer(threshold, "threshold")
+        if (threshold <= 0).any():
+            raise ConfigError("Ca-LIF threshold must be > 0")
+        if tie not in ("up", "down"):
+            raise ConfigError(f"tie must be 'up' or 'down', got {tie!r}")
+        if qmax is not None and (not isinstance(qmax, int) or qmax < 1):
+            raise ConfigError(f"qmax must be a positive integer or None, got {qmax!r}")
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("leak", _as_buffer(leak, "leak"))
+        self.qmax = qmax
+        self.gate = bool(gate)
+        self.tie = tie
+
+    def initial_state(self, x: torch.Tensor) -> CaState:
+        zeros = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        return CaState(zeros, zeros.clone())
+
+    def _gates(self, count: torch.Tensor):
+        can_rise = count < self.qmax if self.qmax is not None else torch.ones_like(count, dtype=torch.bool)
+        can_fall = count > 0 if self.gate else torch.ones_like(count, dtype=torch.bool)
+        return can_rise, can_fall
+
+    def step(self, x: torch.Tensor, state: CaState):
+        th = channel_view(self.threshold, x)
+        v = state.v + x.to(torch.float64) - channel_view(self.leak, x)
+        can_rise, can_fall = self._gates(state.count)
+        pos = (v >= th) & can_rise
+        neg = (v <= -th) & can_fall & ~pos
+        out = pos.to(torch.float64) - neg.to(torch.float64)
+        return out, CaState(v - out * th, state.count + out)
+
+    def round_phase(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Integrate the previous layer's (net) rounding spikes ``x[B, ...]``, then fire rounding
+        spikes until quiescent; returns the net rounding spikes of this neuron (``[B, ...]``)."""
+        if self.state is None:
+            raise ShapeError("Ca-LIF rounding phase needs the state of a preceding run")
+        v, count = self.state
+        if x is not None:
+            v = v + x.to(torch.float64)
+        th = channel_view(self.threshold, v)
+        half = th / 2
+        net = torch.zeros_like(v)
+        # each pass moves |V| by Vth towards [-Vth/2, Vth/2], so the loop ends within max|V|/Vth
+        # passes; the cap only guards against non-finite input
+        limit = int(torch.nan_to_num(v.abs() / th, posinf=0).max().item()) + 3 if v.numel() else 0
+        for _ in range(limit):
+            can_rise, can_fall = self._gates(count)
+            if self.tie == "up":
+                pos, neg = (v >= half) & can_rise, (v < -half) & can_fall
+            else:
+                pos, neg = (v > half) & can_rise, (v <= -half) & can_fall
+            if not (pos.any() or neg.any()):
+                break
+            out = pos.to(torch.float64) - neg.to(torch.float64)
+            v = v - out * th
+            count = count + out
+            net = net + out
+        self.state = CaState(v, count)
+        return net
+
+    @property
+    def count(self) -> torch.Tensor:
+        """Signed spike count ``c`` (the integer activation after the rounding phase)."""
+        if self.state is None:
+            raise ShapeError("Ca-LIF has not run yet")
+        return self.state.count
+
+    def integrated(self) -> torch.Tensor:
+        """Integrated input ``c Vth + V`` (read-out of an output layer)."""
+        v, count = self.state
+        return count * channel_view(self.threshold, v) + v
+
+    def extra_repr(self) -> str:
+        kind = "per-channel" if self.threshold.ndim else "per-layer"
+        return f"threshold={kind}, qmax={self.qmax}, gate={self.gate}, tie={self.tie}"
+
+
+class CaPool(CaLIF):
+    """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p``, no leak and no gate.
+
+    Its input is the sum of the ``p x p`` window of bipolar spikes (apply ``sum pooling`` before it);
+    after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded mean.
+    """
+
+    def __init__(self, kernel_size: int, *, tie: str = "up") -> None:
+        if not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ConfigError(f"pool kernel_size must be a positive integer, got {kernel_size!r}")
+        super().__init__(float(kernel_size * kernel_size), 0.0, qmax=None, gate=False, tie=tie)
+        self.kernel_size = kernel_size
+
+
+class EventLIF(SpikingNeuron):
+    r"""Baseline event LIF: ``V += x - lam``; fire ``+1`` when ``V >= Vth``; reset by subtraction.
+
+    With all positive input before the negative, the count is ``max(0, floor(z/Vth))`` only if
+    ``z`` never decreases; in general it is order-dependent, because early positive input fires
+    spikes that later negative input cannot take back.
+    """
+
+    def __init__(self, threshold=1.0, leak=0.0) -> None:
+        super().__init__()
+        self.register_buffer("threshold", _as_buffer(threshold, "threshold"))
+        self.register_buffer("leak", _as_buffer(leak, "leak"))
+
+    def initial_state(self, x):
+        return CaState(torch.zeros(x.shape, dtype=torch.float64), torch.zeros(x.shape, dtype=torch.float64))
+
+    def step(self, x, state):
+        th = channel_view(self.threshold, x)
+        v = state.v + x.to(torch.float64) - channel_view(self.leak, x)
+        out = (v >= th).to(torch.float64)
+        return out, CaState(v - out * th, state.count + out)
+
+
+def isi_spike_counts(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
+    """Spike count ``N = floor(K pix / 255)`` with spike budget ``K = alpha T`` (default ``K = T``)."""
+    pix, budget = _check_isi(pix, timesteps, max_spikes)
+    return (budget * pix) // 255
+
+
+def isi_encode(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
+    r"""Inter-spike-interval coding of 8-bit pixels into ``[T, ...]`` spikes (1 = spike).
+
+    ``N = floor(K pix / 255)`` spikes at steps ``t_n = floor(n 255 T / (K pix))``, n = 1..N
+    (1-indexed), with budget ``K = alpha T <= T`` (``alpha = 1``: ``t_n = (n 255) // pix``). The
+    spacing ``255 T / (K pix) >= 1`` guarantees at most one spike per step. With ``K = 255`` each
+    pixel becomes exactly ``pix`` spikes (lossless), possible when ``T >= 255``.
+    """
+    pix, budget = _check_isi(pix, timesteps, max_spikes)
+    n_total = (budget * pix) // 255
+    steps = torch.arange(0, timesteps + 1, dtype=torch.int64).view(-1, *([1] * pix.ndim))
+    # spikes up to step t: #{n : n 255 T < (t+1) K pix} = ceil((t+1) K pix / (255 T)) - 1
+    upto = torch.where(pix > 0, ((steps + 1) * budget * pix - 1) // (255 * timesteps), 0)
+    upto = torch.minimum(upto, n_total)
+    return (upto[1:] - upto[:-1]).to(torch.float32)
+
+
+def pixels_from_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (8-bit sources) -> integer pixels 0..255."""
+    return torch.round(x.to(torch.float64) * 255).clamp(0, 255).to(torch.int64)
+
+
+def _check_isi(pix, timesteps, max_spikes):
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise ConfigError(f"timesteps must be a positive integer, got {timesteps!r}")
+    budget = timesteps if max_spikes is None else max_spikes
+    if not isinstance(budget, int) or not 1 <= budget <= timesteps:
+        raise ConfigError(f"max_spikes must be an integer in [1, T={timesteps}], got {max_spikes!r}")
+    pix = torch.as_tensor(pix)
+    if pix.is_floating_point():
+        if not torch.equal(pix, pix.round()):
+            raise ConfigError("ISI coding takes integer pixels 0..255 (use pixels_from_unit)")
+        pix = pix.to(torch.int64)
+    if pix.numel() and (pix.min() < 0 or pix.max() > 255):
+        raise ConfigError("ISI coding takes pixels in 0..255")
+    return pix.to(torch.int64), budget
