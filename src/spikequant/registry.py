@@ -80,15 +80,18 @@ def register_neuron(fn=None, *, name: str | None = None):
 
 def create_neuron(name: str, **kwargs: Any):
     """Build a registered spiking neuron module by name (e.g. ``"if"``, ``"lif"``, ``"atif_u"``)."""
-    from . import neurons  # noqa: F401  (registers the built-in neurons)
-
+    _load_builtin_neurons()
     return NEURONS.create(name, **kwargs)
 
 
 def list_neurons() -> list[str]:
-    from . import neurons  # noqa: F401
-
+    _load_builtin_neurons()
     return NEURONS.names()
+
+
+def _load_builtin_neurons() -> None:
+    from . import neurons  # noqa: F401  (registers the built-in neurons)
+    from .spquant import neuron  # noqa: F401  (registers qlif, the quantized-membrane LIF)
 
 
 def _load_builtin_models() -> None:

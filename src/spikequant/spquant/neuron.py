@@ -1,0 +1,344 @@
+r"""LIF with a quantized membrane (SpQuant-SNN's Quant-SNN neuron), as a pure step and a module.
+
+Per step, with input current ``I_t`` (already ``BN(Conv(o^{l-1}_t))``)::
+
+    u_t  = tau * u~_{t-1} + I_t                 (tau = 0.5: a multiplicative leak)
+    o_t  = H(u_t - V_th)                        (fire on >=; triangle surrogate, g = 1)
+    u~_t = Q((1 - o_t) * u_t)                   (hard reset, then the stored potential is quantized)
+
+``Q`` is :class:`~spikequant.quant.membrane.MembraneLevels` (ternary {-1, 0, 1} by default, SGS
+gradient). The comparison uses the unquantized sum ``u_t``; only the stored state is low precision.
+With ``membrane=None`` the stored state is the float ``(1 - o_t) u_t`` (the FP SNN baseline), and
+``clip=c`` clips it at ``c`` from below (the inference-only clipping analysis).
+
+Options (all off by default):
+
+* ``binary_membrane``: store ``Q(u) * 1[Q(u) >= 0]`` (the -1 level pruned; binary membrane).
+* ``learn_threshold``: one trainable ``V_th`` per layer with the separate gradient path
+  ``dL/dV_th = -sum dL/do * tri(u - V_th) * sig(u - V_th) * 1[u >= V_th]`` (the membrane keeps the
+  plain triangle gradient); ``V_th`` is clamped at ``min_threshold`` (0.1) in the forward pass.
+* ``spatial_prune = p``: per sample and step, locations whose channel-mean pre-fire membrane
+  ``tau u~ + I`` is in the lowest fraction ``p`` get no input current (they only leak).
+* a channel gate attached by :func:`spikequant.spquant.pruning.attach_channel_gates` masks whole
+  input-current channels from the previous spiking layer's pooled membrane.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError
+from ..neurons import SpikingNeuron, channel_view
+from ..quant.membrane import MembraneLevels
+from ..registry import register_neuron
+from ..surrogate import Surrogate, Triangle, create_surrogate
+
+
+class QLIFState(NamedTuple):
+    u: torch.Tensor  # stored post-reset (quantized) membrane
+
+
+class QLIFParams(NamedTuple):
+    threshold: torch.Tensor | float
+    decay: float
+    levels: MembraneLevels | None
+    clip: float | None
+    binary_membrane: bool
+    spatial_prune: float
+    surrogate: Surrogate
+    separate_threshold_grad: bool
+
+
+class _SeparatePathSpike(torch.autograd.Function):
+    """``o = 1[u >= V_th]``; grad_u = tri(u - V_th); grad_V_th = -tri * sig * 1[u >= V_th]."""
+
+    @staticmethod
+    def forward(ctx, u, threshold, surrogate):
+        q = u - threshold
+        ctx.save_for_backward(q)
+        ctx.surrogate = surrogate
+        ctx.threshold_shape = threshold.shape
+        return (q >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (q,) = ctx.saved_tensors
+        window = grad_out * ctx.surrogate.grad(q)
+        grad_threshold = -(window * torch.sigmoid(q) * (q >= 0).to(q.dtype))
+        shape = ctx.threshold_shape
+        if len(shape) == 0:
+            grad_threshold = grad_threshold.sum()
+        else:  # per channel: dimension 1 of a step, broadcast as [C, 1, ...]
+            dims = [d for d in range(grad_threshold.ndim) if d != 1]
+            grad_threshold = grad_threshold.sum(dims).reshape(shape)
+        return window, grad_threshold, None
+
+
+def spatial_keep_mask(pre: torch.Tensor, prune: float) -> torch.Tensor:
+    """``[B, 1, H, W]`` mask dropping, per sample, the ``round(prune * H * W)`` locations with
+    the lowest channel-mean ``pre``."""
+    if pre.ndim != 4:
+        raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(pre.shape)}")
+    b, _, h, w = pre.shape
+    drop = int(round(prune * h * w))
+    mask = torch.ones(b, h * w, dtype=pre.dtype, device=pre.device)
+    if drop > 0:
+        score = pre.detach().mean(1).reshape(b, h * w)
+        lowest = torch.topk(score, drop, dim=1, largest=False).indices
+        mask.scatter_(1, lowest, 0.0)
+    return mask.view(b, 1, h, w)
+
+
+def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
+    """One quantized-membrane LIF step; returns ``(spikes, new_state, pre_fire_membrane)``."""
+    pre = p.decay * state.u + current
+    if p.spatial_prune > 0 and current.ndim == 4:
+        keep = spatial_keep_mask(pre, p.spatial_prune)
+        pre = p.decay * state.u + current * keep
+    if p.separate_threshold_grad:
+        spikes = _SeparatePathSpike.apply(pre, p.threshold, p.surrogate)
+    else:
+        spikes = p.surrogate(pre - p.threshold)
+    kept = (1 - spikes) * pre
+    if p.levels is not None:
+        stored = p.levels(kept)
+    elif p.clip is not None:
+        stored = torch.clamp(kept, min=p.clip)
+    else:
+        stored = kept
+    if p.binary_membrane:
+        stored = stored * (stored.detach() >= 0).to(stored.dtype)
+    return spikes, QLIFState(stored), pre
+
+
+def _make_levels(membrane, threshold: float, clip_low: float) -> MembraneLevels | None:
+    if membrane is None or membrane in ("fp", "fp32", "float", False):
+        return None
+    if isinstance(membrane, MembraneLevels):
+        return membrane
+    if membrane in ("ternary", True):
+        return MembraneLevels(low=clip_low, high=threshold, step=1.0)
+    if isinstance(membrane, int) and not isinstance(membrane, bool):
+        return MembraneLevels.from_bits(membrane, high=threshold)
+    if isinstance(membrane, dict):
+        kw = {"high": threshold, "low": clip_low, **membrane}
+        return MembraneLevels(**kw)
+    raise ConfigError(
+        f"membrane must be 'ternary', 'fp', a number of bits or a dict(low, high, step), got {membrane!r}"
+    )
+
+
+class QLIF(SpikingNeuron):
+    """LIF with quantized stored membrane (see the module docstring for the equations).
+
+    Args:
+        threshold: ``V_th`` (initial value when learned), default 1.
+        tau: multiplicative leak, default 0.5 (``u = tau u~ + I``).
+        membrane: ``"ternary"`` (levels {c..V_th} step 1), ``"fp"``/``None``, bits, or a dict
+            ``{low, high, step, smoothness}`` / :class:`MembraneLevels`.
+        clip_low: ``c`` for ``"ternary"``; with ``membrane="fp"``, ``clip`` clips without rounding.
+        surrogate: spike surrogate, default ``Triangle(alpha=1)`` (g = 1).
+        learn_threshold, min_threshold: trainable per-layer ``V_th`` with the separate path.
+        binary_membrane, spatial_prune: pruning options (module docstring).
+    """
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        *,
+        tau: float = 0.5,
+        membrane="ternary",
+        clip_low: float = -1.0,
+        clip: float | None = None,
+        surrogate=None,
+        learn_threshold: bool = False,
+        min_threshold: float = 0.1,
+        binary_membrane: bool = False,
+        spatial_prune: float = 0.0,
+        num_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+            raise ConfigError(f"threshold must be a positive number, got {threshold!r}")
+        if not (isinstance(tau, (int, float)) and 0 <= tau < 1):
+            raise ConfigError(f"tau (the multiplicative leak) must be in [0, 1), got {tau!r}")
+        if not (isinstance(spatial_prune, (int, float)) and 0 <= spatial_prune < 1):
+            raise ConfigError(f"spatial_prune must be a fraction in [0, 1), got {spatial_prune!r}")
+        shape = () if num_channels is None else (int(num_channels),)
+        self.threshold = nn.Parameter(torch.full(shape, float(threshold)), requires_grad=learn_threshold)
+        self.tau = float(tau)
+        self.levels = _make_levels(membrane, float(threshold), float(clip_low))
+        self.clip = None if clip is None else float(clip)
+        self.surrogate = Triangle(alpha=1.0) if surrogate is None else create_surrogate(surrogate)
+        self.min_threshold = float(min_threshold)
+        self.binary_membrane = bool(binary_membrane)
+        self.spatial_prune = float(spatial_prune)
+        self.channel_gate: nn.Module | None = None
+        self._gate_source: list[QLIF] = []  # a plain list so the source is not a submodule
+        self.record_pooled = False
+        self.pooled_membrane: torch.Tensor | None = None
+        self.record_trace = False
+        self.trace: dict[str, torch.Tensor] | None = None
+        self.reset_sparsity_stats()
+
+    # -- parameters -----------------------------------------------------------------------------
+    def effective_threshold(self, x: torch.Tensor) -> torch.Tensor:
+        th = self.threshold
+        if th.requires_grad:
+            th = th.clamp(min=self.min_threshold)
+        return channel_view(th, x)
+
+    def params(self, x: torch.Tensor) -> QLIFParams:
+        return QLIFParams(
+            self.effective_threshold(x), self.tau, self.levels, self.clip, self.binary_membrane,
+            self.spatial_prune, self.surrogate, bool(self.threshold.requires_grad),
+        )
+
+    @property
+    def membrane_bits(self) -> int:
+        if self.levels is None:
+            return 32
+        return 1 if self.binary_membrane else self.levels.bits
+
+    # -- sparsity bookkeeping -------------------------------------------------------------------
+    def reset_sparsity_stats(self) -> None:
+        self.sparsity_stats = {"locations": 0.0, "pruned_locations": 0.0, "channels": 0.0,
+                               "masked_channels": 0.0}
+
+    def sparsity(self) -> dict[str, float]:
+        """Measured spatial ``S_p`` and channel ``S_c`` since the last reset of the statistics."""
+        s = self.sparsity_stats
+        sp = s["pruned_locations"] / s["locations"] if s["locations"] else 0.0
+        sc = s["masked_channels"] / s["channels"] if s["channels"] else 0.0
+        return {"spatial": sp, "channel": sc}
+
+    # -- dynamics -------------------------------------------------------------------------------
+    def initial_state(self, x: torch.Tensor) -> QLIFState:
+        return QLIFState(torch.zeros_like(x))
+
+    def step(self, x, state):
+        spikes, state, _ = qlif_step(x, state, self.params(x))
+        return spikes, state
+
+    def attach_gate(self, source: QLIF, gate: nn.Module) -> None:
+        """Mask this layer's input channels from ``source``'s pooled membrane through ``gate``."""
+        self.channel_gate = gate
+        self._gate_source = [source]
+        source.record_pooled = True
+
+    def run(self, x_seq: torch.Tensor, state: QLIFState):
+        p = self.params(x_seq[0])
+        channel_mask = None
+        if self.channel_gate is not None:
+            pooled = self._gate_source[0].pooled_membrane
+            if pooled is None:
+                raise ShapeError("channel gate source has not run yet in this forward pass")
+            channel_mask = self.channel_gate(pooled.detach())
+            view = channel_mask.view(*channel_mask.shape, *([1] * (x_seq.ndim - 3)))
+            x_seq = x_seq * view.unsqueeze(0)
+        outputs, pres, stored = [], [], []
+        pooled_sum = None
+        for x in x_seq.unbind(0):
+            spikes, state, pre = qlif_step(x, state, p)
+            outputs.append(spikes)
+            if self.record_pooled:
+                m = pre.mean(dim=tuple(range(2, pre.ndim))) if pre.ndim > 2 else pre
+                pooled_sum = m if pooled_sum is None else pooled_sum + m
+            if self.record_trace:
+                pres.append(pre.detach())
+                stored.append(state.u.detach())
+        out = torch.stack(outputs)
+        if self.record_pooled:
+            self.pooled_membrane = pooled_sum / x_seq.shape[0]
+        if self.record_trace:
+            self.trace = {"pre": torch.stack(pres), "stored": torch.stack(stored), "spikes": out.detach()}
+        with torch.no_grad():
+            self._count(x_seq, channel_mask)
+        return out, state
+
+    def _count(self, x_seq: torch.Tensor, channel_mask: torch.Tensor | None) -> None:
+        s = self.sparsity_stats
+        if x_seq.ndim == 5 and self.spatial_prune > 0:
+            t, b, _, h, w = x_seq.shape
+            s["locations"] += t * b * h * w
+            s["pruned_locations"] += t * b * int(round(self.spatial_prune * h * w))
+        elif x_seq.ndim == 5:
+            t, b, _, h, w = x_seq.shape
+            s["locations"] += t * b * h * w
+        if channel_mask is not None:
+            s["channels"] += float(channel_mask.numel())
+            s["masked_channels"] += float((channel_mask.detach() == 0).sum())
+        elif x_seq.ndim >= 3:
+            s["channels"] += float(x_seq.shape[1] * x_seq.shape[2])
+
+    def extra_repr(self) -> str:
+        membrane = "fp32" if self.levels is None else f"levels={self.levels.values().tolist()}"
+        return (
+            f"tau={self.tau}, {membrane}, learn_threshold={self.threshold.requires_grad}, "
+            f"binary_membrane={self.binary_membrane}, spatial_prune={self.spatial_prune}"
+        )
+
+
+@register_neuron(name="qlif")
+def _make_qlif(**kwargs) -> QLIF:
+    """SpQuant LIF: tau 0.5, hard reset, ternary stored membrane (SGS), triangle surrogate."""
+    return QLIF(**kwargs)
+
+
+# -- integer reference ------------------------------------------------------------------------
+def to_fixed_point(x: torch.Tensor, frac_bits: int, step: float = 1.0) -> torch.Tensor:
+    """Integer codes of ``x`` in units of ``step * 2**-frac_bits`` (round half to even)."""
+    return torch.round(x / step * 2**frac_bits).to(torch.int64)
+
+
+def qlif_integer_reference(
+    currents: torch.Tensor,
+    *,
+    frac_bits: int,
+    threshold: float = 1.0,
+    levels: MembraneLevels | None = None,
+    binary_membrane: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer-only QLIF (tau = 0.5): ``currents[T, ...]`` are int64 codes in units of
+    ``k 2^-F``. Returns ``(spikes[T, ...], stored level indices[T, ...])`` (int64).
+
+    Internally the accumulator has ``F + 1`` fractional bits so that the leak ``u~/2`` is exact:
+    ``acc = n 2^F + 2 I``; fire when ``acc >= V_th 2^(F+1) / k``; the stored index is
+    ``clamp(round0(acc / 2^(F+1)), lo, hi)`` with round-half-toward-zero done by shifts.
+    """
+    levels = levels or MembraneLevels(low=-1.0, high=threshold, step=1.0)
+    if currents.dtype != torch.int64:
+        raise ConfigError("the integer reference takes int64 current codes (see to_fixed_point)")
+    if not isinstance(frac_bits, int) or frac_bits < 0:
+        raise ConfigError(f"frac_bits must be a non-negative integer, got {frac_bits!r}")
+    scale = 2 ** (frac_bits + 1)
+    th_code = threshold / levels.step * scale
+    if th_code != int(th_code):
+        raise ConfigError(f"threshold {threshold} is not representable with {frac_bits} fraction bits")
+    th_code = int(th_code)
+    n = torch.zeros_like(currents[0])
+    spikes, stored = [], []
+    half = 2**frac_bits
+    for current in currents:
+        acc = n * half + 2 * current
+        fired = acc >= th_code
+        magnitude = (acc.abs() + half - 1) >> (frac_bits + 1)
+        index = torch.sign(acc) * magnitude
+        index = index.clamp(levels.low_index, levels.high_index)
+        index = torch.where(fired, torch.zeros_like(index), index)
+        if binary_membrane:
+            index = index.clamp(min=0)
+        n = index
+        spikes.append(fired.to(torch.int64))
+        stored.append(index)
+    return torch.stack(spikes), torch.stack(stored)
+
+
+__all__ = [
+    "QLIF", "QLIFParams", "QLIFState", "qlif_integer_reference", "qlif_step", "spatial_keep_mask",
+    "to_fixed_point",
+]
