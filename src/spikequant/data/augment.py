@@ -1,0 +1,208 @@
+"""Batch augmentation with plain tensor ops (no torchvision), reproducible under a torch.Generator.
+
+Every function takes a batch ``x`` of shape ``[B, ..., H, W]`` (batch first; the middle dims,
+e.g. channels or ``[T, C]`` of event frames, get the same transform per sample) and draws its
+randomness from ``generator`` (the global torch RNG when None). Same generator state, same
+output. For a single image pass ``x[None]``.
+
+* :func:`random_crop`: zero-pad by ``padding`` then cut a random ``size`` window (integer shifts).
+* :func:`random_resized_crop`: a random box of area fraction ``s ~ U(scale)`` and aspect ratio
+  ``r`` with ``log r ~ U(log ratio)`` (box width ``sqrt(s r)``, height ``sqrt(s / r)`` as
+  fractions of the image, clipped to 1) resampled bilinearly to ``size``.
+* :func:`random_horizontal_flip`: mirror the last axis with probability ``p`` per sample.
+* :func:`mixup`: ``x~ = lam x + (1 - lam) x[perm]``, ``lam ~ Beta(alpha, alpha)`` for the batch,
+  returning ``(x~, (y, y[perm], lam))``; train with :func:`mixup_cross_entropy`
+  ``= lam CE(z, y_a) + (1 - lam) CE(z, y_b)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, ShapeError
+
+
+def _check_batch(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() < 3:
+        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ShapeError(f"{name} expects a batch [B, ..., H, W] with at least 3 dims, got {shape}")
+
+
+def _pair(size, x: torch.Tensor) -> tuple[int, int]:
+    if size is None:
+        return int(x.shape[-2]), int(x.shape[-1])
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _uniform(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def random_crop(
+    x: torch.Tensor,
+    size: int | tuple[int, int] | None = None,
+    padding: int = 4,
+    generator: torch.Generator | None = None,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """Pad each side by ``padding`` with ``fill``, then take a ``size`` window at a random
+    integer offset ``(i, j)``, ``0 <= i <= H + 2p - h``, per sample (default size: the input's)."""
+    _check_batch(x, "random_crop")
+    if padding < 0:
+        raise ConfigError(f"padding must be >= 0, got {padding}")
+    out_h, out_w = _pair(size, x)
+    padded = F.pad(x, (padding, padding, padding, padding), value=fill) if padding else x
+    full_h, full_w = padded.shape[-2], padded.shape[-1]
+    if out_h > full_h or out_w > full_w:
+        raise ConfigError(f"crop {out_h}x{out_w} is larger than the padded image {full_h}x{full_w}")
+    batch = x.shape[0]
+    top = (_uniform(batch, generator) * (full_h - out_h + 1)).long().clamp_(max=full_h - out_h)
+    left = (_uniform(batch, generator) * (full_w - out_w + 1)).long().clamp_(max=full_w - out_w)
+    flat = padded.reshape(batch, -1, full_h, full_w)
+    rows = (top[:, None] + torch.arange(out_h)).to(x.device)
+    cols = (left[:, None] + torch.arange(out_w)).to(x.device)
+    batch_index = torch.arange(batch, device=x.device)[:, None, None, None]
+    mid_index = torch.arange(flat.shape[1], device=x.device)[None, :, None, None]
+    cropped = flat[batch_index, mid_index, rows[:, None, :, None], cols[:, None, None, :]]
+    return cropped.reshape(*x.shape[:-2], out_h, out_w)
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int | tuple[int, int] | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Crop a random box (area fraction ``s ~ U(scale)``, aspect ``exp(U(log ratio))``) and
+    resample it bilinearly to ``size`` (default: the input size).
+
+    Unlike torchvision's rejection loop, boxes that do not fit are clipped to the image side, so
+    every sample costs the same and the draw count is fixed (one reason it is reproducible).
+    """
+    _check_batch(x, "random_resized_crop")
+    lo, hi = float(scale[0]), float(scale[1])
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"scale must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ConfigError(f"ratio must satisfy 0 < low <= high, got {tuple(ratio)}")
+    out_h, out_w = _pair(size, x)
+    batch = x.shape[0]
+    area = lo + (hi - lo) * _uniform(batch, generator)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * _uniform(batch, generator))
+    box_w = torch.sqrt(area * aspect).clamp(max=1.0)
+    box_h = torch.sqrt(area / aspect).clamp(max=1.0)
+    # centres in [-1, 1] normalised coordinates, chosen so the box stays inside the image
+    centre_x = (1 - box_w) * (2 * _uniform(batch, generator) - 1)
+    centre_y = (1 - box_h) * (2 * _uniform(batch, generator) - 1)
+    theta = torch.zeros(batch, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 2] = box_w, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = box_h, centre_y
+    flat = x.reshape(batch, -1, x.shape[-2], x.shape[-1])
+    dtype = flat.dtype if flat.is_floating_point() else torch.float32
+    grid = F.affine_grid(theta.to(x.device, dtype), [batch, flat.shape[1], out_h, out_w], align_corners=False)
+    resampled = F.grid_sample(flat.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return resampled.reshape(*x.shape[:-2], out_h, out_w)
+
+
+def random_horizontal_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror the width axis of each sample independently with probability ``p``."""
+    _check_batch(x, "random_horizontal_flip")
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"flip probability must be in [0, 1], got {p}")
+    flip = (_uniform(x.shape[0], generator) < p).to(x.device)
+    flip = flip.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(flip, x.flip(-1), x)
+
+
+def sample_beta(alpha: float, generator: torch.Generator | None = None) -> float:
+    """``lam ~ Beta(alpha, alpha)``, seeded from ``generator`` (torch has no seeded Beta)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, float]]:
+    """Mix each sample with a random partner: ``x~ = lam x + (1 - lam) x[perm]``.
+
+    Returns ``(x~, (y_a, y_b, lam))`` with ``y_a = y`` and ``y_b = y[perm]``. ``alpha <= 0``
+    disables mixing (``lam = 1``, ``perm`` = identity).
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ShapeError(f"mixup: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if alpha <= 0:
+        return x, (y, y, 1.0)
+    lam = sample_beta(alpha, generator)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    mixed = lam * x + (1.0 - lam) * x[perm]
+    return mixed, (y, y[perm], lam)
+
+
+def mixup_cross_entropy(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam CE(logits, y_a) + (1 - lam) CE(logits, y_b)`` (equals CE with the mixed one-hot target)."""
+    return lam * F.cross_entropy(logits, y_a) + (1.0 - lam) * F.cross_entropy(logits, y_b)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Input augmentation for a training batch, built from a recipe's ``augment`` mapping.
+
+    Order: random resized crop (if ``resized_crop_scale``), random crop with padding (if
+    ``crop_padding``), horizontal flip (if ``flip``). Mixup needs the labels and is applied by
+    the trainer through :func:`mixup` with ``mixup_alpha``.
+    """
+
+    crop_padding: int | None = None
+    resized_crop_scale: tuple[float, float] | None = None
+    resized_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = False
+    mixup_alpha: float = 0.0
+
+    _KEYS = ("crop_padding", "resized_crop_scale", "resized_crop_ratio", "flip", "mixup_alpha")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> Augment:
+        """E.g. ``{"crop_padding": 4, "flip": true, "mixup_alpha": 1.0}``; unknown keys raise."""
+        if not cfg:
+            return cls()
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"augment must be a mapping, got {type(cfg).__name__}")
+        unknown = sorted(set(cfg) - set(cls._KEYS))
+        if unknown:
+            raise ConfigError(f"unknown augment option(s) {unknown}; known: {list(cls._KEYS)}")
+        kwargs = dict(cfg)
+        for key in ("resized_crop_scale", "resized_crop_ratio"):
+            if kwargs.get(key) is not None:
+                value = kwargs[key]
+                if not isinstance(value, (list, tuple)) or len(value) != 2:
+                    raise ConfigError(f"augment.{key} must be a pair [low, high], got {value!r}")
+                kwargs[key] = (float(value[0]), float(value[1]))
+        if kwargs.get("crop_padding") is not None and int(kwargs["crop_padding"]) < 0:
+            raise ConfigError(f"augment.crop_padding must be >= 0, got {kwargs['crop_padding']}")
+        if float(kwargs.get("mixup_alpha", 0.0)) < 0:
+            raise ConfigError(f"augment.mixup_alpha must be >= 0, got {kwargs['mixup_alpha']}")
+        return cls(**kwargs)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_padding is not None or self.resized_crop_scale or self.flip)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.resized_crop_scale is not None:
+            x = random_resized_crop(x, scale=self.resized_crop_scale, ratio=self.resized_crop_ratio, generator=generator)
+        if self.crop_padding is not None:
+            x = random_crop(x, padding=int(self.crop_padding), generator=generator)
+        if self.flip:
+            x = random_horizontal_flip(x, generator=generator)
+        return x
