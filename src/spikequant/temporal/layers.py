@@ -1,0 +1,242 @@
+"""TTFS layers on ``z = exp(t)``: encoder, dense, convolutional, pooling.
+
+Every layer maps ``z`` to ``z``; silent neurons carry ``z = z_max``. Dense and convolutional
+layers add a bias/synchronisation input that always spikes at ``t = 0`` (``z = 1``); its
+weight starts at 0. Weights start from the paper's ``U[0, 8 / (N_in + 1)]``.
+
+Weight quantization (QAT) is a per-layer setting ``weight_bits``; 32 (default) means full
+precision. With fewer bits the forward pass uses uniform symmetric weights
+``delta = max|w| / (2^(b-1) - 1)``, ``w_q = delta * round(w / delta)`` over the layer's weights and
+bias together, and the backward pass is the straight-through estimator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ShapeError
+from .solver import DEFAULT_Z_MAX, solve_spike_times
+
+FULL_PRECISION_BITS = 32
+
+
+def quantize_symmetric(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Uniform symmetric quantization ``delta * round(w / delta)``, ``delta = max|w| / (2^(b-1)-1)``.
+
+    ``bits >= 32`` returns ``w`` unchanged. No gradient flows through (see :func:`quantize_ste`).
+    """
+    if bits >= FULL_PRECISION_BITS:
+        return w
+    if bits < 2:
+        raise ConfigError(f"weight bits must be >= 2 (sign plus one level), got {bits}")
+    levels = 2 ** (bits - 1) - 1
+    delta = w.detach().abs().max() / levels
+    if delta == 0:
+        return w.detach().clone()
+    return torch.round(w.detach() / delta) * delta
+
+
+def quantize_ste(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Forward: quantized ``w``; backward: identity (straight-through estimator)."""
+    if bits >= FULL_PRECISION_BITS:
+        return w
+    return w + (quantize_symmetric(w, bits) - w).detach()
+
+
+class TTFSEncoder(nn.Module):
+    """Pixels ``p in [0, 1]`` -> ``z = exp(alpha (1 - p))`` (brighter spikes earlier).
+
+    ``noise_std`` adds Gaussian jitter to the spike times in training mode only (the paper trains
+    on noisy input times), clamped at ``t >= 0``.
+    """
+
+    def __init__(self, alpha: float = 3.0, noise_std: float = 0.0) -> None:
+        super().__init__()
+        if not alpha > 0:
+            raise ConfigError(f"encoder alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+        self.noise_std = float(noise_std)
+
+    def times(self, pixels: torch.Tensor) -> torch.Tensor:
+        from ..coding import latency_times
+
+        if not torch.isfinite(pixels).all():
+            from ..errors import NonFiniteError
+
+            raise NonFiniteError("TTFS encoder input contains NaN or infinity")
+        t = latency_times(pixels.clamp(0, 1), self.alpha)
+        if self.training and self.noise_std > 0:
+            t = (t + self.noise_std * torch.randn_like(t)).clamp_min(0)
+        return t
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.times(pixels))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, noise_std={self.noise_std}"
+
+
+class _TTFSWeighted(nn.Module):
+    """Shared parts of dense and conv layers: bias column, init, quantized weight matrix."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter
+
+    def __init__(self, fan_in: int, z_max: float) -> None:
+        super().__init__()
+        self.fan_in = fan_in
+        self.z_max = float(z_max)
+        self.weight_bits = FULL_PRECISION_BITS
+
+    def reset_parameters(self) -> None:
+        """Paper's init ``W ~ U[0, 8 / (N_in + 1)]`` (``+1`` counts the bias input); bias 0."""
+        with torch.no_grad():
+            self.weight.uniform_(0.0, 8.0 / (self.fan_in + 1))
+            self.bias.zero_()
+
+    def weight_matrix(self) -> torch.Tensor:
+        """``[out, fan_in + 1]``: weights then the bias column, quantized when QAT is on."""
+        full = torch.cat([self.weight.reshape(self.weight.shape[0], -1), self.bias.unsqueeze(1)], 1)
+        return quantize_ste(full, self.weight_bits)
+
+    def weight_sums(self) -> torch.Tensor:
+        """``sum_i w_ji`` per output neuron (bias included), for the weight-sum penalty."""
+        return self.weight_matrix().sum(1)
+
+    def _solve(self, rows: torch.Tensor) -> torch.Tensor:
+        sync = torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)
+        return solve_spike_times(torch.cat([rows, sync], 1), self.weight_matrix(), self.z_max)
+
+
+class TTFSLinear(_TTFSWeighted):
+    """Fully connected TTFS layer ``[B, in] -> [B, out]``."""
+
+    def __init__(self, in_features: int, out_features: int, z_max: float = DEFAULT_Z_MAX) -> None:
+        super().__init__(in_features, z_max)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self.reset_parameters()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.in_features:
+            raise ShapeError(f"TTFSLinear expects [B, {self.in_features}], got {tuple(z.shape)}")
+        return self._solve(z)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, z_max={self.z_max:g}"
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TensorFlow-style SAME: ``out = ceil(size / stride)``; returns (out, pad_before, pad_after)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+class TTFSConv2d(_TTFSWeighted):
+    """Convolutional TTFS layer: shared ``k x k x C_in`` kernels, SAME padding.
+
+    Padded positions are silent inputs (``z = z_max``), so they never enter a causal set. Each
+    output position is one neuron solved over its patch plus the bias input.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+        z_max: float = DEFAULT_Z_MAX,
+    ) -> None:
+        super().__init__(in_channels * kernel_size * kernel_size, z_max)
+        if kernel_size < 1 or stride < 1:
+            raise ConfigError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.reset_parameters()
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        return (same_padding(height, self.kernel_size, self.stride)[0],
+                same_padding(width, self.kernel_size, self.stride)[0])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 4 or z.shape[1] != self.in_channels:
+            raise ShapeError(f"TTFSConv2d expects [B, {self.in_channels}, H, W], got {tuple(z.shape)}")
+        batch, _, height, width = z.shape
+        out_h, top, bottom = same_padding(height, self.kernel_size, self.stride)
+        out_w, left, right = same_padding(width, self.kernel_size, self.stride)
+        padded = F.pad(z, (left, right, top, bottom), value=self.z_max)
+        patches = F.unfold(padded, self.kernel_size, stride=self.stride)  # [B, C k k, L]
+        rows = patches.transpose(1, 2).reshape(batch * out_h * out_w, self.fan_in)
+        out = self._solve(rows)  # [B L, out]
+        return out.reshape(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2).contiguous()
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding=SAME, z_max={self.z_max:g}")
+
+
+class TTFSMaxPool2d(nn.Module):
+    """Max pooling on spike times. ``mode="earliest"`` (paper): output the first spike in the
+    window, ``min z``; ``mode="latest"``: the last one, ``max z`` over the spiking inputs (silent if
+    all are silent). Windows of ``kernel_size`` with equal stride, no padding."""
+
+    def __init__(self, kernel_size: int = 2, mode: str = "earliest", z_max: float = DEFAULT_Z_MAX) -> None:
+        super().__init__()
+        if mode not in ("earliest", "latest"):
+            raise ConfigError(f"max-pool mode must be 'earliest' or 'latest', got {mode!r}")
+        self.kernel_size, self.mode, self.z_max = kernel_size, mode, float(z_max)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.mode == "earliest":
+            return -F.max_pool2d(-z, self.kernel_size)
+        spiking = z < self.z_max
+        latest = F.max_pool2d(torch.where(spiking, z, torch.zeros_like(z)), self.kernel_size)
+        return torch.where(latest > 0, latest, torch.full_like(latest, self.z_max))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, mode={self.mode}"
+
+
+class TTFSAvgPool2d(nn.Module):
+    """Average of ``z`` over the spiking inputs of each window (silent if none spikes).
+
+    Unlike earliest-spike pooling it must wait for every input, so it gives up the latency gain.
+    """
+
+    def __init__(self, kernel_size: int = 2, z_max: float = DEFAULT_Z_MAX) -> None:
+        super().__init__()
+        self.kernel_size, self.z_max = kernel_size, float(z_max)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        spiking = (z < self.z_max).to(z.dtype)
+        total = F.avg_pool2d(z * spiking, self.kernel_size)
+        count = F.avg_pool2d(spiking, self.kernel_size)
+        mean = total / count.clamp_min(1e-12)
+        return torch.where(count > 0, mean, torch.full_like(mean, self.z_max))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+class TTFSFlatten(nn.Module):
+    """``[B, C, H, W] -> [B, C H W]`` (no change of spike times)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(z.shape[0], -1)
+
+
+def ttfs_weighted_layers(model: nn.Module) -> list[_TTFSWeighted]:
+    """The dense and conv layers of a model, in order."""
+    return [m for m in model.modules() if isinstance(m, _TTFSWeighted)]
+
+
+def set_weight_bits(model: nn.Module, bits: int) -> None:
+    """Switch QAT forward quantization of every TTFS layer (32 = full precision)."""
+    if not isinstance(bits, int) or bits < 2:
+        raise ConfigError(f"weight bits must be an integer >= 2, got {bits!r}")
+    for layer in ttfs_weighted_layers(model):
+        layer.weight_bits = bits

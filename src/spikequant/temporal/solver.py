@@ -1,0 +1,118 @@
+"""Exact spike times of non-leaky TTFS neurons (n-LIF, threshold 1, tau = 1) on ``z = exp(t)``.
+
+A neuron ``j`` with input spike times ``t_i`` and weights ``w_ji`` integrates
+``dv/dt = sum_i w_ji exp(-(t - t_i)) u(t - t_i)``. Inside the causal set ``C`` (inputs that
+arrive before the output spike) the potential is ``v = W_C - A_C / z`` with ``W_C = sum w``,
+``A_C = sum w z_i``; it reaches 1 at
+
+    z_out = A_C / (W_C - 1) = sum_{i in C} w_ji z_i / (sum_{i in C} w_ji - 1).
+
+Causal-set search (vectorised, no loop over samples or neurons): sort the inputs by ``z``; for
+every prefix ``k`` compute ``W_k``, ``A_k`` by cumulative sums and ``c_k = A_k / (W_k - 1)``;
+prefix ``k`` is valid iff ``W_k > 1`` and ``z_(k) <= c_k <= z_(k+1)`` (``z_(N+1) = inf``). The
+intervals ``[z_(k), z_(k+1)]`` are disjoint and increasing, so the smallest valid ``c_k`` is the
+first threshold crossing. No valid prefix means no spike.
+
+Silent neurons carry ``z = z_max`` (default 1e5, ``t ~ 11.5``). Any input with ``z >= z_max``
+is treated as silent (it never joins a causal set), and an output whose crossing would come at
+or after ``z_max`` is reported as silent too, so every layer sees one convention. (The authors'
+code sorts silent inputs in with ``z = 1e5``; the two differ only for spikes later than
+``t = ln 1e5``.)
+
+Gradients with the causal set held fixed (no surrogate):
+``dz_out/dz_i = w_ji / (W_C - 1)`` and ``dz_out/dw_ji = (z_i - z_out) / (W_C - 1)`` for
+``i in C``; zero outside ``C`` and for silent outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ShapeError
+
+DEFAULT_Z_MAX = 1e5
+
+
+def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float):
+    """Forward pass of the causal-set search.
+
+    ``z``: ``[R, N]`` input values (rows are independent samples/patches), ``weight``: ``[M, N]``.
+    Returns ``z_out [R, M]`` (``z_max`` where silent), ``prefix [R, M]`` (index in sorted order of
+    the last causal input), ``fired [R, M]``, ``w_causal [R, M]`` (``W_C``), ``rank [R, N]``
+    (position of each input in sorted order) and ``spiking [R, N]``.
+    """
+    inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
+    spiking = z < z_max
+    z_sort_key = torch.where(spiking, z, inf)
+    z_sorted, order = torch.sort(z_sort_key, dim=1, stable=True)
+    spiking_sorted = torch.isfinite(z_sorted)
+    z_sorted_clean = torch.where(spiking_sorted, z_sorted, torch.zeros_like(z_sorted))
+
+    # weight[:, order] -> [M, R, N]; the zero mask keeps silent inputs out of every prefix sum.
+    w_sorted = weight[:, order].permute(1, 0, 2) * spiking_sorted.unsqueeze(1)
+    w_cum = torch.cumsum(w_sorted, dim=2)
+    a_cum = torch.cumsum(w_sorted * z_sorted_clean.unsqueeze(1), dim=2)
+    crossing = a_cum / (w_cum - 1)
+
+    z_next = torch.cat([z_sorted[:, 1:], inf.expand(z.shape[0], 1)], dim=1)
+    valid = (
+        spiking_sorted.unsqueeze(1)
+        & (w_cum > 1)
+        & (crossing >= z_sorted.unsqueeze(1))
+        & (crossing <= z_next.unsqueeze(1))
+        & (crossing < z_max)
+    )
+    candidates = torch.where(valid, crossing, inf)
+    z_out, prefix = candidates.min(dim=2)
+    fired = torch.isfinite(z_out)
+    z_out = torch.where(fired, z_out, torch.full_like(z_out, z_max))
+    w_causal = torch.gather(w_cum, 2, prefix.unsqueeze(2)).squeeze(2)
+
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(z.shape[1], device=z.device).expand_as(order))
+    return z_out, prefix, fired, w_causal, rank, spiking
+
+
+class CausalSetSolve(torch.autograd.Function):
+    """``z_out = A_C / (W_C - 1)`` with the analytical gradient of the fixed causal set."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, z_max: float):
+        z_out, prefix, fired, w_causal, rank, spiking = _sorted_prefix_solution(z, weight, z_max)
+        ctx.save_for_backward(z, weight, z_out, prefix, fired, w_causal, rank, spiking)
+        ctx.mark_non_differentiable(fired)
+        return z_out, fired
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _grad_fired=None):
+        z, weight, z_out, prefix, fired, w_causal, rank, spiking = ctx.saved_tensors
+        # g_j / (W_C - 1) for firing outputs; silent outputs pass no gradient.
+        scaled = torch.where(fired, grad_out / (w_causal - 1), torch.zeros_like(grad_out))
+        causal = (rank.unsqueeze(1) <= prefix.unsqueeze(2)) & spiking.unsqueeze(1)  # [R, M, N]
+        weighted = scaled.unsqueeze(2) * causal
+        grad_z = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.einsum("rmn,mn->rn", weighted, weight)
+        if ctx.needs_input_grad[1]:
+            z_clean = torch.where(spiking, z, torch.zeros_like(z))
+            grad_w = torch.einsum("rmn,rn->mn", weighted, z_clean) - torch.einsum(
+                "rmn,rm->mn", weighted, z_out
+            )
+        return grad_z, grad_w, None
+
+
+def solve_spike_times(
+    z: torch.Tensor, weight: torch.Tensor, z_max: float = DEFAULT_Z_MAX, *, return_fired: bool = False
+):
+    """Output ``z = exp(t)`` of ``M`` neurons for a batch of input rows.
+
+    ``z``: ``[R, N]`` (``>= z_max`` means "no spike"), ``weight``: ``[M, N]`` -> ``[R, M]``.
+    No bias/synchronisation input is added here (the layers add it).
+    """
+    if z.ndim != 2 or weight.ndim != 2 or z.shape[1] != weight.shape[1]:
+        raise ShapeError(
+            f"solve_spike_times expects z [R, N] and weight [M, N], got {tuple(z.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    z_out, fired = CausalSetSolve.apply(z, weight, float(z_max))
+    return (z_out, fired) if return_fired else z_out
