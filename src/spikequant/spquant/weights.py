@@ -1,0 +1,101 @@
+r"""Apply weight quantizers to every conv/linear layer of any model (``torch.nn.utils.parametrize``).
+
+``quantize_weights(model, bits)`` registers on each ``weight``
+
+* ``bits <= 4``: :class:`~spikequant.quant.pow2.PowerOfTwoQuantizer` (learnable power-of-two
+  ``alpha``, init 4), preceded by per-tensor weight standardisation ``(w - mean) / std`` as in
+  APoT, so that ``alpha = 4`` clips at four standard deviations whatever the layer's init scale;
+* ``bits > 4``: :class:`~spikequant.quant.uniform.UniformQuantizer` (max-abs init, learnable step).
+
+The original float weights stay trainable (``module.parametrizations.weight.original``); the
+forward pass always sees the quantized weights. A model with quantized weights is saved and loaded
+with its state dict after calling this function again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..errors import ConfigError
+from ..quant.pow2 import PowerOfTwoQuantizer
+from ..quant.uniform import UniformQuantizer
+
+SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class WeightStandardize(nn.Module):
+    """``(w - mean(w)) / (std(w) + eps)`` over the whole tensor."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return (w - w.mean()) / (w.std() + self.eps)
+
+
+def synapse_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SYNAPSES)]
+
+
+def quantize_weights(
+    model: nn.Module,
+    bits: int,
+    *,
+    alpha: float = 4.0,
+    standardize: bool = True,
+    learn_scale: bool = True,
+    exclude: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """Quantize the weights of every conv/linear layer (except names in ``exclude``) to ``bits``.
+
+    Returns the names of the quantized layers. ``bits >= 32`` is a no-op (full precision).
+    """
+    if not isinstance(bits, int) or isinstance(bits, bool) or bits < 2:
+        raise ConfigError(f"weight bits must be an integer >= 2, got {bits!r}")
+    if bits >= 32:
+        return []
+    layers = synapse_layers(model)
+    unknown = set(exclude) - {name for name, _ in layers}
+    if unknown:
+        raise ConfigError(f"exclude names no conv/linear layer: {sorted(unknown)}")
+    done = []
+    for name, module in layers:
+        if name in exclude:
+            continue
+        if parametrize.is_parametrized(module, "weight"):
+            raise ConfigError(f"layer {name!r} already has a weight parametrization")
+        if bits <= 4:
+            if standardize:
+                parametrize.register_parametrization(module, "weight", WeightStandardize())
+            parametrize.register_parametrization(
+                module, "weight", PowerOfTwoQuantizer(bits, alpha, learn_alpha=learn_scale)
+            )
+        else:
+            parametrize.register_parametrization(
+                module, "weight", UniformQuantizer(bits, module.weight, learn_step=learn_scale)
+            )
+        done.append(name)
+    return done
+
+
+def weight_bits(module: nn.Module, default: int = 32) -> int:
+    """Bits of a (possibly parametrized) conv/linear weight."""
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if hasattr(p, "bits"):
+                return int(p.bits)
+    return default
+
+
+def bake_weights(model: nn.Module) -> nn.Module:
+    """Replace every weight parametrization by its current quantized value (for export)."""
+    for _, module in synapse_layers(model):
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
+
+
+__all__ = ["WeightStandardize", "bake_weights", "quantize_weights", "synapse_layers", "weight_bits"]
