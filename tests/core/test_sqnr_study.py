@@ -16,7 +16,7 @@ def test_atif_u_beats_fixed_threshold_by_10_db_and_finds_the_optimum(study):
     assert study["atif_u"]["sqnr_db"] - study["fixed"]["sqnr_db"] > 10
     assert study["best_fixed_grid"]["sqnr_db"] - study["atif_u"]["sqnr_db"] <= 0.3
     # the learned threshold lands near 2 sigma (the paper: it approaches the input's std)
-    assert 1.0 < study["atif_u"]["vth_over_sigma"] < 3.0
+    assert 1.5 < study["atif_u"]["vth_over_sigma"] < 2.5
 
 
 def test_fixed_threshold_needs_many_more_timesteps(study):
@@ -38,6 +38,7 @@ def test_cli_json_and_files(tmp_path, capsys):
     assert {"sqnr_db"} <= out["fixed"].keys()
     assert {"sqnr_db", "vth"} <= out["atif_u"].keys()
     assert "sqnr_db" in out["atif_nu"]
+    assert (tmp_path / "sqnr.md").read_text().count("ATIF") >= 2
     assert (tmp_path / "sqnr.json").is_file() and (tmp_path / "sqnr.png").stat().st_size > 1000
 
 
