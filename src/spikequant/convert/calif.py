@@ -32,12 +32,17 @@ class CaState(NamedTuple):
     count: torch.Tensor
 
 
+def _broadcast(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Scalar, per-channel ``[C]`` or per-neuron ``x.shape[1:]`` parameter against a step ``x``."""
+    if param.ndim and param.ndim == x.ndim - 1 and tuple(param.shape) == tuple(x.shape[1:]):
+        return param
+    return channel_view(param, x)
+
+
 def _as_buffer(value, name: str) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float64).clone()
     if not torch.isfinite(t).all():
         raise ConfigError(f"{name} must be finite")
-    if t.ndim > 1:
-        raise ConfigError(f"{name} must be a scalar or a per-channel vector, got shape {tuple(t.shape)}")
     return t
 
 
@@ -46,7 +51,7 @@ class CaLIF(SpikingNeuron):
 
     Args:
         threshold: ``Vth > 0`` (scalar or per channel).
-        leak: ``lam`` subtracted every step (scalar or per channel); ``lam = -b/T`` turns a bias
+        leak: ``lam`` subtracted every step (scalar, per channel or per neuron); ``lam = -b/T`` turns a bias
             ``b`` into a constant input current.
         qmax: saturate the signed count at ``qmax`` (``None``: unbounded).
         gate: require ``c > 0`` for a negative spike (``False`` for the average-pool neuron).
@@ -82,8 +87,8 @@ class CaLIF(SpikingNeuron):
         return can_rise, can_fall
 
     def step(self, x: torch.Tensor, state: CaState):
-        th = channel_view(self.threshold, x)
-        v = state.v + x.to(torch.float64) - channel_view(self.leak, x)
+        th = _broadcast(self.threshold, x)
+        v = state.v + x.to(torch.float64) - _broadcast(self.leak, x)
         can_rise, can_fall = self._gates(state.count)
         pos = (v >= th) & can_rise
         neg = (v <= -th) & can_fall & ~pos
@@ -98,7 +103,7 @@ class CaLIF(SpikingNeuron):
         v, count = self.state
         if x is not None:
             v = v + x.to(torch.float64)
-        th = channel_view(self.threshold, v)
+        th = _broadcast(self.threshold, v)
         half = th / 2
         net = torch.zeros_like(v)
         # each pass moves |V| by Vth towards [-Vth/2, Vth/2], so the loop ends within max|V|/Vth
@@ -129,7 +134,7 @@ class CaLIF(SpikingNeuron):
     def integrated(self) -> torch.Tensor:
         """Integrated input ``c Vth + V`` (read-out of an output layer)."""
         v, count = self.state
-        return count * channel_view(self.threshold, v) + v
+        return count * _broadcast(self.threshold, v) + v
 
     def extra_repr(self) -> str:
         kind = "per-channel" if self.threshold.ndim else "per-layer"
@@ -167,8 +172,8 @@ class EventLIF(SpikingNeuron):
         return CaState(torch.zeros(x.shape, dtype=torch.float64), torch.zeros(x.shape, dtype=torch.float64))
 
     def step(self, x, state):
-        th = channel_view(self.threshold, x)
-        v = state.v + x.to(torch.float64) - channel_view(self.leak, x)
+        th = _broadcast(self.threshold, x)
+        v = state.v + x.to(torch.float64) - _broadcast(self.leak, x)
         out = (v >= th).to(torch.float64)
         return out, CaState(v - out * th, state.count + out)
 

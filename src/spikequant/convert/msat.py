@@ -1,0 +1,140 @@
+r"""MSAT neuron: IF with a multi-stage adaptive threshold and spike confidence (Wang et al.).
+
+Units are normalised by the layer scale ``lambda`` (max ANN activation), so the base threshold is 1.
+Per step ``t`` with normalised input ``x(t)``::
+
+    thr(1)   = 1
+    thr(t)   = sigmoid(tau_mp DTT(t-1) + tau_rd DET(t))                 (t >= 2, Alg. 1 l.12-13)
+    mem     += x(t);  s = 1[mem >= thr(t)];  mem -= thr(t) s            (soft reset)
+    DTT(t)   = alpha (mem - Vm) + V_T + k_a ln(1 + exp((mem - Vm) / k_i))   (eq. 12)
+    DET(t)   = exp(-delta(t) / C)                                        (eq. 13)
+
+``Vm`` is the running mean of the residual membrane over the steps so far, ``V_T = -1``, and
+``delta(t)`` is the input current ``x(t)`` (default, as the authors' code) or the change of the
+pre-firing membrane (``det_delta="membrane"``, the paper's text). The neuron emits ``thr(t) s``
+(times ``lambda`` in real units). With ``V = Vm`` and no input the threshold settles at
+``sigmoid(tau_mp (ln 2 - 1) + tau_rd)``: 2/3 for the VGG16 setting, 0.585786 for ResNet20/34.
+
+Spike confidence (eq. 14): during the first ``E`` steps each spike passes a Bernoulli(p) filter;
+the reset uses the filtered spike (paper) unless ``reset_filtered=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from ..errors import ConfigError
+from ..neurons.base import SpikingNeuron
+
+#: Table 2 of the paper; spikequant's small plain CNNs/MLPs use the VGG16 row by default.
+PRESETS: dict[str, dict[str, float]] = {
+    "vgg16": {"alpha": 0.03, "k_a": 1.0, "k_i": 1.0, "C": 5.0, "tau_mp": 1.0, "tau_rd": 1.0},
+    "resnet20": {"alpha": 0.3, "k_a": 1.0, "k_i": 1.0, "C": 5.0, "tau_mp": 0.5, "tau_rd": 0.5},
+    "resnet34": {"alpha": 1.0, "k_a": 1.0, "k_i": 1.0, "C": 5.0, "tau_mp": 0.5, "tau_rd": 0.5},
+}
+
+#: architecture -> preset used when the user does not choose one
+ARCHITECTURE_PRESETS = {
+    "ann_mlp": "vgg16", "ann_lenet": "vgg16", "ann_cnn": "vgg16", "ann_cnn_residual": "resnet20",
+}
+
+
+def msat_hyperparameters(preset: str = "vgg16", **overrides) -> dict[str, float]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown MSAT preset {preset!r}; known: {', '.join(PRESETS)}")
+    params = dict(PRESETS[preset])
+    for key, value in overrides.items():
+        if key not in params:
+            raise ConfigError(f"unknown MSAT hyperparameter {key!r}; known: {', '.join(params)}")
+        params[key] = float(value)
+    if params["k_i"] <= 0 or params["C"] <= 0:
+        raise ConfigError("MSAT k_i and C must be > 0")
+    return params
+
+
+def resting_threshold(preset: str = "vgg16") -> float:
+    """Closed form with ``V = Vm`` and zero input: ``sigmoid(tau_mp (ln 2 - 1) + tau_rd)``."""
+    p = PRESETS[preset]
+    z = p["tau_mp"] * (-1.0 + p["k_a"] * math.log(2.0)) + p["tau_rd"]
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class MSATState(NamedTuple):
+    mem: torch.Tensor
+    thr: torch.Tensor
+    dtt: torch.Tensor
+    vm_sum: torch.Tensor
+    prev_pre: torch.Tensor
+    t: int
+
+
+class MSAT(SpikingNeuron):
+    """MSAT neuron in real units: input ``x / scale`` is normalised, the output is ``scale thr s``.
+
+    Args:
+        scale: layer scale ``lambda`` (scalar or per channel).
+        preset / hyperparameters: Table 2 row and overrides (alpha, k_a, k_i, C, tau_mp, tau_rd).
+        det_delta: ``"input"`` (default) or ``"membrane"``.
+        confidence: Bernoulli keep-probability ``p`` for the first ``confidence_steps`` steps
+            (``None``: off).
+        reset_filtered: reset with the filtered spike (paper) or the raw one.
+    """
+
+    def __init__(self, scale=1.0, *, preset: str = "vgg16", det_delta: str = "input",
+                 confidence: float | None = None, confidence_steps: int = 16,
+                 reset_filtered: bool = True, generator: torch.Generator | None = None,
+                 **hyperparameters) -> None:
+        super().__init__()
+        scale = torch.as_tensor(scale, dtype=torch.float32).clone()
+        if (scale <= 0).any() or not torch.isfinite(scale).all():
+            raise ConfigError("MSAT scale must be positive and finite")
+        if det_delta not in ("input", "membrane"):
+            raise ConfigError(f"det_delta must be 'input' or 'membrane', got {det_delta!r}")
+        if confidence is not None and not 0.0 <= confidence <= 1.0:
+            raise ConfigError(f"confidence must be a probability, got {confidence!r}")
+        self.register_buffer("scale", scale)
+        self.hp = msat_hyperparameters(preset, **hyperparameters)
+        self.preset = preset
+        self.det_delta = det_delta
+        self.confidence = confidence
+        self.confidence_steps = int(confidence_steps)
+        self.reset_filtered = bool(reset_filtered)
+        self.generator = generator
+
+    def _scale(self, x):
+        s = self.scale
+        return s if s.ndim == 0 else s.view(-1, *([1] * (x.ndim - 2)))
+
+    def initial_state(self, x):
+        zeros = torch.zeros_like(x)
+        return MSATState(zeros, torch.ones_like(x), zeros, zeros, zeros, 0)
+
+    def step(self, x, state: MSATState):
+        hp = self.hp
+        scale = self._scale(x)
+        x = x / scale
+        t = state.t + 1
+        pre = state.mem + x
+        if t == 1:
+            thr = torch.ones_like(x)
+        else:
+            delta = x if self.det_delta == "input" else pre - state.prev_pre
+            det = torch.exp(-delta / hp["C"])
+            thr = torch.sigmoid(hp["tau_mp"] * state.dtt + hp["tau_rd"] * det)
+        spike = (pre >= thr).to(x.dtype)
+        kept = spike
+        if self.confidence is not None and t <= self.confidence_steps:
+            mask = torch.rand(x.shape, generator=self.generator, device=x.device) < self.confidence
+            kept = spike * mask.to(x.dtype)
+        mem = pre - thr * (kept if self.reset_filtered else spike)
+        vm_sum = state.vm_sum + mem
+        dev = mem - vm_sum / t
+        dtt = hp["alpha"] * dev - 1.0 + hp["k_a"] * torch.nn.functional.softplus(dev / hp["k_i"])
+        return kept * thr * scale, MSATState(mem, thr, dtt, vm_sum, pre, t)
+
+    def extra_repr(self) -> str:
+        return (f"preset={self.preset}, det_delta={self.det_delta}, confidence={self.confidence}, "
+                f"E={self.confidence_steps}")

@@ -1,0 +1,354 @@
+"""Stage 3-4 of the converter (replace, finalize) and the converted network's simulator.
+
+A converted network is the traced ANN graph with its activations replaced by single-step spiking
+stages; it runs one timestep per graph call (all layers in order, zero delay) and keeps neuron state
+between calls. The read-out accumulates the output layer over time and takes the argmax.
+
+Methods (recipes):
+
+* ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer (threshold
+  balancing); each spike carries ``lambda``. Analog input every step; read-out = mean over time.
+* ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
+  confidence on the last spiking layer (p from the SIN statistics of the calibration data).
+* ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
+  units: synapse ``Sw wQ``, a spike of the input worth ``1/K`` (ISI budget ``K = min(T, 255)``), a
+  hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the bias current found by probing
+  the graph with all spikes zero), rounding phase after step T, read-out ``c Vth + V`` of the
+  output layer (accumulated current plus bias).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ConversionError
+from ..neurons import IF, reset_state
+from ..quant.qat import QuantConv2d, QuantInput, QuantLinear, QuantReLU, fake_quant_weight
+from .calif import CaLIF, CaPool, isi_encode, pixels_from_unit
+from .graph import (
+    BN_TYPES,
+    _module,
+    _set_module,
+    activation_nodes,
+    calibrate,
+    collect_activations,
+    prepare,
+    validate,
+)
+from .msat import ARCHITECTURE_PRESETS, MSAT
+
+METHODS = ("rate", "msat", "calif")
+
+
+class NeuronStage(nn.Module):
+    """Single-step wrapper: ``neuron(x[None])[0]`` (then average pooling), counting spikes."""
+
+    def __init__(self, neuron: nn.Module, pool: int = 1) -> None:
+        super().__init__()
+        self.neuron = neuron
+        self.pool = pool
+        self.track_neurons = False
+        self.clear_counts()
+
+    def clear_counts(self) -> None:
+        self.spikes = 0.0
+        self.neurons = 0
+        self.per_neuron: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.neuron(x.unsqueeze(0))[0]
+        fired = (out != 0).to(torch.float32)
+        self.spikes += float(fired.sum())
+        self.neurons = fired[0].numel()
+        if self.track_neurons:
+            self.per_neuron = fired if self.per_neuron is None else self.per_neuron + fired
+        return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
+
+
+class Synapse(nn.Module):
+    """Weight layer of a Ca-LIF network; the bias is used only when probing the bias currents."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
+        super().__init__()
+        self.layer = layer
+        self.mode = "step"
+
+    def forward(self, x):
+        bias = self.layer.bias if self.mode == "probe" else None
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, self.layer.weight, bias)
+        return F.linear(x, self.layer.weight, bias)
+
+
+class CaBlock(nn.Module):
+    """Quantized ReLU as Ca-LIF neurons (``Vth = Sy``, ``qmax``), then optionally the pool neuron;
+    emits spikes worth ``Sy``."""
+
+    def __init__(self, step_size: float, qmax: int, pool: int = 1, tie: str = "up") -> None:
+        super().__init__()
+        self.step_size = float(step_size)
+        self.neuron = CaLIF(self.step_size, 0.0, qmax=qmax, tie=tie)
+        self.pool_neuron = CaPool(pool, tie=tie) if pool > 1 else None
+        self.pool = pool
+        self.mode = "step"
+        self.bias_current: torch.Tensor | None = None
+        self.spikes = 0.0
+        self.neurons = 0
+
+    def _sum_pool(self, s):
+        return F.avg_pool2d(s, self.pool) * (self.pool * self.pool)
+
+    def forward(self, x):
+        if self.mode == "probe":
+            self.bias_current = x[0].detach().clone()
+            out = torch.zeros_like(x)
+            return self._sum_pool(out) if self.pool_neuron is not None else out
+        if self.mode == "step":
+            s = self.neuron(x.unsqueeze(0))[0]
+            self.spikes += float((s != 0).sum())
+            self.neurons = s[0].numel()
+            if self.pool_neuron is not None:
+                s = self.pool_neuron(self._sum_pool(s).unsqueeze(0))[0]
+                self.spikes += float((s != 0).sum())
+                self.neurons += s[0].numel()
+            return s * self.step_size
+        r = self.neuron.round_phase(x)
+        self.spikes += float(r.abs().sum())
+        if self.pool_neuron is not None:
+            r = self.pool_neuron.round_phase(self._sum_pool(r))
+            self.spikes += float(r.abs().sum())
+        return r * self.step_size
+
+    def set_timesteps(self, timesteps: int) -> None:
+        if self.bias_current is None:
+            raise ConversionError("probe the bias currents before simulating")
+        self.neuron.leak = -self.bias_current / timesteps
+
+    def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = self.neuron.count
+        return pre, (self.pool_neuron.count if self.pool_neuron is not None else pre)
+
+
+class SpikingNetwork(nn.Module):
+    """A converted SNN: ``simulate(x, timesteps)`` -> logits read out at every requested T."""
+
+    def __init__(self, graph: fx.GraphModule, method: str, info: dict | None = None) -> None:
+        super().__init__()
+        self.graph_module = graph
+        self.method = method
+        self.info = info or {}
+        self.max_input_spikes: int | None = None  # calif ISI budget K; None -> min(T, 255)
+
+    def stages(self) -> dict[str, nn.Module]:
+        return {name: m for name, m in self.graph_module.named_modules()
+                if isinstance(m, (NeuronStage, CaBlock))}
+
+    def _set_mode(self, mode: str) -> None:
+        for m in self.graph_module.modules():
+            if isinstance(m, (Synapse, CaBlock)):
+                m.mode = mode
+
+    @torch.no_grad()
+    def simulate(self, x: torch.Tensor, timesteps: Sequence[int]) -> dict[int, dict]:
+        """Run the SNN; returns ``{T: {"logits": [B, classes], "spikes": total, "neurons": n}}``.
+
+        ``rate``/``msat`` run once up to ``max(timesteps)`` and read out at each T; ``calif`` runs
+        each T separately (T sets the ISI coding, the leak and the rounding phase)."""
+        steps = sorted({int(t) for t in timesteps})
+        if not steps or steps[0] < 1:
+            raise ConfigError(f"timesteps must be positive integers, got {list(timesteps)!r}")
+        if self.method == "calif":
+            return {t: self._simulate_calif(x, t) for t in steps}
+        reset_state(self.graph_module)
+        for stage in self.stages().values():
+            stage.clear_counts()
+        acc = None
+        results = {}
+        for t in range(1, steps[-1] + 1):
+            out = self.graph_module(x)
+            acc = out if acc is None else acc + out
+            if t in steps:
+                results[t] = {"logits": acc / t, **self._spike_totals()}
+        return results
+
+    def _spike_totals(self) -> dict:
+        stages = self.stages().values()
+        return {"spikes": sum(s.spikes for s in stages), "neurons": sum(s.neurons for s in stages)}
+
+    def _simulate_calif(self, x: torch.Tensor, timesteps: int) -> dict:
+        gm = self.graph_module
+        budget = self.max_input_spikes or min(timesteps, 255)
+        budget = min(budget, timesteps)
+        x = x.to(torch.float64)
+        reset_state(gm)
+        self._set_mode("probe")
+        bias_out = gm(torch.zeros_like(x[:1]))
+        for block in self.stages().values():
+            block.set_timesteps(timesteps)
+            block.spikes = 0.0
+        reset_state(gm)
+        spikes = isi_encode(pixels_from_unit(x), timesteps, budget).to(torch.float64) / budget
+        self._set_mode("step")
+        acc = torch.zeros_like(bias_out)
+        for t in range(timesteps):
+            acc = acc + gm(spikes[t])
+        self._set_mode("round")
+        acc = acc + gm(torch.zeros_like(x)) + bias_out
+        self._set_mode("step")
+        input_spikes = float(spikes.ne(0).sum())
+        return {"logits": acc, **self._spike_totals(), "input_spikes": input_spikes,
+                "decoded_input": spikes.sum(0)}
+
+    def codes(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Ca-LIF integer activations (before, after pooling) of the last simulation."""
+        return {name: m.codes() for name, m in self.stages().items() if isinstance(m, CaBlock)}
+
+
+# --------------------------------------------------------------------------- stage 3: replace
+def replace_rate(gm: fx.GraphModule, scales: dict[str, torch.Tensor]) -> fx.GraphModule:
+    for node in activation_nodes(gm):
+        m = gm.get_submodule(node.target)
+        scale = scales[node.target]
+        neuron = IF(1.0, num_channels=scale.numel() if scale.ndim else None, scale_output=True)
+        with torch.no_grad():
+            neuron.threshold.copy_(scale)
+        _set_module(gm, node.target, NeuronStage(neuron, getattr(m, "pool", 1)))
+    return gm
+
+
+def replace_msat(gm: fx.GraphModule, scales: dict[str, torch.Tensor], *, preset: str,
+                 generator: torch.Generator, **msat_kwargs) -> fx.GraphModule:
+    for node in activation_nodes(gm):
+        m = gm.get_submodule(node.target)
+        neuron = MSAT(scales[node.target], preset=preset, generator=generator, **msat_kwargs)
+        _set_module(gm, node.target, NeuronStage(neuron, getattr(m, "pool", 1)))
+    return gm
+
+
+def replace_calif(gm: fx.GraphModule, *, tie: str = "up") -> fx.GraphModule:
+    saw_input = False
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if m is None:
+            continue
+        if isinstance(m, BN_TYPES):
+            raise ConversionError(f"{node.target}: calif needs BN folded during QAT (train with the qat runner)")
+        if isinstance(m, QuantInput):
+            saw_input = True
+            _set_module(gm, node.target, nn.Identity())
+        elif isinstance(m, (QuantConv2d, QuantLinear)):
+            plain = copy.deepcopy(m)
+            with torch.no_grad():
+                plain.weight.copy_(fake_quant_weight(m.weight, m.bits))
+            plain.__class__ = nn.Conv2d if isinstance(m, QuantConv2d) else nn.Linear
+            _set_module(gm, node.target, Synapse(plain))
+        elif isinstance(m, QuantReLU):
+            _set_module(gm, node.target, CaBlock(float(m.step_size), m.qmax, m.pool, tie=tie))
+        elif isinstance(m, (nn.Conv2d, nn.Linear, nn.ReLU, nn.Hardtanh, nn.AvgPool2d)):
+            raise ConversionError(
+                f"{node.target}: calif converts quantized networks only (QuantConv2d/QuantLinear/"
+                f"QuantReLU with pool=...), found {type(m).__name__}; train with `kind: qat`"
+            )
+    if not saw_input:
+        raise ConversionError("calif needs the 8-bit input quantizer (QuantInput) as first layer")
+    return gm.double()
+
+
+# --------------------------------------------------------------------------- stage 4: finalize
+def _batches(x: torch.Tensor, batch_size: int):
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size]
+
+
+def sin_statistics(snn: SpikingNetwork, ann_graph: fx.GraphModule, x: torch.Tensor, *,
+                   steps: int = 16, batch_size: int = 256) -> dict[str, dict]:
+    """Spikes of inactivated neurons per layer: neurons that fire within the first ``steps`` steps
+    although their ANN pre-activation is <= 0. ``p = 1 - SIN / fired`` is the confidence."""
+    stages = {n: s for n, s in snn.stages().items() if isinstance(s, NeuronStage)}
+    saved = {}
+    for name, stage in stages.items():
+        saved[name] = stage.neuron.confidence if isinstance(stage.neuron, MSAT) else None
+        if isinstance(stage.neuron, MSAT):
+            stage.neuron.confidence = None
+        stage.track_neurons = True
+    totals = {n: {"neurons": 0, "fired": 0, "sin": 0, "sin_spikes": 0.0} for n in stages}
+    try:
+        for xb in _batches(x, batch_size):
+            for stage in stages.values():
+                stage.per_neuron = None
+            snn.simulate(xb, [steps])
+            pre = collect_activations(ann_graph, [xb], inputs=True)
+            for name, stage in stages.items():
+                fired = stage.per_neuron
+                inactive = pre[name] <= 0
+                sin = (fired > 0) & inactive
+                t = totals[name]
+                t["neurons"] += fired.numel()
+                t["fired"] += int((fired > 0).sum())
+                t["sin"] += int(sin.sum())
+                t["sin_spikes"] += float(fired[inactive].sum())
+    finally:
+        for name, stage in stages.items():
+            stage.track_neurons = False
+            stage.per_neuron = None
+            if isinstance(stage.neuron, MSAT):
+                stage.neuron.confidence = saved[name]
+    report = {}
+    for name, t in totals.items():
+        ratio = t["sin"] / t["fired"] if t["fired"] else 0.0
+        report[name] = {"sin_neurons": t["sin"], "fired_neurons": t["fired"], "sin_ratio": ratio,
+                        "ans": t["sin_spikes"] / max(t["neurons"], 1), "confidence": 1.0 - ratio}
+    return report
+
+
+def convert(model: nn.Module, method: str = "rate", calibration: torch.Tensor | None = None, *,
+            calibration_method: str = "max", percentile: float = 99.9, per_channel: bool = False,
+            preset: str | None = None, architecture: str | None = None, confidence: bool = True,
+            confidence_steps: int = 16, reset_filtered: bool = True, det_delta: str = "input",
+            seed: int = 0, batch_size: int = 256, tie: str = "up") -> SpikingNetwork:
+    """Convert an ANN (``[B, ...] -> [B, classes]``) into a :class:`SpikingNetwork`.
+
+    ``calibration`` (training images) is required by ``rate`` and ``msat`` unless every activation
+    is clipped/quantized; ``calif`` needs none (its scales come from QAT).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown conversion method {method!r}; known: {', '.join(METHODS)}")
+    if method == "calif":
+        gm = replace_calif(validate(model), tie=tie)
+        gm.recompile()
+        return SpikingNetwork(gm, "calif", {"method": "calif"})
+    ann = prepare(model)
+    batches = list(_batches(calibration, batch_size)) if calibration is not None else []
+    needs_data = any(not isinstance(ann.get_submodule(n.target), (QuantReLU, nn.ReLU6, nn.Hardtanh))
+                     for n in activation_nodes(ann))
+    if needs_data and not batches:
+        raise ConfigError(f"{method} conversion needs calibration data for its ReLU layers")
+    scales = calibrate(ann, batches, method=calibration_method, percentile=percentile,
+                       per_channel=per_channel)
+    gm = copy.deepcopy(ann)
+    info = {"method": method, "calibration": calibration_method, "per_channel": per_channel,
+            "scales": {k: v.tolist() for k, v in scales.items()}}
+    if method == "rate":
+        gm = replace_rate(gm, scales)
+        gm.recompile()
+        return SpikingNetwork(gm, "rate", info)
+    preset = preset or ARCHITECTURE_PRESETS.get(architecture or "", "vgg16")
+    generator = torch.Generator().manual_seed(seed)
+    gm = replace_msat(gm, scales, preset=preset, generator=generator, det_delta=det_delta,
+                      confidence_steps=confidence_steps, reset_filtered=reset_filtered)
+    gm.recompile()
+    snn = SpikingNetwork(gm, "msat", {**info, "preset": preset})
+    if batches:
+        sin = sin_statistics(snn, ann, torch.cat(batches), steps=confidence_steps, batch_size=batch_size)
+        snn.info["sin"] = sin
+        if confidence and sin:
+            last = list(sin)[-1]
+            snn.stages()[last].neuron.confidence = sin[last]["confidence"]
+            snn.info["confidence_layer"] = last
+    return snn
