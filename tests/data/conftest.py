@@ -8,9 +8,16 @@ from pathlib import Path
 import numpy as np
 
 
-def write_cifar_batch(path: Path, data: np.ndarray, labels, label_key: bytes, extra: dict | None = None) -> None:
+def write_cifar_batch(
+    path: Path, data: np.ndarray, labels, label_key: bytes, extra: dict | None = None
+) -> None:
     """One batch as the real files store it: a protocol-2 pickle of a dict with bytes keys."""
-    batch = {b"batch_label": b"fixture", b"data": data, label_key: list(map(int, labels)), b"filenames": [b"x.png"] * len(data)}
+    batch = {
+        b"batch_label": b"fixture",
+        b"data": data,
+        label_key: list(map(int, labels)),
+        b"filenames": [b"x.png"] * len(data),
+    }
     batch.update(extra or {})
     path.write_bytes(pickle.dumps(batch, protocol=2))
 
@@ -29,7 +36,24 @@ def make_cifar10(root: Path, per_batch: int = 6, seed: int = 0) -> dict:
         part = "test" if name == "test_batch" else "train"
         written[part][0].append(data)
         written[part][1].append(labels)
-    meta = {b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")], b"num_vis": 3072}
+    meta = {
+        b"label_names": [
+            n.encode()
+            for n in (
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
+            )
+        ],
+        b"num_vis": 3072,
+    }
     (base / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return {part: (np.concatenate(d), np.concatenate(lab)) for part, (d, lab) in written.items()}
 
@@ -43,8 +67,13 @@ def make_cifar100(root: Path, n: int = 7, seed: int = 1) -> dict:
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         fine = rng.integers(0, 100, size=n)
         coarse = fine // 5
-        write_cifar_batch(base / part, data, fine, b"fine_labels", {b"coarse_labels": list(map(int, coarse))})
+        write_cifar_batch(
+            base / part, data, fine, b"fine_labels", {b"coarse_labels": list(map(int, coarse))}
+        )
         written[part] = (data, fine)
-    meta = {b"fine_label_names": [f"class{i}".encode() for i in range(100)], b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
+    meta = {
+        b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+    }
     (base / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return written

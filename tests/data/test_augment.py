@@ -19,9 +19,13 @@ def _gen(seed):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31), padding=st.integers(0, 4), h=st.integers(3, 9), w=st.integers(3, 9))
+@given(
+    seed=st.integers(0, 2**31), padding=st.integers(0, 4), h=st.integers(3, 9), w=st.integers(3, 9)
+)
 def test_random_crop_is_a_window_of_the_padded_image(seed, padding, h, w):
-    x = torch.rand(3, 2, h, w, generator=_gen(seed + 1)) + 1.0  # strictly positive: padding is visible
+    x = (
+        torch.rand(3, 2, h, w, generator=_gen(seed + 1)) + 1.0
+    )  # strictly positive: padding is visible
     out = random_crop(x, padding=padding, generator=_gen(seed))
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (padding,) * 4)
@@ -81,7 +85,9 @@ def test_resized_crop_full_box_is_identity_and_ranges_hold():
     assert out.shape == (4, 3, 5, 5)
     # bilinear resampling inside the image never leaves the input's value range
     assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6
-    torch.testing.assert_close(random_resized_crop(x, generator=_gen(9)), random_resized_crop(x, generator=_gen(9)))
+    torch.testing.assert_close(
+        random_resized_crop(x, generator=_gen(9)), random_resized_crop(x, generator=_gen(9))
+    )
 
 
 def test_resized_crop_of_constant_image_is_constant():
@@ -106,7 +112,12 @@ def test_mixup_is_a_convex_pairing(seed, alpha):
 
 def test_mixup_lambda_distribution_and_disable():
     gen = _gen(0)
-    lams = torch.tensor([mixup(torch.zeros(2, 1, 1, 1), torch.zeros(2), alpha=1.0, generator=gen)[1][2] for _ in range(2000)])
+    lams = torch.tensor(
+        [
+            mixup(torch.zeros(2, 1, 1, 1), torch.zeros(2), alpha=1.0, generator=gen)[1][2]
+            for _ in range(2000)
+        ]
+    )
     # Beta(1, 1) is uniform: mean 1/2, variance 1/12
     assert abs(lams.mean().item() - 0.5) < 0.03 and abs(lams.var().item() - 1 / 12) < 0.01
     x = torch.rand(3, 1, 2, 2)
@@ -117,7 +128,9 @@ def test_mixup_lambda_distribution_and_disable():
 def test_mixup_loss_equals_soft_target_cross_entropy():
     logits = torch.randn(5, 4, generator=_gen(0))
     y_a, y_b, lam = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 1, 0, 2, 3]), 0.3
-    soft = lam * torch.nn.functional.one_hot(y_a, 4) + (1 - lam) * torch.nn.functional.one_hot(y_b, 4)
+    soft = lam * torch.nn.functional.one_hot(y_a, 4) + (1 - lam) * torch.nn.functional.one_hot(
+        y_b, 4
+    )
     expected = -(soft * logits.log_softmax(-1)).sum(-1).mean()
     torch.testing.assert_close(mixup_cross_entropy(logits, y_a, y_b, lam), expected)
 

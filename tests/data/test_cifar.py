@@ -74,10 +74,14 @@ def test_partial_folder_names_missing_files(tmp_path):
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\x80\x02garbage", b"", pickle.dumps([1, 2, 3], protocol=2),
-     pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2),
-     pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, protocol=2),
-     pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, protocol=2)],
+    [
+        b"\x80\x02garbage",
+        b"",
+        pickle.dumps([1, 2, 3], protocol=2),
+        pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2),
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, protocol=2),
+        pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, protocol=2),
+    ],
 )
 def test_damaged_batch_is_dataset_error_not_traceback(tmp_path, payload):
     make_cifar10(tmp_path)

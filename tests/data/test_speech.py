@@ -6,8 +6,7 @@ import pytest
 import soundfile
 import torch
 
-from spikequant.data import dataset_info, load_arrays
-from spikequant.data import speech
+from spikequant.data import dataset_info, load_arrays, speech
 from spikequant.data.speech import GSC_FOLDER, GSC_WORDS, NUM_FRAMES
 from spikequant.errors import DatasetNotFoundError
 
@@ -50,7 +49,9 @@ def _reference_mfcc(path: Path) -> np.ndarray:
     clip = np.zeros(RATE, np.float32)
     clip[: min(RATE, len(samples))] = samples[:RATE]
     padded = np.pad(clip, (320, 320))
-    mfcc = librosa.feature.mfcc(y=padded, sr=RATE, n_mfcc=10, n_fft=1024, win_length=640, hop_length=320, center=False)
+    mfcc = librosa.feature.mfcc(
+        y=padded, sr=RATE, n_mfcc=10, n_fft=1024, win_length=640, hop_length=320, center=False
+    )
     return mfcc.T
 
 
@@ -65,11 +66,18 @@ def test_splits_labels_and_features(tmp_path):
     X, y = load_arrays("gsc", "train", root=tmp_path)
     assert X.shape == (4, 1, 49, 10) and X.dtype == torch.float32 and y.dtype == torch.int64
     train_files = speech.split_files(tmp_path, "train")
-    assert train_files == ["no/aaaa_nohash_0.wav", "up/eeee_nohash_0.wav", "yes/aaaa_nohash_0.wav", "yes/bbbb_nohash_0.wav"]
+    assert train_files == [
+        "no/aaaa_nohash_0.wav",
+        "up/eeee_nohash_0.wav",
+        "yes/aaaa_nohash_0.wav",
+        "yes/bbbb_nohash_0.wav",
+    ]
     assert y.tolist() == [GSC_WORDS.index(w) for w in ("no", "up", "yes", "yes")]
     base = tmp_path / GSC_FOLDER
     for i, rel in enumerate(train_files):  # includes a trimmed and a padded clip
-        np.testing.assert_allclose(X[i, 0].numpy(), _reference_mfcc(base / rel), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            X[i, 0].numpy(), _reference_mfcc(base / rel), rtol=1e-5, atol=1e-4
+        )
     Xv, yv = load_arrays("gsc", "val", root=tmp_path)
     Xt, yt = load_arrays("gsc", "test", root=tmp_path)
     assert yv.tolist() == [GSC_WORDS.index("up"), GSC_WORDS.index("yes")]
@@ -123,7 +131,9 @@ def test_listed_file_missing_and_bad_rate(tmp_path):
     (tmp_path / GSC_FOLDER / "zero" / "gggg_nohash_0.wav").unlink()
     with pytest.raises(DatasetNotFoundError, match="zero/gggg_nohash_0.wav"):
         load_arrays("gsc", "test", root=tmp_path)
-    soundfile.write(tmp_path / GSC_FOLDER / "zero" / "gggg_nohash_0.wav", np.zeros(8000, np.float32), 8000)
+    soundfile.write(
+        tmp_path / GSC_FOLDER / "zero" / "gggg_nohash_0.wav", np.zeros(8000, np.float32), 8000
+    )
     with pytest.raises(DatasetNotFoundError, match="8000 Hz"):
         load_arrays("gsc", "test", root=tmp_path, cache=False)
     (tmp_path / GSC_FOLDER / "zero" / "gggg_nohash_0.wav").write_bytes(b"RIFF not really")

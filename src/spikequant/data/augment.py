@@ -110,12 +110,18 @@ def random_resized_crop(
     theta[:, 1, 1], theta[:, 1, 2] = box_h, centre_y
     flat = x.reshape(batch, -1, x.shape[-2], x.shape[-1])
     dtype = flat.dtype if flat.is_floating_point() else torch.float32
-    grid = F.affine_grid(theta.to(x.device, dtype), [batch, flat.shape[1], out_h, out_w], align_corners=False)
-    resampled = F.grid_sample(flat.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = F.affine_grid(
+        theta.to(x.device, dtype), [batch, flat.shape[1], out_h, out_w], align_corners=False
+    )
+    resampled = F.grid_sample(
+        flat.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     return resampled.reshape(*x.shape[:-2], out_h, out_w)
 
 
-def random_horizontal_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_horizontal_flip(
+    x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mirror the width axis of each sample independently with probability ``p``."""
     _check_batch(x, "random_horizontal_flip")
     if not 0.0 <= p <= 1.0:
@@ -149,8 +155,10 @@ def mixup(
     return mixed, (y, y[perm], lam)
 
 
-def mixup_cross_entropy(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float) -> torch.Tensor:
-    """``lam CE(logits, y_a) + (1 - lam) CE(logits, y_b)`` (equals CE with the mixed one-hot target)."""
+def mixup_cross_entropy(
+    logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """``lam CE(logits, y_a) + (1 - lam) CE(logits, y_b)``: CE against the mixed one-hot target."""
     return lam * F.cross_entropy(logits, y_a) + (1.0 - lam) * F.cross_entropy(logits, y_b)
 
 
@@ -200,7 +208,9 @@ class Augment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.resized_crop_scale is not None:
-            x = random_resized_crop(x, scale=self.resized_crop_scale, ratio=self.resized_crop_ratio, generator=generator)
+            x = random_resized_crop(
+                x, scale=self.resized_crop_scale, ratio=self.resized_crop_ratio, generator=generator
+            )
         if self.crop_padding is not None:
             x = random_crop(x, padding=int(self.crop_padding), generator=generator)
         if self.flip:

@@ -105,7 +105,9 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             obj = _BatchUnpickler(fh, encoding="bytes").load()
     except Exception as exc:  # any decoding failure means "not a CIFAR batch"
-        raise ValueError(f"{path.name} is not a readable pickle batch ({type(exc).__name__})") from None
+        raise ValueError(
+            f"{path.name} is not a readable pickle batch ({type(exc).__name__})"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path.name} does not hold a dict")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -118,7 +120,9 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _IMAGE_BYTES:
-        raise ValueError(f"{path.name}: b'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+        raise ValueError(
+            f"{path.name}: b'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}"
+        )
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path.name}: {len(labels)} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -130,7 +134,8 @@ def _load_raw(name: str, folder: str, part: str) -> tuple[np.ndarray, np.ndarray
     # The stat signature makes the memo notice files that were replaced since the last call.
     base = Path(folder) / _SPECS[name]["folder"]
     signature = tuple(
-        (f, st.st_size, st.st_mtime_ns) if (st := _stat(base / f)) else (f,) for f in _SPECS[name][part]
+        (f, st.st_size, st.st_mtime_ns) if (st := _stat(base / f)) else (f,)
+        for f in _SPECS[name][part]
     )
     return _load_raw_memo(name, folder, part, signature)
 
@@ -165,7 +170,9 @@ def _load_raw_memo(name: str, folder: str, part: str, signature) -> tuple[np.nda
     return np.concatenate(arrays), np.concatenate(labels)
 
 
-def load_cifar(name: str, split: str, root=None, normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar(
+    name: str, split: str, root=None, normalize: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(X, y)``: X float32 ``[N, 3, 32, 32]`` (``byte / 255``, or per-channel standardised with
     ``normalize=True``), y int64 ``[N]``."""
     folder = data_root(root).resolve()
@@ -201,7 +208,10 @@ def class_names(name: str, root=None) -> list[str]:
 
 
 @register_dataset(
-    "cifar10", num_classes=10, input_shape=(3, 32, 32), bundled=False,
+    "cifar10",
+    num_classes=10,
+    input_shape=(3, 32, 32),
+    bundled=False,
     description="CIFAR-10 from the python-pickle batches (50,000 train / 10,000 test)",
     layout=layout("cifar10"),
 )
@@ -210,7 +220,10 @@ def load_cifar10(split: str, root=None, normalize: bool = False):
 
 
 @register_dataset(
-    "cifar100", num_classes=100, input_shape=(3, 32, 32), bundled=False,
+    "cifar100",
+    num_classes=100,
+    input_shape=(3, 32, 32),
+    bundled=False,
     description="CIFAR-100 (fine labels) from the python-pickle files (50,000 train / 10,000 test)",
     layout=layout("cifar100"),
 )

@@ -2,8 +2,8 @@
 
 Expected layout (the ``speech_commands_v0.02.tar.gz`` archive, extracted)::
 
-    <root>/speech_commands_v0.02/<word>/<speaker>_nohash_<n>.wav   (35 word folders, 16 kHz mono)
-    <root>/speech_commands_v0.02/validation_list.txt               (paths like "bed/0a7c2a8d_nohash_0.wav")
+    <root>/speech_commands_v0.02/<word>/<speaker>_nohash_<n>.wav  (35 word folders, 16 kHz mono)
+    <root>/speech_commands_v0.02/validation_list.txt  (lines like "bed/0a7c2a8d_nohash_0.wav")
     <root>/speech_commands_v0.02/testing_list.txt
 
 ``<root>`` is the ``root`` argument, else ``$SPIKEQUANT_DATA``, else ``./data``. Splits follow the
@@ -58,7 +58,9 @@ FRONT_END = {
     "n_mels": 128,
     "center": False,
 }
-NUM_FRAMES = 1 + (CLIP_SAMPLES + 2 * FRONT_END["padding"] - FRONT_END["n_fft"]) // FRONT_END["hop_length"]
+NUM_FRAMES = (
+    1 + (CLIP_SAMPLES + 2 * FRONT_END["padding"] - FRONT_END["n_fft"]) // FRONT_END["hop_length"]
+)
 LAYOUT = (
     f"<root>/{GSC_FOLDER}/<word>/*.wav (35 word folders, 16 kHz), "
     f"<root>/{GSC_FOLDER}/validation_list.txt and <root>/{GSC_FOLDER}/testing_list.txt"
@@ -74,7 +76,9 @@ def _not_found(root: Path, problem: str) -> DatasetNotFoundError:
 
 
 def _read_list(path: Path) -> set[str]:
-    return {line.strip().replace("\\", "/") for line in path.read_text().splitlines() if line.strip()}
+    return {
+        line.strip().replace("\\", "/") for line in path.read_text().splitlines() if line.strip()
+    }
 
 
 def split_files(root: Path, split: str) -> list[str]:
@@ -82,13 +86,18 @@ def split_files(root: Path, split: str) -> list[str]:
     base = root / GSC_FOLDER
     if not base.is_dir():
         raise _not_found(root, f"folder {base} does not exist")
-    missing = [name for name in ("validation_list.txt", "testing_list.txt") if not (base / name).is_file()]
+    missing = [
+        name for name in ("validation_list.txt", "testing_list.txt") if not (base / name).is_file()
+    ]
     if missing:
         raise _not_found(root, f"folder {base} is incomplete (missing {', '.join(missing)})")
     validation = _read_list(base / "validation_list.txt")
     testing = _read_list(base / "testing_list.txt")
     all_wavs = sorted(
-        f"{word}/{path.name}" for word in GSC_WORDS if (base / word).is_dir() for path in (base / word).glob("*.wav")
+        f"{word}/{path.name}"
+        for word in GSC_WORDS
+        if (base / word).is_dir()
+        for path in (base / word).glob("*.wav")
     )
     if not all_wavs:
         raise _not_found(root, f"folder {base} holds no <word>/*.wav files")
@@ -96,7 +105,9 @@ def split_files(root: Path, split: str) -> list[str]:
     for list_name, listed in (("validation_list.txt", validation), ("testing_list.txt", testing)):
         absent = sorted(listed - present)
         if absent:
-            raise _not_found(root, f"{len(absent)} file(s) named in {list_name} are missing, e.g. {absent[0]}")
+            raise _not_found(
+                root, f"{len(absent)} file(s) named in {list_name} are missing, e.g. {absent[0]}"
+            )
     if split == "val":
         files = sorted(validation)
     elif split == "test":
@@ -150,21 +161,30 @@ def _split_features(root: Path, split: str, cache: bool) -> tuple[np.ndarray, np
     path = cache_path(root, f"gsc-{split}", key)
     if cache:
         cached = load_cached(path)
-        if cached is not None and cached.get("x", np.empty(0)).shape == (len(files), NUM_FRAMES, FRONT_END["n_mfcc"]):
+        if cached is not None and cached.get("x", np.empty(0)).shape == (
+            len(files),
+            NUM_FRAMES,
+            FRONT_END["n_mfcc"],
+        ):
             return cached["x"], cached["y"].astype(np.int64)
     labels = np.array([GSC_WORDS.index(f.split("/", 1)[0]) for f in files], dtype=np.int64)
     features = np.empty((len(files), NUM_FRAMES, FRONT_END["n_mfcc"]), dtype=np.float32)
     for start in range(0, len(files), _CHUNK):
         chunk = files[start : start + _CHUNK]
-        features[start : start + len(chunk)] = mfcc_features(np.stack([_read_clip(base / f, root) for f in chunk]))
+        features[start : start + len(chunk)] = mfcc_features(
+            np.stack([_read_clip(base / f, root) for f in chunk])
+        )
     if cache:
         save_cached(path, {"x": features, "y": labels.astype(np.int16)})
     return features, labels
 
 
 @register_dataset(
-    "gsc", num_classes=len(GSC_WORDS), input_shape=(1, NUM_FRAMES, FRONT_END["n_mfcc"]), bundled=False,
-    description="Google Speech Commands v2, 35 words, 10 MFCCs x 49 frames (official val/test lists)",
+    "gsc",
+    num_classes=len(GSC_WORDS),
+    input_shape=(1, NUM_FRAMES, FRONT_END["n_mfcc"]),
+    bundled=False,
+    description="Google Speech Commands v2, 35 words, 49 x 10 MFCCs (official val/test lists)",
     layout=LAYOUT,
 )
 def load_speech_commands(split: str, root=None, normalize: bool = False, cache: bool = True):
@@ -176,4 +196,6 @@ def load_speech_commands(split: str, root=None, normalize: bool = False, cache: 
         mean = train.mean(axis=(0, 1), keepdims=True)
         std = train.std(axis=(0, 1), keepdims=True) + 1e-6
         features = (features - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).unsqueeze(1), torch.from_numpy(labels)
+    return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).unsqueeze(
+        1
+    ), torch.from_numpy(labels)
