@@ -153,3 +153,17 @@ def test_augment_from_config_and_errors():
         random_crop(torch.rand(4, 4))
     with pytest.raises(ShapeError):
         mixup(x, torch.arange(3))
+
+
+def test_build_batch_augment_matches_trainer_contract():
+    from spikequant.data.augment import build_batch_augment
+
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
+    plain = build_batch_augment(crop_padding=2, flip=True)
+    out = plain(x, y, _gen(0))
+    assert len(out) == 2 and out[0].shape == x.shape and torch.equal(out[1], y)
+    assert torch.equal(out[0], plain(x, y, _gen(0))[0])
+    mixing = build_batch_augment(random_resize=True, flip=True, mixup_alpha=1.0)
+    mixed, y_a, y_b, lam = mixing(x, y, _gen(1))
+    assert mixed.shape == x.shape and 0 <= lam <= 1 and sorted(y_b.tolist()) == y.tolist()
+    assert build_batch_augment()(x, y, _gen(0))[0] is x

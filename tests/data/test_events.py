@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from spikequant.data import dataset_info, get_dataset, load_arrays
-from spikequant.data.events import CIFAR10_CLASSES, EventFrames, events_to_frames
+from spikequant.data.events import (
+    CIFAR10_CLASSES,
+    EventFrames,
+    events_to_frames,
+    time_first_collate,
+)
 from spikequant.errors import DatasetNotFoundError
 
 T = 4
@@ -193,3 +198,12 @@ def test_missing_and_damaged(tmp_path):
     (bad.parent / "cifar10_dog_1.aedat").write_bytes(b"\x00\x01garbage")
     with pytest.raises(DatasetNotFoundError, match="cannot read"):
         get_dataset("dvs_cifar10", "test", root=tmp_path, timesteps=T)
+
+
+def test_time_first_collate(dvs_cifar):
+    root, _ = dvs_cifar
+    ds = EventFrames("dvs_cifar10", "test", root=root, timesteps=T)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=time_first_collate)
+    x, y = next(iter(loader))
+    assert x.shape == (T, 3, 2, 48, 48) and y.tolist() == [0, 3, 9]
+    assert torch.equal(x[:, 1], ds[1][0])

@@ -216,3 +216,30 @@ class Augment:
         if self.flip:
             x = random_horizontal_flip(x, generator=generator)
         return x
+
+
+def build_batch_augment(
+    crop_padding: int = 0,
+    random_resize: bool = False,
+    flip: bool = False,
+    mixup_alpha: float = 0.0,
+    resized_crop_scale: tuple[float, float] = (0.08, 1.0),
+):
+    """The trainer's hook: ``fn(x, y, generator)`` returning ``(x, y)``, or ``(x, y_a, y_b, lam)``
+    when ``mixup_alpha > 0``. Order: random resized crop (``random_resize``), random crop with
+    ``crop_padding`` (0 = off), flip, then mixup; all randomness comes from ``generator``."""
+    augment = Augment(
+        crop_padding=int(crop_padding) if crop_padding else None,
+        resized_crop_scale=tuple(resized_crop_scale) if random_resize else None,
+        flip=bool(flip),
+        mixup_alpha=float(mixup_alpha),
+    )
+
+    def apply(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
+        x = augment(x, generator)
+        if augment.mixup_alpha > 0:
+            mixed, (y_a, y_b, lam) = mixup(x, y, augment.mixup_alpha, generator)
+            return mixed, y_a, y_b, lam
+        return x, y
+
+    return apply

@@ -346,6 +346,14 @@ class EventFrames(Dataset):
         return torch.from_numpy(frames), self.labels[index]
 
 
+def time_first_collate(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """DataLoader ``collate_fn`` for event frames: ``[(x [T, 2, H, W], y), ...]`` ->
+    ``(x [T, B, 2, H, W], y [B])``, the time-first layout spiking modules take."""
+    frames = torch.stack([item[0] for item in batch], dim=1)
+    labels = torch.as_tensor([int(item[1]) for item in batch], dtype=torch.long)
+    return frames, labels
+
+
 def _register(name: str, num_classes: int, description: str) -> None:
     def loader(
         split: str,
