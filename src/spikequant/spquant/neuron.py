@@ -94,8 +94,10 @@ def spatial_keep_mask(pre: torch.Tensor, prune: float) -> torch.Tensor:
 
 
 def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
-    """One quantized-membrane LIF step; returns ``(spikes, new_state, pre_fire_membrane)``."""
+    """One quantized-membrane LIF step; returns ``(spikes, new_state, pre_fire_membrane, keep)``
+    with ``keep`` the ``[B, 1, H, W]`` spatial mask (``None`` without spatial pruning)."""
     pre = p.decay * state.u + current
+    keep = None
     if p.spatial_prune > 0 and current.ndim == 4:
         keep = spatial_keep_mask(pre, p.spatial_prune)
         pre = p.decay * state.u + current * keep
@@ -112,7 +114,7 @@ def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
         stored = kept
     if p.binary_membrane:
         stored = stored * (stored.detach() >= 0).to(stored.dtype)
-    return spikes, QLIFState(stored), pre
+    return spikes, QLIFState(stored), pre, keep
 
 
 def _make_levels(membrane, threshold: float, clip_low: float) -> MembraneLevels | None:
@@ -183,6 +185,8 @@ class QLIF(SpikingNeuron):
         self.pooled_membrane: torch.Tensor | None = None
         self.record_trace = False
         self.trace: dict[str, torch.Tensor] | None = None
+        self.record_fed = False
+        self.fed_mask: torch.Tensor | None = None  # 1 where the input current was accumulated
         self.reset_sparsity_stats()
 
     # -- parameters -----------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class QLIF(SpikingNeuron):
         return QLIFState(torch.zeros_like(x))
 
     def step(self, x, state):
-        spikes, state, _ = qlif_step(x, state, self.params(x))
+        spikes, state, _, _ = qlif_step(x, state, self.params(x))
         return spikes, state
 
     def attach_gate(self, source: QLIF, gate: nn.Module) -> None:
@@ -240,11 +244,13 @@ class QLIF(SpikingNeuron):
             channel_mask = self.channel_gate(pooled.detach())
             view = channel_mask.view(*channel_mask.shape, *([1] * (x_seq.ndim - 3)))
             x_seq = x_seq * view.unsqueeze(0)
-        outputs, pres, stored = [], [], []
+        outputs, pres, stored, keeps = [], [], [], []
         pooled_sum = None
         for x in x_seq.unbind(0):
-            spikes, state, pre = qlif_step(x, state, p)
+            spikes, state, pre, keep = qlif_step(x, state, p)
             outputs.append(spikes)
+            if self.record_fed and keep is not None:
+                keeps.append(keep)
             if self.record_pooled:
                 m = pre.mean(dim=tuple(range(2, pre.ndim))) if pre.ndim > 2 else pre
                 pooled_sum = m if pooled_sum is None else pooled_sum + m
@@ -252,6 +258,14 @@ class QLIF(SpikingNeuron):
                 pres.append(pre.detach())
                 stored.append(state.u.detach())
         out = torch.stack(outputs)
+        if self.record_fed:
+            fed = torch.ones_like(x_seq, dtype=torch.bool)
+            if channel_mask is not None:
+                fed = fed & (channel_mask.detach() != 0).view(1, *channel_mask.shape,
+                                                              *([1] * (x_seq.ndim - 3)))
+            if keeps:
+                fed = fed & (torch.stack(keeps) != 0)
+            self.fed_mask = fed
         if self.record_pooled:
             self.pooled_membrane = pooled_sum / x_seq.shape[0]
         if self.record_trace:

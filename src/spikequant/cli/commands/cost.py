@@ -1,0 +1,147 @@
+"""``spikequant cost MODEL|CHECKPOINT``: memory, operations and energy of a spiking network.
+
+A registered model name is built with ``--input-size C,H,W``, ``--timesteps`` and ``--neuron``
+(default ``qlif``); ``--weight-bits``/``--membrane-bits`` set the precisions counted (defaults:
+32 for a model name, what the checkpoint carries otherwise). A checkpoint folder is loaded and its
+spatial/channel sparsity and SynOps are measured on ``--samples`` test samples of its dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ...errors import ConfigError
+
+
+def _parse_size(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise ConfigError(f"--input-size must look like C,H,W (e.g. 2,48,48), got {text!r}")
+    return parts
+
+
+def _load_checkpoint_model(path: Path):
+    from ...checkpoint import load_checkpoint, load_model
+    from ...train.trainer import resolve_checkpoint
+
+    folder = resolve_checkpoint(path)
+    _, meta = load_checkpoint(folder)
+    if "spquant" in meta:
+        from ...spquant.runner import load_spquant_model
+
+        return load_spquant_model(folder)
+    return load_model(folder)
+
+
+def run(args) -> int:
+    from ...cost import measure_activity, model_cost
+    from ...registry import create_model
+
+    target = Path(args.model)
+    sparsity = None
+    if target.exists():
+        model, meta = _load_checkpoint_model(target)
+        kwargs = meta["model"]["kwargs"]
+        size = kwargs.get("input_size", 28)
+        h, w = (size, size) if isinstance(size, int) else size
+        example = torch.zeros(1, kwargs.get("in_channels", 1), h, w)
+        if args.input_size:
+            example = torch.zeros(1, *_parse_size(args.input_size))
+        dataset = meta.get("dataset")
+        if dataset and args.samples > 0:
+            from ...data import get_dataset
+
+            test = get_dataset(dataset, "test")
+            if len(test) > args.samples:
+                from torch.utils.data import Subset
+
+                test = Subset(test, range(args.samples))
+            sparsity = measure_activity(model, test, batch_size=min(args.samples, 256))
+        label = str(target)
+    else:
+        if not args.input_size:
+            raise ConfigError("--input-size C,H,W is required for a model name")
+        c, h, w = _parse_size(args.input_size)
+        if args.timesteps < 1:
+            raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
+        try:
+            model = create_model(args.model, in_channels=c, input_size=[h, w] if h != w else h,
+                                 timesteps=args.timesteps, neuron=args.neuron,
+                                 num_classes=args.num_classes)
+        except TypeError as exc:
+            raise ConfigError(f"model {args.model!r}: {exc}") from None
+        example = torch.zeros(1, c, h, w)
+        label = args.model
+    if args.spatial_sparsity is not None or args.channel_sparsity is not None:
+        for name, value in (("spatial", args.spatial_sparsity), ("channel", args.channel_sparsity)):
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"--{name}-sparsity must be in [0, 1), got {value}")
+        sparsity = {"spatial": args.spatial_sparsity or 0.0, "channel": args.channel_sparsity or 0.0}
+    weight_bits = args.weight_bits
+    membrane_bits = args.membrane_bits
+    if not target.exists():
+        weight_bits = 32 if weight_bits is None else weight_bits
+        membrane_bits = 32 if membrane_bits is None else membrane_bits
+    for name, value in (("weight", weight_bits), ("membrane", membrane_bits)):
+        if value is not None and not 1 <= value <= 32:
+            raise ConfigError(f"--{name}-bits must be in 1..32, got {value}")
+    cost = model_cost(model, example, weight_bits=weight_bits, membrane_bits=membrane_bits,
+                      sparsity=sparsity)
+    cost["model"] = label
+    if sparsity is not None:
+        cost["measured"] = {k: v for k, v in sparsity.items() if k != "layers"}
+    if args.json:
+        print(json.dumps(cost, indent=2))
+    else:
+        _print(cost)
+    if args.out:
+        from ...io import write_json
+
+        write_json(args.out, cost)
+    return 0
+
+
+def _print(cost: dict) -> None:
+    mb = cost["memory_mb"]
+    lines = [
+        f"model {cost['model']}: T = {cost['timesteps']}, {cost['neurons']:,} spiking neurons, "
+        f"{cost['weights']:,} weights",
+        f"memory  weights {mb['weights']:.4f} MB  membrane {mb['membrane']:.4f} MB  "
+        f"spikes {mb['spikes']:.4f} MB  total {mb['total']:.4f} MB "
+        f"({cost['memory_mib']['total']:.4f} MiB)",
+        f"MACs per step  dense {cost['dense_macs_per_step']:,.0f}  sparse {cost['sparse_macs_per_step']:,.0f}",
+        f"FLOPs over T   dense {cost['dense_flops']:,.0f}  sparse {cost['sparse_flops']:,.0f}  "
+        f"({cost['flops_reduction']:.2f}x fewer)",
+    ]
+    measured = cost.get("measured")
+    if measured and "effective_synops" in measured:
+        lines.append(
+            f"measured       S_p {measured['spatial_sparsity']:.4f}  S_c {measured['channel_sparsity']:.4f}  "
+            f"SynOps {measured['effective_synops']:,.0f} (spike fan-out {measured['spike_synops']:,.0f})"
+        )
+    lines.append(f"energy         {cost['energy_pj'] / 1e6:.4f} uJ per sample ({cost['energy_basis']}, 7 nm)")
+    print("\n".join(lines))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("cost", help="memory, FLOPs/SynOps and energy of a model or checkpoint",
+                              description=__doc__)
+    p.add_argument("model", help="registered model name (vgg9, resnet19, ...) or checkpoint folder")
+    p.add_argument("--input-size", help="C,H,W of one input (required for a model name)")
+    p.add_argument("--weight-bits", type=int, default=None)
+    p.add_argument("--membrane-bits", type=int, default=None)
+    p.add_argument("--timesteps", type=int, default=1, help="T (model name only; default 1)")
+    p.add_argument("--neuron", default="qlif", help="neuron of a model name (default qlif)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--spatial-sparsity", type=float, default=None, help="assumed S_p")
+    p.add_argument("--channel-sparsity", type=float, default=None, help="assumed S_c")
+    p.add_argument("--samples", type=int, default=256, help="test samples to measure a checkpoint on")
+    p.add_argument("--json", action="store_true", help="print the full JSON report")
+    p.add_argument("--out", help="also write the JSON report to this file")
+    p.set_defaults(func=run)

@@ -1,0 +1,137 @@
+r"""Membrane-guided channel masking and the measured sparsity of a SpQuant network.
+
+Channel gate between consecutive spiking conv layers ``l -> l+1`` (SpQuant-SNN eq. 23, [R])::
+
+    m_l  = mean over t, h, w of the pre-fire membrane of layer l          [B, C_l]
+    p    = sigmoid(Conv1x1(softmax_c(m_l)))                                [B, C_{l+1}]
+    mask = 1[p > 0.47]   (forward)     d mask / d p = 1   (straight-through)
+
+and ``mask`` multiplies the input current of layer ``l+1`` channel-wise before it accumulates,
+so a masked channel neither integrates nor fires. The gate sees the detached membrane: it learns
+from the loss through the straight-through mask only.
+
+The paper does not say how its ~69 % channel sparsity is reached; here a gate is pushed toward a
+target keep ratio by :func:`gate_density_penalty`, ``sum_gates relu(mean(mask) - keep)^2``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..neurons import reset_state
+from .neuron import QLIF
+
+
+class ChannelGate(nn.Module):
+    """Pooled membrane of ``source_channels`` -> binary mask over ``target_channels``."""
+
+    def __init__(self, source_channels: int, target_channels: int, threshold: float = 0.47,
+                 init_bias: float = 0.0) -> None:
+        super().__init__()
+        if not 0 < threshold < 1:
+            raise ConfigError(f"gate threshold must be in (0, 1), got {threshold!r}")
+        self.proj = nn.Conv2d(source_channels, target_channels, kernel_size=1)
+        nn.init.normal_(self.proj.weight, std=1.0)
+        nn.init.constant_(self.proj.bias, init_bias)
+        self.threshold = float(threshold)
+        self.last_mask: torch.Tensor | None = None
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(pooled, dim=1)[:, :, None, None]
+        prob = torch.sigmoid(self.proj(attention)).flatten(1)
+        hard = (prob > self.threshold).to(prob.dtype)
+        mask = prob + (hard - prob).detach()
+        self.last_mask = mask
+        return mask
+
+
+def qlif_layers(model: nn.Module) -> list[tuple[str, QLIF]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, QLIF)]
+
+
+@torch.no_grad()
+def _execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, QLIF, tuple]]:
+    order = []
+    handles = []
+    for name, layer in qlif_layers(model):
+        def hook(module, inputs, output, name=name):
+            order.append((name, module, tuple(inputs[0].shape)))
+        handles.append(layer.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        reset_state(model)
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        reset_state(model)
+        model.train(was_training)
+    return order
+
+
+def attach_channel_gates(model: nn.Module, example: torch.Tensor, *, threshold: float = 0.47,
+                         init_bias: float = 0.0) -> list[tuple[str, str]]:
+    """Gate every spiking conv layer by the spiking conv layer that runs just before it.
+
+    ``example`` is one input batch (it fixes the execution order). Returns ``(source, target)``
+    name pairs. Call it again, with the same model and input shape, before loading a state dict.
+    """
+    order = _execution_order(model, example)
+    if not order:
+        raise ConfigError("the model has no QLIF (qlif) layers to gate")
+    pairs = []
+    for (src_name, src, src_shape), (dst_name, dst, dst_shape) in zip(order, order[1:]):
+        if len(src_shape) != 5 or len(dst_shape) != 5:  # [T, B, C, H, W] conv layers only
+            continue
+        if dst.channel_gate is not None:
+            continue
+        dst.attach_gate(src, ChannelGate(src_shape[2], dst_shape[2], threshold, init_bias))
+        pairs.append((src_name, dst_name))
+    return pairs
+
+
+def gate_density_penalty(model: nn.Module, keep: float) -> torch.Tensor:
+    """``sum relu(mean(mask) - keep)^2`` over the gates of the last forward pass."""
+    total = None
+    for _, layer in qlif_layers(model):
+        gate = layer.channel_gate
+        if gate is not None and gate.last_mask is not None:
+            term = torch.relu(gate.last_mask.mean() - keep) ** 2
+            total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total
+
+
+def reset_sparsity(model: nn.Module) -> None:
+    for _, layer in qlif_layers(model):
+        layer.reset_sparsity_stats()
+
+
+def measured_sparsity(model: nn.Module) -> dict:
+    """Per QLIF layer ``{"spatial": S_p, "channel": S_c}`` since the last :func:`reset_sparsity`,
+    plus the neuron-weighted overall ``1 - (1 - S_p)(1 - S_c)``."""
+    layers = {name: layer.sparsity() for name, layer in qlif_layers(model)}
+    return {"layers": layers}
+
+
+def configure_pruning(model: nn.Module, *, spatial: float | None = None,
+                      binary_membrane: bool | None = None) -> None:
+    """Set spatial pruning / binary membrane on every conv QLIF layer (spatial skips linear ones
+    at run time since they have no locations)."""
+    for _, layer in qlif_layers(model):
+        if spatial is not None:
+            if not 0 <= spatial < 1:
+                raise ConfigError(f"spatial pruning must be in [0, 1), got {spatial!r}")
+            layer.spatial_prune = float(spatial)
+        if binary_membrane is not None:
+            layer.binary_membrane = bool(binary_membrane)
+
+
+__all__ = [
+    "ChannelGate", "attach_channel_gates", "configure_pruning", "gate_density_penalty",
+    "measured_sparsity", "qlif_layers", "reset_sparsity",
+]
