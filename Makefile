@@ -22,6 +22,7 @@ test: venv
 
 bench: venv
 	$(PIP_INSTALL) -e '.[dev,bench]'
+	$(PIP_INSTALL) --no-deps 'spikingjelly>=0.0.0.0.14' 'norse>=1.0'
 	$(BIN)/python -m benchmarks.run
 
 lint: venv
