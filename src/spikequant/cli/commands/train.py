@@ -1,0 +1,59 @@
+"""``spikequant train RECIPE``: run any recipe (dispatched on its ``kind``) and print its metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train from a YAML recipe (direct, ttfs, spquant, qat, ...)",
+        description="Run a recipe: a path or a bundled name (see `spikequant list recipes`). "
+        "Checkpoints are written every epoch under --out; --resume continues a killed run.",
+    )
+    p.add_argument("recipe", help="recipe path or bundled name, e.g. mnist-atif-u")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ...config import get_runner, load_recipe
+
+    cfg = load_recipe(args.recipe, args.overrides)
+    out = args.out or Path("runs") / str(cfg["name"])
+    runner = get_runner(cfg["kind"])
+    result = runner(cfg, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print_summary(result, out)
+    return 0
+
+
+def print_summary(result: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.get('name', 'run')}: final test metrics", show_header=False)
+    for key in ("test_accuracy", "timesteps", "theta", "spikes_per_neuron", "synops", "dense_macs",
+                "epochs", "train_seconds"):
+        if key in result and result[key] is not None:
+            value = result[key]
+            text = f"{100 * value:.2f} %" if key == "test_accuracy" else (
+                f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(key, text)
+    for key, value in result.items():  # other runners report their own scalar metrics
+        if key not in table.columns and isinstance(value, (int, float)) and key not in (
+            "test_accuracy", "timesteps", "theta", "spikes_per_neuron", "synops", "dense_macs",
+            "epochs", "train_seconds", "test_loss", "samples", "spiking_neurons", "resumed_from_epoch"):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console = Console()
+    console.print(table)
+    console.print(f"run folder: {out}")
