@@ -53,6 +53,13 @@ def energy_per_op(bits: int) -> tuple[float, float]:
     return ENERGY_PJ[32]
 
 
+def _gate_modules(model: nn.Module) -> set[int]:
+    """ids of the modules inside channel gates (costed as gate operations, not as synapses)."""
+    from .spquant.pruning import ChannelGate
+
+    return {id(sub) for m in model.modules() if isinstance(m, ChannelGate) for sub in m.modules()}
+
+
 def _weight_bits(module: nn.Module, default: int) -> int:
     from .spquant.weights import weight_bits
 
@@ -72,7 +79,10 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
         example = example[:1]
     events: list = []
     handles = []
+    gates = _gate_modules(model)
     for name, module in model.named_modules():
+        if id(module) in gates:
+            continue
         if isinstance(module, SpikingNeuron):
             def hook(m, inputs, output, name=name):
                 events.append(("neuron", name, m, tuple(output.shape)))
@@ -266,7 +276,9 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
     from .spquant.neuron import QLIF
 
     qlifs = {m: name for name, m in model.named_modules() if isinstance(m, QLIF)}
-    synapse_names = {m: name for name, m in model.named_modules() if isinstance(m, SYNAPSES)}
+    gates = _gate_modules(model)
+    synapse_names = {m: name for name, m in model.named_modules()
+                     if isinstance(m, SYNAPSES) and id(m) not in gates}
     totals = {"spike": 0.0, "effective": 0.0, "first": 0.0}
     state = {"first": None, "pending": []}
     layer_fed: dict[str, list[float]] = {}
@@ -319,12 +331,13 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
     samples = 0
     try:
         if isinstance(data, torch.Tensor):
-            chunks = [data]
+            count = data.shape[0] if data.ndim in (2, 4) else data.shape[1]
+            chunks = [(data, count)]
         else:
             from .train.trainer import batches
 
-            chunks = (x for x, _ in batches(data, batch_size, shuffle=False))
-        for x in chunks:
+            chunks = ((x, len(y)) for x, y in batches(data, batch_size, shuffle=False))
+        for x, count in chunks:
             if max_samples is not None and samples >= max_samples:
                 break
             reset_state(model)
@@ -335,7 +348,7 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
                 else:
                     totals["effective"] += full
             state["pending"] = []
-            samples += x.shape[0] if x.ndim in (2, 4) else x.shape[1]
+            samples += count
     finally:
         for h in handles:
             h.remove()

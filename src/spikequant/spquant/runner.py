@@ -39,7 +39,7 @@ from ..io import write_json
 from ..neurons import reset_state
 from ..registry import create_model
 from ..train.recipe import validate_recipe
-from ..train.runner import _subset, model_spec
+from ..train.runner import _subset, build_augment, model_spec
 from ..train.trainer import Trainer, evaluate, resolve_checkpoint
 from .analysis import set_binary_membrane
 from .loss import tet_loss
@@ -150,9 +150,19 @@ class SpQuantTrainer(Trainer):
         self.spq = spq
 
     def _loss(self, x, y):
+        lam_mix = y_b = None
+        if self.augment is not None:
+            result = self.augment(x, y, self.generator)
+            if len(result) == 4:
+                x, y, y_b, lam_mix = result
+            else:
+                x, y = result
         reset_state(self.model)
         out = self.model(x)
-        loss = tet_loss(out, y, float(self.spq["tet_lambda"]))
+        tet_lam = float(self.spq["tet_lambda"])
+        loss = tet_loss(out, y, tet_lam)
+        if lam_mix is not None:
+            loss = lam_mix * loss + (1 - lam_mix) * tet_loss(out, y_b, tet_lam)
         if self.spq["channel_gates"] and self.spq["gate_penalty"]:
             loss = loss + float(self.spq["gate_penalty"]) * gate_density_penalty(
                 self.model, float(self.spq["gate_keep"]))
@@ -198,8 +208,27 @@ def evaluate_spquant(model: torch.nn.Module, test_set: Dataset, spq: dict, *, ba
 
 
 def example_input_from(dataset: Dataset) -> torch.Tensor:
+    """A batch-1 static input of the dataset's sample shape (event samples ``[T, C, H, W]`` give
+    ``[1, C, H, W]``: the model repeats it over its own T, which is all a cost profile needs)."""
     x, _ = dataset[0]
-    return x.unsqueeze(0) if x.ndim in (1, 3) else x
+    if x.ndim == 4:
+        x = x[0]
+    return torch.zeros(1, *x.shape)
+
+
+def _time_first(module, args):
+    """Event datasets yield ``[B, T, C, H, W]`` batches; the models take time first."""
+    x = args[0]
+    if x.ndim == 5:
+        return (x.transpose(0, 1),) + tuple(args[1:])
+    return None
+
+
+def accept_batch_first_frames(model: torch.nn.Module, dataset: Dataset) -> None:
+    """Register the transpose when the dataset's samples are frame sequences ``[T, C, H, W]``."""
+    x, _ = dataset[0]
+    if x.ndim == 4:
+        model.register_forward_pre_hook(_time_first)
 
 
 def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool = True,
@@ -213,6 +242,7 @@ def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool
     torch.manual_seed(cfg["seed"])
     spec = model_spec(cfg)
     model = build_spquant_model(spec, spq)
+    accept_batch_first_frames(model, test_set)
     initialised = None
     if spq["init_from"]:
         initialised = _init_from(model, spq["init_from"])
@@ -223,7 +253,8 @@ def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool
         print(msg, file=sys.stderr, flush=True)
 
     trainer = SpQuantTrainer(model, cfg, train_set, test_set, out_dir=out_dir, meta=meta,
-                             progress=progress, log=log if progress else None, spq=spq)
+                             augment=build_augment(cfg), progress=progress,
+                             log=log if progress else None, spq=spq)
     resumed_from = None
     if resume and trainer.resume():
         resumed_from = trainer.epoch
