@@ -90,7 +90,16 @@ class _TTFSWeighted(nn.Module):
         super().__init__()
         self.fan_in = fan_in
         self.z_max = float(z_max)
-        self.weight_bits = FULL_PRECISION_BITS
+        # A buffer, so a checkpoint of a QAT model reloads with its forward quantization on.
+        self.register_buffer("quant_bits", torch.tensor(FULL_PRECISION_BITS, dtype=torch.int64))
+
+    @property
+    def weight_bits(self) -> int:
+        return int(self.quant_bits)
+
+    @weight_bits.setter
+    def weight_bits(self, bits: int) -> None:
+        self.quant_bits.fill_(int(bits))
 
     def reset_parameters(self) -> None:
         """Paper's init ``W ~ U[0, 8 / (N_in + 1)]`` (``+1`` counts the bias input); bias 0."""
