@@ -327,7 +327,7 @@ class Trainer:
             loss, logits, y_used = self._loss(x, y)
             if not torch.isfinite(loss):
                 raise NonFiniteError(
-                    f"loss became {float(loss)} in epoch {self.epoch + 1} (lr "
+                    f"loss became {float(loss.detach())} in epoch {self.epoch + 1} (lr "
                     f"{self.scheduler.get_last_lr()[0]:.3g}); lower optim.lr or set optim.grad_clip"
                 )
             self.optimizer.zero_grad(set_to_none=True)

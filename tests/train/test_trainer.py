@@ -1,0 +1,148 @@
+"""Trainer: exact resume, schedules, non-finite detection, recipe validation, CLI round trip."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from spikequant.checkpoint import load_checkpoint
+from spikequant.cli import main
+from spikequant.errors import ConfigError, NonFiniteError
+from spikequant.train.recipe import validate_recipe
+from spikequant.train.runner import run_recipe
+from spikequant.train.trainer import Trainer, lr_factor, resolve_checkpoint
+
+
+def tiny_recipe(**over):
+    cfg = {
+        "name": "tiny", "seed": 3,
+        "data": {"name": "mnist5k", "batch_size": 32, "train_subset": 192, "test_subset": 96,
+                 "augment": {"flip": True, "crop_padding": 2}, "mixup_alpha": 0.5},
+        "model": {"name": "cnn_digits", "timesteps": 2, "neuron": "atif_u",
+                  "kwargs": {"widths": [4, 8], "hidden": 16}},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "grad_clip": 1.0},
+        "schedule": {"name": "step", "step_size": 1, "gamma": 0.5},
+        "train": {"epochs": 3, "eval_every": 1},
+    }
+    for key, value in over.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return cfg
+
+
+def test_resumed_run_is_bit_identical_to_unbroken_run(tmp_path):
+    unbroken = run_recipe(tiny_recipe(), out_dir=tmp_path / "a", progress=False)
+    stopped = run_recipe(tiny_recipe(), out_dir=tmp_path / "b", progress=False, stop_after=1)
+    assert stopped == {"stopped_after_epoch": 1}
+    # a half-written later epoch (weights but no meta.json: killed mid-save) must be ignored
+    (tmp_path / "b" / "checkpoints" / "epoch_0002").mkdir()
+    (tmp_path / "b" / "checkpoints" / "epoch_0002" / "model.safetensors").write_bytes(b"junk")
+    resumed = run_recipe(tiny_recipe(), out_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 3
+    wa, meta_a = load_checkpoint(resolve_checkpoint(tmp_path / "a"))
+    wb, meta_b = load_checkpoint(resolve_checkpoint(tmp_path / "b"))
+    assert meta_a["epoch"] == meta_b["epoch"] == 3
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(unbroken["history"]) == strip(resumed["history"])
+    assert unbroken["test_accuracy"] == resumed["test_accuracy"]
+    # only the newest complete epoch is kept
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["epoch_0003"]
+
+
+def test_learning_rate_schedules():
+    cos = {"name": "cosine", "min_lr_ratio": 0.0}
+    assert lr_factor(cos, 0, 10, 100) == 1.0
+    assert lr_factor(cos, 50, 10, 100) == pytest.approx(0.5)
+    assert lr_factor(cos, 100, 10, 100) == pytest.approx(0.0)
+    assert lr_factor({"name": "cosine", "min_lr_ratio": 0.1}, 100, 10, 100) == pytest.approx(0.1)
+    step = {"name": "step", "step_size": 30, "gamma": 0.9}
+    assert lr_factor(step, 29 * 10 + 9, 10, 10_000) == 1.0
+    assert lr_factor(step, 30 * 10, 10, 10_000) == pytest.approx(0.9)
+    assert lr_factor(step, 95 * 10, 10, 10_000) == pytest.approx(0.9 ** 3)
+    assert lr_factor({"name": "constant"}, 123, 10, 100) == 1.0
+
+
+def test_non_finite_loss_raises(tmp_path):
+    import spikequant as sq
+
+    cfg = validate_recipe(tiny_recipe(data__augment={}, data__mixup_alpha=0.0))
+    x = torch.rand(64, 1, 28, 28)
+    x[5] = float("nan")
+    model = sq.create_model("cnn_digits", timesteps=2, neuron="if", widths=[4, 8], hidden=16)
+    trainer = Trainer(model, cfg, TensorDataset(x, torch.zeros(64, dtype=torch.long)), None,
+                      out_dir=tmp_path, meta={}, progress=False)
+    with pytest.raises(NonFiniteError, match="loss became nan"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"bogus": 1}, "unknown top-level key"),
+        ({"optim": {"lr": 0.1, "lrr": 2}}, r"unknown key\(s\) optim.lrr"),
+        ({"optim": {"lr": "fast"}}, "optim.lr must be int or float"),
+        ({"optim": {"name": "rmsprop"}}, "optim.name must be one of"),
+        ({"model": {"name": "mlp", "timesteps": 0}}, "model.timesteps must be >= 1"),
+        ({"model": {"name": "mlp", "timesteps": 5000}}, "model.timesteps must be <= 1024"),
+        ({"model": {"name": "mlp", "timesteps": 4, "neuron": "relu"}}, "timesteps = 1"),
+        ({"model": {"name": "mlp", "kwargs": {"timesteps": 2}}}, "directly under model"),
+        ({"model": {"timesteps": 2}}, "model.name is required"),
+        ({"data": {"name": "mnist5k", "batch_size": 0}}, "data.batch_size must be >= 1"),
+        ({"data": {"name": "mnist5k", "augment": {"rotate": True}}}, "data.augment.rotate"),
+        ({"schedule": {"name": "step", "gamma": 2}}, "schedule.gamma must be <= 1"),
+        ({"train": {"epochs": 1.5}}, "train.epochs must be int"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_recipe_validation_errors(patch, message):
+    cfg = {"data": {"name": "mnist5k"}, "model": {"name": "mlp"}}
+    cfg.update(patch)
+    with pytest.raises(ConfigError, match=message):
+        validate_recipe(cfg)
+
+
+def test_bundled_recipes_validate():
+    from spikequant.config import list_recipes, load_recipe
+
+    names = [n for n in list_recipes() if load_recipe(n)["kind"] == "direct"]
+    assert {"mnist-fixed", "mnist-atif-u", "mnist-atif-nu", "mnist-ann", "cifar10-vgg16-atif",
+            "cifar10-resnet18-atif", "cifar100-vgg16-atif", "cifar100-resnet18-atif",
+            "gsc-resnet18-atif"} <= set(names)
+    for name in names:
+        cfg = validate_recipe(load_recipe(name))
+        assert cfg["model"]["timesteps"] == (1 if cfg["model"]["neuron"] == "relu" else 4)
+
+
+def test_paper_recipes_fail_with_the_dataset_message_when_data_is_absent(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPIKEQUANT_DATA", str(tmp_path / "nothing-here"))
+    for recipe, words in [("cifar10-resnet18-atif", "cifar-10-batches-py"),
+                          ("cifar100-vgg16-atif", "cifar-100-python"),
+                          ("gsc-resnet18-atif", "speech_commands")]:
+        assert main(["train", recipe, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
+
+
+def test_cli_train_eval_round_trip(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "mnist-atif-u", "--out", str(out), "--no-progress", "--json",
+            "--set", "train.epochs=1", "--set", "data.train_subset=256", "--set", "data.test_subset=200",
+            "--set", "model.kwargs.widths=[4,8]", "--set", "model.kwargs.hidden=16"]
+    assert main(args) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["timesteps"] == 4 and 0 < trained["theta"] < 1
+    assert math.isclose(trained["spikes_per_neuron"] / trained["timesteps"], trained["theta"], rel_tol=0.5)
+    assert set(trained["firing_rates"]) and trained["synops"] > 0
+    assert main(["eval", str(out), "--subset", "200", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == trained["test_accuracy"]
+    assert evaluated["theta"] == pytest.approx(trained["theta"])
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint folder" in capsys.readouterr().err
+    assert main(["list", "recipes"]) == 0
+    assert "mnist-atif-nu" in capsys.readouterr().out
