@@ -178,3 +178,29 @@ def test_per_channel_mismatch_is_rejected():
     x = torch.randn(4, 2, 3, 5)
     with pytest.raises(ConfigError):
         IF(num_channels=5, backend="fused")(x)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_channels_last_and_strided_inputs(per_channel):
+    gen = torch.Generator().manual_seed(21)
+    steps, batch, channels = 3, 2, 4
+    folded = torch.randn(steps * batch, channels, 5, 6, generator=gen)
+    layouts = {
+        "channels_last": folded.to(memory_format=torch.channels_last),
+        "transposed": folded.transpose(2, 3).contiguous().transpose(2, 3),
+    }
+    for name, tensor in layouts.items():
+        x = tensor.view(steps, batch, channels, 5, 6)
+        assert torch.equal(x, folded.view(steps, batch, channels, 5, 6))
+        neuron = LIF(tau=2.0, learn_threshold=True, num_channels=channels if per_channel else None,
+                     surrogate=Atan(), reset=Subtract())
+        if per_channel:
+            with torch.no_grad():
+                neuron.threshold.copy_(torch.tensor([0.5, 0.8, 1.0, 1.3]))
+        weights = torch.randn(x.shape, generator=gen)
+        _compare(neuron, x, torch.zeros(x.shape[1:]), weights, torch.zeros(x.shape[1:]))
+        neuron.backend = "fused"
+        reset_state(neuron)
+        out = neuron(x)
+        if name == "channels_last":
+            assert out.stride() == x.stride(), "channels-last output keeps the input layout"

@@ -191,8 +191,8 @@ class _FusedIntegrateFire(torch.autograd.Function):
         need_x, need_v0, need_th, need_sv = ctx.needs_input_grad[:4]
         need_sv = bool(need_sv and sv is not None)
         grad_x, grad_v0, grad_th, grad_sv = _extension.backward(
-            None if grad_out is None else grad_out.contiguous(),
-            None if grad_v_final is None else grad_v_final.contiguous(),
+            None if grad_out is None else _in_layout(grad_out, h),
+            None if grad_v_final is None else _in_layout(grad_v_final, h[0]),
             h, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach, spec.kind,
             spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner, bool(need_v0),
             bool(need_th), need_sv,
@@ -204,6 +204,51 @@ class _FusedIntegrateFire(torch.autograd.Function):
             grad_sv.reshape(ctx.sv_shape) if need_sv else None,
             None,
         )
+
+
+def _in_layout(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with exactly the strides of ``like`` (copied only when they differ)."""
+    if tensor.stride() == like.stride():
+        return tensor
+    return torch.empty_like(like).copy_(tensor)
+
+
+def _dense_strides(shape, strides) -> bool:
+    """True when a tensor of this shape/strides covers its memory without gaps or overlaps."""
+    expected = 1
+    for size, stride in sorted(zip(shape, strides), key=lambda d: d[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _kernel_layout(x_seq: torch.Tensor, channels: int):
+    """Return ``(x, per_sample, inner)`` with x in a layout the kernel walks in memory order.
+
+    Contiguous and channels-last steps are used as they are (time outermost); anything else is
+    made contiguous. For per-channel parameters the channel of memory element p of a sample is
+    ``(p // inner) % channels``: inner = H*W... when contiguous, 1 when channels-last.
+    """
+    shape, strides = tuple(x_seq.shape), x_seq.stride()
+    step_numel = x_seq[0].numel()
+    dense = strides[0] == step_numel and _dense_strides(shape[1:], strides[1:])
+    if channels == 1:
+        if not dense:
+            x_seq = x_seq.contiguous()
+        return x_seq, max(1, step_numel), 1
+    inner = 1
+    for d in shape[3:]:
+        inner *= int(d)
+    per_sample = channels * inner
+    channels_last = (
+        dense and (shape[1] == 1 or strides[1] == per_sample) and strides[2] == 1
+    )
+    if not (x_seq.is_contiguous() or channels_last):
+        x_seq = x_seq.contiguous()
+    return x_seq, per_sample, inner if x_seq.is_contiguous() else 1
 
 
 def supports_surrogate(surrogate) -> bool:
@@ -253,18 +298,14 @@ def fused_integrate_fire(
             # a per-layer threshold with per-channel spike values: expand the threshold
             threshold = threshold.reshape(th_rows, 1).expand(th_rows, spike_value.numel())
         channels = spike_value.numel()
-    if channels > 1:
-        if len(step_shape) < 2 or step_shape[1] != channels:
-            raise ConfigError(
-                f"per-channel parameters of {channels} channels do not match steps of shape "
-                f"{tuple(step_shape)} (channels are dimension 1 of each step)"
-            )
-        inner = 1
-        for d in step_shape[2:]:
-            inner *= int(d)
-        per_sample = channels * inner
-    else:
-        inner, per_sample = 1, max(1, v0.numel())
+    if channels > 1 and (len(step_shape) < 2 or step_shape[1] != channels):
+        raise ConfigError(
+            f"per-channel parameters of {channels} channels do not match steps of shape "
+            f"{tuple(step_shape)} (channels are dimension 1 of each step)"
+        )
+    x_seq, per_sample, inner = _kernel_layout(x_seq, channels)
+    if v0.stride() != x_seq[0].stride() or v0.dtype != x_seq.dtype:
+        v0 = torch.empty_like(x_seq[0]).copy_(v0)
     spec = _Spec(
         a=float(decay), b=float(input_scale), hard=bool(hard_reset), v_reset=float(v_reset),
         detach=bool(detach_reset), surrogate=surrogate, per_sample=per_sample, inner=inner,
@@ -273,9 +314,7 @@ def fused_integrate_fire(
     dtype = x_seq.dtype
     threshold = threshold.to(dtype)
     spike_value = None if spike_value is None else spike_value.to(dtype)
-    return _FusedIntegrateFire.apply(
-        x_seq.contiguous(), v0.to(dtype).contiguous(), threshold, spike_value, spec
-    )
+    return _FusedIntegrateFire.apply(x_seq, v0, threshold, spike_value, spec)
 
 
 def _unsupported(reason: str, required: bool):

@@ -286,7 +286,11 @@ std::vector<torch::Tensor> fused_forward(torch::Tensor x, torch::Tensor v0, torc
                                          c10::optional<torch::Tensor> spike_value, double a,
                                          double b, bool hard, double v_reset, int64_t per_sample,
                                          int64_t inner, bool save_h) {
-  TORCH_CHECK(x.is_contiguous() && v0.is_contiguous() && th.is_contiguous(), "contiguous inputs");
+  // x may be contiguous or channels-last: the kernel walks memory order, the caller checked that
+  // time is the outermost dense dimension and that v0 has the layout of one step.
+  TORCH_CHECK(x.is_non_overlapping_and_dense() && x.stride(0) == x.numel() / x.size(0),
+              "time must be the outermost dense dimension");
+  TORCH_CHECK(v0.is_non_overlapping_and_dense() && th.is_contiguous(), "dense inputs");
   const int64_t steps = x.size(0);
   const int64_t channels = th.size(1);
   const int64_t th_steps = th.size(0);
@@ -321,14 +325,18 @@ std::vector<torch::Tensor> fused_backward(c10::optional<torch::Tensor> grad_out,
                                           int64_t kind, double alpha, double c1, double c2,
                                           int64_t per_sample, int64_t inner, bool need_v0,
                                           bool need_th, bool need_sv) {
-  TORCH_CHECK(h.is_contiguous() && th.is_contiguous(), "contiguous inputs");
+  TORCH_CHECK(h.is_non_overlapping_and_dense() && h.stride(0) == h.numel() / h.size(0),
+              "time must be the outermost dense dimension");
+  TORCH_CHECK(th.is_contiguous(), "contiguous thresholds");
+  if (grad_out.has_value()) TORCH_CHECK(grad_out->strides() == h.strides(), "grad layout");
   const int64_t steps = h.size(0);
   const int64_t channels = th.size(1);
   const int64_t th_steps = th.size(0);
   Layout L = make_layout(h, per_sample, inner, channels);
   auto grad_x = torch::empty_like(h);
-  auto step_shape = h.sizes().slice(1);
-  torch::Tensor grad_v0 = need_v0 ? torch::empty(step_shape, h.options()) : torch::Tensor();
+  torch::Tensor grad_v0 =
+      need_v0 ? torch::empty_strided(h.sizes().slice(1), h.strides().slice(1), h.options())
+              : torch::Tensor();
   const int64_t threads = at::get_num_threads();
   const int64_t acc_stride = th_steps * channels;
   std::vector<double> th_acc(need_th ? threads * acc_stride : 0, 0.0);
