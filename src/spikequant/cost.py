@@ -84,12 +84,16 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
         if id(module) in gates:
             continue
         if isinstance(module, SpikingNeuron):
+
             def hook(m, inputs, output, name=name):
                 events.append(("neuron", name, m, tuple(output.shape)))
+
             handles.append(module.register_forward_hook(hook))
         elif isinstance(module, SYNAPSES):
+
             def hook(m, inputs, output, name=name):
                 events.append(("synapse", name, m, tuple(output.shape)))
+
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -108,7 +112,11 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
         if kind == "neuron":
             timesteps = timesteps or shape[0]
             per_step = math.prod(shape[2:])
-            neurons[name] = {"module": module, "neurons": per_step, "channels": shape[2] if len(shape) > 2 else 1}
+            neurons[name] = {
+                "module": module,
+                "neurons": per_step,
+                "channels": shape[2] if len(shape) > 2 else 1,
+            }
             for s in pending:
                 synapses[s]["feeds"] = name
             pending = []
@@ -116,12 +124,21 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
             if name in synapses:  # a module used twice: count its outputs once per call
                 synapses[name]["calls"] += 1
                 continue
-            fan_in = module.in_features if isinstance(module, nn.Linear) else (
-                module.in_channels // module.groups * math.prod(module.kernel_size))
+            fan_in = (
+                module.in_features
+                if isinstance(module, nn.Linear)
+                else (module.in_channels // module.groups * math.prod(module.kernel_size))
+            )
             outputs_per_step = math.prod(shape[1:])
-            synapses[name] = {"module": module, "outputs_per_step": outputs_per_step, "fan_in": fan_in,
-                              "out_channels": shape[1], "weights": module.weight.numel(),
-                              "feeds": None, "calls": 1}
+            synapses[name] = {
+                "module": module,
+                "outputs_per_step": outputs_per_step,
+                "fan_in": fan_in,
+                "out_channels": shape[1],
+                "weights": module.weight.numel(),
+                "feeds": None,
+                "calls": 1,
+            }
             pending.append(name)
     if not neurons:
         raise ConfigError("the model has no spiking neurons to cost")
@@ -172,9 +189,18 @@ def model_cost(
         active = (1 - sp) * (1 - sc)
         dense += macs
         sparse += macs * active
-        layers.append({"name": name, "type": type(module).__name__, "weight_bits": wb,
-                       "weights": s["weights"], "dense_macs_per_step": macs,
-                       "spatial_sparsity": sp, "channel_sparsity": sc, "feeds": s["feeds"]})
+        layers.append(
+            {
+                "name": name,
+                "type": type(module).__name__,
+                "weight_bits": wb,
+                "weights": s["weights"],
+                "dense_macs_per_step": macs,
+                "spatial_sparsity": sp,
+                "channel_sparsity": sc,
+                "feeds": s["feeds"],
+            }
+        )
     n_neurons = 0
     membrane_bits_total = 0
     mem_dense = mem_sparse = 0.0
@@ -192,22 +218,41 @@ def model_cost(
         gate = getattr(n["module"], "channel_gate", None)
         if gate is not None:
             source = gate.proj.in_channels
-            src_neurons = next((m["neurons"] for m in prof["neurons"].values()
-                                if m["module"] is n["module"]._gate_source[0]), 0)
+            src_neurons = next(
+                (
+                    m["neurons"]
+                    for m in prof["neurons"].values()
+                    if m["module"] is n["module"]._gate_source[0]
+                ),
+                0,
+            )
             gate_ops += src_neurons + 2 * source * gate.proj.out_channels / T
     other_params = sum(p.numel() for p in model.parameters()) - sum(
-        p.numel() for name, p in model.named_parameters() if name.endswith(("weight", "weight.original"))
-        and any(name.startswith(s + ".") for s in prof["synapses"]))
+        p.numel()
+        for name, p in model.named_parameters()
+        if name.endswith(("weight", "weight.original"))
+        and any(name.startswith(s + ".") for s in prof["synapses"])
+    )
     spikes_bits = n_neurons
-    memory_bits = {"weights": weight_bits_total, "membrane": membrane_bits_total, "spikes": spikes_bits}
+    memory_bits = {
+        "weights": weight_bits_total,
+        "membrane": membrane_bits_total,
+        "spikes": spikes_bits,
+    }
     memory_bits["total"] = sum(memory_bits.values())
 
     synops = (sparsity or {}).get("effective_synops")
     first_macs = (sparsity or {}).get("first_layer_macs")
-    wb_energy = weight_bits if weight_bits is not None else max(
-        (entry["weight_bits"] for entry in layers), default=32)
-    ub_energy = membrane_bits if membrane_bits is not None else max(
-        (_neuron_bits(n["module"], 32) for n in prof["neurons"].values()), default=32)
+    wb_energy = (
+        weight_bits
+        if weight_bits is not None
+        else max((entry["weight_bits"] for entry in layers), default=32)
+    )
+    ub_energy = (
+        membrane_bits
+        if membrane_bits is not None
+        else max((_neuron_bits(n["module"], 32) for n in prof["neurons"].values()), default=32)
+    )
     add_w, mul_w = energy_per_op(wb_energy)
     add_u, mul_u = energy_per_op(ub_energy)
     if synops is not None:
@@ -219,7 +264,9 @@ def model_cost(
         n_mac = 0.0
         source = "sparse MACs counted as accumulates"
     n_mem = T * mem_sparse
-    energy = n_acc * add_w + n_mac * (add_w + mul_w) + n_mem * add_u + T * float_leak_updates * mul_u
+    energy = (
+        n_acc * add_w + n_mac * (add_w + mul_w) + n_mem * add_u + T * float_leak_updates * mul_u
+    )
     return {
         "timesteps": T,
         "neurons": n_neurons,
@@ -243,6 +290,7 @@ def model_cost(
 
 # ------------------------------------------------------------------------------ measurement
 
+
 def _reach(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per output location, the number of non-zero inputs in its receptive field (all input
     channels of its group summed); ``[N, *spatial]`` for convs, ``[N]`` for linear layers."""
@@ -258,11 +306,15 @@ def _reach(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     padding = module.padding
     if padding == "same":
         padding = tuple(k // 2 for k in module.kernel_size)
-    return conv(per_loc, kernel, stride=module.stride, padding=padding, dilation=module.dilation)[:, 0]
+    return conv(per_loc, kernel, stride=module.stride, padding=padding, dilation=module.dilation)[
+        :, 0
+    ]
 
 
 @torch.no_grad()
-def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_samples: int | None = None) -> dict:
+def measure_activity(
+    model: nn.Module, data, *, batch_size: int = 256, max_samples: int | None = None
+) -> dict:
     """Run ``model`` over ``data`` (a Dataset of ``(x, y)`` or a tensor batch) and measure:
 
     * ``spike_synops``: sum over conv/linear layers after the first of (non-zero inputs x fan-out);
@@ -277,8 +329,11 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
 
     qlifs = {m: name for name, m in model.named_modules() if isinstance(m, QLIF)}
     gates = _gate_modules(model)
-    synapse_names = {m: name for name, m in model.named_modules()
-                     if isinstance(m, SYNAPSES) and id(m) not in gates}
+    synapse_names = {
+        m: name
+        for name, m in model.named_modules()
+        if isinstance(m, SYNAPSES) and id(m) not in gates
+    }
     totals = {"spike": 0.0, "effective": 0.0, "first": 0.0}
     state = {"first": None, "pending": []}
     layer_fed: dict[str, list[float]] = {}
@@ -291,8 +346,15 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
         out_ch = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         full = float(reach.sum()) * out_ch
         if name == state["first"]:
-            full = float(reach.numel()) * out_ch * (module.in_features if isinstance(module, nn.Linear)
-                                                     else module.in_channels * math.prod(module.kernel_size))
+            full = (
+                float(reach.numel())
+                * out_ch
+                * (
+                    module.in_features
+                    if isinstance(module, nn.Linear)
+                    else module.in_channels * math.prod(module.kernel_size)
+                )
+            )
         else:
             totals["spike"] += full
         state["pending"].append((name, reach, out_ch, full, tuple(output.shape)))
@@ -342,7 +404,7 @@ def measure_activity(model: nn.Module, data, *, batch_size: int = 256, max_sampl
                 break
             reset_state(model)
             model(x)
-            for syn_name, reach, out_ch, full, shape in state["pending"]:  # read-out layer
+            for syn_name, _, _, full, _ in state["pending"]:  # the read-out layer
                 if syn_name == state["first"]:
                     totals["first"] += full
                 else:

@@ -34,11 +34,16 @@ def test_resnet19_32_neurons_and_membrane_memory():
 def test_vgg9_dense_macs_and_sparse_flops():
     # The spec's 1,362,935,808 is the conv layers of VGG-9 on a 3-channel 48x48 input.
     model = create_model("vgg9", in_channels=3, input_size=48, timesteps=1, neuron="qlif")
-    cost = model_cost(model, torch.zeros(1, 3, 48, 48), sparsity={"spatial": 0.35, "channel": 0.6923})
+    cost = model_cost(
+        model, torch.zeros(1, 3, 48, 48), sparsity={"spatial": 0.35, "channel": 0.6923}
+    )
     conv = sum(l["dense_macs_per_step"] for l in cost["layers"] if l["type"] == "Conv2d")
     assert conv == 1_362_935_808
-    conv_sparse = sum(l["dense_macs_per_step"] * (1 - l["spatial_sparsity"]) * (1 - l["channel_sparsity"])
-                      for l in cost["layers"] if l["type"] == "Conv2d")
+    conv_sparse = sum(
+        l["dense_macs_per_step"] * (1 - l["spatial_sparsity"]) * (1 - l["channel_sparsity"])
+        for l in cost["layers"]
+        if l["type"] == "Conv2d"
+    )
     assert 1 - conv_sparse / conv == pytest.approx(0.80, abs=1e-4)
     assert conv / conv_sparse == pytest.approx(5.0, abs=1e-2)
     assert cost["flops_reduction"] == pytest.approx(5.0, abs=1e-2)

@@ -6,7 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikequant import ConfigError, create_neuron, reset_state
-from spikequant.quant.membrane import MembraneLevels, quantize_membrane, round_half_toward_zero, sgs_grad
+from spikequant.quant.membrane import (
+    MembraneLevels,
+    quantize_membrane,
+    round_half_toward_zero,
+    sgs_grad,
+)
 from spikequant.spquant import QLIF, qlif_integer_reference, to_fixed_point
 from spikequant.spquant.analysis import clipping_fire_rate, clipping_sweep
 from spikequant.surrogate import Triangle

@@ -17,12 +17,20 @@ TINY = {
     "name": "tiny",
     "seed": 0,
     "data": {"name": "mnist5k", "batch_size": 32, "train_subset": 96, "test_subset": 48},
-    "model": {"name": "cnn_digits", "timesteps": 2, "neuron": "qlif",
-              "kwargs": {"widths": [4, 8], "hidden": 16}},
+    "model": {
+        "name": "cnn_digits",
+        "timesteps": 2,
+        "neuron": "qlif",
+        "kwargs": {"widths": [4, 8], "hidden": 16},
+    },
     "optim": {"name": "adam", "lr": 0.001},
     "train": {"epochs": 1, "eval_every": 0},
-    "spquant": {"weight_bits": 2, "spatial_prune": 0.35, "channel_gates": True,
-                "learn_threshold": True},
+    "spquant": {
+        "weight_bits": 2,
+        "spatial_prune": 0.35,
+        "channel_gates": True,
+        "learn_threshold": True,
+    },
 }
 
 

@@ -59,7 +59,8 @@ def test_straight_through_gradients():
     assert w.grad.tolist() == [1.0, 1.0, 0.0]  # 9 is clipped
     q = PowerOfTwoQuantizer(2, alpha=4.0)
     q(torch.tensor([3.0, 1.0, 9.0])).sum().backward()
-    # d/dalpha = (q - w/alpha) inside + sign(w) outside = (1 - .75) + (0 - .25) + 1; times alpha ln 2
+    # d/dalpha = (q - w/alpha) inside + sign(w) outside = (1 - .75) + (0 - .25) + 1,
+    # times d alpha / d log2(alpha) = alpha ln 2
     assert q.log2_alpha.grad.item() == pytest.approx(1.0 * 4 * torch.log(torch.tensor(2.0)).item())
 
 

@@ -5,8 +5,8 @@ Forward, ``Q`` maps a potential to the nearest level of an integer grid with int
 
     Q(u) = k * round0(clip(u, c, h) / k)
 
-``round0`` rounds to the nearest integer with ties toward zero (``0.5 -> 0``, ``-1.5 -> -1``), so the
-rounding is deterministic and symmetric. ``c = -1, h = 1, k = 1`` gives the ternary levels
+``round0`` rounds to the nearest integer with ties toward zero (``0.5 -> 0``, ``-1.5 -> -1``), so
+the rounding is deterministic and symmetric. ``c = -1, h = 1, k = 1`` gives the ternary levels
 ``{-1, 0, 1}`` (stored in 2 bits, "1.58-bit").
 
 Backward, the staircase is replaced by a sum of sigmoids centred on the level midpoints ``s_i``
@@ -48,7 +48,9 @@ class MembraneLevels:
         for name in ("low", "high", "step", "smoothness"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ConfigError(f"membrane quantizer: {name} must be a finite number, got {value!r}")
+                raise ConfigError(
+                    f"membrane quantizer: {name} must be a finite number, got {value!r}"
+                )
         if self.step <= 0 or self.smoothness <= 0:
             raise ConfigError("membrane quantizer: step and smoothness must be positive")
         if not self.low <= 0 <= self.high or self.low == self.high:
@@ -125,14 +127,24 @@ class _QuantizeMembrane(torch.autograd.Function):
         return grad_out * ctx.levels.surrogate_grad(u), None
 
 
-def quantize_membrane(u: torch.Tensor, low: float = -1.0, high: float = 1.0, step: float = 1.0,
-                      smoothness: float = 2.0) -> torch.Tensor:
+def quantize_membrane(
+    u: torch.Tensor,
+    low: float = -1.0,
+    high: float = 1.0,
+    step: float = 1.0,
+    smoothness: float = 2.0,
+) -> torch.Tensor:
     """Functional form of :class:`MembraneLevels` (``Q(u)`` with the SGS gradient)."""
     return MembraneLevels(low, high, step, smoothness)(u)
 
 
-def sgs_grad(u: torch.Tensor, low: float = -1.0, high: float = 1.0, step: float = 1.0,
-             smoothness: float = 2.0) -> torch.Tensor:
+def sgs_grad(
+    u: torch.Tensor,
+    low: float = -1.0,
+    high: float = 1.0,
+    step: float = 1.0,
+    smoothness: float = 2.0,
+) -> torch.Tensor:
     """The SGS surrogate derivative of ``Q`` at ``u``."""
     return MembraneLevels(low, high, step, smoothness).surrogate_grad(u)
 

@@ -35,8 +35,14 @@ class UniformQuantizer(nn.Module):
         learn_step: train the step.
     """
 
-    def __init__(self, bits: int = 8, weight: torch.Tensor | None = None, *, per_channel: bool = False,
-                 learn_step: bool = True) -> None:
+    def __init__(
+        self,
+        bits: int = 8,
+        weight: torch.Tensor | None = None,
+        *,
+        per_channel: bool = False,
+        learn_step: bool = True,
+    ) -> None:
         super().__init__()
         if not isinstance(bits, int) or not 2 <= bits <= 16:
             raise ConfigError(f"uniform quantizer bits must be an integer in 2..16, got {bits!r}")

@@ -24,7 +24,9 @@ from .neuron import QLIF
 def clipping_fire_rate(u_first: torch.Tensor, spikes_t: torch.Tensor, clip: float) -> float:
     """``r_s(t)`` for one step; 0 when no neuron is below ``clip`` (an empty silent set)."""
     if u_first.shape != spikes_t.shape:
-        raise ConfigError(f"u_1 {tuple(u_first.shape)} and o_t {tuple(spikes_t.shape)} differ in shape")
+        raise ConfigError(
+            f"u_1 {tuple(u_first.shape)} and o_t {tuple(spikes_t.shape)} differ in shape"
+        )
     silent = u_first < clip
     count = int(silent.sum())
     if count == 0:
@@ -63,7 +65,9 @@ def clipping_sweep(
         u_first = stored[0]
         per_clip = {}
         for c in clips:
-            rates = [clipping_fire_rate(u_first, spikes[t], float(c)) for t in range(1, spikes.shape[0])]
+            rates = [
+                clipping_fire_rate(u_first, spikes[t], float(c)) for t in range(1, spikes.shape[0])
+            ]
             per_clip[float(c)] = {
                 "silent_fraction": float((u_first < c).float().mean()),
                 "r_s": sum(rates) / len(rates) if rates else 0.0,

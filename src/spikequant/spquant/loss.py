@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ShapeError
 
 
-def tet_loss(logits: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi: float = 1.0) -> torch.Tensor:
+def tet_loss(
+    logits: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi: float = 1.0
+) -> torch.Tensor:
     if logits.ndim != 3:
         raise ShapeError(f"TET expects per-step logits [T, B, K], got shape {tuple(logits.shape)}")
     if not 0 <= lam <= 1:

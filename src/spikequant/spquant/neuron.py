@@ -130,7 +130,8 @@ def _make_levels(membrane, threshold: float, clip_low: float) -> MembraneLevels 
         kw = {"high": threshold, "low": clip_low, **membrane}
         return MembraneLevels(**kw)
     raise ConfigError(
-        f"membrane must be 'ternary', 'fp', a number of bits or a dict(low, high, step), got {membrane!r}"
+        "membrane must be 'ternary', 'fp', a number of bits or a dict(low, high, step), "
+        f"got {membrane!r}"
     )
 
 
@@ -171,7 +172,9 @@ class QLIF(SpikingNeuron):
         if not (isinstance(spatial_prune, (int, float)) and 0 <= spatial_prune < 1):
             raise ConfigError(f"spatial_prune must be a fraction in [0, 1), got {spatial_prune!r}")
         shape = () if num_channels is None else (int(num_channels),)
-        self.threshold = nn.Parameter(torch.full(shape, float(threshold)), requires_grad=learn_threshold)
+        self.threshold = nn.Parameter(
+            torch.full(shape, float(threshold)), requires_grad=learn_threshold
+        )
         self.tau = float(tau)
         self.levels = _make_levels(membrane, float(threshold), float(clip_low))
         self.clip = None if clip is None else float(clip)
@@ -198,8 +201,14 @@ class QLIF(SpikingNeuron):
 
     def params(self, x: torch.Tensor) -> QLIFParams:
         return QLIFParams(
-            self.effective_threshold(x), self.tau, self.levels, self.clip, self.binary_membrane,
-            self.spatial_prune, self.surrogate, bool(self.threshold.requires_grad),
+            self.effective_threshold(x),
+            self.tau,
+            self.levels,
+            self.clip,
+            self.binary_membrane,
+            self.spatial_prune,
+            self.surrogate,
+            bool(self.threshold.requires_grad),
         )
 
     @property
@@ -210,8 +219,12 @@ class QLIF(SpikingNeuron):
 
     # -- sparsity bookkeeping -------------------------------------------------------------------
     def reset_sparsity_stats(self) -> None:
-        self.sparsity_stats = {"locations": 0.0, "pruned_locations": 0.0, "channels": 0.0,
-                               "masked_channels": 0.0}
+        self.sparsity_stats = {
+            "locations": 0.0,
+            "pruned_locations": 0.0,
+            "channels": 0.0,
+            "masked_channels": 0.0,
+        }
 
     def sparsity(self) -> dict[str, float]:
         """Measured spatial ``S_p`` and channel ``S_c`` since the last reset of the statistics."""
@@ -261,15 +274,20 @@ class QLIF(SpikingNeuron):
         if self.record_fed:
             fed = torch.ones_like(x_seq, dtype=torch.bool)
             if channel_mask is not None:
-                fed = fed & (channel_mask.detach() != 0).view(1, *channel_mask.shape,
-                                                              *([1] * (x_seq.ndim - 3)))
+                fed = fed & (channel_mask.detach() != 0).view(
+                    1, *channel_mask.shape, *([1] * (x_seq.ndim - 3))
+                )
             if keeps:
                 fed = fed & (torch.stack(keeps) != 0)
             self.fed_mask = fed
         if self.record_pooled:
             self.pooled_membrane = pooled_sum / x_seq.shape[0]
         if self.record_trace:
-            self.trace = {"pre": torch.stack(pres), "stored": torch.stack(stored), "spikes": out.detach()}
+            self.trace = {
+                "pre": torch.stack(pres),
+                "stored": torch.stack(stored),
+                "spikes": out.detach(),
+            }
         with torch.no_grad():
             self._count(x_seq, channel_mask)
         return out, state
@@ -332,7 +350,9 @@ def qlif_integer_reference(
     scale = 2 ** (frac_bits + 1)
     th_code = threshold / levels.step * scale
     if th_code != int(th_code):
-        raise ConfigError(f"threshold {threshold} is not representable with {frac_bits} fraction bits")
+        raise ConfigError(
+            f"threshold {threshold} is not representable with {frac_bits} fraction bits"
+        )
     th_code = int(th_code)
     n = torch.zeros_like(currents[0])
     spikes, stored = [], []
@@ -353,6 +373,11 @@ def qlif_integer_reference(
 
 
 __all__ = [
-    "QLIF", "QLIFParams", "QLIFState", "qlif_integer_reference", "qlif_step", "spatial_keep_mask",
+    "QLIF",
+    "QLIFParams",
+    "QLIFState",
+    "qlif_integer_reference",
+    "qlif_step",
+    "spatial_keep_mask",
     "to_fixed_point",
 ]

@@ -27,8 +27,13 @@ from .neuron import QLIF
 class ChannelGate(nn.Module):
     """Pooled membrane of ``source_channels`` -> binary mask over ``target_channels``."""
 
-    def __init__(self, source_channels: int, target_channels: int, threshold: float = 0.47,
-                 init_bias: float = 0.0) -> None:
+    def __init__(
+        self,
+        source_channels: int,
+        target_channels: int,
+        threshold: float = 0.47,
+        init_bias: float = 0.0,
+    ) -> None:
         super().__init__()
         if not 0 < threshold < 1:
             raise ConfigError(f"gate threshold must be in (0, 1), got {threshold!r}")
@@ -56,8 +61,10 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str,
     order = []
     handles = []
     for name, layer in qlif_layers(model):
+
         def hook(module, inputs, output, name=name):
             order.append((name, module, tuple(inputs[0].shape)))
+
         handles.append(layer.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -72,8 +79,9 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str,
     return order
 
 
-def attach_channel_gates(model: nn.Module, example: torch.Tensor, *, threshold: float = 0.47,
-                         init_bias: float = 0.0) -> list[tuple[str, str]]:
+def attach_channel_gates(
+    model: nn.Module, example: torch.Tensor, *, threshold: float = 0.47, init_bias: float = 0.0
+) -> list[tuple[str, str]]:
     """Gate every spiking conv layer by the spiking conv layer that runs just before it.
 
     ``example`` is one input batch (it fixes the execution order). Returns ``(source, target)``
@@ -83,7 +91,9 @@ def attach_channel_gates(model: nn.Module, example: torch.Tensor, *, threshold: 
     if not order:
         raise ConfigError("the model has no QLIF (qlif) layers to gate")
     pairs = []
-    for (src_name, src, src_shape), (dst_name, dst, dst_shape) in zip(order, order[1:]):
+    for (src_name, src, src_shape), (dst_name, dst, dst_shape) in zip(
+        order, order[1:], strict=False
+    ):
         if len(src_shape) != 5 or len(dst_shape) != 5:  # [T, B, C, H, W] conv layers only
             continue
         if dst.channel_gate is not None:
@@ -118,8 +128,9 @@ def measured_sparsity(model: nn.Module) -> dict:
     return {"layers": layers}
 
 
-def configure_pruning(model: nn.Module, *, spatial: float | None = None,
-                      binary_membrane: bool | None = None) -> None:
+def configure_pruning(
+    model: nn.Module, *, spatial: float | None = None, binary_membrane: bool | None = None
+) -> None:
     """Set spatial pruning / binary membrane on every conv QLIF layer (spatial skips linear ones
     at run time since they have no locations)."""
     for _, layer in qlif_layers(model):
@@ -132,6 +143,11 @@ def configure_pruning(model: nn.Module, *, spatial: float | None = None,
 
 
 __all__ = [
-    "ChannelGate", "attach_channel_gates", "configure_pruning", "gate_density_penalty",
-    "measured_sparsity", "qlif_layers", "reset_sparsity",
+    "ChannelGate",
+    "attach_channel_gates",
+    "configure_pruning",
+    "gate_density_penalty",
+    "measured_sparsity",
+    "qlif_layers",
+    "reset_sparsity",
 ]

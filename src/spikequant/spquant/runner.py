@@ -12,6 +12,7 @@ see :mod:`spikequant.train.recipe`) plus a ``spquant`` section::
       spatial_prune: 0.0        # fraction of locations per sample/step without input current
       channel_gates: false      # membrane-guided channel masks between spiking conv layers
       gate_threshold: 0.47
+      gate_init_bias: 0.0       # bias of the gates' 1x1 conv at initialisation
       gate_keep: 0.31           # target keep ratio of the gates (density penalty)
       gate_penalty: 1.0
       tet_lambda: 0.05          # TET loss (1-lam) CE_t + lam MSE(O, 1)
@@ -55,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "spatial_prune": 0.0,
     "channel_gates": False,
     "gate_threshold": 0.47,
+    "gate_init_bias": 0.0,
     "gate_keep": 0.31,
     "gate_penalty": 1.0,
     "tet_lambda": 0.05,
@@ -106,15 +108,23 @@ def apply_spquant(model: torch.nn.Module, spq: dict, example: torch.Tensor) -> d
     """Quantize weights, set pruning and attach channel gates in place; returns what was done."""
     done: dict[str, Any] = {}
     done["quantized_layers"] = quantize_weights(
-        model, int(spq["weight_bits"]), alpha=float(spq["weight_alpha"]),
-        standardize=bool(spq["weight_standardize"]), exclude=list(spq["weight_exclude"]),
+        model,
+        int(spq["weight_bits"]),
+        alpha=float(spq["weight_alpha"]),
+        standardize=bool(spq["weight_standardize"]),
+        exclude=list(spq["weight_exclude"]),
     )
     if (spq["spatial_prune"] or spq["channel_gates"]) and not qlif_layers(model):
         raise ConfigError("pruning needs a model built with neuron: qlif")
     if spq["spatial_prune"]:
         configure_pruning(model, spatial=float(spq["spatial_prune"]))
     if spq["channel_gates"]:
-        done["gates"] = attach_channel_gates(model, example, threshold=float(spq["gate_threshold"]))
+        done["gates"] = attach_channel_gates(
+            model,
+            example,
+            threshold=float(spq["gate_threshold"]),
+            init_bias=float(spq["gate_init_bias"]),
+        )
     for _, layer in qlif_layers(model):
         layer.reset_sparsity_stats()
     return done
@@ -165,7 +175,8 @@ class SpQuantTrainer(Trainer):
             loss = lam_mix * loss + (1 - lam_mix) * tet_loss(out, y_b, tet_lam)
         if self.spq["channel_gates"] and self.spq["gate_penalty"]:
             loss = loss + float(self.spq["gate_penalty"]) * gate_density_penalty(
-                self.model, float(self.spq["gate_keep"]))
+                self.model, float(self.spq["gate_keep"])
+            )
         return loss, out.mean(0), y
 
 
@@ -177,8 +188,14 @@ def _init_from(model: torch.nn.Module, path: str) -> list[str]:
     return list(result.missing_keys)
 
 
-def evaluate_spquant(model: torch.nn.Module, test_set: Dataset, spq: dict, *, batch_size: int = 256,
-                     ablation: bool = True) -> dict:
+def evaluate_spquant(
+    model: torch.nn.Module,
+    test_set: Dataset,
+    spq: dict,
+    *,
+    batch_size: int = 256,
+    ablation: bool = True,
+) -> dict:
     """Accuracy + spike statistics (shared evaluate) + measured sparsity, effective SynOps and
     memory; with ``ablation``, the accuracy with the -1 membrane level pruned (no fine-tuning)."""
     from ..cost import measure_activity, model_cost
@@ -186,22 +203,26 @@ def evaluate_spquant(model: torch.nn.Module, test_set: Dataset, spq: dict, *, ba
     result = evaluate(model, test_set, batch_size=batch_size)
     activity = measure_activity(model, test_set, batch_size=batch_size)
     cost = model_cost(model, example_input_from(test_set), sparsity=activity)
-    result.update({
-        "effective_synops": activity["effective_synops"],
-        "spike_synops": activity["spike_synops"],
-        "first_layer_macs": activity["first_layer_macs"],
-        "spatial_sparsity": activity["spatial_sparsity"],
-        "channel_sparsity": activity["channel_sparsity"],
-        "layer_sparsity": activity["layers"],
-        "memory_mb": cost["memory_mb"],
-        "dense_flops_per_step": cost["dense_macs_per_step"],
-        "sparse_flops_per_step": cost["sparse_macs_per_step"],
-    })
+    result.update(
+        {
+            "effective_synops": activity["effective_synops"],
+            "spike_synops": activity["spike_synops"],
+            "first_layer_macs": activity["first_layer_macs"],
+            "spatial_sparsity": activity["spatial_sparsity"],
+            "channel_sparsity": activity["channel_sparsity"],
+            "layer_sparsity": activity["layers"],
+            "memory_mb": cost["memory_mb"],
+            "dense_flops_per_step": cost["dense_macs_per_step"],
+            "sparse_flops_per_step": cost["sparse_macs_per_step"],
+        }
+    )
     layers = qlif_layers(model)
     if ablation and layers and layers[0][1].levels is not None:
         set_binary_membrane(model, True)
         try:
-            result["binary_membrane_accuracy"] = evaluate(model, test_set, batch_size=batch_size)["accuracy"]
+            result["binary_membrane_accuracy"] = evaluate(model, test_set, batch_size=batch_size)[
+                "accuracy"
+            ]
         finally:
             set_binary_membrane(model, False)
     return result
@@ -231,8 +252,14 @@ def accept_batch_first_frames(model: torch.nn.Module, dataset: Dataset) -> None:
         model.register_forward_pre_hook(_time_first)
 
 
-def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool = True,
-               stop_after: int | None = None) -> dict:
+def run_recipe(
+    cfg: dict,
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train and evaluate a ``kind: spquant`` recipe; see the module docstring."""
     cfg, spq = split_recipe(cfg)
     out_dir = Path(out_dir)
@@ -246,15 +273,29 @@ def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool
     initialised = None
     if spq["init_from"]:
         initialised = _init_from(model, spq["init_from"])
-    meta = {"kind": "spquant", "model": spec, "spquant": spq, "recipe": {**cfg, "spquant": spq},
-            "dataset": data["name"]}
+    meta = {
+        "kind": "spquant",
+        "model": spec,
+        "spquant": spq,
+        "recipe": {**cfg, "spquant": spq},
+        "dataset": data["name"],
+    }
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    trainer = SpQuantTrainer(model, cfg, train_set, test_set, out_dir=out_dir, meta=meta,
-                             augment=build_augment(cfg), progress=progress,
-                             log=log if progress else None, spq=spq)
+    trainer = SpQuantTrainer(
+        model,
+        cfg,
+        train_set,
+        test_set,
+        out_dir=out_dir,
+        meta=meta,
+        augment=build_augment(cfg),
+        progress=progress,
+        log=log if progress else None,
+        spq=spq,
+    )
     resumed_from = None
     if resume and trainer.resume():
         resumed_from = trainer.epoch

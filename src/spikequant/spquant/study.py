@@ -23,15 +23,30 @@ from ..train.trainer import evaluate
 from .analysis import clipping_sweep, set_membrane_clip
 from .runner import load_spquant_model, run_recipe
 
-RECIPES = {"fp": "spquant-mnist-fp", "quant": "spquant-mnist-quant", "spquant": "spquant-mnist-spquant"}
-LABELS = {"fp": "FP SNN (32-bit W, FP32 U)", "quant": "Quant-SNN (2-bit W, ternary U)",
-          "spquant": "SpQuant-SNN (+ 35 % spatial, channel gates)"}
+RECIPES = {
+    "fp": "spquant-mnist-fp",
+    "quant": "spquant-mnist-quant",
+    "spquant": "spquant-mnist-spquant",
+}
+LABELS = {
+    "fp": "FP SNN (32-bit W, FP32 U)",
+    "quant": "Quant-SNN (2-bit W, ternary U)",
+    "spquant": "SpQuant-SNN (+ 35 % spatial, channel gates)",
+}
 CLIPS = (-5.0, -4.0, -3.0, -2.0, -1.0)
 
 
-def run_study(*, out_dir: Path, work_dir: Path, epochs: int | None = None,
-              finetune_epochs: int | None = None, train_subset: int | None = None,
-              test_subset: int | None = None, progress: bool = True, log=print) -> dict:
+def run_study(
+    *,
+    out_dir: Path,
+    work_dir: Path,
+    epochs: int | None = None,
+    finetune_epochs: int | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
     overrides_common = []
     if train_subset:
         overrides_common.append(f"data.train_subset={train_subset}")
@@ -67,8 +82,13 @@ def run_study(*, out_dir: Path, work_dir: Path, epochs: int | None = None,
         "spquant_synops_3x_fewer": {"ratio": synops_ratio, "pass": synops_ratio >= 3.0},
     }
     rows = {key: _row(run) for key, run in runs.items()}
-    report = {"dataset": "mnist5k", "rows": rows, "checks": checks, "clipping": clipping,
-              "recipes": RECIPES}
+    report = {
+        "dataset": "mnist5k",
+        "rows": rows,
+        "checks": checks,
+        "clipping": clipping,
+        "recipes": RECIPES,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "spquant_study.json", report)
     write_text(out_dir / "spquant_study.md", _markdown(report))
@@ -100,8 +120,11 @@ def clipping_study(fp_run: Path, test) -> dict:
     """r_s per layer for c in -5..-1 on 256 test digits, and the FP SNN's accuracy when its
     stored membrane is clipped at c (inference only, no fine-tuning)."""
     model, _ = load_spquant_model(fp_run)
-    x = test.tensors[0][:256] if isinstance(test, TensorDataset) else torch.stack(
-        [test[i][0] for i in range(min(256, len(test)))])
+    x = (
+        test.tensors[0][:256]
+        if isinstance(test, TensorDataset)
+        else torch.stack([test[i][0] for i in range(min(256, len(test)))])
+    )
     sweep = clipping_sweep(model, x, CLIPS)
     accuracy = {}
     for c in (None, *CLIPS):
@@ -125,11 +148,16 @@ def _markdown(report: dict) -> str:
     ]
     for key, r in rows.items():
         mb = r["memory_mb"]
-        binary = "-" if r["binary_membrane_accuracy"] is None else f"{100 * r['binary_membrane_accuracy']:.2f}"
+        binary = (
+            "-"
+            if r["binary_membrane_accuracy"] is None
+            else f"{100 * r['binary_membrane_accuracy']:.2f}"
+        )
         lines.append(
             f"| {LABELS[key]} | {100 * r['test_accuracy']:.2f} | {binary} | "
             f"{mb['weights']:.4f} / {mb['membrane']:.4f} / {mb['total']:.4f} | "
-            f"{r['effective_synops']:,.0f} | {r['spatial_sparsity']:.3f} | {r['channel_sparsity']:.3f} | "
+            f"{r['effective_synops']:,.0f} | {r['spatial_sparsity']:.3f} | "
+            f"{r['channel_sparsity']:.3f} | "
             f"{r['dense_flops_per_step']:,.0f} / {r['sparse_flops_per_step']:,.0f} |"
         )
     lines += ["", "## Checks", ""]
@@ -137,13 +165,19 @@ def _markdown(report: dict) -> str:
         value = c.get("drop_points", c.get("ratio"))
         lines.append(f"- {name}: {value:.3f} -> {'PASS' if c['pass'] else 'FAIL'}")
     clip = report["clipping"]
-    lines += ["", "## Clipping analysis on the FP SNN (inference only)", "",
-              "| c | accuracy % | " + " | ".join(f"r_s {name}" for name in clip["r_s"]) + " |",
-              "|---|---|" + "---|" * len(clip["r_s"])]
+    lines += [
+        "",
+        "## Clipping analysis on the FP SNN (inference only)",
+        "",
+        "| c | accuracy % | " + " | ".join(f"r_s {name}" for name in clip["r_s"]) + " |",
+        "|---|---|" + "---|" * len(clip["r_s"]),
+    ]
     for c in CLIPS:
         rs = " | ".join(f"{layer['clips'][c]['r_s']:.4f}" for layer in clip["r_s"].values())
         lines.append(f"| {c:g} | {100 * clip['accuracy_with_clip'][str(c)]:.2f} | {rs} |")
-    lines.append(f"| none | {100 * clip['accuracy_with_clip']['none']:.2f} |" + " |" * len(clip["r_s"]))
+    lines.append(
+        f"| none | {100 * clip['accuracy_with_clip']['none']:.2f} |" + " |" * len(clip["r_s"])
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-r"""Apply weight quantizers to every conv/linear layer of any model (``torch.nn.utils.parametrize``).
+r"""Apply weight quantizers to every conv/linear layer of any model (via ``parametrize``).
 
 ``quantize_weights(model, bits)`` registers on each ``weight``
 

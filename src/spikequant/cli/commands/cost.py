@@ -71,9 +71,14 @@ def run(args) -> int:
         if args.timesteps < 1:
             raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
         try:
-            model = create_model(args.model, in_channels=c, input_size=[h, w] if h != w else h,
-                                 timesteps=args.timesteps, neuron=args.neuron,
-                                 num_classes=args.num_classes)
+            model = create_model(
+                args.model,
+                in_channels=c,
+                input_size=[h, w] if h != w else h,
+                timesteps=args.timesteps,
+                neuron=args.neuron,
+                num_classes=args.num_classes,
+            )
         except TypeError as exc:
             raise ConfigError(f"model {args.model!r}: {exc}") from None
         example = torch.zeros(1, c, h, w)
@@ -82,7 +87,10 @@ def run(args) -> int:
         for name, value in (("spatial", args.spatial_sparsity), ("channel", args.channel_sparsity)):
             if value is not None and not 0 <= value < 1:
                 raise ConfigError(f"--{name}-sparsity must be in [0, 1), got {value}")
-        sparsity = {"spatial": args.spatial_sparsity or 0.0, "channel": args.channel_sparsity or 0.0}
+        sparsity = {
+            "spatial": args.spatial_sparsity or 0.0,
+            "channel": args.channel_sparsity or 0.0,
+        }
     weight_bits = args.weight_bits
     membrane_bits = args.membrane_bits
     if not target.exists():
@@ -91,8 +99,9 @@ def run(args) -> int:
     for name, value in (("weight", weight_bits), ("membrane", membrane_bits)):
         if value is not None and not 1 <= value <= 32:
             raise ConfigError(f"--{name}-bits must be in 1..32, got {value}")
-    cost = model_cost(model, example, weight_bits=weight_bits, membrane_bits=membrane_bits,
-                      sparsity=sparsity)
+    cost = model_cost(
+        model, example, weight_bits=weight_bits, membrane_bits=membrane_bits, sparsity=sparsity
+    )
     cost["model"] = label
     if sparsity is not None:
         cost["measured"] = {k: v for k, v in sparsity.items() if k != "layers"}
@@ -115,23 +124,29 @@ def _print(cost: dict) -> None:
         f"memory  weights {mb['weights']:.4f} MB  membrane {mb['membrane']:.4f} MB  "
         f"spikes {mb['spikes']:.4f} MB  total {mb['total']:.4f} MB "
         f"({cost['memory_mib']['total']:.4f} MiB)",
-        f"MACs per step  dense {cost['dense_macs_per_step']:,.0f}  sparse {cost['sparse_macs_per_step']:,.0f}",
+        f"MACs per step  dense {cost['dense_macs_per_step']:,.0f}  "
+        f"sparse {cost['sparse_macs_per_step']:,.0f}",
         f"FLOPs over T   dense {cost['dense_flops']:,.0f}  sparse {cost['sparse_flops']:,.0f}  "
         f"({cost['flops_reduction']:.2f}x fewer)",
     ]
     measured = cost.get("measured")
     if measured and "effective_synops" in measured:
         lines.append(
-            f"measured       S_p {measured['spatial_sparsity']:.4f}  S_c {measured['channel_sparsity']:.4f}  "
-            f"SynOps {measured['effective_synops']:,.0f} (spike fan-out {measured['spike_synops']:,.0f})"
+            f"measured       S_p {measured['spatial_sparsity']:.4f}  "
+            f"S_c {measured['channel_sparsity']:.4f}  "
+            f"SynOps {measured['effective_synops']:,.0f} "
+            f"(spike fan-out {measured['spike_synops']:,.0f})"
         )
-    lines.append(f"energy         {cost['energy_pj'] / 1e6:.4f} uJ per sample ({cost['energy_basis']}, 7 nm)")
+    lines.append(
+        f"energy         {cost['energy_pj'] / 1e6:.4f} uJ per sample ({cost['energy_basis']}, 7 nm)"
+    )
     print("\n".join(lines))
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cost", help="memory, FLOPs/SynOps and energy of a model or checkpoint",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "cost", help="memory, FLOPs/SynOps and energy of a model or checkpoint", description=__doc__
+    )
     p.add_argument("model", help="registered model name (vgg9, resnet19, ...) or checkpoint folder")
     p.add_argument("--input-size", help="C,H,W of one input (required for a model name)")
     p.add_argument("--weight-bits", type=int, default=None)
@@ -141,7 +156,9 @@ def register(subparsers) -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--spatial-sparsity", type=float, default=None, help="assumed S_p")
     p.add_argument("--channel-sparsity", type=float, default=None, help="assumed S_c")
-    p.add_argument("--samples", type=int, default=256, help="test samples to measure a checkpoint on")
+    p.add_argument(
+        "--samples", type=int, default=256, help="test samples to measure a checkpoint on"
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON report")
     p.add_argument("--out", help="also write the JSON report to this file")
     p.set_defaults(func=run)

@@ -16,9 +16,13 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
     report = run_study(
-        out_dir=results_dir(args.out), work_dir=Path(args.work_dir), epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs, train_subset=args.train_subset,
-        test_subset=args.test_subset, progress=not args.quiet,
+        out_dir=results_dir(args.out),
+        work_dir=Path(args.work_dir),
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        progress=not args.quiet,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     for name, check in report["checks"].items():
@@ -27,11 +31,18 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("spquant-study", help="train FP / Quant / SpQuant SNNs on mnist5k and "
-                              "write the results table", description=__doc__)
+    p = subparsers.add_parser(
+        "spquant-study",
+        help="train FP / Quant / SpQuant SNNs on mnist5k and write the results table",
+        description=__doc__,
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs of FP and Quant (recipe: 4)")
-    p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="epochs of SpQuant fine-tuned from Quant (recipe: 2)")
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="epochs of SpQuant fine-tuned from Quant (recipe: 2)",
+    )
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--work-dir", default="runs/spquant-study", help="checkpoints of the three runs")
