@@ -1,4 +1,4 @@
-"""TTFS layers: init, bias input, conv = dense on patches with silent padding, pooling, QAT, loss."""
+"""TTFS layers: init, bias input, conv = dense on silently padded patches, pooling, QAT, loss."""
 
 import math
 
@@ -30,7 +30,9 @@ def test_paper_initialisation_and_zero_bias():
     layer = TTFSLinear(784, 800)
     bound = 8 / 785
     assert layer.weight.min() >= 0 and layer.weight.max() <= bound
-    assert layer.weight.max() > 0.95 * bound and abs(layer.weight.mean().item() - bound / 2) < 1e-3 * 8
+    assert (
+        layer.weight.max() > 0.95 * bound and abs(layer.weight.mean().item() - bound / 2) < 1e-3 * 8
+    )
     assert torch.all(layer.bias == 0)
     conv = TTFSConv2d(32, 16, 5, 2)
     assert conv.weight.max() <= 8 / (32 * 25 + 1)
@@ -43,8 +45,10 @@ def test_bias_is_a_sync_input_at_t0():
         layer.bias.fill_(0.5)
     z = torch.exp(torch.tensor([[0.5, 1.0]], dtype=torch.float64))
     # same neuron as the worked example with the t = 0 input moved to the bias
-    expected = solve_spike_times(torch.exp(torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)),
-                                 torch.tensor([[0.5, 0.6, 0.8]], dtype=torch.float64))
+    expected = solve_spike_times(
+        torch.exp(torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)),
+        torch.tensor([[0.5, 0.6, 0.8]], dtype=torch.float64),
+    )
     assert layer(z).item() == pytest.approx(expected.item())
 
 
@@ -72,7 +76,9 @@ def test_conv_equals_dense_on_patches_with_silent_padding():
         for i in range(4):
             for j in range(4):
                 patch = padded[b, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].reshape(1, -1)
-                ref = solve_spike_times(torch.cat([patch, torch.ones(1, 1, dtype=patch.dtype)], 1), w)
+                ref = solve_spike_times(
+                    torch.cat([patch, torch.ones(1, 1, dtype=patch.dtype)], 1), w
+                )
                 assert torch.allclose(out[b, :, i, j], ref[0])
 
 
@@ -83,7 +89,9 @@ def test_padding_never_spikes_even_with_huge_weights():
         conv.weight[0, 0, 0, 0] = 10.0  # only ever sees the top-left neighbour
     z = torch.full((1, 1, 3, 3), 2.0, dtype=torch.float64)
     out = conv(z)
-    assert out[0, 0, 0, 0] == DEFAULT_Z_MAX and out[0, 0, 0, 1] == DEFAULT_Z_MAX  # neighbour is padding
+    assert (
+        out[0, 0, 0, 0] == DEFAULT_Z_MAX and out[0, 0, 0, 1] == DEFAULT_Z_MAX
+    )  # neighbour is padding
     assert out[0, 0, 1, 1].item() == pytest.approx(10 * 2 / 9)
 
 

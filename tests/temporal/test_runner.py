@@ -20,15 +20,25 @@ def test_fc100_one_epoch_reaches_080(tmp_path):
     assert metrics["history"][0]["bits"] == 32 and len(metrics["history"]) == 1
     assert 0 < metrics["fraction_spiking"] <= 1
     assert metrics["n_weights"] == 785 * 100 + 101 * 10
-    assert metrics["energy_nJ"] == pytest.approx(metrics["n_weights"] * metrics["fraction_spiking"] * 1e-2)
+    assert metrics["energy_nJ"] == pytest.approx(
+        metrics["n_weights"] * metrics["fraction_spiking"] * 1e-2
+    )
     model, meta = load_model(tmp_path)
     assert meta["model"]["name"] == "ttfs_fc" and meta["epochs_done"] == 1
-    assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert (
+        json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"]
+        == metrics["test_accuracy"]
+    )
 
 
 def test_qat_stages_resume_and_checkpoints(tmp_path):
-    overrides = ["data.train_limit=300", "data.test_limit=200", "train.epochs=1",
-                 "qat.bits=[32, 4]", "model.kwargs.sizes=[784, 20, 10]"]
+    overrides = [
+        "data.train_limit=300",
+        "data.test_limit=200",
+        "train.epochs=1",
+        "qat.bits=[32, 4]",
+        "model.kwargs.sizes=[784, 20, 10]",
+    ]
     cfg = load_recipe("ttfs-fc100", overrides)
     run = get_runner("ttfs")
     first = run(cfg, out_dir=tmp_path, progress=False)

@@ -14,10 +14,10 @@ from spikequant.temporal.solver import _sorted_prefix_solution
 
 
 def euler_first_spike(times, weights, dt=1e-5, t_end=6.0):
-    """Integrate dv/dt = sum_i w_i exp(-(t - t_i)) u(t - t_i) with forward Euler; first t with v >= 1."""
+    """Forward Euler on dv/dt = sum_i w_i exp(-(t - t_i)) u(t - t_i); first t with v >= 1."""
     grid = np.arange(0.0, t_end, dt)
     current = np.zeros_like(grid)
-    for t_i, w_i in zip(times, weights):
+    for t_i, w_i in zip(times, weights, strict=False):
         after = grid >= t_i
         current[after] += w_i * np.exp(-(grid[after] - t_i))
     v = np.cumsum(current) * dt
@@ -28,7 +28,9 @@ def euler_first_spike(times, weights, dt=1e-5, t_end=6.0):
 def test_worked_example():
     times = torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)
     w = torch.tensor([[0.6, 0.8, 0.5]], dtype=torch.float64)
-    z_out, prefix, fired, w_causal, _, _ = _sorted_prefix_solution(torch.exp(times), w, DEFAULT_Z_MAX)
+    z_out, prefix, fired, w_causal, _, _ = _sorted_prefix_solution(
+        torch.exp(times), w, DEFAULT_Z_MAX
+    )
     # prefix of two inputs: t = ln((0.6 + 0.8 e^0.5) / 0.4) = 1.568 > 1.0 -> rejected
     t_two = math.log((0.6 + 0.8 * math.exp(0.5)) / (1.4 - 1))
     assert t_two == pytest.approx(1.568, abs=1e-3) and t_two > 1.0
@@ -38,8 +40,12 @@ def test_worked_example():
 
 
 def test_worked_example_matches_euler():
-    t_closed = math.log(solve_spike_times(torch.exp(torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)),
-                                          torch.tensor([[0.6, 0.8, 0.5]], dtype=torch.float64)).item())
+    t_closed = math.log(
+        solve_spike_times(
+            torch.exp(torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)),
+            torch.tensor([[0.6, 0.8, 0.5]], dtype=torch.float64),
+        ).item()
+    )
     assert euler_first_spike([0.0, 0.5, 1.0], [0.6, 0.8, 0.5]) == pytest.approx(t_closed, abs=2e-5)
 
 
@@ -74,7 +80,9 @@ def test_negative_weight_can_veto_and_late_inputs_are_excluded():
     # outside the causal set, so its weight does not matter.
     z = torch.tensor([[1.0, 2.0, 50.0]], dtype=torch.float64)
     for w3 in (-5.0, 0.0, 5.0):
-        assert solve_spike_times(z, torch.tensor([[1.0, 1.0, w3]], dtype=torch.float64)).item() == 3.0
+        assert (
+            solve_spike_times(z, torch.tensor([[1.0, 1.0, w3]], dtype=torch.float64)).item() == 3.0
+        )
 
 
 @settings(max_examples=25, deadline=None)
@@ -85,8 +93,9 @@ def test_negative_weight_can_veto_and_late_inputs_are_excluded():
 def test_closed_form_matches_euler(times, seed):
     rng = np.random.default_rng(seed)
     weights = rng.uniform(-0.2, 1.0, size=len(times))
-    z_out = solve_spike_times(torch.exp(torch.tensor([times], dtype=torch.float64)),
-                              torch.from_numpy(weights[None, :])).item()
+    z_out = solve_spike_times(
+        torch.exp(torch.tensor([times], dtype=torch.float64)), torch.from_numpy(weights[None, :])
+    ).item()
     t_euler = euler_first_spike(times, weights, dt=1e-5, t_end=9.0)
     if z_out == DEFAULT_Z_MAX:
         assert t_euler is None
@@ -94,7 +103,9 @@ def test_closed_form_matches_euler(times, seed):
         t_out = math.log(z_out)
         # Euler's error in v is O(dt * sum|w|); near a late spike the current is small, so the
         # same error in v moves the crossing by error / current.
-        current = sum(w * math.exp(-(t_out - t)) for t, w in zip(times, weights) if t <= t_out)
+        current = sum(
+            w * math.exp(-(t_out - t)) for t, w in zip(times, weights, strict=False) if t <= t_out
+        )
         tolerance = max(2e-5, 2e-5 * sum(abs(w) for w in weights) / current)
         assert t_euler == pytest.approx(t_out, abs=tolerance)
 

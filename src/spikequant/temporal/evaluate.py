@@ -16,8 +16,13 @@ ENERGY_PER_SPIKE_PJ = 10.0
 
 
 @torch.no_grad()
-def evaluate(model: TTFSNet, X: torch.Tensor, y: torch.Tensor, batch_size: int = 250,
-             z_input: torch.Tensor | None = None) -> dict:
+def evaluate(
+    model: TTFSNet,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 250,
+    z_input: torch.Tensor | None = None,
+) -> dict:
     """Accuracy and spike statistics on ``(X, y)``; ``z_input`` overrides the encoder (jitter)."""
     was_training = model.training
     model.eval()
@@ -33,7 +38,7 @@ def evaluate(model: TTFSNet, X: torch.Tensor, y: torch.Tensor, batch_size: int =
         if not layer_fired:
             layer_fired = [0.0] * len(outputs)
             layer_sizes = [z[0].numel() for z in outputs]
-        layer_fired = [a + b for a, b in zip(layer_fired, fired)]
+        layer_fired = [a + b for a, b in zip(layer_fired, fired, strict=False)]
     model.train(was_training)
     n = len(X)
     neurons_total = sum(layer_sizes)
@@ -44,7 +49,9 @@ def evaluate(model: TTFSNet, X: torch.Tensor, y: torch.Tensor, batch_size: int =
         "accuracy": correct / n,
         "samples": n,
         "fraction_spiking": fraction,
-        "layer_fraction_spiking": [f / n / s for f, s in zip(layer_fired, layer_sizes)],
+        "layer_fraction_spiking": [
+            f / n / s for f, s in zip(layer_fired, layer_sizes, strict=False)
+        ],
         "neurons": neurons_total,
         "n_weights": n_weights,
         "energy_nJ": n_weights * fraction * ENERGY_PER_SPIKE_PJ * 1e-3,

@@ -25,7 +25,7 @@ FULL_PRECISION_BITS = 32
 
 
 def quantize_symmetric(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Uniform symmetric quantization ``delta * round(w / delta)``, ``delta = max|w| / (2^(b-1)-1)``.
+    """Uniform symmetric quantization ``delta round(w / delta)``, ``delta = max|w| / (2^(b-1)-1)``.
 
     ``bits >= 32`` returns ``w`` unchanged. No gradient flows through (see :func:`quantize_ste`).
     """
@@ -137,11 +137,11 @@ class TTFSLinear(_TTFSWeighted):
         return self._solve(z)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, z_max={self.z_max:g}"
+        return f"{self.in_features}, {self.out_features}, z_max={self.z_max:g}"
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
-    """TensorFlow-style SAME: ``out = ceil(size / stride)``; returns (out, pad_before, pad_after)."""
+    """TensorFlow-style SAME: ``out = ceil(size / stride)``; returns (out, pad_lo, pad_hi)."""
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return out, total // 2, total - total // 2
@@ -155,7 +155,11 @@ class TTFSConv2d(_TTFSWeighted):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
         z_max: float = DEFAULT_Z_MAX,
     ) -> None:
         super().__init__(in_channels * kernel_size * kernel_size, z_max)
@@ -168,12 +172,16 @@ class TTFSConv2d(_TTFSWeighted):
         self.reset_parameters()
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
-        return (same_padding(height, self.kernel_size, self.stride)[0],
-                same_padding(width, self.kernel_size, self.stride)[0])
+        return (
+            same_padding(height, self.kernel_size, self.stride)[0],
+            same_padding(width, self.kernel_size, self.stride)[0],
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 4 or z.shape[1] != self.in_channels:
-            raise ShapeError(f"TTFSConv2d expects [B, {self.in_channels}, H, W], got {tuple(z.shape)}")
+            raise ShapeError(
+                f"TTFSConv2d expects [B, {self.in_channels}, H, W], got {tuple(z.shape)}"
+            )
         batch, _, height, width = z.shape
         out_h, top, bottom = same_padding(height, self.kernel_size, self.stride)
         out_w, left, right = same_padding(width, self.kernel_size, self.stride)
@@ -184,8 +192,10 @@ class TTFSConv2d(_TTFSWeighted):
         return out.reshape(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2).contiguous()
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding=SAME, z_max={self.z_max:g}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding=SAME, z_max={self.z_max:g}"
+        )
 
 
 class TTFSMaxPool2d(nn.Module):
@@ -193,7 +203,9 @@ class TTFSMaxPool2d(nn.Module):
     window, ``min z``; ``mode="latest"``: the last one, ``max z`` over the spiking inputs (silent if
     all are silent). Windows of ``kernel_size`` with equal stride, no padding."""
 
-    def __init__(self, kernel_size: int = 2, mode: str = "earliest", z_max: float = DEFAULT_Z_MAX) -> None:
+    def __init__(
+        self, kernel_size: int = 2, mode: str = "earliest", z_max: float = DEFAULT_Z_MAX
+    ) -> None:
         super().__init__()
         if mode not in ("earliest", "latest"):
             raise ConfigError(f"max-pool mode must be 'earliest' or 'latest', got {mode!r}")

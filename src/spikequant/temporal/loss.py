@@ -39,11 +39,22 @@ def weight_sum_penalty(model: nn.Module, beta: float = 1.0) -> torch.Tensor:
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:
     """``sum w^2`` over all TTFS weights (bias weights included)."""
-    return torch.stack([(layer.weight_matrix() ** 2).sum() for layer in ttfs_weighted_layers(model)]).sum()
+    return torch.stack(
+        [(layer.weight_matrix() ** 2).sum() for layer in ttfs_weighted_layers(model)]
+    ).sum()
 
 
-def ttfs_loss(model: nn.Module, z_out: torch.Tensor, target: torch.Tensor, *, form: str = "code",
-              K: float = 100.0, beta: float = 1.0, l2: float = 1e-3, l2_conv: float | None = None) -> torch.Tensor:
+def ttfs_loss(
+    model: nn.Module,
+    z_out: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    form: str = "code",
+    K: float = 100.0,
+    beta: float = 1.0,
+    l2: float = 1e-3,
+    l2_conv: float | None = None,
+) -> torch.Tensor:
     """Full objective. ``l2`` weighs dense layers, ``l2_conv`` (default ``l2``) conv layers."""
     from .layers import TTFSConv2d
 

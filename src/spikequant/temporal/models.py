@@ -30,8 +30,13 @@ from .solver import DEFAULT_Z_MAX
 class TTFSNet(nn.Module):
     """``pixels -> encoder -> layers -> z_out [B, classes]``; prediction = ``argmin z_out``."""
 
-    def __init__(self, encoder: TTFSEncoder, layers: list[nn.Module], input_shape: tuple[int, ...],
-                 z_max: float = DEFAULT_Z_MAX) -> None:
+    def __init__(
+        self,
+        encoder: TTFSEncoder,
+        layers: list[nn.Module],
+        input_shape: tuple[int, ...],
+        z_max: float = DEFAULT_Z_MAX,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.layers = nn.Sequential(*layers)
@@ -43,7 +48,9 @@ class TTFSNet(nn.Module):
             return x
         if x.ndim >= 2 and x[0].numel() == _prod(self.input_shape):
             return x.reshape(x.shape[0], *self.input_shape)
-        raise ShapeError(f"expected input [B, {', '.join(map(str, self.input_shape))}], got {tuple(x.shape)}")
+        raise ShapeError(
+            f"expected input [B, {', '.join(map(str, self.input_shape))}], got {tuple(x.shape)}"
+        )
 
     def forward_z(self, z: torch.Tensor) -> torch.Tensor:
         """Run the layers on already-encoded input ``z`` (e.g. jittered spike times)."""
@@ -52,9 +59,15 @@ class TTFSNet(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.forward_z(self.encoder(self._check_input(pixels)))
 
-    def layer_outputs(self, pixels: torch.Tensor, z_input: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def layer_outputs(
+        self, pixels: torch.Tensor, z_input: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """``z`` after every dense/conv layer (the spiking neurons), input first excluded."""
-        z = self.encoder(self._check_input(pixels)) if z_input is None else self._check_input(z_input)
+        z = (
+            self.encoder(self._check_input(pixels))
+            if z_input is None
+            else self._check_input(z_input)
+        )
         outputs = []
         for layer in self.layers:
             z = layer(z)
@@ -69,7 +82,9 @@ class TTFSNet(nn.Module):
 
     def n_weights(self) -> int:
         """Synaptic weights including the bias inputs (what the energy model counts)."""
-        return sum(layer.weight.numel() + layer.bias.numel() for layer in ttfs_weighted_layers(self))
+        return sum(
+            layer.weight.numel() + layer.bias.numel() for layer in ttfs_weighted_layers(self)
+        )
 
 
 def _prod(shape) -> int:
@@ -90,13 +105,18 @@ def _register(name: str):
 
 
 @_register("ttfs_fc")
-def ttfs_fc(sizes=(784, 800, 10), alpha: float = 3.0, input_noise: float = 0.0,
-            z_max: float = DEFAULT_Z_MAX, input_shape=None) -> TTFSNet:
+def ttfs_fc(
+    sizes=(784, 800, 10),
+    alpha: float = 3.0,
+    input_noise: float = 0.0,
+    z_max: float = DEFAULT_Z_MAX,
+    input_shape=None,
+) -> TTFSNet:
     """Fully connected TTFS network; ``sizes`` = [inputs, hidden..., classes]."""
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigError(f"ttfs_fc sizes must list >= 2 positive layer widths, got {sizes}")
-    layers = [TTFSLinear(a, b, z_max) for a, b in zip(sizes[:-1], sizes[1:])]
+    layers = [TTFSLinear(a, b, z_max) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
     shape = tuple(input_shape) if input_shape else (sizes[0],)
     if _prod(shape) != sizes[0]:
         raise ConfigError(f"ttfs_fc input_shape {shape} does not have {sizes[0]} elements")
@@ -111,9 +131,15 @@ _POOLS = {
 
 
 @_register("ttfs_scnn")
-def ttfs_scnn(input_shape=(1, 28, 28), conv=((32, 5, 2), (16, 5, 2)), num_classes: int = 10,
-              pool: str | None = None, alpha: float = 3.0, input_noise: float = 0.0,
-              z_max: float = DEFAULT_Z_MAX) -> TTFSNet:
+def ttfs_scnn(
+    input_shape=(1, 28, 28),
+    conv=((32, 5, 2), (16, 5, 2)),
+    num_classes: int = 10,
+    pool: str | None = None,
+    alpha: float = 3.0,
+    input_noise: float = 0.0,
+    z_max: float = DEFAULT_Z_MAX,
+) -> TTFSNet:
     """Spiking CNN: SCNN(k, C, s) layers [+ pooling] then FC(num_classes)."""
     if pool is not None and pool not in _POOLS:
         raise ConfigError(f"pool must be null or one of {sorted(_POOLS)}, got {pool!r}")
@@ -131,4 +157,6 @@ def ttfs_scnn(input_shape=(1, 28, 28), conv=((32, 5, 2), (16, 5, 2)), num_classe
             layers.append(_POOLS[pool](z_max))
             height, width = height // 2, width // 2
     layers += [TTFSFlatten(), TTFSLinear(channels * height * width, num_classes, z_max)]
-    return TTFSNet(TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max)
+    return TTFSNet(
+        TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
+    )

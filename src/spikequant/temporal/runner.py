@@ -67,13 +67,17 @@ def _settings(cfg: dict) -> dict:
     }
     s["lr_end"] = float(train.get("lr_end", s["lr"]))
     if s["epochs"] < 1 or s["batch_size"] < 1 or s["eval_batch_size"] < 1:
-        raise ConfigError("recipe: train.epochs, train.batch_size and train.eval_batch_size must be >= 1")
+        raise ConfigError(
+            "recipe: train.epochs, train.batch_size and train.eval_batch_size must be >= 1"
+        )
     if not (s["lr"] > 0 and s["lr_end"] > 0):
         raise ConfigError("recipe: train.lr and train.lr_end must be > 0")
     if s["form"] not in LOSS_FORMS:
         raise ConfigError(f"recipe: loss.form must be one of {LOSS_FORMS}, got {s['form']!r}")
     if not s["bits"] or s["bits"][0] != FULL_PRECISION_BITS or any(b < 2 for b in s["bits"]):
-        raise ConfigError(f"recipe: qat.bits must start with 32 and hold integers >= 2, got {s['bits']}")
+        raise ConfigError(
+            f"recipe: qat.bits must start with 32 and hold integers >= 2, got {s['bits']}"
+        )
     return s
 
 
@@ -105,8 +109,16 @@ def train_epoch(model, optimizer, X, y, s: dict, generator: torch.Generator) -> 
     for start in range(0, len(X), s["batch_size"]):
         idx = order[start : start + s["batch_size"]]
         z_out = model(X[idx])
-        loss = ttfs_loss(model, z_out, y[idx], form=s["form"], K=s["K"], beta=s["beta"],
-                         l2=s["l2"], l2_conv=s["l2_conv"])
+        loss = ttfs_loss(
+            model,
+            z_out,
+            y[idx],
+            form=s["form"],
+            K=s["K"],
+            beta=s["beta"],
+            l2=s["l2"],
+            l2_conv=s["l2_conv"],
+        )
         if not torch.isfinite(loss):
             continue  # a batch whose correct neuron never fires and form="paper": skip, keep going
         optimizer.zero_grad(set_to_none=True)
@@ -120,7 +132,7 @@ def train_epoch(model, optimizer, X, y, s: dict, generator: torch.Generator) -> 
 
 
 def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train a TTFS network from a recipe; returns final metrics (also in ``out_dir/metrics.json``)."""
+    """Train a TTFS network from a recipe; returns final metrics (also ``out_dir/metrics.json``)."""
     s = _settings(cfg)
     out_dir = Path(out_dir)
     model_spec = {"name": cfg["model"]["name"], "kwargs": dict(cfg["model"].get("kwargs") or {})}
@@ -154,15 +166,25 @@ def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool
         stats = train_epoch(model, optimizer, X, y, s, generator)
         seconds = time.perf_counter() - started
         report = evaluate(model, Xt, yt, s["eval_batch_size"])
-        row = {"epoch": epoch + 1, "bits": bits, "lr": lr, "train_loss": stats["loss"],
-               "clipped_grads": stats["clipped_grads"], "seconds": seconds,
-               "test_accuracy": report["accuracy"], "fraction_spiking": report["fraction_spiking"]}
+        row = {
+            "epoch": epoch + 1,
+            "bits": bits,
+            "lr": lr,
+            "train_loss": stats["loss"],
+            "clipped_grads": stats["clipped_grads"],
+            "seconds": seconds,
+            "test_accuracy": report["accuracy"],
+            "fraction_spiking": report["fraction_spiking"],
+        }
         history.append(row)
         stage_accuracy[str(bits)] = report["accuracy"]
         if progress:
-            print(f"[ttfs] epoch {epoch + 1}/{len(plan)} bits={bits} lr={lr:.2e} "
-                  f"loss={stats['loss']:.4f} test_acc={report['accuracy']:.4f} "
-                  f"spiking={report['fraction_spiking']:.3f} ({seconds:.1f}s)", flush=True)
+            print(
+                f"[ttfs] epoch {epoch + 1}/{len(plan)} bits={bits} lr={lr:.2e} "
+                f"loss={stats['loss']:.4f} test_acc={report['accuracy']:.4f} "
+                f"spiking={report['fraction_spiking']:.3f} ({seconds:.1f}s)",
+                flush=True,
+            )
         meta = _meta(cfg, model_spec, s, bits, history, epoch + 1, report)
         last_of_stage = epoch + 1 == len(plan) or plan[epoch + 1][0] != bits
         if last_of_stage and len(s["bits"]) > 1:

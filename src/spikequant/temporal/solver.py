@@ -102,7 +102,11 @@ class CausalSetSolve(torch.autograd.Function):
 
 
 def solve_spike_times(
-    z: torch.Tensor, weight: torch.Tensor, z_max: float = DEFAULT_Z_MAX, *, return_fired: bool = False
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    z_max: float = DEFAULT_Z_MAX,
+    *,
+    return_fired: bool = False,
 ):
     """Output ``z = exp(t)`` of ``M`` neurons for a batch of input rows.
 
