@@ -1,0 +1,190 @@
+"""One training epoch of the TTFS FC 784-100-10 (mnist5k, batch 10, Adam 1e-3): spikequant vs a
+straightforward numpy implementation written here.
+
+The numpy version does what a direct transcription of the method does: per sample, sort the
+inputs, take cumulative sums over all neurons at once, pick the first valid prefix, and
+backpropagate the analytical gradients; Adam, the weight-sum penalty, L2 and the row-normalised
+clipping as in spikequant. Both start from the same weights; their forward outputs are compared.
+
+``run()`` times one full spikequant epoch (4,000 samples) and ``numpy_samples`` samples of the
+numpy version, extrapolated to the epoch (``--full`` times the whole numpy epoch). Writes
+``docs/results/bench_ttfs.json`` when run alone: ``python -m benchmarks.bench_ttfs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+Z_MAX = 1e5
+K, BETA, L2, CLIP = 100.0, 1.0, 1e-3, 10.0
+
+
+def numpy_layer_forward(z: np.ndarray, w: np.ndarray):
+    """One sample: ``z [N]`` (bias input included), ``w [M, N]`` -> ``z_out [M]``, causal prefix."""
+    order = np.argsort(z, kind="stable")
+    zs = z[order]
+    ws = w[:, order]
+    w_cum = np.cumsum(ws, axis=1)
+    a_cum = np.cumsum(ws * zs, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = a_cum / (w_cum - 1)
+    z_next = np.append(zs[1:], np.inf)
+    valid = (w_cum > 1) & (c >= zs) & (c <= z_next) & (c < Z_MAX)
+    cand = np.where(valid, c, np.inf)
+    k = cand.argmin(axis=1)
+    out = cand[np.arange(len(k)), k]
+    fired = np.isfinite(out)
+    out = np.where(fired, out, Z_MAX)
+    return out, order, k, fired, w_cum[np.arange(len(k)), k]
+
+
+def numpy_layer_backward(g, z, w, out, order, k, fired, w_c):
+    """Gradients of one sample: ``dz_in [N]``, ``dw [M, N]``."""
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    causal = rank[None, :] <= k[:, None]
+    scale = np.where(fired, g / np.where(fired, w_c - 1, 1.0), 0.0)
+    weighted = causal * scale[:, None]
+    dz = (weighted * w).sum(0)
+    dw = weighted * (z[None, :] - out[:, None])
+    return dz, dw
+
+
+class NumpyTTFS:
+    """FC TTFS network in numpy with Adam; weights ``[M, N+1]`` (last column = bias input)."""
+
+    def __init__(self, weights: list[np.ndarray], lr: float = 1e-3) -> None:
+        self.w = [w.astype(np.float32).copy() for w in weights]
+        self.m = [np.zeros_like(w) for w in self.w]
+        self.v = [np.zeros_like(w) for w in self.w]
+        self.t, self.lr = 0, lr
+
+    def forward(self, x: np.ndarray):
+        zs, caches = [np.concatenate([x, [1.0]])], []
+        for w in self.w:
+            out, *cache = numpy_layer_forward(zs[-1], w)
+            caches.append(cache)
+            zs.append(np.concatenate([out, [1.0]]))
+        return zs, caches
+
+    def train_batch(self, X: np.ndarray, y: np.ndarray) -> None:
+        grads = [np.zeros_like(w) for w in self.w]
+        for x, label in zip(X, y, strict=True):
+            zs, caches = self.forward(x)
+            logits = -zs[-1][:-1]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            p[label] -= 1
+            g = -p / len(X)  # d CE / d z = -(softmax - onehot)
+            for layer in range(len(self.w) - 1, -1, -1):
+                out = zs[layer + 1][:-1]
+                dz, dw = numpy_layer_backward(g, zs[layer], self.w[layer], out, *caches[layer])
+                grads[layer] += dw
+                g = dz[:-1]
+        for i, w in enumerate(self.w):
+            sums = w.sum(1)
+            grads[i] += K * np.where(sums < BETA, -1.0, 0.0)[:, None] / w.shape[0] + 2 * L2 * w
+            norm = np.sqrt((grads[i] ** 2).sum()) / w.shape[0]
+            if norm > CLIP:
+                grads[i] *= CLIP / norm
+        self.t += 1
+        for i, g in enumerate(grads):
+            self.m[i] = 0.9 * self.m[i] + 0.1 * g
+            self.v[i] = 0.999 * self.v[i] + 0.001 * g * g
+            m_hat = self.m[i] / (1 - 0.9**self.t)
+            v_hat = self.v[i] / (1 - 0.999**self.t)
+            self.w[i] -= self.lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self.forward(x)[0][-1][:-1].argmin() for x in X])
+
+
+def _spikequant_epoch(model, X, y, batch: int, seed: int) -> float:
+    from spikequant.temporal import clip_row_normalised, ttfs_loss
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    for i in range(0, len(X), batch):
+        idx = order[i : i + batch]
+        loss = ttfs_loss(model, model(X[idx]), y[idx], K=K, beta=BETA, l2=L2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_row_normalised(model, CLIP)
+        opt.step()
+    return time.perf_counter() - start
+
+
+def run(numpy_samples: int = 500, full: bool = False, seed: int = 0) -> dict:
+    from spikequant.data import load_arrays
+    from spikequant.temporal import ttfs_fc
+
+    X, y = load_arrays("mnist5k", "train")
+    Xt, yt = load_arrays("mnist5k", "test")
+    X, Xt = X.reshape(len(X), -1), Xt.reshape(len(Xt), -1)
+    torch.manual_seed(seed)
+    model = ttfs_fc([784, 100, 10])
+    weights = [
+        torch.cat([layer.weight, layer.bias[:, None]], 1).detach().numpy() for layer in model.layers
+    ]
+    reference = NumpyTTFS(weights)
+
+    # same weights, same input -> same spike times (float32 both)
+    z_in = np.exp(3.0 * (1.0 - X[:20].numpy()))
+    with torch.no_grad():
+        torch_out = model.layers(torch.from_numpy(z_in)).numpy()
+    numpy_out = np.stack([reference.forward(z)[0][-1][:-1] for z in z_in])
+    agree = float(np.max(np.abs(np.log(torch_out) - np.log(numpy_out))))
+
+    sq_seconds = _spikequant_epoch(model, X, y, 10, seed)
+    with torch.no_grad():
+        sq_acc = float((model.predict(model(Xt)) == yt).float().mean())
+
+    n_np = len(X) if full else min(numpy_samples, len(X))
+    Xn = np.exp(3.0 * (1.0 - X.numpy()))
+    yn = y.numpy()
+    order = np.random.default_rng(seed).permutation(len(X))[:n_np]
+    start = time.perf_counter()
+    for i in range(0, n_np, 10):
+        idx = order[i : i + 10]
+        reference.train_batch(Xn[idx], yn[idx])
+    np_seconds = (time.perf_counter() - start) * len(X) / n_np
+    result = {
+        "workload": "TTFS FC 784-100-10, mnist5k train (4,000 samples), batch 10, Adam 1e-3",
+        "torch_threads": torch.get_num_threads(),
+        "spikequant_epoch_s": sq_seconds,
+        "spikequant_test_accuracy_after_epoch": sq_acc,
+        "numpy_epoch_s": np_seconds,
+        "numpy_timed_samples": n_np,
+        "numpy_extrapolated": n_np < len(X),
+        "speedup": np_seconds / sq_seconds,
+        "max_abs_log_z_difference_numpy_vs_spikequant": agree,
+    }
+    if full:
+        result["numpy_test_accuracy_after_epoch"] = float(
+            (reference.predict(np.exp(3.0 * (1.0 - Xt.numpy()))) == yt.numpy()).mean()
+        )
+    return result
+
+
+def main() -> None:
+    from spikequant.io import results_dir, write_json
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ttfs")
+    parser.add_argument("--numpy-samples", type=int, default=500)
+    parser.add_argument("--full", action="store_true", help="time the whole numpy epoch")
+    args = parser.parse_args()
+    result = run(args.numpy_samples, args.full)
+    path = results_dir() / "bench_ttfs.json"
+    write_json(path, result)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

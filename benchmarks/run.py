@@ -1,0 +1,367 @@
+"""``make bench``: spikequant against SpikingJelly, snnTorch and Norse, side by side in one run.
+
+Workloads (issue 7):
+  (a) a multi-step LIF and IF layer on [T=8, B=64, N=4096], forward and forward+backward, with a
+      bandwidth floor (bytes that must move / measured copy bandwidth);
+  (b) a training step of a 3-conv spiking CNN on [T=4, B=32, 3, 32, 32];
+  (c) peak memory of (b) and of a VGG-11 training step at T=4 and T=16 (fresh process each);
+  plus the checkpointed-BPTT trade-off (memory and time against T) and the ``run()`` of every
+  other ``benchmarks/bench_*.py`` module.
+
+Timings are medians over repeats in which the libraries take turns (rotating order), so that the
+drift of a shared machine hits all of them. Writes ``docs/results/bench.json`` and
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+import torch
+
+from spikequant import kernels
+from spikequant.io import results_dir, write_json, write_text
+
+from . import models, peers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAYER_SHAPE = (8, 64, 4096)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict:
+    """Median / min milliseconds per function, the functions taking turns in rotating order."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            start = time.perf_counter()
+            fns[name]()
+            samples[name].append(1e3 * (time.perf_counter() - start))
+    return {
+        n: {"median_ms": round(statistics.median(s), 3), "min_ms": round(min(s), 3),
+            "repeats": len(s)}
+        for n, s in samples.items()
+    }
+
+
+def copy_bandwidth() -> dict:
+    """Copy bandwidth (bytes read + written per second) of a DRAM-sized and an L3-sized buffer."""
+    out = {}
+    for label, numel in (("dram", 64 << 20), ("l3", 2 << 20)):
+        src = torch.ones(numel)
+        dst = torch.empty_like(src)
+        timing = interleaved({"copy": lambda d=dst, s=src: d.copy_(s)}, repeats=15, warmup=3)
+        seconds = timing["copy"]["median_ms"] / 1e3
+        out[label] = {"bytes": 2 * 4 * numel, "GBps": round(2 * 4 * numel / seconds / 1e9, 2)}
+    return out
+
+
+def available_libs() -> dict[str, dict]:
+    info = {}
+    for lib in peers.LIBRARIES:
+        ok, detail = peers.available(lib)
+        info[lib] = {"available": ok, ("version" if ok else "reason"): detail}
+    return info
+
+
+# ------------------------------------------------------------------------------- (a) layers
+def bench_layers(libs: list[str], repeats: int, bandwidth: dict) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(LAYER_SHAPE, generator=gen) + 0.5
+    grad_seed = torch.randn(LAYER_SHAPE, generator=gen)
+    tensor_bytes = x.numel() * x.element_size()
+    floors = {
+        label: {
+            "forward_ms": round(2 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
+            "forward_backward_ms": round(4 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
+        }
+        for label, bw in bandwidth.items()
+    }
+    result = {"shape": list(LAYER_SHAPE), "floor": floors}
+    for kind in ("lif", "if"):
+        layers = {lib: peers.make_layer(lib, kind) for lib in libs}
+        layers["spikequant (torch loop)"] = peers.make_layer("spikequant", kind, backend="torch")
+        inputs = {name: (x * layer.input_scale).contiguous() for name, layer in layers.items()}
+        spikes = {}
+        with torch.no_grad():
+            for name, layer in layers.items():
+                spikes[name] = int(layer.run(inputs[name]).sum())
+
+        def forward(name):
+            def fn():
+                with torch.no_grad():
+                    return layers[name].run(inputs[name])
+            return fn
+
+        grad_inputs = {n: t.clone().requires_grad_(True) for n, t in inputs.items()}
+
+        def forward_backward(name):
+            def fn():
+                xi = grad_inputs[name]
+                xi.grad = None
+                layers[name].run(xi).backward(grad_seed)
+            return fn
+
+        fwd = interleaved({n: forward(n) for n in layers}, repeats)
+        fwd_bwd = interleaved({n: forward_backward(n) for n in layers}, repeats)
+        result[kind] = {"spikes": spikes, "forward": fwd, "forward_backward": fwd_bwd}
+    return result
+
+
+# ------------------------------------------------------------------------------ (b) CNN step
+def bench_cnn(libs: list[str], repeats: int) -> dict:
+    x, y = models.data(4, 32)
+    steps = {}
+    for lib in libs:
+        model = models.three_conv_cnn(lambda lib=lib: peers.make_neuron_module(lib))
+        steps[lib] = models.training_step(model, x, y)
+    model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant"))
+    steps["spikequant (channels-last)"] = models.training_step(model, x, y, channels_last=True)
+    model = models.three_conv_cnn(
+        lambda: peers.make_neuron_module("spikequant", backend="torch"))
+    steps["spikequant (torch loop)"] = models.training_step(model, x, y)
+    return {"input": [4, 32, 3, 32, 32], "step": interleaved(steps, repeats)}
+
+
+# ------------------------------------------------------------------------- (c) peak memory
+def probe(lib: str, model: str, steps: int, batch: int, *, chunk: int | None = None,
+          channels_last: bool = False, repeats: int = 3) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.memprobe", "--lib", lib, "--model", model,
+           "--steps", str(steps), "--batch", str(batch), "--repeats", str(repeats)]
+    if chunk:
+        cmd += ["--chunk", str(chunk)]
+    if channels_last:
+        cmd.append("--channels-last")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=3600)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(libs: list[str]) -> dict:
+    cases = [("cnn", 4, 32), ("vgg11", 4, 16), ("vgg11", 16, 16)]
+    out = {}
+    for model, steps, batch in cases:
+        key = f"{model} T={steps} B={batch}"
+        row = {lib: probe(lib, model, steps, batch) for lib in libs}
+        row["spikequant (channels-last)"] = probe("spikequant", model, steps, batch,
+                                                  channels_last=True)
+        if steps > 4:
+            row["spikequant (checkpointed, chunk 4)"] = probe(
+                "spikequant", model, steps, batch, chunk=4, channels_last=True)
+        out[key] = row
+    return out
+
+
+def bench_bptt_tradeoff() -> dict:
+    rows = []
+    for steps in (4, 8, 16, 32):
+        row = {"T": steps}
+        row["plain"] = probe("spikequant", "cnn", steps, 32, channels_last=True)
+        for chunk in (1, 4):
+            if chunk < steps:
+                row[f"chunk {chunk}"] = probe("spikequant", "cnn", steps, 32, chunk=chunk,
+                                              channels_last=True)
+        rows.append(row)
+    return {"model": "cnn B=32 (channels-last)", "rows": rows}
+
+
+# ----------------------------------------------------------------------------- other modules
+def bench_others() -> dict:
+    out = {}
+    for path in sorted(pathlib.Path(__file__).parent.glob("bench_*.py")):
+        name = path.stem
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+            out[name] = module.run()
+        except Exception as exc:  # another helper's benchmark must not break this run
+            out[name] = {"error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc(limit=3)}
+    return out
+
+
+# ------------------------------------------------------------------------------------ report
+def _ratio(peer_ms: float | None, ours_ms: float | None) -> str:
+    if not peer_ms or not ours_ms:
+        return "-"
+    return f"{peer_ms / ours_ms:.2f}x"
+
+
+def _timing_table(timings: dict, ours: str, spikes: dict | None = None) -> list[str]:
+    head = "| library | median ms | min ms | time / spikequant |"
+    if spikes is not None:
+        head += " spikes |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    base = timings.get(ours, {}).get("median_ms")
+    for name, t in timings.items():
+        line = f"| {name} | {t['median_ms']:.2f} | {t['min_ms']:.2f} | {_ratio(t['median_ms'], base)} |"
+        if spikes is not None:
+            line += f" {spikes.get(name, '-')} |"
+        lines.append(line)
+    return lines
+
+
+def render_markdown(res: dict) -> str:
+    env = res["environment"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run`) from the run of "
+        f"{res['date']}; raw numbers in `docs/results/bench.json`. Machine: {env['cpu']}, "
+        f"{env['cores']} cores, torch {env['torch']} with {env['threads']} threads, load average "
+        f"{env['load_before']} before the run (other processes shared the cores, so treat "
+        "differences under 1.3x as ties).",
+        "",
+        "Libraries: " + ", ".join(
+            f"{k} {v.get('version', '(missing: ' + str(v.get('reason')) + ')')}"
+            for k, v in res["libraries"].items()) + ".",
+        "",
+        "Every library runs the same neurons (see `benchmarks/peers.py`): LIF with tau = 2 and "
+        "decayed input (`H = 0.5 V + 0.5 x`), IF (`H = V + x`), threshold 1, hard reset to 0. "
+        "Conventions matched: snnTorch with `reset_delay=False` and its input pre-scaled by 0.5 "
+        "(it has no `decay_input`); Norse's box LIF with `dt * tau_inv = 0.5`. SpikingJelly and "
+        "spikequant fire on `>=`, snnTorch and Norse on `>`. Surrogates: sigmoid(alpha=4) except "
+        "Norse (SuperSpike, it has no sigmoid). `spikequant` is the fused C++ kernel "
+        "(`backend=\"fused\"`); `spikequant (torch loop)` is the pure-PyTorch reference.",
+        "",
+        "Medians over repeats in which the libraries take turns; `time / spikequant` is each "
+        "library's median divided by spikequant's (above 1: spikequant is faster).",
+        "",
+    ]
+    layers = res.get("layers")
+    if layers:
+        fl = layers["floor"]
+        lines += [
+            f"## (a) Multi-step layer, input {layers['shape']}, float32",
+            "",
+            f"Bandwidth floor: copy bandwidth {res['bandwidth']['dram']['GBps']} GB/s (DRAM-sized "
+            f"buffer) / {res['bandwidth']['l3']['GBps']} GB/s (L3-sized). Forward must read x "
+            "and write the spikes (2 tensors), forward+backward also reads the output gradient "
+            "and writes the input gradient (4 tensors): floor "
+            f"{fl['dram']['forward_ms']} / {fl['dram']['forward_backward_ms']} ms at DRAM "
+            f"bandwidth ({fl['l3']['forward_ms']} / {fl['l3']['forward_backward_ms']} ms at L3 "
+            "bandwidth). The fused kernel moves 6 tensors forward+backward (it also writes and "
+            "reads the pre-spike membrane `h`, the one value per step its backward needs).",
+            "",
+        ]
+        for kind in ("lif", "if"):
+            block = layers[kind]
+            for mode in ("forward", "forward_backward"):
+                ours = block[mode]["spikequant"]["median_ms"]
+                floor = fl["dram"][f"{mode}_ms"]
+                lines += [f"### {kind.upper()} {mode.replace('_', ' + ')}", ""]
+                lines += _timing_table(block[mode], "spikequant",
+                                       block["spikes"] if mode == "forward" else None)
+                lines += ["", f"spikequant / DRAM floor: {ours / floor:.2f}x.", ""]
+    cnn = res.get("cnn")
+    if cnn:
+        lines += [f"## (b) 3-conv spiking CNN training step, input {cnn['input']}", "",
+                  "conv(3->32)-BN-LIF-pool, conv(32->64)-BN-LIF-pool, conv(64->128)-BN-LIF-pool, "
+                  "linear; SGD with momentum, cross-entropy on the mean over time. "
+                  "`channels-last` stores each image NHWC (oneDNN's native layout; the fused "
+                  "kernel walks it without copies).", ""]
+        lines += _timing_table(cnn["step"], "spikequant (channels-last)")
+        lines.append("")
+    mem = res.get("memory")
+    if mem:
+        lines += ["## (c) Peak memory of a training step", "",
+                  "Fresh process per cell: resident-set high-water mark minus the resident set "
+                  "before the first step (2 steps run), with the median step time of that "
+                  "process. VGG-11: CIFAR layout, 8 conv-BN-LIF, average pooling.", ""]
+        for key, row in mem.items():
+            lines += [f"### {key}", "", "| library | peak MiB | step ms |", "|---|---|---|"]
+            for name, r in row.items():
+                if "peak_mib" in r:
+                    lines.append(f"| {name} | {r['peak_mib']} | {r['step_ms']} |")
+                else:
+                    lines.append(f"| {name} | {r.get('missing') or r.get('error')} | - |")
+            lines.append("")
+    bptt = res.get("bptt")
+    if bptt:
+        lines += ["## Checkpointed BPTT: memory and time against T", "",
+                  f"Model: {bptt['model']}. `chunk k` = `spikequant.bptt.checkpointed_forward` "
+                  "with chunks of k timesteps (gradients identical to plain BPTT; each chunk's "
+                  "activations are recomputed in backward).", ""]
+        cols = ["plain", "chunk 1", "chunk 4"]
+        lines += ["| T | " + " | ".join(f"{c} MiB | {c} ms" for c in cols) + " |",
+                  "|---|" + "---|---|" * len(cols)]
+        for row in bptt["rows"]:
+            cells = []
+            for c in cols:
+                r = row.get(c)
+                cells += ([str(r["peak_mib"]), str(r["step_ms"])] if r and "peak_mib" in r
+                          else ["-", "-"])
+            lines.append(f"| {row['T']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    others = res.get("others")
+    if others:
+        lines += ["## Other benchmarks (`benchmarks/bench_*.py`)", ""]
+        for name, value in others.items():
+            lines += [f"### {name}", "", "```json", json.dumps(value, indent=1)[:4000], "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--only", default="layers,cnn,memory,bptt,others",
+                        help="comma-separated subset of: layers,cnn,memory,bptt,others")
+    parser.add_argument("--out", default=None, help="results directory (default docs/results)")
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+
+    kernels.load_extension()
+    # The fused kernels keep freed memory for reuse (glibc mallopt, process-wide); applied before
+    # any library runs, so the peers in this process benefit from it equally.
+    retained = kernels.retain_freed_memory()
+    libs_info = available_libs()
+    libs = [lib for lib, info in libs_info.items() if info["available"]]
+    res: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "environment": {
+            "cpu": kernels._cpu_model().split(":")[-1].strip() or platform.processor(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load_before": round(os.getloadavg()[0], 2), "fused_kernels": kernels.available(),
+            "retain_freed_memory": retained,
+        },
+        "libraries": libs_info,
+    }
+    if "layers" in parts:
+        res["bandwidth"] = copy_bandwidth()
+        res["layers"] = bench_layers(libs, args.repeats, res["bandwidth"])
+    if "cnn" in parts:
+        res["cnn"] = bench_cnn(libs, max(5, args.repeats // 2))
+    if "memory" in parts:
+        res["memory"] = bench_memory(libs)
+    if "bptt" in parts:
+        res["bptt"] = bench_bptt_tradeoff()
+    if "others" in parts:
+        res["others"] = bench_others()
+    res["environment"]["load_after"] = round(os.getloadavg()[0], 2)
+    out_dir = results_dir(args.out)
+    write_json(out_dir / "bench.json", res)
+    write_text(ROOT / "docs" / "benchmarks.md", render_markdown(res))
+    print(f"wrote {out_dir / 'bench.json'} and docs/benchmarks.md")
+    return res
+
+
+if __name__ == "__main__":
+    main()
