@@ -204,3 +204,33 @@ def test_channels_last_and_strided_inputs(per_channel):
         out = neuron(x)
         if name == "channels_last":
             assert out.stride() == x.stride(), "channels-last output keeps the input layout"
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_atif_nu_matches_reference(per_channel, surrogate):
+    from spikequant.neurons import ATIFnu
+    from spikequant.neurons.atif_nu import StepState
+
+    gen = torch.Generator().manual_seed(31)
+    steps, channels = 5, 3
+    neuron = ATIFnu(timesteps=steps, threshold=1.0, surrogate=surrogate(),
+                    num_channels=channels if per_channel else None)
+    with torch.no_grad():
+        neuron.raw_increments.add_(torch.randn(neuron.raw_increments.shape, generator=gen) * 0.3)
+    x = torch.rand(steps, 4, channels, 6, generator=gen) * 1.2
+    weights = torch.randn(x.shape, generator=gen)
+    results = {}
+    for backend in ("torch", "fused"):
+        neuron.backend = backend
+        reset_state(neuron)
+        neuron.zero_grad()
+        xs = x.clone().requires_grad_(True)
+        # two chunks: the second starts at step 2 of the threshold schedule
+        out = torch.cat([neuron(xs[:2]), neuron(xs[2:])])
+        assert isinstance(neuron.state, StepState) and neuron.state.t == steps
+        ((out * weights).sum() + neuron.state.v.sum()).backward()
+        results[backend] = (out.detach(), xs.grad, neuron.raw_increments.grad.clone())
+    assert torch.equal(results["torch"][0], results["fused"][0])
+    for a, b in zip(results["torch"][1:], results["fused"][1:], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

@@ -59,10 +59,35 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+_NAME = "spikequant_neuron_kernels"
+
+
+def _import_built(build_dir: pathlib.Path) -> Any:
+    """Import an already compiled extension directly (no ninja check: the directory name already
+    encodes the source, torch version and CPU)."""
+    import importlib.machinery
+    import importlib.util
+
+    path = build_dir / f"{_NAME}.so"
+    if not path.is_file():
+        return None
+    loader = importlib.machinery.ExtensionFileLoader(_NAME, str(path))
+    spec = importlib.util.spec_from_file_location(_NAME, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 def _compile() -> Any:
+    build_dir = cache_dir()
+    try:
+        built = _import_built(build_dir)
+    except ImportError:
+        built = None
+    if built is not None:
+        return built
     from torch.utils import cpp_extension
 
-    build_dir = cache_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
     flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
     if platform.machine() in ("x86_64", "AMD64"):
@@ -70,7 +95,7 @@ def _compile() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cpp_extension.load(
-            name="spikequant_neuron_kernels",
+            name=_NAME,
             sources=[str(_SOURCE)],
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
@@ -216,7 +241,7 @@ def _in_layout(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _dense_strides(shape, strides) -> bool:
     """True when a tensor of this shape/strides covers its memory without gaps or overlaps."""
     expected = 1
-    for size, stride in sorted(zip(shape, strides), key=lambda d: d[1]):
+    for size, stride in sorted(zip(shape, strides, strict=False), key=lambda d: d[1]):
         if size == 1:
             continue
         if stride != expected:
@@ -329,9 +354,12 @@ def try_fused_run(neuron, x_seq: torch.Tensor, state, required: bool = False):
     Returns ``(out_seq, new_state)``, or None when the configuration is unsupported (then the
     caller uses the reference loop); with ``required`` it raises :class:`ConfigError` instead.
     """
-    from ..neurons.integrate_fire import LIF, IF, MembraneState
+    from ..neurons.atif_nu import ATIFnu
+    from ..neurons.integrate_fire import IF, LIF, MembraneState
     from ..neurons.reset import Subtract, Zero
 
+    if isinstance(neuron, ATIFnu):
+        return _try_atif_nu(neuron, x_seq, state, required)
     if not isinstance(neuron, IF):
         return _unsupported(f"{type(neuron).__name__} has no fused kernel", required)
     if x_seq.device.type != "cpu":
@@ -367,3 +395,48 @@ def try_fused_run(neuron, x_seq: torch.Tensor, state, required: bool = False):
         spike_value=threshold if neuron.scale_output else None,
     )
     return out, MembraneState(v)
+
+
+def _common_checks(neuron, x_seq: torch.Tensor, required: bool) -> bool:
+    reason = None
+    if x_seq.device.type != "cpu":
+        reason = f"device {x_seq.device.type} (CPU kernels only)"
+    elif x_seq.dtype not in (torch.float32, torch.float64):
+        reason = f"dtype {x_seq.dtype} (float32/float64 only)"
+    elif x_seq.numel() == 0:
+        reason = "empty input"
+    elif not supports_surrogate(neuron.surrogate):
+        reason = f"surrogate {neuron.surrogate!r} is not a built-in one"
+    elif load_extension() is None:
+        reason = f"extension unavailable ({_load_error})"
+    if reason is not None:
+        _unsupported(reason, required)
+        return False
+    return True
+
+
+def _try_atif_nu(neuron, x_seq: torch.Tensor, state, required: bool):
+    """ATIF-nu: per-step thresholds ``V_th(t)`` (rows t0 .. t0+T of its schedule), soft reset,
+    spikes carrying ``p_1``."""
+    from ..neurons.atif_nu import StepState
+    from ..neurons.reset import Subtract
+
+    if not _common_checks(neuron, x_seq, required):
+        return None
+    if type(neuron.reset) is not Subtract:
+        return _unsupported(f"reset {neuron.reset!r}", required)
+    if not isinstance(state, StepState) or state.v.shape != x_seq.shape[1:]:
+        return _unsupported("state is not an ATIF-nu membrane of the step shape", required)
+    steps = x_seq.shape[0]
+    if state.t + steps > neuron.timesteps:
+        return None  # the reference loop raises the precise ShapeError
+    params = neuron.params()
+    thresholds = params.step_thresholds[state.t:state.t + steps]
+    if thresholds.ndim == 2 and (x_seq.ndim < 3 or x_seq.shape[2] != thresholds.shape[1]):
+        return _unsupported("per-channel levels do not match dimension 1 of a step", required)
+    out, v = fused_integrate_fire(
+        x_seq, state.v, thresholds, surrogate=neuron.surrogate,
+        detach_reset=neuron.reset.detach, per_step_threshold=True,
+        spike_value=params.spike_value if neuron.scale_output else None,
+    )
+    return out, StepState(v, state.t + steps)
