@@ -66,3 +66,31 @@ def test_bad_input_exits_with_code_2_and_one_line(tmp_path, capsys, extra, messa
 def test_missing_checkpoint_exits_with_code_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.nir")]) == 2
     assert "no checkpoint folder" in capsys.readouterr().err
+
+
+def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPIKEQUANT_RESULTS", str(tmp_path / "results"))
+    make_checkpoint(tmp_path / "ckpt", "if_hard")
+    argv = [
+        "export",
+        str(tmp_path / "ckpt"),
+        "--out",
+        str(tmp_path / "m.nir"),
+        "--verify",
+        "--dataset",
+        "digits8x8",
+        "--subset",
+        "64",
+        "--report",
+        "roundtrip",
+        "--json",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)["verify"]
+    assert report["samples"] == 64 and report["timesteps"] == 4
+    assert report["accuracy_original"] == report["accuracy_imported"]
+    assert report["prediction_agreement"] == 1.0 and report["spike_agreement"] > 0.999
+    assert len(report["layers"]) == 3
+    saved = json.loads((tmp_path / "results" / "roundtrip.json").read_text())
+    assert saved["verify"]["layers"] == report["layers"]
+    assert "| accuracy, imported |" in (tmp_path / "results" / "roundtrip.md").read_text()

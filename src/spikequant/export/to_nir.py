@@ -159,7 +159,7 @@ def _probe_shapes(model: nn.Module, ops: list[_Op], sample_input: torch.Tensor) 
         reset_state(model)
         with torch.no_grad():
             model(sample_input)
-    except ShapeError as exc:
+    except (ShapeError, RuntimeError) as exc:  # torch reports size mismatches as RuntimeError
         raise ShapeError(
             f"sample input of shape {tuple(sample_input.shape)} does not fit the model: {exc}"
         ) from None

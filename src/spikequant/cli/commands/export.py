@@ -38,6 +38,23 @@ def register(sub) -> None:
         help="soft-reset neurons (IF default, ATIF-u): refuse (default) or export with a "
         "'spikequant_reset: subtract' metadata annotation",
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read the file back, import it, and compare accuracy and spikes with the "
+        "original on the checkpoint's test split",
+    )
+    p.add_argument(
+        "--dataset", default=None, help="dataset for --verify (default: the trained one)"
+    )
+    p.add_argument("--root", default=None, help="dataset folder (for datasets read from disk)")
+    p.add_argument("--subset", type=int, default=None, help="--verify on the first N samples")
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="NAME",
+        help="also write the result to docs/results/NAME.json and NAME.md",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -93,6 +110,10 @@ def run(args) -> int:
         "dt": args.dt,
         "nodes": dict(sorted(kinds.items())),
     }
+    if args.verify:
+        result["verify"] = verify(args, model, meta, path)
+    if args.report:
+        write_report(args.report, result)
     if args.json:
         print(json.dumps(result))
     else:
@@ -101,4 +122,77 @@ def run(args) -> int:
             f"wrote {path} ({result['bytes']} bytes): {counts}; input {result['input_shape']}, "
             f"output {result['output_shape']}, dt = {args.dt}"
         )
+        if args.verify:
+            v = result["verify"]
+            print(
+                f"round trip on {v['samples']} {v['dataset']} samples: accuracy "
+                f"{100 * v['accuracy_original']:.2f} % -> {100 * v['accuracy_imported']:.2f} %, "
+                f"predictions agree {100 * v['prediction_agreement']:.2f} %, spikes agree "
+                f"{100 * v['spike_agreement']:.4f} % (identical: {v['spikes_identical']}), "
+                f"max |logit difference| {v['max_abs_logit_difference']:.3g}"
+            )
     return 0
+
+
+def verify(args, model, meta: dict, path: Path) -> dict:
+    """Re-read ``path``, import it and compare it with ``model`` on real test data."""
+    from ...data import load_arrays
+    from ...errors import ConfigError
+    from ...export import from_nir, read_nir
+    from ...export.verify import compare_networks
+
+    dataset = args.dataset or meta.get("dataset")
+    if dataset is None:
+        raise ConfigError("the checkpoint does not record its dataset; pass --dataset for --verify")
+    timesteps = getattr(model, "timesteps", None)
+    if timesteps is None:
+        raise ConfigError("--verify needs a registered model (it records its timesteps)")
+    root = args.root or (meta.get("recipe", {}).get("data", {}) or {}).get("root")
+    inputs, labels = load_arrays(dataset, "test", root=root)
+    if args.subset is not None:
+        if args.subset < 1:
+            raise ConfigError(f"--subset must be positive, got {args.subset}")
+        inputs, labels = inputs[: args.subset], labels[: args.subset]
+    imported = from_nir(read_nir(path))
+    report = compare_networks(model, imported, inputs, labels, timesteps=int(timesteps))
+    return {"dataset": dataset, "split": "test", **report}
+
+
+def write_report(name: str, result: dict) -> None:
+    from ...io import results_dir, write_json, write_text
+
+    folder = results_dir()
+    write_json(folder / f"{name}.json", result)
+    lines = [
+        f"# NIR export of `{result['checkpoint']}` ({result['model']})",
+        "",
+        f"Written by `spikequant export ... --report {name}`.",
+        "",
+        f"- file: {result['bytes']} bytes, dt = {result['dt']}, input {result['input_shape']}, "
+        f"output {result['output_shape']}",
+        "- nodes: " + ", ".join(f"{n} {k}" for k, n in result["nodes"].items()),
+    ]
+    v = result.get("verify")
+    if v:
+        lines += [
+            f"- round trip (export -> nir.write -> nir.read -> import) on {v['samples']} "
+            f"{v['dataset']} test samples, T = {v['timesteps']}:",
+            "",
+            "| quantity | value |",
+            "|---|---|",
+            f"| accuracy, original | {100 * v['accuracy_original']:.2f} % |",
+            f"| accuracy, imported | {100 * v['accuracy_imported']:.2f} % |",
+            f"| predictions that agree | {100 * v['prediction_agreement']:.2f} % |",
+            f"| spike entries that agree | {100 * v['spike_agreement']:.4f} % |",
+            f"| all spikes identical | {v['spikes_identical']} |",
+            f"| max abs logit difference | {v['max_abs_logit_difference']:.3g} |",
+            "",
+            "| layer | spikes (original) | spikes (imported) | agreement |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {i} | {layer['spikes_original']} | {layer['spikes_imported']} | "
+            f"{100 * layer['agreement']:.4f} % |"
+            for i, layer in enumerate(v["layers"])
+        ]
+    write_text(folder / f"{name}.md", "\n".join(lines) + "\n")
