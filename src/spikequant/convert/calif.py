@@ -82,18 +82,25 @@ class CaLIF(SpikingNeuron):
         return CaState(zeros, zeros.clone())
 
     def _gates(self, count: torch.Tensor):
-        can_rise = count < self.qmax if self.qmax is not None else torch.ones_like(count, dtype=torch.bool)
-        can_fall = count > 0 if self.gate else torch.ones_like(count, dtype=torch.bool)
+        can_rise = count < self.qmax if self.qmax is not None else None
+        can_fall = count > 0 if self.gate else None
         return can_rise, can_fall
 
     def step(self, x: torch.Tensor, state: CaState):
         th = _broadcast(self.threshold, x)
-        v = state.v + x.to(torch.float64) - _broadcast(self.leak, x)
+        v = state.v + x.to(torch.float64)
+        if self.leak.ndim or float(self.leak) != 0.0:
+            v = v - _broadcast(self.leak, x)
         can_rise, can_fall = self._gates(state.count)
-        pos = (v >= th) & can_rise
-        neg = (v <= -th) & can_fall & ~pos
-        out = pos.to(torch.float64) - neg.to(torch.float64)
-        return out, CaState(v - out * th, state.count + out)
+        pos = v >= th
+        if can_rise is not None:
+            pos &= can_rise
+        neg = v <= -th  # disjoint from pos because Vth > 0
+        if can_fall is not None:
+            neg &= can_fall
+        out = pos.to(torch.float64)
+        out -= neg.to(torch.float64)
+        return out, CaState(v.sub_(out * th), state.count + out)
 
     def round_phase(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Integrate the previous layer's (net) rounding spikes ``x[B, ...]``, then fire rounding
@@ -112,9 +119,13 @@ class CaLIF(SpikingNeuron):
         for _ in range(limit):
             can_rise, can_fall = self._gates(count)
             if self.tie == "up":
-                pos, neg = (v >= half) & can_rise, (v < -half) & can_fall
+                pos, neg = v >= half, v < -half
             else:
-                pos, neg = (v > half) & can_rise, (v <= -half) & can_fall
+                pos, neg = v > half, v <= -half
+            if can_rise is not None:
+                pos &= can_rise
+            if can_fall is not None:
+                neg &= can_fall
             if not (pos.any() or neg.any()):
                 break
             out = pos.to(torch.float64) - neg.to(torch.float64)
@@ -192,13 +203,34 @@ def isi_encode(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None)
     spacing ``255 T / (K pix) >= 1`` guarantees at most one spike per step. With ``K = 255`` each
     pixel becomes exactly ``pix`` spikes (lossless), possible when ``T >= 255``.
     """
-    pix, budget = _check_isi(pix, timesteps, max_spikes)
-    n_total = (budget * pix) // 255
-    steps = torch.arange(0, timesteps + 1, dtype=torch.int64).view(-1, *([1] * pix.ndim))
-    # spikes up to step t: #{n : n 255 T < (t+1) K pix} = ceil((t+1) K pix / (255 T)) - 1
-    upto = torch.where(pix > 0, ((steps + 1) * budget * pix - 1) // (255 * timesteps), 0)
-    upto = torch.minimum(upto, n_total)
-    return (upto[1:] - upto[:-1]).to(torch.float32)
+    encoder = IsiEncoder(pix, timesteps, max_spikes)
+    return torch.stack([encoder.step(t) for t in range(1, timesteps + 1)]).to(torch.float32)
+
+
+class IsiEncoder:
+    """Step-by-step ISI coding (no ``[T, ...]`` tensor): ``step(t)`` is the spike map of step t."""
+
+    def __init__(self, pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> None:
+        self.pix, self.budget = _check_isi(pix, timesteps, max_spikes)
+        self.timesteps = timesteps
+        self.total = (self.budget * self.pix) // 255
+        self._previous = self._upto(0)
+        self._t = 0
+
+    def _upto(self, t: int) -> torch.Tensor:
+        # spikes up to step t: #{n : n 255 T < (t+1) K pix} = ceil((t+1) K pix / (255 T)) - 1
+        k_pix = self.budget * self.pix
+        upto = torch.where(self.pix > 0, ((t + 1) * k_pix - 1) // (255 * self.timesteps), 0)
+        return torch.minimum(upto, self.total)
+
+    def step(self, t: int) -> torch.Tensor:
+        """Spikes (0/1, float64) at 1-indexed step ``t``; steps must be taken in order."""
+        if t != self._t + 1:
+            raise ConfigError(f"ISI steps must be taken in order: expected {self._t + 1}, got {t}")
+        current = self._upto(t)
+        spikes = (current - self._previous).to(torch.float64)
+        self._previous, self._t = current, t
+        return spikes
 
 
 def pixels_from_unit(x: torch.Tensor) -> torch.Tensor:

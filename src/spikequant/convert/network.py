@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError, ConversionError
 from ..neurons import IF, reset_state
 from ..quant.qat import QuantConv2d, QuantInput, QuantLinear, QuantReLU, fake_quant_weight
-from .calif import CaLIF, CaPool, isi_encode, pixels_from_unit
+from .calif import CaLIF, CaPool, IsiEncoder, pixels_from_unit
 from .graph import (
     BN_TYPES,
     _module,
@@ -193,17 +193,18 @@ class SpikingNetwork(nn.Module):
             block.set_timesteps(timesteps)
             block.spikes = 0.0
         reset_state(gm)
-        spikes = isi_encode(pixels_from_unit(x), timesteps, budget).to(torch.float64) / budget
+        encoder = IsiEncoder(pixels_from_unit(x), timesteps, budget)
         self._set_mode("step")
         acc = torch.zeros_like(bias_out)
-        for t in range(timesteps):
-            acc = acc + gm(spikes[t])
+        input_spikes = 0.0
+        for t in range(1, timesteps + 1):
+            spikes = encoder.step(t)
+            input_spikes += float(spikes.sum())
+            acc = acc + gm(spikes / budget)
         self._set_mode("round")
         acc = acc + gm(torch.zeros_like(x)) + bias_out
         self._set_mode("step")
-        input_spikes = float(spikes.ne(0).sum())
-        return {"logits": acc, **self._spike_totals(), "input_spikes": input_spikes,
-                "decoded_input": spikes.sum(0)}
+        return {"logits": acc, **self._spike_totals(), "input_spikes": input_spikes}
 
     def codes(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Ca-LIF integer activations (before, after pooling) of the last simulation."""
@@ -352,3 +353,63 @@ def convert(model: nn.Module, method: str = "rate", calibration: torch.Tensor | 
             snn.stages()[last].neuron.confidence = sin[last]["confidence"]
             snn.info["confidence_layer"] = last
     return snn
+
+
+@torch.no_grad()
+def quantized_codes(model: nn.Module, x: torch.Tensor, *, decoded_input: torch.Tensor | None = None
+                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Integer activations (before, after pooling) of every QuantReLU of a QAT model, in float64.
+
+    With ``decoded_input`` the input quantizer is bypassed and the network sees that input instead
+    (the ISI-decoded image ``N / K``), which is what the Ca-LIF network receives.
+    """
+    gm = validate(model).double().eval()
+    codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for node in activation_nodes(gm):
+        m = gm.get_submodule(node.target)
+        if isinstance(m, QuantReLU):
+            handles.append(m.register_forward_hook(
+                lambda mod, args, out, name=node.target: codes.__setitem__(name, mod.codes(args[0]))))
+    inputs = [m for m in gm.modules() if isinstance(m, QuantInput)]
+    try:
+        if decoded_input is not None:
+            for m in inputs:
+                m.enabled = False
+        gm(decoded_input.double() if decoded_input is not None else x.double())
+    finally:
+        for h in handles:
+            h.remove()
+        for m in inputs:
+            m.enabled = True
+    return codes
+
+
+@torch.no_grad()
+def calif_agreement(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int) -> dict:
+    """Simulate the Ca-LIF SNN for ``timesteps`` and compare every layer's integer activations with
+    the quantized ANN, both on the ISI-decoded input (must be exact) and on the original input
+    (differs only through the input-coding rounding)."""
+    out = snn.simulate(x, [timesteps])[timesteps]
+    snn_codes = snn.codes()
+    budget = snn.max_input_spikes or min(timesteps, 255)
+    decoded = isi_decoded_input(x, timesteps, min(budget, timesteps))
+    on_decoded = quantized_codes(model, x, decoded_input=decoded)
+    on_original = quantized_codes(model, x)
+    layers = {}
+    for name, (pre, post) in snn_codes.items():
+        d_pre, d_post = on_decoded[name]
+        o_pre, o_post = on_original[name]
+        layers[name] = {
+            "neurons": int(pre.numel() + (post.numel() if post is not pre else 0)),
+            "mismatch_vs_decoded_input": int((pre != d_pre).sum() + ((post != d_post).sum() if post is not pre else 0)),
+            "mismatch_vs_original_input": int((pre != o_pre).sum() + ((post != o_post).sum() if post is not pre else 0)),
+        }
+    return {"T": timesteps, "input_spike_budget": min(budget, timesteps), "layers": layers,
+            "logits": out["logits"]}
+
+
+def isi_decoded_input(x: torch.Tensor, timesteps: int, budget: int) -> torch.Tensor:
+    """What the Ca-LIF input layer delivers: ``floor(K pix / 255) / K``."""
+    pix = pixels_from_unit(x)
+    return ((budget * pix) // 255).to(torch.float64) / budget

@@ -1,0 +1,140 @@
+"""Accuracy of converted SNNs against timesteps, and the report files (JSON, Markdown, PNG)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..io import results_dir, write_json, write_text
+from .network import SpikingNetwork, convert
+
+
+@torch.no_grad()
+def ann_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    return 100.0 * correct / max(len(x), 1)
+
+
+@torch.no_grad()
+def accuracy_vs_timesteps(snn: SpikingNetwork, x: torch.Tensor, y: torch.Tensor,
+                          timesteps: Sequence[int], batch_size: int = 500) -> list[dict]:
+    """Per T: accuracy (%), spikes per neuron over the T steps, and per neuron per step."""
+    steps = sorted({int(t) for t in timesteps})
+    correct = dict.fromkeys(steps, 0)
+    spikes = dict.fromkeys(steps, 0.0)
+    neurons = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        out = snn.simulate(xb, steps)
+        for t in steps:
+            correct[t] += int((out[t]["logits"].argmax(1) == yb).sum())
+            spikes[t] += out[t]["spikes"]
+        neurons += out[steps[0]]["neurons"] * len(xb)
+    rows = []
+    for t in steps:
+        per_neuron = spikes[t] / max(neurons, 1)
+        rows.append({"T": t, "accuracy": 100.0 * correct[t] / max(len(x), 1),
+                     "spikes_per_neuron": per_neuron, "theta": per_neuron / t})
+    return rows
+
+
+def first_within(rows: list[dict], reference: float, points: float = 1.0) -> int | None:
+    """Smallest T whose accuracy is within ``points`` of ``reference`` (None if never)."""
+    for row in rows:
+        if row["accuracy"] >= reference - points:
+            return row["T"]
+    return None
+
+
+def compare_methods(model: nn.Module, methods: Sequence[str], x_train, x_test, y_test,
+                    timesteps: Sequence[int], *, options: dict | None = None,
+                    calibration_size: int = 512) -> dict:
+    """Convert ``model`` with each method and sweep T; returns the JSON-able report."""
+    options = options or {}
+    ann_acc = ann_accuracy(model, x_test, y_test)
+    report = {"ann_accuracy": ann_acc, "timesteps": sorted({int(t) for t in timesteps}),
+              "test_samples": len(x_test), "methods": {}}
+    for method in methods:
+        snn = convert(model, method, x_train[:calibration_size], **options.get(method, {}))
+        rows = accuracy_vs_timesteps(snn, x_test, y_test, timesteps)
+        for row in rows:
+            row["gap_to_ann"] = row["accuracy"] - ann_acc
+        entry = {"rows": rows, "within_1_point_at_T": first_within(rows, ann_acc, 1.0)}
+        if "sin" in snn.info:
+            entry["sin"] = snn.info["sin"]
+            entry["preset"] = snn.info.get("preset")
+        report["methods"][method] = entry
+    return report
+
+
+def markdown_table(report: dict, title: str) -> str:
+    methods = list(report["methods"])
+    lines = [f"# {title}", "", f"ANN test accuracy: {report['ann_accuracy']:.2f} % "
+             f"({report['test_samples']} test images)", ""]
+    header = "| T | " + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods) + " |"
+    lines += [header, "|" + "---|" * (1 + 3 * len(methods))]
+    for i, t in enumerate(report["timesteps"]):
+        cells = []
+        for m in methods:
+            row = report["methods"][m]["rows"][i]
+            cells += [f"{row['accuracy']:.2f}", f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for m in methods:
+        at = report["methods"][m]["within_1_point_at_T"]
+        lines.append(f"- {m}: within 1 point of the ANN from T = {at if at is not None else 'never (in range)'}")
+        for layer, s in report["methods"][m].get("sin", {}).items():
+            lines.append(f"  - SIN {layer}: {s['sin_neurons']} of {s['fired_neurons']} fired neurons "
+                         f"(ratio {s['sin_ratio']:.4f}, ANS {s['ans']:.4f}, confidence p = {s['confidence']:.4f})")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, entry in report["methods"].items():
+        ts = [r["T"] for r in entry["rows"]]
+        ax.plot(ts, [r["accuracy"] for r in entry["rows"]], marker="o", label=method)
+    ax.axhline(report["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: dict, stem: str, out: str | Path | None = None, title: str | None = None) -> dict[str, str]:
+    folder = results_dir(out)
+    title = title or stem
+    paths = {"json": folder / f"{stem}.json", "markdown": folder / f"{stem}.md", "png": folder / f"{stem}.png"}
+    write_json(paths["json"], _finite(report))
+    write_text(paths["markdown"], markdown_table(report, title))
+    plot_report(report, paths["png"], title)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,107 @@
+"""QAT on the bundled digits, then exact Ca-LIF conversion (calif.md checks on a trained network)."""
+
+import pathlib
+
+import pytest
+import torch
+
+from spikequant.checkpoint import load_model
+from spikequant.config import get_runner
+from spikequant.convert.evaluate import accuracy_vs_timesteps, ann_accuracy
+from spikequant.convert.network import calif_agreement, convert
+from spikequant.data import load_arrays
+from spikequant.errors import ConfigError, ConversionError
+from spikequant.quant.qat import QuantReLU, check_bits, fake_quant_weight, quantize_weight
+
+
+@pytest.fixture(scope="module")
+def qat_mlp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat_mlp")
+    cfg = {"kind": "qat", "name": "test-qat-mlp", "seed": 0,
+           "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 8, "hidden": [64, 32]}},
+           "data": {"dataset": "mnist5k"},
+           "train": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
+    metrics = get_runner("qat")(cfg, out_dir=out, progress=False)
+    model, meta = load_model(out)
+    return model.eval(), metrics, meta
+
+
+def test_runner_checkpoint_round_trip(qat_mlp):
+    model, metrics, meta = qat_mlp
+    x, y = load_arrays("mnist5k", "test")
+    assert meta["model"]["name"] == "ann_mlp"
+    assert metrics["test_accuracy"] > 85.0
+    assert ann_accuracy(model, x, y) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_calif_reproduces_every_layer_exactly_at_T_2_pow_bits(qat_mlp):
+    model, metrics, _ = qat_mlp
+    x, y = load_arrays("mnist5k", "test")
+    snn = convert(model, "calif")
+    agreement = calif_agreement(model, snn, x[:300], 256)
+    assert agreement["input_spike_budget"] == 255  # lossless 8-bit input coding
+    for layer in agreement["layers"].values():
+        assert layer["mismatch_vs_decoded_input"] == 0
+        assert layer["mismatch_vs_original_input"] == 0
+    with torch.no_grad():
+        ann_logits = model.double()(x[:300].double())
+        model.float()
+    torch.testing.assert_close(agreement["logits"], ann_logits, rtol=0, atol=1e-5)  # fp32 vs fp64 weight products
+    rows = accuracy_vs_timesteps(snn, x, y, [256])
+    assert abs(rows[0]["accuracy"] - metrics["test_accuracy"]) <= 0.1
+
+
+def test_calif_low_T_exact_up_to_input_coding(qat_mlp):
+    model, _, _ = qat_mlp
+    x, _ = load_arrays("mnist5k", "test")
+    snn = convert(model, "calif")
+    agreement = calif_agreement(model, snn, x[:100], 16)
+    assert agreement["input_spike_budget"] == 16
+    assert all(l["mismatch_vs_decoded_input"] == 0 for l in agreement["layers"].values())
+    # the coarser input code (16 levels) does change some activations of the original network
+    assert sum(l["mismatch_vs_original_input"] for l in agreement["layers"].values()) > 0
+
+
+def test_calif_cnn_with_pool_neurons_is_exact():
+    torch.manual_seed(0)
+    from spikequant.convert.runner import train_epochs
+    from spikequant.registry import create_model
+
+    x, y = load_arrays("mnist5k", "train")
+    model = create_model("ann_cnn", width=4, qat=True, bits=6, bn=False)
+    train_epochs(model, x[:1000], y[:1000], epochs=1, lr=0.05, batch_size=64, cfg={},
+                 generator=torch.Generator().manual_seed(0))
+    model.eval()
+    snn = convert(model, "calif")
+    agreement = calif_agreement(model, snn, x[-40:], 64)
+    pooled = [m for m in model.modules() if isinstance(m, QuantReLU) and m.pool > 1]
+    assert pooled and all(m.qmax == 31 for m in pooled)
+    assert all(l["mismatch_vs_decoded_input"] == 0 for l in agreement["layers"].values())
+
+
+def test_weight_quantization_is_per_channel_and_validated():
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.01, 0.02, -0.04]])
+    wq, scale = quantize_weight(w, 8)
+    assert wq.abs().amax(1).tolist() == [127, 127]
+    torch.testing.assert_close(scale, torch.tensor([1.0, 0.04]) / 127)
+    torch.testing.assert_close(fake_quant_weight(w, 8), wq * scale[:, None])
+    for bad in (1, 17, 8.0, True):
+        with pytest.raises(ConfigError):
+            check_bits(bad)
+
+
+def test_lsq_relu_levels_and_gradient():
+    act = QuantReLU(4, init_step=0.5)
+    assert act.qmax == 7
+    x = torch.tensor([-1.0, 0.2, 0.25, 0.74, 10.0], requires_grad=True)
+    y = act(x)
+    assert y.tolist() == [0.0, 0.0, 0.5, 0.5, 3.5]
+    y.sum().backward()
+    assert act.step.grad is not None and x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_calif_refuses_float_networks():
+    from spikequant.registry import create_model
+
+    with pytest.raises(ConversionError, match="quantized"):
+        convert(create_model("ann_mlp"), "calif")
