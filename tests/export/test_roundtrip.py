@@ -335,3 +335,27 @@ def test_round_trip_is_exact_for_random_mlps(widths, taus, thresholds, v_reset, 
     y2, spikes2 = spikes_of(imported, x)
     for a, b in zip(spikes, spikes2, strict=True):
         assert torch.equal(a, b)
+
+
+def test_mean_over_time_read_out_is_kept_in_metadata_and_restored(tmp_path):
+    from spikequant.layers import MeanOverTime, RepeatTime
+
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        RepeatTime(5),
+        TimeFold(nn.Flatten()),
+        TimeFold(nn.Linear(12, 6)),
+        LIF(tau=2.0, threshold=0.2),
+        TimeFold(nn.Linear(6, 3)),
+        MeanOverTime(),
+    )
+    graph, imported = roundtrip(model, torch.zeros(2, 3, 4), tmp_path)
+    assert graph.metadata["readout"] == "mean_over_time"
+    assert list(graph.nodes["input"].input_type["input"]) == [3, 4]
+    x = torch.rand(7, 3, 4) * 2
+    y, _ = spikes_of(model, x)
+    y2, _ = spikes_of(imported, x.unsqueeze(0).expand(5, *x.shape))
+    assert y.shape == (7, 3) and torch.equal(y, y2)
+    middle = nn.Sequential(TimeFold(nn.Linear(3, 3)), MeanOverTime(), nn.Identity(), LIF())
+    with pytest.raises(ConversionError, match="MeanOverTime is only supported as the final"):
+        to_nir(middle, torch.zeros(2, 1, 3))

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import ConversionError, ShapeError
-from ..layers import TimeFold
+from ..layers import MeanOverTime, TimeFold
 from ..neurons import IF, LIF
 from ..neurons.reset import Subtract, Zero
 from .mapping import (
+    READOUT_MEAN,
     RESET_KEY,
     SOFT_RESET,
     inclusive_threshold,
@@ -263,4 +264,7 @@ def from_nir(graph: nir.NIRGraph, *, dt: float | None = None) -> ImportedNetwork
             layers[safe] = module
     if not layers:
         raise ConversionError("NIR graph has no node between its input and output")
+    readout = (graph.metadata or {}).get("readout")
+    if (readout.decode() if isinstance(readout, bytes) else readout) == READOUT_MEAN:
+        layers["readout"] = MeanOverTime()
     return ImportedNetwork(layers, tuple(int(v) for v in input_shape), dt)

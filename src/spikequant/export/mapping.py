@@ -33,6 +33,7 @@ from ..errors import ConversionError
 
 RESET_KEY = "spikequant_reset"
 SOFT_RESET = "subtract"
+READOUT_MEAN = "mean_over_time"  # graph metadata "readout": the network ended with MeanOverTime
 
 
 def strict_threshold(threshold: np.ndarray) -> np.ndarray:

@@ -28,10 +28,17 @@ import torch
 from torch import nn
 
 from ..errors import ConversionError, ShapeError
-from ..layers import RepeatTime, TimeFold
+from ..layers import MeanOverTime, RepeatTime, TimeFold
 from ..neurons import IF, LIF, ATIFu, SpikingNeuron, reset_state
 from ..neurons.reset import Subtract, Zero
-from .mapping import RESET_KEY, SOFT_RESET, if_resistance, lif_to_nir, strict_threshold
+from .mapping import (
+    READOUT_MEAN,
+    RESET_KEY,
+    SOFT_RESET,
+    if_resistance,
+    lif_to_nir,
+    strict_threshold,
+)
 
 SOFT_RESET_POLICIES = ("error", "metadata")
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
@@ -94,6 +101,9 @@ def _walk(module: nn.Module, path: str, folded: bool, ops: list[_Op]) -> None:
         for name, child in module.named_children():
             _walk(child, f"{path}.{name}" if path else name, folded, ops)
         return
+    if isinstance(module, MeanOverTime):
+        ops.append(_Op(label, module, folded))  # the rate read-out; must end the chain
+        return
     if isinstance(module, (RepeatTime, *_PASS_THROUGH)):
         return  # input coding / identity at inference: no node
     if isinstance(module, SpikingNeuron):
@@ -149,7 +159,8 @@ def _probe_shapes(model: nn.Module, ops: list[_Op], sample_input: torch.Tensor) 
         op = ops[i]
         lead = 1 if op.folded else 2  # [T*B, ...] or [T, B, ...]
         op.in_shape = tuple(inputs[0].shape[lead:])
-        op.out_shape = tuple(output.shape[lead:])
+        # the mean over time drops the T axis: [T, B, ...] -> [B, ...]
+        op.out_shape = tuple(output.shape[1 if isinstance(module, MeanOverTime) else lead :])
         order.append(i)
 
     handles = [op.module.register_forward_hook(hook) for op in ops]
@@ -179,9 +190,16 @@ def _probe_shapes(model: nn.Module, ops: list[_Op], sample_input: torch.Tensor) 
 
 def _to_items(ops: list[_Op], dt: float, soft_reset: str) -> list[_Item]:
     items: list[_Item] = []
-    for op in ops:
+    for position, op in enumerate(ops):
         m = op.module
         shape_in, shape_out = op.in_shape, op.out_shape
+        if isinstance(m, MeanOverTime):
+            if position != len(ops) - 1:
+                raise ConversionError(
+                    f"cannot export {op.path!r}: MeanOverTime is only supported as the final "
+                    "read-out (NIR has no reduction over time)"
+                )
+            continue
         if isinstance(m, nn.Conv2d):
             if m.padding_mode != "zeros":
                 raise ConversionError(
@@ -229,12 +247,14 @@ def _to_items(ops: list[_Op], dt: float, soft_reset: str) -> list[_Item]:
             items.append(_Item("pool", op.path, shape_in, shape_out, _pool_params(op)))
         elif isinstance(m, nn.Flatten) or isinstance(m, _time_first_flatten_types()):
             if isinstance(m, nn.Flatten):
-                start = m.start_dim - 1 if m.start_dim > 0 else None
-                if start is None or (m.end_dim != -1 and m.end_dim < 1):
+                lead = 1 if op.folded else 2  # NIR dims exclude [T*B] (or [T, B])
+                start = m.start_dim - lead if m.start_dim >= 0 else m.start_dim
+                end = m.end_dim - lead if m.end_dim >= 0 else m.end_dim
+                if m.start_dim >= 0 and start < 0 or m.end_dim >= 0 and end < 0:
                     raise ConversionError(
-                        f"cannot export {op.path!r}: Flatten must keep the (T*B) batch dimension"
+                        f"cannot export {op.path!r}: Flatten must keep the time and batch "
+                        "dimensions"
                     )
-                end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
             else:
                 start, end = 0, -1
             items.append(_Item("flatten", op.path, shape_in, shape_out, dict(start=start, end=end)))
@@ -497,6 +517,8 @@ def to_nir(
         )
     _probe_shapes(model, ops, sample_input)
     items = _fold_output_scales(_to_items(ops, float(dt), soft_reset))
+    if not items:
+        raise ConversionError(f"cannot export {type(model).__name__}: it has no layer to export")
 
     nodes: dict[str, nir.NIRNode] = {
         "input": nir.Input(input_type={"input": np.array(items[0].in_shape)})
@@ -515,6 +537,9 @@ def to_nir(
         "producer": "spikequant",
         "time": "discrete steps of dt, forward Euler",
     }
+    if isinstance(ops[-1].module, MeanOverTime):
+        # the per-step output is the graph's; decoding by the mean over time is the reader's job
+        metadata["readout"] = READOUT_MEAN
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
     except (ValueError, AssertionError) as exc:  # pragma: no cover - a mapping bug, not bad input
