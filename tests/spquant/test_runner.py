@@ -87,3 +87,17 @@ def test_tet_loss_formula():
     ce = torch.nn.functional.cross_entropy
     expected = 0.1 * (ce(logits[0], y) + ce(logits[1], y)) / 2 + 0.9 * ((logits - 1) ** 2).mean()
     assert tet_loss(logits, y, lam=0.9).item() == pytest.approx(expected.item())
+
+
+def test_event_frames_are_fed_time_first():
+    from spikequant import create_model
+    from spikequant.spquant.runner import accept_batch_first_frames, example_input_from
+
+    frames = torch.zeros(4, 3, 2, 8, 8)  # 4 samples of [T=3, 2, 8, 8]
+    frames[:, 0, 0, 0, 0] = 1.0  # an event at the first step only
+    dataset = torch.utils.data.TensorDataset(frames, torch.zeros(4, dtype=torch.long))
+    model = create_model("cnn_digits", neuron="qlif", timesteps=3, in_channels=2, input_size=8,
+                         widths=[2, 2], hidden=4)
+    accept_batch_first_frames(model, dataset)
+    assert model(frames).shape == (3, 4, 10)  # [T, B, classes]
+    assert example_input_from(dataset).shape == (1, 2, 8, 8)

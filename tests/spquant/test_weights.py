@@ -95,3 +95,11 @@ def test_quantize_weights_8bit_and_errors():
         quantize_weights(nn.Linear(2, 2), 1)
     with pytest.raises(ConfigError):
         quantize_weights(nn.Linear(2, 2), 4, exclude=["nope"])
+
+
+def test_default_pow2_setup_keeps_weights_of_uniform_init():
+    # alpha = 4 on weights standardised to std 4: ternary threshold at half a std
+    conv = nn.Conv2d(16, 32, 3)
+    quantize_weights(conv, 2)
+    nonzero = (conv.weight != 0).float().mean().item()
+    assert 0.6 < nonzero < 0.8

@@ -7,6 +7,7 @@ see :mod:`spikequant.train.recipe`) plus a ``spquant`` section::
       weight_bits: 2            # 32 = float weights; <= 4 power-of-two, else uniform
       weight_alpha: 4.0         # power-of-two clip scale (on standardised weights)
       weight_standardize: true
+      weight_std: 4.0           # standard deviation the weights are standardised to (PoT only)
       weight_exclude: []        # conv/linear module names kept in float
       learn_threshold: false    # per-layer V_th with the separate gradient path
       spatial_prune: 0.0        # fraction of locations per sample/step without input current
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_bits": 32,
     "weight_alpha": 4.0,
     "weight_standardize": True,
+    "weight_std": 4.0,
     "weight_exclude": [],
     "learn_threshold": False,
     "spatial_prune": 0.0,
@@ -112,6 +114,7 @@ def apply_spquant(model: torch.nn.Module, spq: dict, example: torch.Tensor) -> d
         int(spq["weight_bits"]),
         alpha=float(spq["weight_alpha"]),
         standardize=bool(spq["weight_standardize"]),
+        weight_std=float(spq["weight_std"]),
         exclude=list(spq["weight_exclude"]),
     )
     if (spq["spatial_prune"] or spq["channel_gates"]) and not qlif_layers(model):

@@ -63,7 +63,8 @@ def run_study(
             overrides.append(f"spquant.init_from={work_dir / 'quant'}")
         cfg = load_recipe(RECIPES[key], overrides)
         log(f"[spquant-study] training {LABELS[key]} ({RECIPES[key]})")
-        runs[key] = run_recipe(cfg, out_dir=work_dir / key, progress=progress)
+        # resume=True: a finished run is only re-evaluated, an interrupted one continues
+        runs[key] = run_recipe(cfg, out_dir=work_dir / key, progress=progress, resume=True)
         log(f"[spquant-study] {key}: test accuracy {100 * runs[key]['test_accuracy']:.2f} %")
 
     test = get_dataset("mnist5k", "test")

@@ -3,8 +3,11 @@ r"""Apply weight quantizers to every conv/linear layer of any model (via ``param
 ``quantize_weights(model, bits)`` registers on each ``weight``
 
 * ``bits <= 4``: :class:`~spikequant.quant.pow2.PowerOfTwoQuantizer` (learnable power-of-two
-  ``alpha``, init 4), preceded by per-tensor weight standardisation ``(w - mean) / std`` as in
-  APoT, so that ``alpha = 4`` clips at four standard deviations whatever the layer's init scale;
+  ``alpha``, init 4), preceded by per-tensor weight standardisation to a standard deviation of
+  ``weight_std`` (default 4): ``4 (w - mean) / std``. So ``alpha = 4`` clips at one standard
+  deviation and the ternary (2-bit) threshold ``alpha / 2`` sits at half a standard deviation,
+  whatever the layer's initial scale. (Standardising to unit std, as APoT does, would put the
+  ternary threshold at 2 std: every weight of PyTorch's uniform init, max 1.73 std, would be 0.)
 * ``bits > 4``: :class:`~spikequant.quant.uniform.UniformQuantizer` (max-abs init, learnable step).
 
 The original float weights stay trainable (``module.parametrizations.weight.original``); the
@@ -26,14 +29,15 @@ SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 class WeightStandardize(nn.Module):
-    """``(w - mean(w)) / (std(w) + eps)`` over the whole tensor."""
+    """``gain * (w - mean(w)) / (std(w) + eps)`` over the whole tensor."""
 
-    def __init__(self, eps: float = 1e-5) -> None:
+    def __init__(self, gain: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__()
+        self.gain = float(gain)
         self.eps = eps
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return (w - w.mean()) / (w.std() + self.eps)
+        return self.gain * (w - w.mean()) / (w.std() + self.eps)
 
 
 def synapse_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -46,6 +50,7 @@ def quantize_weights(
     *,
     alpha: float = 4.0,
     standardize: bool = True,
+    weight_std: float = 4.0,
     learn_scale: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
@@ -69,7 +74,7 @@ def quantize_weights(
             raise ConfigError(f"layer {name!r} already has a weight parametrization")
         if bits <= 4:
             if standardize:
-                parametrize.register_parametrization(module, "weight", WeightStandardize())
+                parametrize.register_parametrization(module, "weight", WeightStandardize(weight_std))
             parametrize.register_parametrization(
                 module, "weight", PowerOfTwoQuantizer(bits, alpha, learn_alpha=learn_scale)
             )
