@@ -123,16 +123,16 @@ def run_recipe(cfg: dict, *, out_dir: pathlib.Path, resume: bool = False, progre
     model = create_model(name, **kwargs)
     train_epochs(model, x_train, y_train, epochs=epochs, lr=lr, batch_size=batch_size, cfg=tcfg,
                  generator=generator, progress=progress)
-    metrics = {"accuracy_before_fold": ann_accuracy(model, x_test, y_test)}
+    metrics = {"accuracy_before_fold": ann_accuracy(model, x_test, y_test) / 100}
     qcfg = cfg.get("qat", {}) or {}
     if kwargs.get("qat") and kwargs.get("bn", name != "ann_mlp"):
         model, kwargs = fold_model(model, name, kwargs)
-        metrics["accuracy_after_fold"] = ann_accuracy(model, x_test, y_test)
+        metrics["accuracy_after_fold"] = ann_accuracy(model, x_test, y_test) / 100
         train_epochs(model, x_train, y_train, epochs=int(qcfg.get("fold_epochs", 2)),
                      lr=float(qcfg.get("fold_lr", lr / 10)), batch_size=batch_size, cfg=tcfg,
                      generator=generator, progress=progress, label="fine-tune folded")
     model.eval()
-    metrics["test_accuracy"] = ann_accuracy(model, x_test, y_test)
+    metrics["test_accuracy"] = ann_accuracy(model, x_test, y_test) / 100  # fraction, as every runner
     metrics["train_seconds"] = round(time.time() - start, 1)
     meta = {"model": {"name": name, "kwargs": kwargs}, "dataset": dataset, "recipe": cfg,
             "metrics": metrics, "complete": True, "kind": "qat"}

@@ -1,0 +1,146 @@
+"""``spikequant convert CHECKPOINT --method rate|msat|calif --timesteps 1,2,4,...,256``.
+
+Converts a trained ANN checkpoint into an SNN, sweeps the number of timesteps on the test split and
+prints/saves accuracy vs T, spikes per neuron and the gap to the ANN (Markdown + JSON + PNG in
+docs/results/). Several methods separated by commas are compared in one table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import ConfigError
+
+
+def parse_timesteps(text: str) -> list[int]:
+    """``"1,2,4,...,256"`` -> 1, 2, ..., 256. The ellipsis continues the integer ratio of the last
+    two values (``8,16,...,128``) unless three values before it are evenly spaced
+    (``10,20,30,...,60``) or the ratio is not an integer, then it continues their difference."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    values: list[int] = []
+    try:
+        for i, part in enumerate(parts):
+            if part in ("...", "…"):
+                if len(values) < 2 or i + 1 >= len(parts):
+                    raise ConfigError("'...' needs two values before it and one after it")
+                end = int(parts[i + 1])
+                a, b = values[-2], values[-1]
+                arithmetic = len(values) >= 3 and b - a == a - values[-3]
+                geometric = not arithmetic and b % a == 0 and b // a > 1
+                nxt = (lambda v: v * (b // a)) if geometric else (lambda v: v + (b - a))
+                v = nxt(b)
+                while v < end and b > a:
+                    values.append(v)
+                    v = nxt(v)
+            else:
+                values.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--timesteps must be integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--timesteps must be positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a trained ANN checkpoint to an SNN and sweep accuracy vs timesteps",
+        description=__doc__,
+    )
+    p.add_argument("checkpoint", help="checkpoint folder (from `spikequant train` with kind: qat)")
+    p.add_argument("--method", default="rate",
+                   help="rate, msat or calif; a comma list compares several (default rate)")
+    p.add_argument("--timesteps", default="1,2,4,...,256", help="e.g. 1,2,4,...,256 or 8,16,32")
+    p.add_argument("--calibration", choices=("max", "percentile"), default="max",
+                   help="threshold calibration for rate/msat (default max activation)")
+    p.add_argument("--percentile", type=float, default=99.9)
+    p.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    p.add_argument("--preset", default=None, help="MSAT hyperparameters: vgg16, resnet20, resnet34")
+    p.add_argument("--no-confidence", action="store_true", help="MSAT without spike confidence")
+    p.add_argument("--calibration-samples", type=int, default=512)
+    p.add_argument("--test-samples", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--check-exact", action="store_true",
+                   help="calif: compare every layer's integer activations with the quantized ANN at T = 2^bits")
+    p.add_argument("--name", default=None, help="report file stem (default convert-<checkpoint>-<methods>)")
+    p.add_argument("--out", default=None, help="report folder (default docs/results)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from ...checkpoint import load_model
+    from ...convert import METHODS
+    from ...convert.evaluate import compare_methods, write_report
+    from ...convert.network import calif_agreement, convert
+    from ...data import load_arrays
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ConfigError(f"--method must be among {', '.join(METHODS)}, got {args.method!r}")
+    timesteps = parse_timesteps(args.timesteps)
+    if args.test_samples is not None and args.test_samples < 1:
+        raise ConfigError("--test-samples must be >= 1")
+    if args.calibration_samples < 1:
+        raise ConfigError("--calibration-samples must be >= 1")
+    torch.manual_seed(args.seed)
+    model, meta = load_model(args.checkpoint)
+    model.eval()
+    dataset = meta.get("dataset", "mnist5k")
+    x_train, _ = load_arrays(dataset, "train")
+    x_test, y_test = load_arrays(dataset, "test")
+    if args.test_samples:
+        x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    arch = meta["model"]["name"]
+    if arch == "ann_cnn" and meta["model"].get("kwargs", {}).get("residual"):
+        arch = "ann_cnn_residual"
+    common = {"calibration_method": args.calibration, "percentile": args.percentile,
+              "per_channel": args.per_channel, "seed": args.seed}
+    options = {"rate": common,
+               "msat": {**common, "preset": args.preset, "architecture": arch,
+                        "confidence": not args.no_confidence},
+               "calif": {}}
+    report = compare_methods(model, methods, x_train, x_test, y_test, timesteps, options=options,
+                             calibration_size=args.calibration_samples)
+    report.update({"checkpoint": str(args.checkpoint), "model": meta["model"], "dataset": dataset,
+                   "calibration": args.calibration, "per_channel": args.per_channel})
+    if args.check_exact and "calif" in methods:
+        bits = int(meta["model"].get("kwargs", {}).get("bits", 8))
+        snn = convert(model, "calif")
+        agreement = calif_agreement(model, snn, x_test, 2 ** bits)
+        agreement.pop("logits")
+        report["calif_exactness"] = agreement
+    stem = args.name or f"convert-{Path(args.checkpoint).name}-{'-'.join(methods)}"
+    paths = write_report(report, stem, args.out, title=f"{Path(args.checkpoint).name}: {', '.join(methods)}")
+    print_report(report)
+    print(f"saved: {paths['markdown']}, {paths['json']}, {paths['png']}")
+    return 0
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ANN accuracy {report['ann_accuracy']:.2f} %")
+    table.add_column("T", justify="right")
+    for m in report["methods"]:
+        table.add_column(f"{m} acc %", justify="right")
+        table.add_column(f"{m} gap", justify="right")
+        table.add_column(f"{m} spikes/neuron", justify="right")
+    for i, t in enumerate(report["timesteps"]):
+        cells = []
+        for entry in report["methods"].values():
+            row = entry["rows"][i]
+            cells += [f"{row['accuracy']:.2f}", f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
+        table.add_row(str(t), *cells)
+    console = Console()
+    console.print(table)
+    for m, entry in report["methods"].items():
+        console.print(f"{m}: within 1 point of the ANN from T = {entry['within_1_point_at_T']}")
+    if "calif_exactness" in report:
+        ex = report["calif_exactness"]
+        bad = sum(v["mismatch_vs_decoded_input"] for v in ex["layers"].values())
+        console.print(f"calif at T = {ex['T']}: {bad} integer activations differ from the quantized ANN "
+                      f"over {len(ex['layers'])} layers")
