@@ -91,6 +91,7 @@ def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys
     assert report["accuracy_original"] == report["accuracy_imported"]
     assert report["prediction_agreement"] == 1.0 and report["spike_agreement"] > 0.999
     assert len(report["layers"]) == 3
+    assert report["nir_semantics"]["prediction_agreement"] == 1.0
     saved = json.loads((tmp_path / "results" / "roundtrip.json").read_text())
     assert saved["verify"]["layers"] == report["layers"]
     assert "| accuracy, imported |" in (tmp_path / "results" / "roundtrip.md").read_text()

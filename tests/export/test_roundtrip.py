@@ -359,3 +359,18 @@ def test_mean_over_time_read_out_is_kept_in_metadata_and_restored(tmp_path):
     middle = nn.Sequential(TimeFold(nn.Linear(3, 3)), MeanOverTime(), nn.Identity(), LIF())
     with pytest.raises(ConversionError, match="MeanOverTime is only supported as the final"):
         to_nir(middle, torch.zeros(2, 1, 3))
+
+
+def test_reference_simulator_matches_hard_reset_and_exposes_the_soft_reset_gap():
+    from spikequant.export.reference import simulate
+
+    torch.manual_seed(5)
+    x = torch.rand(6, 4, 2, 8, 8) * 1.5
+    hard = small_cnn(IF(0.5, reset="zero"), IF(0.3, reset="zero"), IF(0.2, reset="zero"))
+    y, _ = spikes_of(hard, x)
+    assert torch.equal(simulate(to_nir(hard, x), x), y)
+    soft = small_cnn(IF(0.5), IF(0.3), IF(0.2))  # soft reset: V = H - V_th z
+    y_soft, _ = spikes_of(soft, x)
+    graph = to_nir(soft, x, soft_reset="metadata")
+    assert torch.equal(from_nir(graph)(x), y_soft)  # spikequant honours the annotation
+    assert not torch.equal(simulate(graph, x), y_soft)  # a NIR tool resets to v_reset instead

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import nir
 import torch
 from torch import nn
 
 from ..errors import ConversionError
 from ..neurons import SpikingNeuron, reset_state
+from .reference import simulate
 
 
 def _record_spikes(model: nn.Module) -> tuple[list[list[torch.Tensor]], list]:
@@ -37,9 +39,15 @@ def compare_networks(
     *,
     timesteps: int,
     batch_size: int = 250,
+    graph: nir.NIRGraph | None = None,
 ) -> dict[str, Any]:
     """Run ``original`` on static ``inputs [N, ...]`` and ``imported`` on them repeated over
-    ``timesteps`` (``[T, N, ...]``, the direct coding the registered models use); compare."""
+    ``timesteps`` (``[T, N, ...]``, the direct coding the registered models use); compare.
+
+    With ``graph``, also run it through :func:`~spikequant.export.reference.simulate` (NIR's own
+    semantics, metadata ignored) and report that simulation's accuracy and agreement under
+    ``"nir_semantics"``: what another NIR tool would compute from the file.
+    """
     was_training = original.training
     original.eval()
     imported.eval()
@@ -51,14 +59,17 @@ def compare_networks(
         raise ConversionError(
             f"the original has {len(spikes_a)} spiking layers but the import has {len(spikes_b)}"
         )
-    logits_a, logits_b = [], []
+    logits_a, logits_b, logits_ref = [], [], []
     try:
         for start in range(0, len(inputs), batch_size):
             x = inputs[start : start + batch_size]
             reset_state(original)
             reset_state(imported)
             logits_a.append(original(x).mean(0))
-            logits_b.append(imported(x.unsqueeze(0).expand(timesteps, *x.shape)).mean(0))
+            x_seq = x.unsqueeze(0).expand(timesteps, *x.shape)
+            logits_b.append(imported(x_seq).mean(0))
+            if graph is not None:
+                logits_ref.append(simulate(graph, x_seq).mean(0))
     finally:
         for h in handles_a + handles_b:
             h.remove()
@@ -93,4 +104,12 @@ def compare_networks(
     if labels is not None:
         result["accuracy_original"] = float((a.argmax(1) == labels).float().mean())
         result["accuracy_imported"] = float((b.argmax(1) == labels).float().mean())
+    if graph is not None:
+        r = torch.cat(logits_ref)
+        result["nir_semantics"] = {
+            "prediction_agreement": float((a.argmax(1) == r.argmax(1)).float().mean()),
+            "max_abs_logit_difference": float((a - r).abs().max()),
+        }
+        if labels is not None:
+            result["nir_semantics"]["accuracy"] = float((r.argmax(1) == labels).float().mean())
     return result

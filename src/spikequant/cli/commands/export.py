@@ -129,7 +129,8 @@ def run(args) -> int:
                 f"{100 * v['accuracy_original']:.2f} % -> {100 * v['accuracy_imported']:.2f} %, "
                 f"predictions agree {100 * v['prediction_agreement']:.2f} %, spikes agree "
                 f"{100 * v['spike_agreement']:.4f} % (identical: {v['spikes_identical']}), "
-                f"max |logit difference| {v['max_abs_logit_difference']:.3g}"
+                f"max |logit difference| {v['max_abs_logit_difference']:.3g}; under NIR "
+                f"semantics (other tools): accuracy {100 * v['nir_semantics']['accuracy']:.2f} %"
             )
     return 0
 
@@ -153,8 +154,11 @@ def verify(args, model, meta: dict, path: Path) -> dict:
         if args.subset < 1:
             raise ConfigError(f"--subset must be positive, got {args.subset}")
         inputs, labels = inputs[: args.subset], labels[: args.subset]
-    imported = from_nir(read_nir(path))
-    report = compare_networks(model, imported, inputs, labels, timesteps=int(timesteps))
+    graph = read_nir(path)
+    imported = from_nir(graph)
+    report = compare_networks(
+        model, imported, inputs, labels, timesteps=int(timesteps), graph=graph
+    )
     return {"dataset": dataset, "split": "test", **report}
 
 
@@ -186,6 +190,10 @@ def write_report(name: str, result: dict) -> None:
             f"| spike entries that agree | {100 * v['spike_agreement']:.4f} % |",
             f"| all spikes identical | {v['spikes_identical']} |",
             f"| max abs logit difference | {v['max_abs_logit_difference']:.3g} |",
+            "| accuracy under NIR semantics (reference simulator, metadata ignored) | "
+            f"{100 * v['nir_semantics']['accuracy']:.2f} % |",
+            "| predictions agreeing under NIR semantics | "
+            f"{100 * v['nir_semantics']['prediction_agreement']:.2f} % |",
             "",
             "| layer | spikes (original) | spikes (imported) | agreement |",
             "|---|---|---|---|",
