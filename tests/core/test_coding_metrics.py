@@ -79,7 +79,7 @@ def test_monitor_counts_spikes_and_synops_exactly():
     # brute force: each input spike reaches (#outputs in whose window it lies) * out_channels
     ones = torch.ones(3, 2, 3, 3)
     reach = nn.functional.conv2d(s1.reshape(10, 2, 6, 6), ones, padding=1).sum()
-    expected_conv = float(reach)
+    expected_conv = float(reach.detach())
     expected_fc = float((s2 != 0).sum()) * 4
     assert r["synapses"]["2.module"]["ops"] == pytest.approx(expected_conv / 2)
     assert r["synops"] == pytest.approx((expected_conv + expected_fc) / 2)
