@@ -119,7 +119,19 @@ def _spikequant_epoch(model, X, y, batch: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def run(numpy_samples: int = 500, full: bool = False, seed: int = 0) -> dict:
+def run(numpy_samples: int = 500, full: bool = False, seed: int = 0, threads: int = 1) -> dict:
+    """``threads``: torch intra-op threads for the spikequant epoch (the runner's default is 1:
+    on a shared 2-core machine, thread synchronisation per small op costs more than it gives);
+    numpy runs its element-wise work on one thread anyway."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(numpy_samples, full, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     from spikequant.data import load_arrays
     from spikequant.temporal import ttfs_fc
 
@@ -177,8 +189,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ttfs")
     parser.add_argument("--numpy-samples", type=int, default=500)
     parser.add_argument("--full", action="store_true", help="time the whole numpy epoch")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
-    result = run(args.numpy_samples, args.full)
+    result = run(args.numpy_samples, args.full, threads=args.threads)
     path = results_dir() / "bench_ttfs.json"
     write_json(path, result)
     for key, value in result.items():

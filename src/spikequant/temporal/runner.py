@@ -5,16 +5,21 @@ Recipe keys (defaults in brackets)::
     seed: 0
     data:  {dataset: mnist5k, train_limit: null, test_limit: null}
     model: {name: ttfs_fc, kwargs: {sizes: [784, 800, 10], alpha: 3.0, input_noise: 0.0}}
-    train: {epochs: 1, batch_size: 10, lr: 1e-3, lr_end: <lr>, eval_batch_size: 250}
+    train: {epochs: 1, batch_size: 10, lr: 1e-3, lr_end: <lr>, eval_batch_size: 250, threads: 1}
     loss:  {form: code, K: 100, beta: 1.0, l2: 1e-3, l2_conv: 1e-2, clip: 10.0}
-    qat:   {bits: [32], epochs_per_stage: 1}
+    qat:   {bits: [32], epochs_per_stage: 1, lr: <lr_end>}
 
 Training: Adam; the learning rate moves linearly from ``lr`` (first epoch) to ``lr_end`` (last
 full-precision epoch). After the full-precision epochs, each further entry of ``qat.bits`` (e.g.
 ``[32, 8, 4, 2]``) fine-tunes ``epochs_per_stage`` epochs with the forward pass quantized to
-that many bits (straight-through backward) at ``lr_end``. Each stage's test accuracy is recorded
+that many bits (straight-through backward) at ``qat.lr``. Each stage's test accuracy is recorded
 and its model saved in ``out_dir/bits<b>``; ``out_dir`` holds the final model. With
 ``resume=True`` training continues after the last completed epoch.
+
+``train.threads`` (default 1) sets torch's intra-op threads for the run (restored afterwards):
+a TTFS step is thousands of small tensor operations, and on a shared CPU the synchronisation of
+several threads per operation made an epoch up to 10x slower than one thread. ``0`` keeps
+torch's setting.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def _settings(cfg: dict) -> dict:
         "batch_size": int(train.get("batch_size", 10)),
         "lr": float(train.get("lr", 1e-3)),
         "eval_batch_size": int(train.get("eval_batch_size", 250)),
+        "threads": int(train.get("threads", 1)),
         "form": str(loss.get("form", "code")),
         "K": float(loss.get("K", 100.0)),
         "beta": float(loss.get("beta", 1.0)),
@@ -66,12 +72,15 @@ def _settings(cfg: dict) -> dict:
         "epochs_per_stage": int(qat.get("epochs_per_stage", 1)),
     }
     s["lr_end"] = float(train.get("lr_end", s["lr"]))
+    s["qat_lr"] = float(qat.get("lr", s["lr_end"]))
     if s["epochs"] < 1 or s["batch_size"] < 1 or s["eval_batch_size"] < 1:
         raise ConfigError(
             "recipe: train.epochs, train.batch_size and train.eval_batch_size must be >= 1"
         )
-    if not (s["lr"] > 0 and s["lr_end"] > 0):
-        raise ConfigError("recipe: train.lr and train.lr_end must be > 0")
+    if not (s["lr"] > 0 and s["lr_end"] > 0 and s["qat_lr"] > 0):
+        raise ConfigError("recipe: train.lr, train.lr_end and qat.lr must be > 0")
+    if s["threads"] < 0:
+        raise ConfigError("recipe: train.threads must be >= 0 (0 = keep torch's setting)")
     if s["form"] not in LOSS_FORMS:
         raise ConfigError(f"recipe: loss.form must be one of {LOSS_FORMS}, got {s['form']!r}")
     if not s["bits"] or s["bits"][0] != FULL_PRECISION_BITS or any(b < 2 for b in s["bits"]):
@@ -88,7 +97,7 @@ def _epoch_plan(s: dict) -> list[tuple[int, float]]:
         frac = e / (s["epochs"] - 1) if s["epochs"] > 1 else 0.0
         plan.append((FULL_PRECISION_BITS, s["lr"] + frac * (s["lr_end"] - s["lr"])))
     for bits in s["bits"][1:]:
-        plan += [(bits, s["lr_end"])] * s["epochs_per_stage"]
+        plan += [(bits, s["qat_lr"])] * s["epochs_per_stage"]
     return plan
 
 
@@ -134,7 +143,16 @@ def train_epoch(model, optimizer, X, y, s: dict, generator: torch.Generator) -> 
 def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train a TTFS network from a recipe; returns final metrics (also ``out_dir/metrics.json``)."""
     s = _settings(cfg)
-    out_dir = Path(out_dir)
+    previous_threads = torch.get_num_threads()
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
+    try:
+        return _run(cfg, s, Path(out_dir), resume, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(cfg: dict, s: dict, out_dir: Path, resume: bool, progress: bool) -> dict:
     model_spec = {"name": cfg["model"]["name"], "kwargs": dict(cfg["model"].get("kwargs") or {})}
     from . import models  # noqa: F401  (registers ttfs_fc / ttfs_scnn)
 

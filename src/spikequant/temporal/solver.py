@@ -50,18 +50,25 @@ def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float)
 
     # [R, N, M] with the neuron axis innermost: the gather copies whole weight rows and the
     # prefix sums run over a strided but cache-friendly axis (2x faster than [R, M, N]).
-    w_sorted = weight.t()[order] * spiking_sorted.unsqueeze(2)  # silent inputs join no prefix
+    w_sorted = weight.t()[order]
+    if not bool(spiking.all()):
+        w_sorted.mul_(spiking_sorted.unsqueeze(2))  # silent inputs join no prefix
     w_cum = torch.cumsum(w_sorted, dim=1)
     a_cum = torch.cumsum(w_sorted.mul_(z_sorted_clean.unsqueeze(2)), dim=1)
     crossing = a_cum.div_(w_cum - 1)
 
+    # The spike is at the FIRST prefix k with W_k > 1 and c_k <= z_(k+1): before it the potential
+    # stayed below 1, so v_k(z_(k)) = v_(k-1)(z_(k)) < 1 and c_k >= z_(k) (and A_k > 0) follow.
+    # Silent positions sort last (z = inf) and come after the last spiking one, which already
+    # has z_(k+1) = inf, so they are never the first hit.
     z_next = torch.cat([z_sorted[:, 1:], inf.expand(rows, 1)], dim=1)
-    # Silent positions sort last with z = inf, so "crossing >= z_(k)" already rejects them.
-    valid = (w_cum > 1) & (crossing >= z_sorted.unsqueeze(2)) & (crossing <= z_next.unsqueeze(2))
-    z_out, prefix = torch.where(valid, crossing, inf).min(dim=1)
-    fired = z_out < z_max  # the first crossing is the minimum, so this equals "any valid < z_max"
+    hit = (w_cum > 1).logical_and_(crossing <= z_next.unsqueeze(2))
+    prefix = hit.to(torch.uint8).argmax(dim=1)  # first True (0 when none)
+    index = prefix.unsqueeze(1)
+    z_out = torch.gather(crossing, 1, index).squeeze(1)
+    fired = torch.gather(hit, 1, index).squeeze(1) & (z_out < z_max)
     z_out = torch.where(fired, z_out, torch.full_like(z_out, z_max))
-    w_causal = torch.gather(w_cum, 1, prefix.unsqueeze(1)).squeeze(1)
+    w_causal = torch.gather(w_cum, 1, index).squeeze(1)
 
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n_inputs, device=z.device).expand_as(order))
