@@ -374,3 +374,23 @@ def test_reference_simulator_matches_hard_reset_and_exposes_the_soft_reset_gap()
     graph = to_nir(soft, x, soft_reset="metadata")
     assert torch.equal(from_nir(graph)(x), y_soft)  # spikequant honours the annotation
     assert not torch.equal(simulate(graph, x), y_soft)  # a NIR tool resets to v_reset instead
+
+
+def test_parametrized_quantized_weights_export_their_effective_values_and_qat_layers_are_refused():
+    from spikequant.quant.qat import QuantLinear
+    from spikequant.spquant.weights import quantize_weights
+
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        TimeFold(nn.Linear(6, 5)), IF(0.3, reset="zero"), TimeFold(nn.Linear(5, 2))
+    )
+    quantize_weights(model, 2)
+    graph = to_nir(model, torch.zeros(1, 1, 6))
+    w = model[0].module.weight.detach()  # the power-of-two weights the forward uses
+    np.testing.assert_array_equal(graph.nodes["0.module"].weight, w.numpy())
+    assert len(np.unique(graph.nodes["0.module"].weight)) <= 4  # 2-bit: {0, +-a} (and maybe -0)
+    x = torch.rand(5, 3, 6) * 2
+    assert torch.equal(from_nir(graph)(x), spikes_of(model, x)[0])
+    fake_quant = nn.Sequential(TimeFold(QuantLinear(6, 5, bits=4)), IF(reset="zero"))
+    with pytest.raises(ConversionError, match=r"'0.module' \(QuantLinear\)"):
+        to_nir(fake_quant, torch.zeros(1, 1, 6))

@@ -26,6 +26,7 @@ import nir
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import ConversionError, ShapeError
 from ..layers import MeanOverTime, RepeatTime, TimeFold
@@ -120,7 +121,7 @@ def _walk(module: nn.Module, path: str, folded: bool, ops: list[_Op]) -> None:
         nn.Flatten,
         *_time_first_flatten_types(),
     )
-    if isinstance(module, supported):
+    if _plain_type(module) in supported:
         ops.append(_Op(label, module, folded))
         return
     raise ConversionError(
@@ -128,6 +129,18 @@ def _walk(module: nn.Module, path: str, folded: bool, ops: list[_Op]) -> None:
         "Linear, BatchNorm (folded), AvgPool2d, Flatten and IF/LIF/ATIF-u neurons in a sequential "
         "chain"
     )
+
+
+def _plain_type(module: nn.Module) -> type:
+    """The module's class, seen through ``torch.nn.utils.parametrize`` (which swaps in a subclass).
+
+    Subclasses with their own forward (e.g. fake-quantized QAT layers) are not their base class:
+    exporting their stored weights would describe a different computation.
+    """
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        cls = cls.__bases__[0]
+    return cls
 
 
 def _unsupported_neuron(label: str, module: nn.Module) -> str:
