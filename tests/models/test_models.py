@@ -1,4 +1,4 @@
-"""Every registered model: forward/backward on a small input, plus the exact layouts others rely on."""
+"""Every registered model: forward/backward on a small input; the exact layouts others rely on."""
 
 import pytest
 import torch
@@ -32,7 +32,9 @@ def spiking_neuron_count(model, x):
         nonlocal total
         total += output[0].numel() // output.shape[1]
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SpikingNeuron)]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SpikingNeuron)
+    ]
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -70,8 +72,9 @@ def test_no_max_pooling_anywhere():
     for name in sq.list_models():
         kw, _ = small_input(name)
         model = sq.create_model(name, timesteps=1, neuron="if", **kw)
-        assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d))
-                       for m in model.modules()), name
+        assert not any(
+            isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)) for m in model.modules()
+        ), name
 
 
 @pytest.mark.parametrize("neuron", sq.list_neurons())
@@ -85,8 +88,13 @@ def test_every_neuron_drops_in(neuron):
 
 
 def test_per_channel_thresholds_and_atif_nu_levels():
-    m = sq.create_model("cnn_digits", input_size=8, timesteps=4, neuron="atif_u",
-                        neuron_kwargs={"per_channel": True, "threshold": 0.5})
+    m = sq.create_model(
+        "cnn_digits",
+        input_size=8,
+        timesteps=4,
+        neuron="atif_u",
+        neuron_kwargs={"per_channel": True, "threshold": 0.5},
+    )
     th = [n.threshold for n in m.modules() if isinstance(n, sq.ATIFu)]
     assert [t.shape for t in th] == [(16,), (32,), (128,)]
     assert all(torch.allclose(t, torch.tensor(0.5)) for t in th)

@@ -17,12 +17,29 @@ from spikequant.train.trainer import Trainer, lr_factor, resolve_checkpoint
 
 def tiny_recipe(**over):
     cfg = {
-        "name": "tiny", "seed": 3,
-        "data": {"name": "mnist5k", "batch_size": 32, "train_subset": 192, "test_subset": 96,
-                 "augment": {"flip": True, "crop_padding": 2}, "mixup_alpha": 0.5},
-        "model": {"name": "cnn_digits", "timesteps": 2, "neuron": "atif_u",
-                  "kwargs": {"widths": [4, 8], "hidden": 16}},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "grad_clip": 1.0},
+        "name": "tiny",
+        "seed": 3,
+        "data": {
+            "name": "mnist5k",
+            "batch_size": 32,
+            "train_subset": 192,
+            "test_subset": 96,
+            "augment": {"flip": True, "crop_padding": 2},
+            "mixup_alpha": 0.5,
+        },
+        "model": {
+            "name": "cnn_digits",
+            "timesteps": 2,
+            "neuron": "atif_u",
+            "kwargs": {"widths": [4, 8], "hidden": 16},
+        },
+        "optim": {
+            "name": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "grad_clip": 1.0,
+        },
         "schedule": {"name": "step", "step_size": 1, "gamma": 0.5},
         "train": {"epochs": 3, "eval_every": 1},
     }
@@ -63,7 +80,7 @@ def test_learning_rate_schedules():
     step = {"name": "step", "step_size": 30, "gamma": 0.9}
     assert lr_factor(step, 29 * 10 + 9, 10, 10_000) == 1.0
     assert lr_factor(step, 30 * 10, 10, 10_000) == pytest.approx(0.9)
-    assert lr_factor(step, 95 * 10, 10, 10_000) == pytest.approx(0.9 ** 3)
+    assert lr_factor(step, 95 * 10, 10, 10_000) == pytest.approx(0.9**3)
     assert lr_factor({"name": "constant"}, 123, 10, 100) == 1.0
 
 
@@ -74,8 +91,15 @@ def test_non_finite_loss_raises(tmp_path):
     x = torch.rand(64, 1, 28, 28)
     x[5] = float("nan")
     model = sq.create_model("cnn_digits", timesteps=2, neuron="if", widths=[4, 8], hidden=16)
-    trainer = Trainer(model, cfg, TensorDataset(x, torch.zeros(64, dtype=torch.long)), None,
-                      out_dir=tmp_path, meta={}, progress=False)
+    trainer = Trainer(
+        model,
+        cfg,
+        TensorDataset(x, torch.zeros(64, dtype=torch.long)),
+        None,
+        out_dir=tmp_path,
+        meta={},
+        progress=False,
+    )
     with pytest.raises(NonFiniteError, match="loss became nan"):
         trainer.fit()
 
@@ -110,19 +134,31 @@ def test_bundled_recipes_validate():
     from spikequant.config import list_recipes, load_recipe
 
     names = [n for n in list_recipes() if load_recipe(n)["kind"] == "direct"]
-    assert {"mnist-fixed", "mnist-atif-u", "mnist-atif-nu", "mnist-ann", "cifar10-vgg16-atif",
-            "cifar10-resnet18-atif", "cifar100-vgg16-atif", "cifar100-resnet18-atif",
-            "gsc-resnet18-atif"} <= set(names)
+    assert {
+        "mnist-fixed",
+        "mnist-atif-u",
+        "mnist-atif-nu",
+        "mnist-ann",
+        "cifar10-vgg16-atif",
+        "cifar10-resnet18-atif",
+        "cifar100-vgg16-atif",
+        "cifar100-resnet18-atif",
+        "gsc-resnet18-atif",
+    } <= set(names)
     for name in names:
         cfg = validate_recipe(load_recipe(name))
         assert cfg["model"]["timesteps"] == (1 if cfg["model"]["neuron"] == "relu" else 4)
 
 
-def test_paper_recipes_fail_with_the_dataset_message_when_data_is_absent(tmp_path, capsys, monkeypatch):
+def test_paper_recipes_fail_with_the_dataset_message_when_data_is_absent(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("SPIKEQUANT_DATA", str(tmp_path / "nothing-here"))
-    for recipe, words in [("cifar10-resnet18-atif", "cifar-10-batches-py"),
-                          ("cifar100-vgg16-atif", "cifar-100-python"),
-                          ("gsc-resnet18-atif", "speech_commands")]:
+    for recipe, words in [
+        ("cifar10-resnet18-atif", "cifar-10-batches-py"),
+        ("cifar100-vgg16-atif", "cifar-100-python"),
+        ("gsc-resnet18-atif", "speech_commands"),
+    ]:
         assert main(["train", recipe, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
@@ -130,13 +166,30 @@ def test_paper_recipes_fail_with_the_dataset_message_when_data_is_absent(tmp_pat
 
 def test_cli_train_eval_round_trip(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "mnist-atif-u", "--out", str(out), "--no-progress", "--json",
-            "--set", "train.epochs=1", "--set", "data.train_subset=256", "--set", "data.test_subset=200",
-            "--set", "model.kwargs.widths=[4,8]", "--set", "model.kwargs.hidden=16"]
+    args = [
+        "train",
+        "mnist-atif-u",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--json",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.train_subset=256",
+        "--set",
+        "data.test_subset=200",
+        "--set",
+        "model.kwargs.widths=[4,8]",
+        "--set",
+        "model.kwargs.hidden=16",
+    ]
     assert main(args) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["timesteps"] == 4 and 0 < trained["theta"] < 1
-    assert math.isclose(trained["spikes_per_neuron"] / trained["timesteps"], trained["theta"], rel_tol=0.5)
+    assert math.isclose(
+        trained["spikes_per_neuron"] / trained["timesteps"], trained["theta"], rel_tol=0.5
+    )
     assert set(trained["firing_rates"]) and trained["synops"] > 0
     assert main(["eval", str(out), "--subset", "200", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)

@@ -12,4 +12,13 @@ from .resnet import BasicBlock, ResNet
 from .small import MLP, DigitsCNN
 from .vgg import VGG
 
-__all__ = ["ANN_NEURON", "MLP", "BasicBlock", "DigitsCNN", "NeuronFactory", "ResNet", "SpikingModel", "VGG"]
+__all__ = [
+    "ANN_NEURON",
+    "MLP",
+    "BasicBlock",
+    "DigitsCNN",
+    "NeuronFactory",
+    "ResNet",
+    "SpikingModel",
+    "VGG",
+]

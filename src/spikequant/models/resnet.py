@@ -26,7 +26,9 @@ from .common import GlobalAvgPool, SpikingModel, TimeFold, conv_bn, linear, pair
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int, make_neuron: Callable[[int], nn.Module]):
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, make_neuron: Callable[[int], nn.Module]
+    ):
         super().__init__()
         self.conv1 = conv_bn(in_ch, out_ch, 3, stride)
         self.neuron1 = make_neuron(out_ch)
@@ -61,19 +63,27 @@ class ResNet(SpikingModel):
         neuron_kwargs: dict | None = None,
     ) -> None:
         super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            timesteps=timesteps, neuron=neuron, neuron_kwargs=neuron_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            timesteps=timesteps,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
         )
         height, breadth = pair(input_size)
         layers: list[nn.Module] = [conv_bn(in_channels, stem_width), self.make_neuron(stem_width)]
         if stem_pool is not None:
             if height < stem_pool[0] or breadth < stem_pool[1]:
-                raise ConfigError(f"input_size {input_size!r} is smaller than the pooling {stem_pool}")
+                raise ConfigError(
+                    f"input_size {input_size!r} is smaller than the pooling {stem_pool}"
+                )
             layers.append(TimeFold(nn.AvgPool2d(stem_pool)))
         channels = stem_width
-        for width, blocks, stride in zip(stage_widths, stage_blocks, stage_strides):
+        for width, blocks, stride in zip(stage_widths, stage_blocks, stage_strides, strict=True):
             for i in range(blocks):
-                layers.append(BasicBlock(channels, width, stride if i == 0 else 1, self.make_neuron))
+                layers.append(
+                    BasicBlock(channels, width, stride if i == 0 else 1, self.make_neuron)
+                )
                 channels = width
         layers.append(GlobalAvgPool())
         if hidden_fc:
@@ -86,31 +96,53 @@ class ResNet(SpikingModel):
 @register_model(name="resnet18")
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18, CIFAR stem: stages 2x64, 2x128, 2x256, 2x512 (ATIF paper, CIFAR and GSC)."""
-    return ResNet(stem_width=64, stage_widths=[64, 128, 256, 512], stage_blocks=[2, 2, 2, 2],
-                  stage_strides=[1, 2, 2, 2], **kwargs)
+    return ResNet(
+        stem_width=64,
+        stage_widths=[64, 128, 256, 512],
+        stage_blocks=[2, 2, 2, 2],
+        stage_strides=[1, 2, 2, 2],
+        **kwargs,
+    )
 
 
 @register_model(name="resnet19")
 def resnet19(**kwargs) -> ResNet:
     """ResNet-19 (SpQuant / TET): stem 128, stages 3x128, 3x256, 2x512, spiking FC-256."""
-    return ResNet(stem_width=128, stage_widths=[128, 256, 512], stage_blocks=[3, 3, 2],
-                  stage_strides=[1, 2, 2], hidden_fc=256, **kwargs)
+    return ResNet(
+        stem_width=128,
+        stage_widths=[128, 256, 512],
+        stage_blocks=[3, 3, 2],
+        stage_strides=[1, 2, 2],
+        hidden_fc=256,
+        **kwargs,
+    )
 
 
 @register_model(name="resnet20")
 def resnet20(**kwargs) -> ResNet:
     """ResNet-20 (He et al. CIFAR): stem 16, stages 3x16, 3x32, 3x64."""
-    return ResNet(stem_width=16, stage_widths=[16, 32, 64], stage_blocks=[3, 3, 3],
-                  stage_strides=[1, 2, 2], **kwargs)
+    return ResNet(
+        stem_width=16,
+        stage_widths=[16, 32, 64],
+        stage_blocks=[3, 3, 3],
+        stage_strides=[1, 2, 2],
+        **kwargs,
+    )
 
 
 @register_model(name="resnet8_kws")
 def resnet8_kws(**kwargs) -> ResNet:
-    """ResNet-8 for keyword spotting on MFCC maps [1, frames, coeffs]: stem 45, pool (4,3), 3 blocks."""
+    """ResNet-8 for KWS on MFCC maps [1, frames, coeffs]: stem 45, pool 4x3, 3 blocks"""
     kwargs.setdefault("num_classes", 35)
     kwargs.setdefault("in_channels", 1)
     kwargs.setdefault("input_size", (48, 10))
     width = kwargs.pop("width", 45)
     pool = kwargs.pop("stem_pool", (4, 3))
-    return ResNet(stem_width=width, stage_widths=[width], stage_blocks=[3], stage_strides=[1],
-                  stem_pool=tuple(pool), **kwargs)
+    return ResNet(
+        stem_width=width,
+        stage_widths=[width],
+        stage_blocks=[3],
+        stage_strides=[1],
+        stem_pool=tuple(pool),
+        **kwargs,
+    )

@@ -22,8 +22,11 @@ from .common import Flatten, SpikingModel, TimeFold, avg_pool, conv_bn, linear, 
 def _linear_bn(in_features: int, out_features: int, norm: bool = True) -> TimeFold:
     if not norm:
         return linear(in_features, out_features)
-    return TimeFold(nn.Sequential(nn.Linear(in_features, out_features, bias=False),
-                                  nn.BatchNorm1d(out_features)))
+    return TimeFold(
+        nn.Sequential(
+            nn.Linear(in_features, out_features, bias=False), nn.BatchNorm1d(out_features)
+        )
+    )
 
 
 def _conv(in_ch: int, out_ch: int, norm: bool) -> TimeFold:
@@ -45,18 +48,27 @@ class DigitsCNN(SpikingModel):
         norm: bool = True,
     ) -> None:
         super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            timesteps=timesteps, neuron=neuron, neuron_kwargs=neuron_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            timesteps=timesteps,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
         )
         height, breadth = pair(input_size)
         if height < 4 or breadth < 4:
             raise ConfigError(f"cnn_digits needs inputs of at least 4x4, got {input_size!r}")
         w1, w2 = (int(w) for w in widths)
         self.net = nn.Sequential(
-            _conv(in_channels, w1, norm), self.make_neuron(w1), avg_pool(2),
-            _conv(w1, w2, norm), self.make_neuron(w2), avg_pool(2),
+            _conv(in_channels, w1, norm),
+            self.make_neuron(w1),
+            avg_pool(2),
+            _conv(w1, w2, norm),
+            self.make_neuron(w2),
+            avg_pool(2),
             Flatten(),
-            _linear_bn(w2 * (height // 4) * (breadth // 4), hidden, norm), self.make_neuron(hidden),
+            _linear_bn(w2 * (height // 4) * (breadth // 4), hidden, norm),
+            self.make_neuron(hidden),
             linear(hidden, num_classes),
         )
 
@@ -74,8 +86,12 @@ class MLP(SpikingModel):
         hidden: list[int] | tuple[int, ...] = (256, 128),
     ) -> None:
         super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            timesteps=timesteps, neuron=neuron, neuron_kwargs=neuron_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            timesteps=timesteps,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
         )
         features = in_channels * prod(pair(input_size))
         layers: list[nn.Module] = [Flatten()]

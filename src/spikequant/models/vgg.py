@@ -18,8 +18,26 @@ POOL = "AP"
 CONFIGS: dict[str, list[int | str]] = {
     "vgg9": [64, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
     "vgg11": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
-    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL,
-              512, 512, 512, POOL],
+    "vgg16": [
+        64,
+        64,
+        POOL,
+        128,
+        128,
+        POOL,
+        256,
+        256,
+        256,
+        POOL,
+        512,
+        512,
+        512,
+        POOL,
+        512,
+        512,
+        512,
+        POOL,
+    ],
 }
 
 
@@ -39,8 +57,12 @@ class VGG(SpikingModel):
         width: float = 1.0,
     ) -> None:
         super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            timesteps=timesteps, neuron=neuron, neuron_kwargs=neuron_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            timesteps=timesteps,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
         )
         if not width > 0:
             raise ConfigError(f"width must be positive, got {width!r}")
@@ -51,7 +73,8 @@ class VGG(SpikingModel):
             if item == POOL:
                 if height < 2 or breadth < 2:
                     raise ConfigError(
-                        f"input_size {input_size!r} is too small for this VGG: {config.count(POOL)} "
+                        f"input_size {input_size!r} is too small for this VGG: "
+                        f"{config.count(POOL)} "
                         "2x2 poolings need at least 2**pools pixels per side"
                     )
                 layers.append(avg_pool(2))
@@ -68,8 +91,9 @@ def _vgg(name: str):
     def factory(**kwargs) -> VGG:
         return VGG(CONFIGS[name], **kwargs)
 
-    factory.__doc__ = f"{name.upper()} (CIFAR-style, average pooling, linear read-out): " + " ".join(
-        str(c) for c in CONFIGS[name]
+    factory.__doc__ = (
+        f"{name.upper()} (CIFAR-style, average pooling, linear read-out): "
+        + " ".join(str(c) for c in CONFIGS[name])
     )
     return factory
 

@@ -1,4 +1,4 @@
-"""Direct (surrogate-gradient) training: recipe schema, trainer, evaluation and the recipe runner."""
+"""Direct (surrogate-gradient) training: recipe schema, trainer, evaluation, recipe runner."""
 
 from .recipe import validate_recipe
 from .trainer import Trainer, evaluate, lr_factor, resolve_checkpoint

@@ -90,7 +90,9 @@ def _check(where: str, value: Any, field: Field) -> Any:
         if field.nullable or field.default is None and where not in REQUIRED:
             return None
         raise ConfigError(f"recipe: {where} is required")
-    ok = isinstance(value, field.types) and not (isinstance(value, bool) and bool not in field.types)
+    ok = isinstance(value, field.types) and not (
+        isinstance(value, bool) and bool not in field.types
+    )
     if not ok:
         names = " or ".join(t.__name__ for t in field.types)
         raise ConfigError(f"recipe: {where} must be {names}, got {value!r}")
@@ -102,12 +104,14 @@ def _check(where: str, value: Any, field: Field) -> Any:
         if field.high is not None and value > field.high:
             raise ConfigError(f"recipe: {where} must be <= {field.high}, got {value!r}")
     if field.choices is not None and value not in field.choices:
-        raise ConfigError(f"recipe: {where} must be one of {', '.join(field.choices)}, got {value!r}")
+        raise ConfigError(
+            f"recipe: {where} must be one of {', '.join(field.choices)}, got {value!r}"
+        )
     return value
 
 
 def validate_recipe(cfg: dict) -> dict:
-    """Return a copy of ``cfg`` with defaults filled in; raise :class:`ConfigError` on any problem."""
+    """A copy of ``cfg`` with defaults filled in; raise :class:`ConfigError` on any problem."""
     if not isinstance(cfg, dict):
         raise ConfigError("recipe must be a mapping")
     cfg = copy.deepcopy(cfg)
@@ -149,7 +153,9 @@ def validate_recipe(cfg: dict) -> dict:
             f"allowed: {', '.join(sorted(AUGMENT_KEYS))}"
         )
     for key, (typ, default) in AUGMENT_KEYS.items():
-        augment[key] = _check(f"data.augment.{key}", augment.get(key, default), _f(typ, default, low=0))
+        augment[key] = _check(
+            f"data.augment.{key}", augment.get(key, default), _f(typ, default, low=0)
+        )
     model = cfg["model"]
     if model["neuron"] == "relu" and model["timesteps"] != 1:
         raise ConfigError(
@@ -158,5 +164,7 @@ def validate_recipe(cfg: dict) -> dict:
         )
     reserved = {"timesteps", "neuron", "neuron_kwargs"} & set(model["kwargs"])
     if reserved:
-        raise ConfigError(f"recipe: set {', '.join(sorted(reserved))} directly under model, not in model.kwargs")
+        raise ConfigError(
+            f"recipe: set {', '.join(sorted(reserved))} directly under model, not in model.kwargs"
+        )
     return cfg

@@ -39,8 +39,11 @@ def model_spec(cfg: dict) -> dict[str, Any]:
     if len(shape) >= 3:
         kwargs.setdefault("in_channels", shape[0])
         kwargs.setdefault("input_size", list(shape[1:3]) if shape[1] != shape[2] else shape[1])
-    kwargs.update(timesteps=cfg["model"]["timesteps"], neuron=cfg["model"]["neuron"],
-                  neuron_kwargs=dict(cfg["model"]["neuron_kwargs"]))
+    kwargs.update(
+        timesteps=cfg["model"]["timesteps"],
+        neuron=cfg["model"]["neuron"],
+        neuron_kwargs=dict(cfg["model"]["neuron_kwargs"]),
+    )
     return {"name": cfg["model"]["name"], "kwargs": kwargs}
 
 
@@ -66,13 +69,21 @@ def build_augment(cfg: dict):
             "this recipe asks for augmentation/mixup but spikequant.data.augment is not available"
         ) from None
     return augment_module.build_batch_augment(
-        crop_padding=aug["crop_padding"], random_resize=aug["random_resize"], flip=aug["flip"],
+        crop_padding=aug["crop_padding"],
+        random_resize=aug["random_resize"],
+        flip=aug["flip"],
         mixup_alpha=data["mixup_alpha"],
     )
 
 
-def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool = True,
-               stop_after: int | None = None) -> dict:
+def run_recipe(
+    cfg: dict,
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train and evaluate a direct-training recipe; see the module docstring."""
     cfg = validate_recipe(cfg)
     out_dir = Path(out_dir)
@@ -87,8 +98,17 @@ def run_recipe(cfg: dict, *, out_dir: Path, resume: bool = False, progress: bool
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    trainer = Trainer(model, cfg, train_set, test_set, out_dir=out_dir, meta=meta, augment=augment,
-                      progress=progress, log=log if progress else None)
+    trainer = Trainer(
+        model,
+        cfg,
+        train_set,
+        test_set,
+        out_dir=out_dir,
+        meta=meta,
+        augment=augment,
+        progress=progress,
+        log=log if progress else None,
+    )
     resumed_from = None
     if resume and trainer.resume():
         resumed_from = trainer.epoch

@@ -51,6 +51,7 @@ TRAINER_STATE = "trainer_state.pt"
 
 # ----------------------------------------------------------------------------- optimisation
 
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only; BN, biases, thresholds and levels are not decayed
     (decaying a threshold would pull it towards 0 regardless of the task)."""
@@ -69,8 +70,12 @@ def build_optimizer(model: nn.Module, optim: dict) -> torch.optim.Optimizer:
     groups = parameter_groups(model, float(optim["weight_decay"]))
     lr = float(optim["lr"])
     if optim["name"] == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim["momentum"]),
-                               nesterov=bool(optim["nesterov"]) and optim["momentum"] > 0)
+        return torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=float(optim["momentum"]),
+            nesterov=bool(optim["nesterov"]) and optim["momentum"] > 0,
+        )
     if optim["name"] == "adam":
         return torch.optim.Adam(groups, lr=lr)
     return torch.optim.AdamW(groups, lr=lr)
@@ -95,8 +100,13 @@ def build_scheduler(optimizer, schedule: dict, iters_per_epoch: int, epochs: int
 
 # ----------------------------------------------------------------------------- data
 
+
 def batches(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches; in-memory tensor datasets are sliced directly (much faster than a loader)."""
@@ -107,8 +117,13 @@ def batches(
             idx = order[start : start + batch_size]
             yield x[idx], y[idx]
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                        num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+    )
     yield from loader
 
 
@@ -117,6 +132,7 @@ def num_batches(dataset: Dataset, batch_size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
+
 
 def has_spiking_neurons(model: nn.Module) -> bool:
     return any(isinstance(m, SpikingNeuron) for m in model.modules())
@@ -168,6 +184,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
 
 # ----------------------------------------------------------------------------- RNG state
 
+
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
@@ -193,6 +210,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (``latest.json`` names its newest checkpoint)."""
     path = Path(path)
@@ -205,8 +223,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def save_training_checkpoint(out_dir: Path, *, epoch: int, model: nn.Module, meta: dict,
-                             trainer_state: dict) -> Path:
+def save_training_checkpoint(
+    out_dir: Path, *, epoch: int, model: nn.Module, meta: dict, trainer_state: dict
+) -> Path:
     folder = out_dir / "checkpoints" / f"epoch_{epoch:04d}"
     buffer = io.BytesIO()
     torch.save(trainer_state, buffer)
@@ -248,9 +267,19 @@ class Trainer:
     so that resumed runs repeat it exactly.
     """
 
-    def __init__(self, model: nn.Module, cfg: dict, train_set: Dataset, test_set: Dataset | None,
-                 *, out_dir: Path, meta: dict, augment: Augment | None = None,
-                 progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: dict,
+        train_set: Dataset,
+        test_set: Dataset | None,
+        *,
+        out_dir: Path,
+        meta: dict,
+        augment: Augment | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model
         self.cfg = cfg
         self.train_set = train_set
@@ -265,8 +294,9 @@ class Trainer:
         self.iters_per_epoch = num_batches(train_set, self.batch_size)
         self.generator = seed_everything(cfg["seed"])
         self.optimizer = build_optimizer(model, cfg["optim"])
-        self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], self.iters_per_epoch,
-                                         self.epochs)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg["schedule"], self.iters_per_epoch, self.epochs
+        )
         self.epoch = 0
         self.history: list[dict] = []
 
@@ -287,7 +317,8 @@ class Trainer:
         state, meta, trainer_state = loaded
         if meta.get("model") != self.meta.get("model"):
             raise CheckpointError(
-                f"cannot resume {self.out_dir}: its checkpoint was made for model {meta.get('model')}, "
+                f"cannot resume {self.out_dir}: its checkpoint was made for model "
+                f"{meta.get('model')}, "
                 f"the recipe builds {self.meta.get('model')}"
             )
         self.model.load_state_dict(state)
@@ -299,7 +330,9 @@ class Trainer:
         return True
 
     # -- loop
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lam = None
         y_b = None
         if self.augment is not None:
@@ -322,8 +355,13 @@ class Trainer:
         loss_sum = 0.0
         correct = 0
         seen = 0
-        for x, y in batches(self.train_set, self.batch_size, shuffle=True, generator=self.generator,
-                            num_workers=self.cfg["data"]["num_workers"]):
+        for x, y in batches(
+            self.train_set,
+            self.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            num_workers=self.cfg["data"]["num_workers"],
+        ):
             loss, logits, y_used = self._loss(x, y)
             if not torch.isfinite(loss):
                 raise NonFiniteError(
@@ -356,34 +394,60 @@ class Trainer:
                     return {"stopped_after_epoch": self.epoch}
                 task = None
                 if bar is not None:
-                    task = bar.add_task(f"epoch {self.epoch + 1}/{self.epochs}",
-                                        total=self.iters_per_epoch, loss=float("nan"), acc=0.0)
+                    task = bar.add_task(
+                        f"epoch {self.epoch + 1}/{self.epochs}",
+                        total=self.iters_per_epoch,
+                        loss=float("nan"),
+                        acc=0.0,
+                    )
                 start = time.perf_counter()
-                record = {"epoch": self.epoch + 1, **self.train_epoch(bar, task),
-                          "lr": self.scheduler.get_last_lr()[0],
-                          "seconds": time.perf_counter() - start}
+                record = {
+                    "epoch": self.epoch + 1,
+                    **self.train_epoch(bar, task),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - start,
+                }
                 self.epoch += 1
                 last = self.epoch == self.epochs
-                if self.test_set is not None and (last or (eval_every and self.epoch % eval_every == 0)):
-                    ev = evaluate(self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"])
-                    record.update({"test_accuracy": ev["accuracy"], "test_loss": ev["loss"],
-                                   "theta": ev["theta"]})
+                if self.test_set is not None and (
+                    last or (eval_every and self.epoch % eval_every == 0)
+                ):
+                    ev = evaluate(
+                        self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"]
+                    )
+                    record.update(
+                        {
+                            "test_accuracy": ev["accuracy"],
+                            "test_loss": ev["loss"],
+                            "theta": ev["theta"],
+                        }
+                    )
                     if last:
                         self.final_eval = ev
                 self.history.append(record)
                 self.log(_epoch_line(record))
-                save_training_checkpoint(self.out_dir, epoch=self.epoch, model=self.model,
-                                         meta={**self.meta, "history": self.history},
-                                         trainer_state=self.trainer_state())
+                save_training_checkpoint(
+                    self.out_dir,
+                    epoch=self.epoch,
+                    model=self.model,
+                    meta={**self.meta, "history": self.history},
+                    trainer_state=self.trainer_state(),
+                )
                 run_epochs += 1
         final = getattr(self, "final_eval", None)
         if final is None and self.test_set is not None:
-            final = evaluate(self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"])
+            final = evaluate(
+                self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"]
+            )
         return final or {}
 
 
 def _epoch_line(r: dict) -> str:
-    parts = [f"epoch {r['epoch']}", f"loss {r['train_loss']:.4f}", f"train {100 * r['train_accuracy']:.2f}%"]
+    parts = [
+        f"epoch {r['epoch']}",
+        f"loss {r['train_loss']:.4f}",
+        f"train {100 * r['train_accuracy']:.2f}%",
+    ]
     if "test_accuracy" in r:
         parts.append(f"test {100 * r['test_accuracy']:.2f}%")
     if r.get("theta") is not None:
@@ -403,10 +467,19 @@ class _NoProgress:
 def _progress(enabled: bool):
     if not enabled:
         return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2f}%"),
-        TimeRemainingColumn(), transient=False,
+        TimeRemainingColumn(),
+        transient=False,
     )

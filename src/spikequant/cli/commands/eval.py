@@ -13,7 +13,9 @@ def register(sub) -> None:
         description="CHECKPOINT is a checkpoint folder or a run folder (its latest epoch).",
     )
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--dataset", default=None, help="dataset name (default: the one it was trained on)")
+    p.add_argument(
+        "--dataset", default=None, help="dataset name (default: the one it was trained on)"
+    )
     p.add_argument("--root", default=None, help="dataset folder (for datasets read from disk)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--subset", type=int, default=None, help="evaluate on the first N samples only")
@@ -40,12 +42,19 @@ def run(args) -> int:
     if args.subset is not None:
         if args.subset < 1:
             raise ConfigError(f"--subset must be positive, got {args.subset}")
-        data = (TensorDataset(*(t[: args.subset] for t in data.tensors))
-                if isinstance(data, TensorDataset) else Subset(data, range(min(args.subset, len(data)))))
+        data = (
+            TensorDataset(*(t[: args.subset] for t in data.tensors))
+            if isinstance(data, TensorDataset)
+            else Subset(data, range(min(args.subset, len(data))))
+        )
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    result = {"checkpoint": str(folder), "dataset": dataset, "split": args.split,
-              **evaluate(model, data, batch_size=args.batch_size)}
+    result = {
+        "checkpoint": str(folder),
+        "dataset": dataset,
+        "split": args.split,
+        **evaluate(model, data, batch_size=args.batch_size),
+    }
     if args.json:
         print(json.dumps(result))
         return 0
@@ -58,8 +67,10 @@ def _print(r: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{r['checkpoint']} on {r['dataset']} ({r['split']}, {r['samples']} samples)",
-                  show_header=False)
+    table = Table(
+        title=f"{r['checkpoint']} on {r['dataset']} ({r['split']}, {r['samples']} samples)",
+        show_header=False,
+    )
     table.add_row("accuracy", f"{100 * r['accuracy']:.2f} %")
     table.add_row("latency T", str(r["timesteps"]))
     if r["theta"] is not None:

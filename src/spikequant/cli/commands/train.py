@@ -1,4 +1,4 @@
-"""``spikequant train RECIPE``: run any recipe (dispatched on its ``kind``) and print its metrics."""
+"""``spikequant train RECIPE``: run any recipe (dispatched on its ``kind``), print its metrics."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ def register(sub) -> None:
         "Checkpoints are written every epoch under --out; --resume continues a killed run.",
     )
     p.add_argument("recipe", help="recipe path or bundled name, e.g. mnist-atif-u")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set optim.lr=0.01 (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<recipe name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's last epoch"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     p.set_defaults(func=run)
@@ -42,17 +50,44 @@ def print_summary(result: dict, out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.get('name', 'run')}: final test metrics", show_header=False)
-    for key in ("test_accuracy", "timesteps", "theta", "spikes_per_neuron", "synops", "dense_macs",
-                "epochs", "train_seconds"):
+    for key in (
+        "test_accuracy",
+        "timesteps",
+        "theta",
+        "spikes_per_neuron",
+        "synops",
+        "dense_macs",
+        "epochs",
+        "train_seconds",
+    ):
         if key in result and result[key] is not None:
             value = result[key]
-            text = f"{100 * value:.2f} %" if key == "test_accuracy" else (
-                f"{value:.4g}" if isinstance(value, float) else str(value))
+            text = (
+                f"{100 * value:.2f} %"
+                if key == "test_accuracy"
+                else (f"{value:.4g}" if isinstance(value, float) else str(value))
+            )
             table.add_row(key, text)
     for key, value in result.items():  # other runners report their own scalar metrics
-        if key not in table.columns and isinstance(value, (int, float)) and key not in (
-            "test_accuracy", "timesteps", "theta", "spikes_per_neuron", "synops", "dense_macs",
-            "epochs", "train_seconds", "test_loss", "samples", "spiking_neurons", "resumed_from_epoch"):
+        if (
+            key not in table.columns
+            and isinstance(value, (int, float))
+            and key
+            not in (
+                "test_accuracy",
+                "timesteps",
+                "theta",
+                "spikes_per_neuron",
+                "synops",
+                "dense_macs",
+                "epochs",
+                "train_seconds",
+                "test_loss",
+                "samples",
+                "spiking_neurons",
+                "resumed_from_epoch",
+            )
+        ):
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console = Console()
     console.print(table)

@@ -1,0 +1,87 @@
+"""The ATIF ablation end to end on a subset of the bundled digits (full: `spikequant ablation`)."""
+
+import json
+
+import pytest
+
+from spikequant.cli import main
+
+FAST = [
+    "--set",
+    "data.train_subset=800",
+    "--set",
+    "data.test_subset=400",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "model.kwargs.widths=[8,16]",
+    "--set",
+    "model.kwargs.hidden=32",
+]
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablation")
+    code = main(
+        [
+            "ablation",
+            "--seeds",
+            "0",
+            "--runs",
+            str(tmp / "runs"),
+            "--out",
+            str(tmp / "results"),
+            "--no-progress",
+            "--json",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    return tmp, json.loads((tmp / "results" / "atif_ablation.json").read_text())
+
+
+def test_ablation_writes_the_paper_style_table(ablation):
+    tmp, summary = ablation
+    assert list(summary["rows"]) == ["mnist-fixed", "mnist-atif-u", "mnist-atif-nu", "mnist-ann"]
+    md = (tmp / "results" / "atif_ablation.md").read_text()
+    for label in ("fixed V_th = 1", "ATIF-u", "ATIF-nu", "ANN (ReLU)"):
+        assert label in md
+    assert "| neuron | T | test accuracy % | theta" in md
+
+
+def test_ablation_rows_are_real_trained_networks(ablation):
+    _, summary = ablation
+    rows = summary["rows"]
+    for name in ("mnist-fixed", "mnist-atif-u", "mnist-atif-nu"):
+        row = rows[name]
+        assert row["timesteps"] == 4
+        assert row["accuracy_mean"] > 0.6, name  # chance is 0.1
+        assert 0 < row["theta_mean"] < 1
+        # spikes per neuron over the window is between theta and T * theta (averaging differs)
+        assert 0 < row["spikes_per_neuron_mean"] <= 4
+    assert rows["mnist-ann"]["timesteps"] == 1 and rows["mnist-ann"]["theta_mean"] is None
+    assert rows["mnist-ann"]["accuracy_mean"] > 0.5  # 26 Adam steps: the ANN starts slower
+    fixed = rows["mnist-fixed"]["runs"][0]["thresholds"]
+    assert fixed and all(v == 1.0 for v in fixed.values())
+    trained = rows["mnist-atif-u"]["runs"][0]["thresholds"]
+    assert any(abs(v - 1.0) > 1e-3 for v in trained.values())
+    for levels in rows["mnist-atif-nu"]["runs"][0]["thresholds"].values():
+        assert len(levels) == 4 and all(a > b > 0 for a, b in zip(levels, levels[1:], strict=False))
+
+
+def test_ablation_checks_follow_from_the_rows(ablation):
+    _, summary = ablation
+    rows, checks = summary["rows"], summary["checks"]
+    acc = {k: v["accuracy_mean"] for k, v in rows.items()}
+    assert checks["atif_u_beats_fixed"] == (acc["mnist-atif-u"] > acc["mnist-fixed"])
+    assert checks["atif_nu_beats_fixed"] == (acc["mnist-atif-nu"] > acc["mnist-fixed"])
+    best = checks["best_spiking"]
+    assert acc[best] == max(acc["mnist-fixed"], acc["mnist-atif-u"], acc["mnist-atif-nu"])
+    assert checks["best_spiking_gap_to_ann_points"] == pytest.approx(
+        100 * (acc["mnist-ann"] - acc[best])
+    )
+    assert checks["best_spiking_within_2_points_of_ann"] == (
+        checks["best_spiking_gap_to_ann_points"] <= 2
+    )
+    assert summary["setup"]["train_samples"] == 800 and summary["setup"]["test_samples"] == 400
