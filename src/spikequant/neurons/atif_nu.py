@@ -124,6 +124,7 @@ class ATIFnu(SpikingNeuron):
         if not isinstance(self.reset, Subtract):
             raise ConfigError("ATIF-nu is defined with the soft (subtract) reset")
         self.scale_output = bool(scale_output)
+        self.backend = "auto"  # "torch" (reference loop), "fused" or "auto", as for IF
 
     @property
     def levels(self) -> torch.Tensor:
@@ -149,6 +150,12 @@ class ATIFnu(SpikingNeuron):
         return (z * channel_view(p.spike_value, x) if self.scale_output else z), state
 
     def run(self, x_seq, state):
+        if getattr(self, "backend", "auto") != "torch":
+            from .. import kernels
+
+            fused = kernels.try_fused_run(self, x_seq, state, required=self.backend == "fused")
+            if fused is not None:
+                return fused
         # Parameters are mapped once per sequence rather than once per step.
         p = self.params()
         outputs = []

@@ -97,7 +97,7 @@ class IF(SpikingNeuron):
         reset: Subtract | Zero | str = "subtract",
         scale_output: bool = False,
         min_threshold: float = 1e-3,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         threshold = _check_positive("threshold", threshold)
