@@ -19,6 +19,7 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -136,18 +137,28 @@ inline void accumulate_channels(double* acc, const T* vals, int64_t p0, int64_t 
   }
 }
 
+// Calls fn(first element, offset within its sample, length, thread id) for every chunk.
+// Chunks are handed out dynamically: on a shared machine a descheduled thread then delays only
+// the chunks it holds, not a static half of the tensor.
 template <typename F>
 inline void for_each_chunk(const Layout& L, F&& fn) {
   const int64_t samples = L.N / L.P;
   const int64_t per_sample = (L.P + kChunk - 1) / kChunk;
-  at::parallel_for(0, samples * per_sample, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      int64_t sample = u / per_sample;
-      int64_t p0 = (u % per_sample) * kChunk;
-      int64_t len = std::min(kChunk, L.P - p0);
-      fn(sample * L.P + p0, p0, len);
-    }
-  });
+  const int64_t units = samples * per_sample;
+  auto body = [&](int64_t u, int tid) {
+    int64_t sample = u / per_sample;
+    int64_t p0 = (u % per_sample) * kChunk;
+    int64_t len = std::min(kChunk, L.P - p0);
+    fn(sample * L.P + p0, p0, len, tid);
+  };
+  const int64_t threads = at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(),
+                                                                           units / 4);
+  if (threads <= 1) {
+    for (int64_t u = 0; u < units; ++u) body(u, 0);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+  for (int64_t u = 0; u < units; ++u) body(u, omp_get_thread_num());
 }
 
 // The flags are template parameters so that every inner loop is branch-free and vectorizes.
@@ -155,7 +166,7 @@ template <typename T, bool HARD, bool SCALED, bool SAVE>
 void forward_impl(const T* x, const T* v0, const T* th, int64_t th_steps, const T* spike_value,
                   T a, T b, T v_reset, int64_t steps, const Layout& L, T* out, T* v_final,
                   T* h_saved) {
-  for_each_chunk(L, [&](int64_t n0, int64_t p0, int64_t len) {
+  for_each_chunk(L, [&](int64_t n0, int64_t p0, int64_t len, int tid) {
     alignas(64) T v[kChunk];
     alignas(64) T thr[kChunk];
     alignas(64) T sval[kChunk];
@@ -192,9 +203,9 @@ void backward_impl(const T* grad_out, const T* grad_v_final, const T* h_saved, c
                    const SurrogateConsts& sc, int64_t steps, const Layout& L, T* grad_x,
                    T* grad_v0, double* grad_th_acc, double* grad_sv_acc, int64_t acc_stride) {
   const T alpha = static_cast<T>(sc.alpha), c1 = static_cast<T>(sc.c1), c2 = static_cast<T>(sc.c2);
-  for_each_chunk(L, [&](int64_t n0, int64_t p0, int64_t len) {
-    double* my_th = grad_th_acc ? grad_th_acc + at::get_thread_num() * acc_stride : nullptr;
-    double* my_sv = grad_sv_acc ? grad_sv_acc + at::get_thread_num() * L.C : nullptr;
+  for_each_chunk(L, [&](int64_t n0, int64_t p0, int64_t len, int tid) {
+    double* my_th = grad_th_acc ? grad_th_acc + tid * acc_stride : nullptr;
+    double* my_sv = grad_sv_acc ? grad_sv_acc + tid * L.C : nullptr;
     alignas(64) T gv[kChunk];
     alignas(64) T thr[kChunk];
     alignas(64) T sval[kChunk];
