@@ -87,6 +87,7 @@ def compare_networks(
                 "spikes_original": int(za.sum()),
                 "spikes_imported": int(zb.sum()),
                 "agreement": float((za == zb).double().mean()),
+                "differing": int((za != zb).sum()),
                 "identical": bool(torch.equal(za, zb)),
             }
         )
@@ -99,6 +100,8 @@ def compare_networks(
         "max_abs_logit_difference": float((a - b).abs().max()),
         "spike_agreement": agreeing / max(entries, 1),
         "spikes_identical": all(layer["identical"] for layer in layers),
+        "spike_entries": entries,
+        "spike_entries_differing": sum(layer["differing"] for layer in layers),
         "layers": layers,
     }
     if labels is not None:

@@ -103,6 +103,7 @@ def run(args) -> int:
     result = {
         "checkpoint": str(folder),
         "model": (meta.get("model") or {}).get("name"),
+        "recipe": (meta.get("recipe") or {}).get("name"),
         "out": str(path),
         "bytes": path.stat().st_size,
         "input_shape": [int(v) for v in graph.nodes["input"].input_type["input"]],
@@ -127,8 +128,8 @@ def run(args) -> int:
             print(
                 f"round trip on {v['samples']} {v['dataset']} samples: accuracy "
                 f"{100 * v['accuracy_original']:.2f} % -> {100 * v['accuracy_imported']:.2f} %, "
-                f"predictions agree {100 * v['prediction_agreement']:.2f} %, spikes agree "
-                f"{100 * v['spike_agreement']:.4f} % (identical: {v['spikes_identical']}), "
+                f"predictions agree {100 * v['prediction_agreement']:.2f} %, spike entries "
+                f"differing {v['spike_entries_differing']} of {v['spike_entries']}, "
                 f"max |logit difference| {v['max_abs_logit_difference']:.3g}; under NIR "
                 f"semantics (other tools): accuracy {100 * v['nir_semantics']['accuracy']:.2f} %"
             )
@@ -167,17 +168,20 @@ def write_report(name: str, result: dict) -> None:
 
     folder = results_dir()
     write_json(folder / f"{name}.json", result)
+    nodes = ", ".join(f"{n} {k}" for k, n in result["nodes"].items())
     lines = [
-        f"# NIR export of `{result['checkpoint']}` ({result['model']})",
+        f"# NIR export of `{result['checkpoint']}`",
         "",
-        f"Written by `spikequant export ... --report {name}`.",
+        f"Model {result['model']} (recipe {result['recipe']}). Written by "
+        f"`spikequant export ... --report {name}`.",
         "",
         f"- file: {result['bytes']} bytes, dt = {result['dt']}, input {result['input_shape']}, "
         f"output {result['output_shape']}",
-        "- nodes: " + ", ".join(f"{n} {k}" for k, n in result["nodes"].items()),
+        f"- nodes: {nodes}",
     ]
     v = result.get("verify")
     if v:
+        nir_view = v["nir_semantics"]
         lines += [
             f"- round trip (export -> nir.write -> nir.read -> import) on {v['samples']} "
             f"{v['dataset']} test samples, T = {v['timesteps']}:",
@@ -187,20 +191,20 @@ def write_report(name: str, result: dict) -> None:
             f"| accuracy, original | {100 * v['accuracy_original']:.2f} % |",
             f"| accuracy, imported | {100 * v['accuracy_imported']:.2f} % |",
             f"| predictions that agree | {100 * v['prediction_agreement']:.2f} % |",
-            f"| spike entries that agree | {100 * v['spike_agreement']:.4f} % |",
-            f"| all spikes identical | {v['spikes_identical']} |",
+            f"| spike entries that differ | {v['spike_entries_differing']} of "
+            f"{v['spike_entries']} |",
             f"| max abs logit difference | {v['max_abs_logit_difference']:.3g} |",
             "| accuracy under NIR semantics (reference simulator, metadata ignored) | "
-            f"{100 * v['nir_semantics']['accuracy']:.2f} % |",
+            f"{100 * nir_view['accuracy']:.2f} % |",
             "| predictions agreeing under NIR semantics | "
-            f"{100 * v['nir_semantics']['prediction_agreement']:.2f} % |",
+            f"{100 * nir_view['prediction_agreement']:.2f} % |",
             "",
-            "| layer | spikes (original) | spikes (imported) | agreement |",
+            "| layer | spikes (original) | spikes (imported) | entries differing |",
             "|---|---|---|---|",
         ]
         lines += [
             f"| {i} | {layer['spikes_original']} | {layer['spikes_imported']} | "
-            f"{100 * layer['agreement']:.4f} % |"
+            f"{layer['differing']} |"
             for i, layer in enumerate(v["layers"])
         ]
     write_text(folder / f"{name}.md", "\n".join(lines) + "\n")
