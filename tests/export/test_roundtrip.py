@@ -95,7 +95,7 @@ def test_lif_parameters_follow_the_euler_mapping(tmp_path):
     assert lif.v_threshold[0] < np.float32(0.5)
     assert np.nextafter(lif.v_threshold[0], np.float32(1)) == np.float32(0.5)
     assert graph.metadata["dt"] == 0.5
-    imported = from_nir(graph)
+    imported = from_nir(read_nir(write_nir(tmp_path / "lif.nir", graph)))  # dt survives HDF5
     assert imported.dt == 0.5
     assert imported[1].tau == 4.0 and not imported[1].decay_input
     assert imported[3].tau == 2.0 and imported[3].decay_input
