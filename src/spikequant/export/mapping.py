@@ -1,7 +1,7 @@
 r"""Parameter mapping between spikequant's discrete-time neurons and NIR's continuous-time ones.
 
-NIR describes neurons by ODEs; a simulator with step ``dt`` integrates them by forward Euler (the
-convention of the NIR reference backends). spikequant's neurons are the discrete updates below, so
+NIR describes neurons by ODEs; a simulator integrates them with some step ``dt``, and forward
+Euler is the discretisation assumed here. spikequant's neurons are the discrete updates below, so
 the export chooses the NIR parameters whose Euler step is *exactly* that update:
 
 * NIR IF  ``dv/dt = R I``                     -> ``v[t] = v[t-1] + dt R I[t]``.
