@@ -394,3 +394,31 @@ def test_parametrized_quantized_weights_export_their_effective_values_and_qat_la
     fake_quant = nn.Sequential(TimeFold(QuantLinear(6, 5, bits=4)), IF(reset="zero"))
     with pytest.raises(ConversionError, match=r"'0.module' \(QuantLinear\)"):
         to_nir(fake_quant, torch.zeros(1, 1, 6))
+
+
+def test_grouped_conv_receives_per_channel_output_scale_and_model_state_is_restored():
+    torch.manual_seed(7)
+    atif = ATIFu(0.5, num_channels=4)
+    with torch.no_grad():
+        atif.threshold.copy_(torch.tensor([0.3, 0.5, 0.7, 0.9]))
+    model = nn.Sequential(
+        TimeFold(nn.Conv2d(2, 4, 3, padding=1)),
+        atif,
+        TimeFold(nn.Conv2d(4, 6, 3, padding=1, groups=2)),
+        IF(0.4, reset="zero"),
+    )
+    model.train()
+    x = torch.rand(5, 3, 2, 6, 6) * 2
+    graph = to_nir(model, x, soft_reset="metadata")
+    assert model.training and all(m.training for m in model.modules())  # mode restored
+    assert all(m.state is None for m in model.modules() if isinstance(m, SpikingNeuron))
+    # NIR's Conv2d type ignores groups: the export writes the equivalent dense weight [6, 4, 3, 3]
+    w = model[2].module.weight.detach()  # [6, 2, 3, 3]: out 0-2 read channels 0-1, out 3-5 read 2-3
+    dense = torch.zeros(6, 4, 3, 3)
+    dense[:3, :2] = w[:3] * torch.tensor([0.3, 0.5])[:, None, None]
+    dense[3:, 2:] = w[3:] * torch.tensor([0.7, 0.9])[:, None, None]
+    node = graph.nodes["2.module"]
+    assert int(node.groups) == 1
+    np.testing.assert_allclose(node.weight, dense.numpy(), rtol=1e-6)
+    y, _ = spikes_of(model, x)
+    assert torch.allclose(from_nir(graph)(x), y)

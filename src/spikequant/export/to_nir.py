@@ -227,12 +227,12 @@ def _to_items(ops: list[_Op], dt: float, soft_reset: str) -> list[_Item]:
                     shape_in,
                     shape_out,
                     dict(
-                        weight=m.weight.detach().clone().double(),
+                        weight=_dense_conv_weight(m.weight.detach().double(), m.groups),
                         bias=bias.clone().double(),
                         stride=m.stride,
                         padding=m.padding,
                         dilation=m.dilation,
-                        groups=m.groups,
+                        groups=1,
                     ),
                 )
             )
@@ -276,6 +276,23 @@ def _to_items(ops: list[_Op], dt: float, soft_reset: str) -> list[_Item]:
                 _Item("neuron", op.path, shape_in, shape_out, _neuron_params(op, dt, soft_reset))
             )
     return items
+
+
+def _dense_conv_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's weight as the equivalent dense one (zeros between groups).
+
+    NIR 1.0.8 derives a Conv2d's input type from ``weight.shape[1]`` without the groups, so a
+    grouped conv fails NIR's own type check on write and read; the dense form is the same map.
+    """
+    if groups == 1:
+        return weight.clone()
+    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    out_per_group = out_channels // groups
+    dense = weight.new_zeros(out_channels, in_per_group * groups, *weight.shape[2:])
+    for g in range(groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * in_per_group : (g + 1) * in_per_group] = weight[rows]
+    return dense
 
 
 def _fold_batch_norm(items: list[_Item], op: _Op) -> None:
