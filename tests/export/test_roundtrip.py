@@ -422,3 +422,18 @@ def test_grouped_conv_receives_per_channel_output_scale_and_model_state_is_resto
     np.testing.assert_allclose(node.weight, dense.numpy(), rtol=1e-6)
     y, _ = spikes_of(model, x)
     assert torch.allclose(from_nir(graph)(x), y)
+
+
+def test_vgg9_exports_as_a_chain_and_round_trips(tmp_path):
+    torch.manual_seed(8)
+    model = sq.create_model("vgg9", input_size=16, width=0.25, neuron="if_hard").eval()
+    x = torch.rand(4, 3, 16, 16) * 3
+    graph, imported = roundtrip(model, x[:1], tmp_path)
+    kinds = [type(n).__name__ for n in graph.nodes.values()]
+    assert kinds.count("Conv2d") == 8 and kinds.count("IF") == 8 and "Affine" in kinds
+    y, spikes = spikes_of(model, x)
+    y2, spikes2 = spikes_of(imported, x.unsqueeze(0).expand(model.timesteps, *x.shape))
+    assert spikes[0].sum() > 0
+    total = sum(s.numel() for s in spikes)
+    agree = sum((a == b).sum().item() for a, b in zip(spikes, spikes2, strict=True))
+    assert agree / total > 0.999
