@@ -103,20 +103,24 @@ class NumpyTTFS:
         return np.array([self.forward(x)[0][-1][:-1].argmin() for x in X])
 
 
-def _spikequant_epoch(model, X, y, batch: int, seed: int) -> float:
+def _spikequant_steps(model, X, y, batch: int, seed: int):
+    """Generator: each ``next()`` runs the next chunk of training steps, returns its seconds."""
     from spikequant.temporal import clip_row_normalised, ttfs_loss
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
-    start = time.perf_counter()
-    for i in range(0, len(X), batch):
-        idx = order[i : i + batch]
-        loss = ttfs_loss(model, model(X[idx]), y[idx], K=K, beta=BETA, l2=L2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_row_normalised(model, CLIP)
-        opt.step()
-    return time.perf_counter() - start
+    starts = list(range(0, len(X), batch))
+    steps_per_chunk = yield
+    for c in range(0, len(starts), steps_per_chunk):
+        begin = time.perf_counter()
+        for i in starts[c : c + steps_per_chunk]:
+            idx = order[i : i + batch]
+            loss = ttfs_loss(model, model(X[idx]), y[idx], K=K, beta=BETA, l2=L2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_row_normalised(model, CLIP)
+            opt.step()
+        yield time.perf_counter() - begin
 
 
 def run(numpy_samples: int = 500, full: bool = False, seed: int = 0, threads: int = 1) -> dict:
@@ -152,19 +156,26 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     numpy_out = np.stack([reference.forward(z)[0][-1][:-1] for z in z_in])
     agree = float(np.max(np.abs(np.log(torch_out) - np.log(numpy_out))))
 
-    sq_seconds = _spikequant_epoch(model, X, y, 10, seed)
-    with torch.no_grad():
-        sq_acc = float((model.predict(model(Xt)) == yt).float().mean())
-
+    # The two take turns chunk by chunk, so that load drift on a shared machine hits both alike.
     n_np = len(X) if full else min(numpy_samples, len(X))
     Xn = np.exp(3.0 * (1.0 - X.numpy()))
     yn = y.numpy()
-    order = np.random.default_rng(seed).permutation(len(X))[:n_np]
-    start = time.perf_counter()
-    for i in range(0, n_np, 10):
-        idx = order[i : i + 10]
-        reference.train_batch(Xn[idx], yn[idx])
-    np_seconds = (time.perf_counter() - start) * len(X) / n_np
+    np_order = np.random.default_rng(seed).permutation(len(X))[:n_np]
+    chunks = 10
+    sq_steps = _spikequant_steps(model, X, y, 10, seed)
+    next(sq_steps)
+    sq_seconds = np_seconds = 0.0
+    np_batches = [np_order[i : i + 10] for i in range(0, n_np, 10)]
+    per_chunk = -(-len(np_batches) // chunks)
+    for c in range(chunks):
+        sq_seconds += sq_steps.send(len(X) // 10 // chunks) if c == 0 else next(sq_steps)
+        begin = time.perf_counter()
+        for idx in np_batches[c * per_chunk : (c + 1) * per_chunk]:
+            reference.train_batch(Xn[idx], yn[idx])
+        np_seconds += time.perf_counter() - begin
+    np_seconds *= len(X) / n_np
+    with torch.no_grad():
+        sq_acc = float((model.predict(model(Xt)) == yt).float().mean())
     result = {
         "workload": "TTFS FC 784-100-10, mnist5k train (4,000 samples), batch 10, Adam 1e-3",
         "torch_threads": torch.get_num_threads(),

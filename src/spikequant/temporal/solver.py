@@ -28,30 +28,35 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 
 DEFAULT_Z_MAX = 1e5
 
 
+def _sort_inputs(z: torch.Tensor, z_max: float):
+    """Ascending ``z`` per row with silent inputs (``>= z_max``) moved last as ``inf``."""
+    inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
+    return torch.sort(torch.where(z < z_max, z, inf), dim=1, stable=True)
+
+
 def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float):
-    """Forward pass of the causal-set search.
+    """Forward pass of the causal-set search (pure torch reference).
 
     ``z``: ``[R, N]`` input values (rows are independent samples/patches), ``weight``: ``[M, N]``.
     Returns ``z_out [R, M]`` (``z_max`` where silent), ``prefix [R, M]`` (index in sorted order of
-    the last causal input), ``fired [R, M]``, ``w_causal [R, M]`` (``W_C``), ``rank [R, N]``
-    (position of each input in sorted order) and ``spiking [R, N]``.
+    the last causal input), ``fired [R, M]``, ``w_causal [R, M]`` (``W_C``) and ``order [R, N]``
+    (sorted position -> input index).
     """
-    rows, n_inputs = z.shape
+    rows = z.shape[0]
     inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
-    spiking = z < z_max
-    z_sorted, order = torch.sort(torch.where(spiking, z, inf), dim=1, stable=True)
+    z_sorted, order = _sort_inputs(z, z_max)
     spiking_sorted = torch.isfinite(z_sorted)
     z_sorted_clean = torch.where(spiking_sorted, z_sorted, torch.zeros_like(z_sorted))
 
     # [R, N, M] with the neuron axis innermost: the gather copies whole weight rows and the
     # prefix sums run over a strided but cache-friendly axis (2x faster than [R, M, N]).
     w_sorted = weight.t()[order]
-    if not bool(spiking.all()):
+    if not bool(spiking_sorted.all()):
         w_sorted.mul_(spiking_sorted.unsqueeze(2))  # silent inputs join no prefix
     w_cum = torch.cumsum(w_sorted, dim=1)
     a_cum = torch.cumsum(w_sorted.mul_(z_sorted_clean.unsqueeze(2)), dim=1)
@@ -69,10 +74,57 @@ def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float)
     fired = torch.gather(hit, 1, index).squeeze(1) & (z_out < z_max)
     z_out = torch.where(fired, z_out, torch.full_like(z_out, z_max))
     w_causal = torch.gather(w_cum, 1, index).squeeze(1)
+    return z_out, prefix, fired, w_causal, order
 
+
+def _torch_backward(grad_out, z, weight, z_out, prefix, fired, w_causal, order, z_max, needs):
+    # g_j / (W_C - 1) for firing outputs; silent outputs pass no gradient.
+    scaled = torch.where(fired, grad_out / (w_causal - 1), torch.zeros_like(grad_out))
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_inputs, device=z.device).expand_as(order))
-    return z_out, prefix, fired, w_causal, rank, spiking
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=z.device).expand_as(order))
+    # i in C <=> rank_i <= prefix_j; silent inputs rank after every spiking one, and outputs
+    # whose prefix is meaningless (silent) have scaled = 0.
+    causal = rank.unsqueeze(2) <= prefix.unsqueeze(1)  # [R, N, M]
+    weighted = torch.where(causal, scaled.unsqueeze(1), 0.0)
+    grad_z = grad_w = None
+    if needs[0]:
+        grad_z = (weighted * weight.t()).sum(2)
+    if needs[1]:
+        z_clean = torch.where(z < z_max, z, torch.zeros_like(z))
+        # sum_r g_rj/(W-1) [i in C] (z_ri - z_rj)
+        grad_w = (weighted.mul_(z_clean.unsqueeze(2) - z_out.unsqueeze(1))).sum(0).t()
+    return grad_z, grad_w
+
+
+_BACKENDS = ("auto", "fused", "torch")
+_backend = "auto"
+
+
+def set_backend(name: str) -> str:
+    """Choose the solver implementation: ``"fused"`` (C++ kernel, CPU float32/float64),
+    ``"torch"`` (reference) or ``"auto"`` (fused when it compiles, default). Returns the old one."""
+    global _backend
+    if name not in _BACKENDS:
+        raise ConfigError(f"TTFS solver backend must be one of {_BACKENDS}, got {name!r}")
+    if name == "fused":
+        from . import kernel
+
+        if kernel.load() is None:
+            raise ConfigError(f"the fused TTFS kernel is unavailable: {kernel.load_error()}")
+    previous, _backend = _backend, name
+    return previous
+
+
+def _fused_extension(z: torch.Tensor):
+    if (
+        _backend == "torch"
+        or z.device.type != "cpu"
+        or z.dtype not in (torch.float32, torch.float64)
+    ):
+        return None
+    from . import kernel
+
+    return kernel.load()
 
 
 class CausalSetSolve(torch.autograd.Function):
@@ -80,27 +132,47 @@ class CausalSetSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, weight: torch.Tensor, z_max: float):
-        z_out, prefix, fired, w_causal, rank, spiking = _sorted_prefix_solution(z, weight, z_max)
-        ctx.save_for_backward(z, weight, z_out, prefix, fired, w_causal, rank, spiking)
+        ext = _fused_extension(z)
+        if ext is not None:
+            z_sorted, order = _sort_inputs(z, z_max)
+            weight_t = weight.detach().t().contiguous().to(z.dtype)
+            z_out, prefix, fired, w_causal = ext.ttfs_forward(z_sorted, order, weight_t, z_max)
+        else:
+            z_out, prefix, fired, w_causal, order = _sorted_prefix_solution(z, weight, z_max)
+        ctx.save_for_backward(z, weight, z_out, prefix, fired, w_causal, order)
+        ctx.z_max = z_max
         ctx.mark_non_differentiable(fired)
         return z_out, fired
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, _grad_fired=None):
-        z, weight, z_out, prefix, fired, w_causal, rank, spiking = ctx.saved_tensors
-        # g_j / (W_C - 1) for firing outputs; silent outputs pass no gradient.
-        scaled = torch.where(fired, grad_out / (w_causal - 1), torch.zeros_like(grad_out))
-        # i in C <=> rank_i <= prefix_j; silent inputs rank after every spiking one, and outputs
-        # whose prefix is meaningless (silent) have scaled = 0.
-        causal = rank.unsqueeze(2) <= prefix.unsqueeze(1)  # [R, N, M]
-        weighted = torch.where(causal, scaled.unsqueeze(1), 0.0)
-        grad_z = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_z = (weighted * weight.t()).sum(2)
-        if ctx.needs_input_grad[1]:
-            z_clean = torch.where(spiking, z, torch.zeros_like(z))
-            # sum_r g_rj/(W-1) [i in C] (z_ri - z_rj)
-            grad_w = (weighted.mul_(z_clean.unsqueeze(2) - z_out.unsqueeze(1))).sum(0).t()
+        z, weight, z_out, prefix, fired, w_causal, order = ctx.saved_tensors
+        ext = _fused_extension(z)
+        if ext is not None:
+            grad_z, grad_w_t = ext.ttfs_backward(
+                grad_out.contiguous().to(z.dtype),
+                z.contiguous(),
+                order,
+                weight.detach().t().contiguous().to(z.dtype),
+                z_out,
+                prefix,
+                fired,
+                w_causal,
+            )
+            grad_w = grad_w_t.t() if ctx.needs_input_grad[1] else None
+            return (grad_z if ctx.needs_input_grad[0] else None), grad_w, None
+        grad_z, grad_w = _torch_backward(
+            grad_out,
+            z,
+            weight,
+            z_out,
+            prefix,
+            fired,
+            w_causal,
+            order,
+            ctx.z_max,
+            ctx.needs_input_grad,
+        )
         return grad_z, grad_w, None
 
 

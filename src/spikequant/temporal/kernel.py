@@ -1,0 +1,215 @@
+"""Fused C++ causal-set search for CPU (optional; the pure-torch solver is the reference).
+
+The torch path materialises ``[R, N, M]`` tensors (sorted weights, two prefix sums, the crossing,
+masks) and makes ~20 passes over them. The fused kernel streams the same prefix sums per row,
+keeping ``W_k`` and ``A_k`` of the ``M`` neurons in registers/L1, and stops a row as soon as every
+neuron has found its first valid prefix (``W_k > 1`` and ``c_k <= z_(k+1)``). Backward walks the
+sorted inputs once, accumulating ``dz_i = sum_j s_j w_ji`` and ``dw_ji += s_j (z_i - z_j)`` with
+``s_j = g_j / (W_C - 1)`` for inputs inside each neuron's causal set.
+
+Compiled on first use with ``torch.utils.cpp_extension.load_inline`` into
+``$SPIKEQUANT_CACHE/ttfs/<hash>`` (default ``~/.cache/spikequant``). If compilation fails, or
+``SPIKEQUANT_DISABLE_KERNELS`` is set, the torch path is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import threading
+import warnings
+from typing import Any
+
+import torch
+
+_CPP = r"""
+#include <torch/extension.h>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+// Forward: z_sorted [R, N] ascending (inf = silent), order [R, N] int64 (sorted -> original
+// input index), weight_t [N, M] contiguous. Returns z_out [R, M], prefix [R, M] (int64),
+// fired [R, M] (bool), w_causal [R, M].
+template <typename T>
+static void forward_impl(const T* zs, const int64_t* order, const T* wt, int64_t R, int64_t N,
+                         int64_t M, T z_max, T* z_out, int64_t* prefix, bool* fired, T* w_causal) {
+  const T inf = std::numeric_limits<T>::infinity();
+  std::vector<T> W(M), A(M);
+  std::vector<char> done(M);
+  for (int64_t r = 0; r < R; ++r) {
+    std::fill(W.begin(), W.end(), T(0));
+    std::fill(A.begin(), A.end(), T(0));
+    std::fill(done.begin(), done.end(), 0);
+    T* zo = z_out + r * M;
+    int64_t* pk = prefix + r * M;
+    bool* fi = fired + r * M;
+    T* wc = w_causal + r * M;
+    for (int64_t m = 0; m < M; ++m) { zo[m] = z_max; pk[m] = 0; fi[m] = false; wc[m] = T(0); }
+    int64_t remaining = M;
+    const T* z_row = zs + r * N;
+    const int64_t* o_row = order + r * N;
+    for (int64_t k = 0; k < N && remaining > 0; ++k) {
+      const T zk = z_row[k];
+      if (!std::isfinite(zk)) break;  // silent inputs sort last
+      const T z_next = (k + 1 < N) ? z_row[k + 1] : inf;
+      const T* w_row = wt + o_row[k] * M;
+      for (int64_t m = 0; m < M; ++m) {
+        // Neurons that already fired keep accumulating harmlessly; their result is frozen.
+        W[m] += w_row[m];
+        A[m] += w_row[m] * zk;
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        if (done[m] || !(W[m] > T(1))) continue;
+        const T c = A[m] / (W[m] - T(1));
+        if (c <= z_next) {
+          done[m] = 1;
+          --remaining;
+          pk[m] = k;
+          wc[m] = W[m];
+          if (c < z_max) { zo[m] = c; fi[m] = true; }
+        }
+      }
+    }
+  }
+}
+
+std::vector<torch::Tensor> ttfs_forward(torch::Tensor z_sorted, torch::Tensor order,
+                                        torch::Tensor weight_t, double z_max) {
+  const int64_t R = z_sorted.size(0), N = z_sorted.size(1), M = weight_t.size(1);
+  auto z_out = torch::empty({R, M}, z_sorted.options());
+  auto prefix = torch::empty({R, M}, order.options());
+  auto fired = torch::empty({R, M}, z_sorted.options().dtype(torch::kBool));
+  auto w_causal = torch::empty({R, M}, z_sorted.options());
+  AT_DISPATCH_FLOATING_TYPES(z_sorted.scalar_type(), "ttfs_forward", [&] {
+    forward_impl<scalar_t>(z_sorted.data_ptr<scalar_t>(), order.data_ptr<int64_t>(),
+                           weight_t.data_ptr<scalar_t>(), R, N, M, static_cast<scalar_t>(z_max),
+                           z_out.data_ptr<scalar_t>(), prefix.data_ptr<int64_t>(),
+                           fired.data_ptr<bool>(), w_causal.data_ptr<scalar_t>());
+  });
+  return {z_out, prefix, fired, w_causal};
+}
+
+// Backward: grad_out [R, M]; z [R, N] in original order; order [R, N]; weight_t [N, M];
+// z_out, prefix, fired, w_causal from forward. Returns grad_z [R, N], grad_w_t [N, M].
+template <typename T>
+static void backward_impl(const T* g, const T* z, const int64_t* order, const T* wt,
+                          const T* z_out, const int64_t* prefix, const bool* fired,
+                          const T* w_causal, int64_t R, int64_t N, int64_t M, T* grad_z,
+                          T* grad_wt) {
+  std::vector<T> s(M);
+  std::vector<int64_t> last(M);
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t k_max = -1;
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t i = r * M + m;
+      s[m] = fired[i] ? g[i] / (w_causal[i] - T(1)) : T(0);
+      last[m] = (fired[i] && s[m] != T(0)) ? prefix[i] : -1;
+      if (last[m] > k_max) k_max = last[m];
+    }
+    const T* zo = z_out + r * M;
+    for (int64_t k = 0; k <= k_max; ++k) {
+      const int64_t n = order[r * N + k];
+      const T zn = z[r * N + n];
+      const T* w_row = wt + n * M;
+      T* gw_row = grad_wt + n * M;
+      T acc = T(0);
+      for (int64_t m = 0; m < M; ++m) {
+        const T sm = (k <= last[m]) ? s[m] : T(0);
+        acc += sm * w_row[m];
+        gw_row[m] += sm * (zn - zo[m]);
+      }
+      grad_z[r * N + n] = acc;
+    }
+  }
+}
+
+std::vector<torch::Tensor> ttfs_backward(torch::Tensor grad_out, torch::Tensor z,
+                                         torch::Tensor order, torch::Tensor weight_t,
+                                         torch::Tensor z_out, torch::Tensor prefix,
+                                         torch::Tensor fired, torch::Tensor w_causal) {
+  const int64_t R = z.size(0), N = z.size(1), M = weight_t.size(1);
+  auto grad_z = torch::zeros_like(z);
+  auto grad_wt = torch::zeros_like(weight_t);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "ttfs_backward", [&] {
+    backward_impl<scalar_t>(grad_out.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                            order.data_ptr<int64_t>(), weight_t.data_ptr<scalar_t>(),
+                            z_out.data_ptr<scalar_t>(), prefix.data_ptr<int64_t>(),
+                            fired.data_ptr<bool>(), w_causal.data_ptr<scalar_t>(), R, N, M,
+                            grad_z.data_ptr<scalar_t>(), grad_wt.data_ptr<scalar_t>());
+  });
+  return {grad_z, grad_wt};
+}
+"""
+
+
+_lock = threading.Lock()
+_extension: Any = None
+_error: str | None = None
+
+
+def _build_dir() -> pathlib.Path:
+    root = os.environ.get("SPIKEQUANT_CACHE")
+    base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
+    key = hashlib.sha256((_CPP + torch.__version__).encode()).hexdigest()[:16]
+    return base / "ttfs" / key
+
+
+_NAME = "spikequant_ttfs_kernels"
+
+
+def _import_built(build_dir: pathlib.Path) -> Any:
+    """Import a previously built extension without re-running ninja (the folder name already
+    encodes the source and the torch version)."""
+    import importlib.machinery
+    import importlib.util
+
+    path = build_dir / f"{_NAME}.so"
+    if not path.is_file():
+        return None
+    loader = importlib.machinery.ExtensionFileLoader(_NAME, str(path))
+    spec = importlib.util.spec_from_file_location(_NAME, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def load() -> Any:
+    """The compiled extension (built on first call, cached on disk), or None when unavailable."""
+    global _extension, _error
+    if _extension is not None or _error is not None:
+        return _extension
+    with _lock:
+        if _extension is not None or _error is not None:
+            return _extension
+        if os.environ.get("SPIKEQUANT_DISABLE_KERNELS"):
+            _error = "disabled by SPIKEQUANT_DISABLE_KERNELS"
+            return None
+        try:
+            from torch.utils import cpp_extension
+
+            build_dir = _build_dir()
+            _extension = _import_built(build_dir)
+            if _extension is not None:
+                return _extension
+            build_dir.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _extension = cpp_extension.load_inline(
+                    name=_NAME,
+                    cpp_sources=[_CPP],
+                    functions=["ttfs_forward", "ttfs_backward"],
+                    extra_cflags=["-O3", "-march=native", "-ffp-contract=off"],
+                    build_directory=str(build_dir),
+                    verbose=False,
+                )
+        except Exception as exc:  # no compiler / ninja: fall back to the torch path
+            lines = str(exc).strip().splitlines() or [""]
+            _error = f"{type(exc).__name__}: {lines[-1]}"
+    return _extension
+
+
+def load_error() -> str | None:
+    """Why the kernel is unavailable (None when it loaded or was never requested)."""
+    return _error
