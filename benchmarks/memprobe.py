@@ -3,7 +3,8 @@
 ``python -m benchmarks.memprobe --lib spikequant --model vgg11 --steps 16 --batch 16``
 prints one JSON line. Peak memory is the process's resident-set high-water mark (VmHWM) minus the
 resident set just before the first training step (after imports, model and data exist): the
-working memory of a step, allocator effects included, independent of import footprints.
+working memory of a step, allocator effects included, independent of import footprints. Every
+library runs with the allocator setting of :func:`spikequant.kernels.retain_freed_memory`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def measure(lib: str, model_name: str, steps: int, batch: int, chunk: int | None
     import torch
 
     from benchmarks import models, peers
+    from spikequant import kernels
     from spikequant.bptt import checkpointed_forward
+
+    # the same allocator policy for every library (spikequant's kernels set it when they load)
+    kernels.retain_freed_memory()
 
     ok, reason = peers.available(lib)
     if not ok:

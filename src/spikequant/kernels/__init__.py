@@ -133,7 +133,8 @@ def retain_freed_memory() -> bool:
     Sequence kernels allocate whole ``[T, B, ...]`` tensors (8 MiB for the LIF benchmark). With
     glibc's defaults such blocks are returned to the OS on free and every new one costs fresh page
     faults, which on these VMs takes longer than the kernel itself (perf-notes: 4-6 ms per 8 MiB).
-    Raising the trim and mmap thresholds makes freed blocks reusable. Process-wide; the RSS then
+    Raising the trim threshold and serving every block from the heap (no mmap) makes freed
+    blocks reusable. Process-wide; the RSS then
     stays at its peak, as with PyTorch's GPU caching allocator. Disable with
     ``SPIKEQUANT_RETAIN_MEMORY=0``. Returns True when the setting was applied.
     """
@@ -146,10 +147,12 @@ def retain_freed_memory() -> bool:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
         ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1
-        # 32 MiB is glibc's largest allowed mmap threshold; bigger blocks are always mmapped.
         ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and ok
+        # 32 MiB is the largest mmap threshold glibc accepts; without this, bigger blocks (VGG
+        # activations at T = 16) would still be mmapped fresh and page-faulted on every step.
+        ok = libc.mallopt(m_mmap_max, 0) == 1 and ok
     except (OSError, AttributeError):
         return False
     _retained = ok
