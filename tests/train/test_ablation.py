@@ -85,3 +85,17 @@ def test_ablation_checks_follow_from_the_rows(ablation):
         checks["best_spiking_gap_to_ann_points"] <= 2
     )
     assert summary["setup"]["train_samples"] == 800 and summary["setup"]["test_samples"] == 400
+
+
+def test_render_recomputes_checks_without_training(ablation, capsys):
+    tmp, summary = ablation
+    saved = tmp / "saved.json"
+    summary["checks"] = {}
+    saved.write_text(json.dumps(summary))
+    out = tmp / "rerendered"
+    assert main(["ablation", "--render", str(saved), "--out", str(out)]) == 0
+    again = json.loads((out / "atif_ablation.json").read_text())
+    assert set(again["checks"]) >= {"atif_u_beats_fixed", "atif_nu_margin_points"}
+    assert "one test image = 0.25 points" in (out / "atif_ablation.md").read_text()
+    assert main(["ablation", "--render", str(tmp / "missing.json")]) == 2
+    assert "not an atif_ablation.json" in capsys.readouterr().err

@@ -36,6 +36,13 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=None, help="results folder (default docs/results)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="train nothing: recompute the checks of a saved atif_ablation.json, rewrite the table",
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -52,15 +59,18 @@ def parse_seeds(text: str) -> list[int]:
 
 def run(args) -> int:
     from ...io import results_dir
-    from ...train.ablation import ablation_markdown, run_ablation, write_ablation
+    from ...train.ablation import ablation_markdown, rerender, run_ablation, write_ablation
 
-    summary = run_ablation(
-        seeds=parse_seeds(args.seeds),
-        overrides=args.overrides,
-        runs_dir=args.runs,
-        progress=not args.no_progress,
-        log=(lambda m: None) if args.json else print,
-    )
+    if getattr(args, "render", None) is not None:
+        summary = rerender(args.render)
+    else:
+        summary = run_ablation(
+            seeds=parse_seeds(args.seeds),
+            overrides=args.overrides,
+            runs_dir=args.runs,
+            progress=not args.no_progress,
+            log=(lambda m: None) if args.json else print,
+        )
     json_path, md_path = write_ablation(summary, results_dir(args.out))
     if args.json:
         print(json.dumps(summary))
