@@ -93,6 +93,15 @@ def markdown_table(report: dict, title: str) -> str:
         for layer, s in report["methods"][m].get("sin", {}).items():
             lines.append(f"  - SIN {layer}: {s['sin_neurons']} of {s['fired_neurons']} fired neurons "
                          f"(ratio {s['sin_ratio']:.4f}, ANS {s['ans']:.4f}, confidence p = {s['confidence']:.4f})")
+    if "calif_exactness" in report:
+        ex = report["calif_exactness"]
+        lines += ["", f"## Ca-LIF vs quantized ANN at T = {ex['T']} (input spike budget K = "
+                  f"{ex['input_spike_budget']})", "",
+                  "| layer | integer activations | mismatches (ISI-decoded input) | mismatches (original input) |",
+                  "|---|---|---|---|"]
+        for layer, v in ex["layers"].items():
+            lines.append(f"| {layer} | {v['neurons']} | {v['mismatch_vs_decoded_input']} | "
+                         f"{v['mismatch_vs_original_input']} |")
     return "\n".join(lines) + "\n"
 
 
