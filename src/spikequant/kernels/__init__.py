@@ -201,6 +201,8 @@ class _FusedIntegrateFire(torch.autograd.Function):
         sv = None if spike_value is None else spike_value.reshape(-1).contiguous()
         # Inside forward grad mode is off; needs_input_grad tells whether backward will run.
         save = any(ctx.needs_input_grad[:4])
+        # An unused final membrane then arrives as None instead of a materialised zero tensor.
+        ctx.set_materialize_grads(False)
         out, v_final, h = _extension.forward(
             x, v0, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.per_sample, spec.inner,
             save,
