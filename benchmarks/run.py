@@ -103,23 +103,23 @@ def bench_layers(libs: list[str], repeats: int, bandwidth: dict) -> dict:
             for name, layer in layers.items():
                 spikes[name] = int(layer.run(inputs[name]).sum())
 
-        def forward(name):
+        def forward(layer, xi):
             def fn():
                 with torch.no_grad():
-                    return layers[name].run(inputs[name])
+                    return layer.run(xi)
+            return fn
+
+        def forward_backward(layer, xi):
+            def fn():
+                xi.grad = None
+                layer.run(xi).backward(grad_seed)
             return fn
 
         grad_inputs = {n: t.clone().requires_grad_(True) for n, t in inputs.items()}
 
-        def forward_backward(name):
-            def fn():
-                xi = grad_inputs[name]
-                xi.grad = None
-                layers[name].run(xi).backward(grad_seed)
-            return fn
-
-        fwd = interleaved({n: forward(n) for n in layers}, repeats)
-        fwd_bwd = interleaved({n: forward_backward(n) for n in layers}, repeats)
+        fwd = interleaved({n: forward(layers[n], inputs[n]) for n in layers}, repeats)
+        fwd_bwd = interleaved({n: forward_backward(layers[n], grad_inputs[n]) for n in layers},
+                              repeats)
         result[kind] = {"spikes": spikes, "forward": fwd, "forward_backward": fwd_bwd}
     return result
 
@@ -211,7 +211,8 @@ def _timing_table(timings: dict, ours: str, spikes: dict | None = None) -> list[
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base = timings.get(ours, {}).get("median_ms")
     for name, t in timings.items():
-        line = f"| {name} | {t['median_ms']:.2f} | {t['min_ms']:.2f} | {_ratio(t['median_ms'], base)} |"
+        ratio = _ratio(t["median_ms"], base)
+        line = f"| {name} | {t['median_ms']:.2f} | {t['min_ms']:.2f} | {ratio} |"
         if spikes is not None:
             line += f" {spikes.get(name, '-')} |"
         lines.append(line)
