@@ -219,6 +219,48 @@ def _timing_table(timings: dict, ours: str, spikes: dict | None = None) -> list[
     return lines
 
 
+PEERS = ("spikingjelly", "snntorch", "norse")
+
+
+def check_targets(res: dict) -> list[dict]:
+    """Issue 7's targets, evaluated on this run's medians."""
+    checks = []
+    layers = res.get("layers")
+    if layers:
+        floor = layers["floor"]["dram"]["forward_backward_ms"]
+        for kind in ("lif", "if"):
+            t = layers[kind]["forward_backward"]
+            ours = t["spikequant"]["median_ms"]
+            peer_times = {p: t[p]["median_ms"] for p in PEERS if p in t}
+            if peer_times:
+                best = min(peer_times, key=peer_times.get)
+                speedup = peer_times[best] / ours
+                checks.append({"target": f"(a) {kind.upper()} fwd+bwd >= 2x fastest peer",
+                               "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 2})
+            checks.append({"target": f"(a) {kind.upper()} fwd+bwd within 3x of DRAM floor",
+                           "value": f"{ours / floor:.2f}x", "met": ours / floor <= 3})
+    cnn = res.get("cnn")
+    if cnn:
+        t = cnn["step"]
+        ours = t["spikequant (channels-last)"]["median_ms"]
+        peer_times = {p: t[p]["median_ms"] for p in PEERS if p in t}
+        if peer_times:
+            best = min(peer_times, key=peer_times.get)
+            speedup = peer_times[best] / ours
+            checks.append({"target": "(b) CNN step >= 1.3x fastest peer",
+                           "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 1.3})
+    for key, row in (res.get("memory") or {}).items():
+        peer_peaks = {p: row[p]["peak_mib"] for p in PEERS if "peak_mib" in row.get(p, {})}
+        ours = [row[k]["peak_mib"] for k in ("spikequant", "spikequant (channels-last)")
+                if "peak_mib" in row.get(k, {})]
+        if peer_peaks and ours:
+            best = min(peer_peaks, key=peer_peaks.get)
+            checks.append({"target": f"(c) peak memory {key} <= leanest peer",
+                           "value": f"{min(ours)} MiB vs {best} {peer_peaks[best]} MiB",
+                           "met": min(ours) <= peer_peaks[best]})
+    return checks
+
+
 def render_markdown(res: dict) -> str:
     env = res["environment"]
     lines = [
@@ -229,6 +271,10 @@ def render_markdown(res: dict) -> str:
         f"{env['cores']} cores, torch {env['torch']} with {env['threads']} threads, load average "
         f"{env['load_before']} before the run (other processes shared the cores, so treat "
         "differences under 1.3x as ties).",
+        "",
+        "Parts and when they ran (load average before): " + "; ".join(
+            f"{k} {v['date']} ({v['load_before']})" for k, v in res.get("parts", {}).items())
+        + ".",
         "",
         "Libraries: " + ", ".join(
             f"{k} {v.get('version', '(missing: ' + str(v.get('reason')) + ')')}"
@@ -246,6 +292,13 @@ def render_markdown(res: dict) -> str:
         "library's median divided by spikequant's (above 1: spikequant is faster).",
         "",
     ]
+    checks = res.get("targets") or []
+    if checks:
+        lines += ["## Targets of issue 7 on this run", "", "| target | measured | met |",
+                  "|---|---|---|"]
+        lines += [f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
+                  for c in checks]
+        lines.append("")
     layers = res.get("layers")
     if layers:
         fl = layers["floor"]
@@ -325,8 +378,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="layers,cnn,memory,bptt,others",
                         help="comma-separated subset of: layers,cnn,memory,bptt,others")
     parser.add_argument("--out", default=None, help="results directory (default docs/results)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other parts of an existing bench.json (each part records "
+                             "when and under which load it ran)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite docs/benchmarks.md from an existing bench.json")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    out_dir = results_dir(args.out)
+    if args.render:
+        res = json.loads((out_dir / "bench.json").read_text())
+        res["targets"] = check_targets(res)
+        write_text(ROOT / "docs" / "benchmarks.md", render_markdown(res))
+        return res
+    previous = {}
+    if args.merge and (out_dir / "bench.json").is_file():
+        previous = json.loads((out_dir / "bench.json").read_text())
 
     kernels.load_extension()
     # The fused kernels keep freed memory for reuse (glibc mallopt, process-wide); applied before
@@ -345,6 +412,12 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "libraries": libs_info,
     }
+    for key in ("bandwidth", "layers", "cnn", "memory", "bptt", "others"):
+        if key in previous and (key if key != "bandwidth" else "layers") not in parts:
+            res[key] = previous[key]
+    res["parts"] = dict(previous.get("parts", {}))
+    stamp = {"date": res["date"], "load_before": res["environment"]["load_before"]}
+    res["parts"].update({part: stamp for part in parts})
     if "layers" in parts:
         res["bandwidth"] = copy_bandwidth()
         res["layers"] = bench_layers(libs, args.repeats, res["bandwidth"])
@@ -357,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "others" in parts:
         res["others"] = bench_others()
     res["environment"]["load_after"] = round(os.getloadavg()[0], 2)
-    out_dir = results_dir(args.out)
+    res["targets"] = check_targets(res)
     write_json(out_dir / "bench.json", res)
     write_text(ROOT / "docs" / "benchmarks.md", render_markdown(res))
     print(f"wrote {out_dir / 'bench.json'} and docs/benchmarks.md")
