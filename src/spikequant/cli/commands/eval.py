@@ -67,10 +67,9 @@ def _print(r: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(
-        title=f"{r['checkpoint']} on {r['dataset']} ({r['split']}, {r['samples']} samples)",
-        show_header=False,
-    )
+    console.print(f"checkpoint {r['checkpoint']}")
+    title = f"{r['dataset']} {r['split']} split, {r['samples']} samples"
+    table = Table(title=title, show_header=False)
     table.add_row("accuracy", f"{100 * r['accuracy']:.2f} %")
     table.add_row("latency T", str(r["timesteps"]))
     if r["theta"] is not None:
@@ -81,9 +80,9 @@ def _print(r: dict) -> None:
     table.add_row("dense MACs / sample", f"{r['dense_macs']:.4g}")
     console.print(table)
     if r["firing_rates"]:
-        layers = Table(title="per-layer firing rate")
+        layers = Table()
         layers.add_column("layer")
-        layers.add_column("rate", justify="right")
+        layers.add_column("firing rate", justify="right")
         for name, rate in r["firing_rates"].items():
             layers.add_row(name, f"{rate:.4f}")
         console.print(layers)
