@@ -251,3 +251,24 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     assert meta["epoch"] == 4 and 1 <= killed_at < 4  # really killed mid-run
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
+
+
+def test_evaluate_reports_per_sample_counts_for_snn_and_ann():
+    import spikequant as sq
+    from spikequant.train.trainer import evaluate
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.rand(10, 1, 8, 8), torch.arange(10) % 10)
+    kw = dict(input_size=8, widths=[4, 8], hidden=16)
+    snn = evaluate(
+        sq.create_model("cnn_digits", timesteps=4, neuron="if", **kw), data, batch_size=4
+    )
+    ann = evaluate(
+        sq.create_model("cnn_digits", timesteps=1, neuron="relu", **kw), data, batch_size=4
+    )
+    # one image: conv 1->4 on 8x8, conv 4->8 on 4x4, FC 32->16, FC 16->10
+    per_step = 4 * 9 * 64 + 8 * 4 * 9 * 16 + 32 * 16 + 16 * 10
+    assert ann["dense_macs"] == per_step and snn["dense_macs"] == 4 * per_step
+    assert ann["theta"] is None and ann["timesteps"] == 1 and ann["samples"] == 10
+    assert snn["spiking_neurons"] == 4 * 64 + 8 * 16 + 16 and 0 <= snn["theta"] <= 1
+    assert set(snn["firing_rates"]) == {"net.1", "net.4", "net.8"}

@@ -168,6 +168,11 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
         reset_state(model)
         model.train(was_training)
     spiking = has_spiking_neurons(model)
+    dense_macs = report["dense_macs"]
+    if not report["samples"]:
+        # SpikeMonitor counts samples in its neuron hooks, so a network without spiking
+        # neurons (the ANN) gets totals instead of per-sample values.
+        dense_macs /= max(count, 1)
     return {
         "accuracy": correct / max(count, 1),
         "loss": loss_sum / max(count, 1),
@@ -178,7 +183,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
         "spiking_neurons": report["total_neurons"] if spiking else 0,
         "firing_rates": {k: v["firing_rate"] for k, v in report["layers"].items()},
         "synops": report["synops"] if spiking else None,
-        "dense_macs": report["dense_macs"],
+        "dense_macs": dense_macs,
     }
 
 
