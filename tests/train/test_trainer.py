@@ -272,3 +272,37 @@ def test_evaluate_reports_per_sample_counts_for_snn_and_ann():
     assert ann["theta"] is None and ann["timesteps"] == 1 and ann["samples"] == 10
     assert snn["spiking_neurons"] == 4 * 64 + 8 * 16 + 16 and 0 <= snn["theta"] <= 1
     assert set(snn["firing_rates"]) == {"net.1", "net.4", "net.8"}
+
+
+def test_frame_sequence_datasets_reach_the_model_time_first():
+    import spikequant as sq
+    from spikequant.train.trainer import accept_frame_sequences, evaluate
+
+    class Frames(torch.utils.data.Dataset):  # samples [T, C, H, W] like the event datasets
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x = (torch.rand(6, 3, 2, 8, 8, generator=g) > 0.7).float()
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return self.x[i], i % 2
+
+    data = Frames()
+    model = sq.create_model(
+        "cnn_digits",
+        in_channels=2,
+        input_size=8,
+        num_classes=2,
+        timesteps=3,
+        neuron="if",
+        widths=[4, 4],
+        hidden=8,
+    )
+    assert accept_frame_sequences(model, data)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
+    result = evaluate(model, data, batch_size=4)
+    assert seen == [(3, 4, 2, 8, 8), (3, 2, 2, 8, 8)]  # [T, B, C, H, W]
+    assert result["timesteps"] == 3 and result["samples"] == 6

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io import write_json
 from ..registry import create_model
 from .recipe import validate_recipe
-from .trainer import Trainer
+from .trainer import Trainer, accept_frame_sequences
 
 
 def _subset(dataset: Dataset, n: int | None) -> Dataset:
@@ -92,6 +92,7 @@ def run_recipe(
     test_set = _subset(get_dataset(data["name"], "test", root=data["root"]), data["test_subset"])
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     model, spec = build_model(cfg)
+    accept_frame_sequences(model, train_set)
     augment = build_augment(cfg)
     meta = {"kind": "direct", "model": spec, "recipe": cfg, "dataset": data["name"]}
 

@@ -127,6 +127,24 @@ def batches(
     yield from loader
 
 
+def _batch_first_to_time_first(module, args):
+    x = args[0]
+    return (x.transpose(0, 1), *args[1:])
+
+
+def accept_frame_sequences(model: nn.Module, dataset: Dataset) -> bool:
+    """If the dataset's samples are frame sequences ``[T, C, H, W]`` (event data), a loader batch
+    is ``[B, T, C, H, W]``: make ``model`` transpose it to the time-first ``[T, B, C, H, W]``.
+    Returns whether the hook was added."""
+    if len(dataset) == 0:
+        return False
+    x, _ = dataset[0]
+    if x.ndim != 4:
+        return False
+    model.register_forward_pre_hook(_batch_first_to_time_first)
+    return True
+
+
 def num_batches(dataset: Dataset, batch_size: int) -> int:
     return math.ceil(len(dataset) / batch_size)
 

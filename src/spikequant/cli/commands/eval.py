@@ -30,7 +30,7 @@ def run(args) -> int:
     from ...checkpoint import load_model
     from ...data import get_dataset
     from ...errors import ConfigError
-    from ...train.trainer import evaluate, resolve_checkpoint
+    from ...train.trainer import accept_frame_sequences, evaluate, resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_model(folder)
@@ -49,6 +49,7 @@ def run(args) -> int:
         )
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    accept_frame_sequences(model, data)
     result = {
         "checkpoint": str(folder),
         "dataset": dataset,
