@@ -448,7 +448,10 @@ class Trainer:
                     if last:
                         self.final_eval = ev
                 self.history.append(record)
-                self.log(_epoch_line(record))
+                if bar is not None:  # keeps the line above the live progress bars
+                    bar.console.print(_epoch_line(record))
+                else:
+                    self.log(_epoch_line(record))
                 save_training_checkpoint(
                     self.out_dir,
                     epoch=self.epoch,
