@@ -36,12 +36,13 @@ template <typename T>
 static void forward_impl(const T* zs, const int64_t* order, const T* wt, int64_t R, int64_t N,
                          int64_t M, T z_max, T* z_out, int64_t* prefix, bool* fired, T* w_causal) {
   const T inf = std::numeric_limits<T>::infinity();
+  // A neuron that found its spike gets W = -inf: it never passes "W > 1" again, so the inner
+  // loops stay branch-free (vectorised) and need no "done" flags.
+  const T slack = T(1) + T(64) * std::numeric_limits<T>::epsilon();
   std::vector<T> W(M), A(M);
-  std::vector<char> done(M);
   for (int64_t r = 0; r < R; ++r) {
     std::fill(W.begin(), W.end(), T(0));
     std::fill(A.begin(), A.end(), T(0));
-    std::fill(done.begin(), done.end(), 0);
     T* zo = z_out + r * M;
     int64_t* pk = prefix + r * M;
     bool* fi = fired + r * M;
@@ -50,25 +51,30 @@ static void forward_impl(const T* zs, const int64_t* order, const T* wt, int64_t
     int64_t remaining = M;
     const T* z_row = zs + r * N;
     const int64_t* o_row = order + r * N;
+    T* Wp = W.data();
+    T* Ap = A.data();
     for (int64_t k = 0; k < N && remaining > 0; ++k) {
       const T zk = z_row[k];
       if (!std::isfinite(zk)) break;  // silent inputs sort last
       const T z_next = (k + 1 < N) ? z_row[k + 1] : inf;
       const T* w_row = wt + o_row[k] * M;
+      int candidates = 0;
       for (int64_t m = 0; m < M; ++m) {
-        // Neurons that already fired keep accumulating harmlessly; their result is frozen.
-        W[m] += w_row[m];
-        A[m] += w_row[m] * zk;
+        Wp[m] += w_row[m];
+        Ap[m] += w_row[m] * zk;
+        // cheap filter (multiplication, a little slack); the exact test below divides
+        candidates |= (Wp[m] > T(1)) & (Ap[m] <= z_next * (Wp[m] - T(1)) * slack);
       }
+      if (!candidates) continue;
       for (int64_t m = 0; m < M; ++m) {
-        if (done[m] || !(W[m] > T(1))) continue;
-        const T c = A[m] / (W[m] - T(1));
+        if (!(Wp[m] > T(1))) continue;
+        const T c = Ap[m] / (Wp[m] - T(1));
         if (c <= z_next) {
-          done[m] = 1;
           --remaining;
           pk[m] = k;
-          wc[m] = W[m];
+          wc[m] = Wp[m];
           if (c < z_max) { zo[m] = c; fi[m] = true; }
+          Wp[m] = -inf;
         }
       }
     }
@@ -192,6 +198,7 @@ def load() -> Any:
             build_dir = _build_dir()
             _extension = _import_built(build_dir)
             if _extension is not None:
+                _retain_memory()
                 return _extension
             build_dir.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():
@@ -207,7 +214,19 @@ def load() -> Any:
         except Exception as exc:  # no compiler / ninja: fall back to the torch path
             lines = str(exc).strip().splitlines() or [""]
             _error = f"{type(exc).__name__}: {lines[-1]}"
+    if _extension is not None:
+        _retain_memory()
     return _extension
+
+
+def _retain_memory() -> None:
+    # Each training step allocates the same few buffers again; keeping freed heap mapped avoids
+    # fresh page faults, which cost more than the kernel on these VMs (see spikequant.kernels).
+    try:
+        from ..kernels import retain_freed_memory
+    except ImportError:
+        return
+    retain_freed_memory()
 
 
 def load_error() -> str | None:

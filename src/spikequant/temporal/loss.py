@@ -59,13 +59,14 @@ def ttfs_loss(
     from .layers import TTFSConv2d
 
     loss = ttfs_data_loss(z_out, target, form)
-    if K:
-        loss = loss + K * weight_sum_penalty(model, beta)
     l2_conv = l2 if l2_conv is None else l2_conv
     for layer in ttfs_weighted_layers(model):
+        weights = layer.weight_matrix()  # once per layer: the QAT quantizer is not free
+        if K:
+            loss = loss + K * torch.relu(beta - weights.sum(1)).mean()
         coeff = l2_conv if isinstance(layer, TTFSConv2d) else l2
         if coeff:
-            loss = loss + coeff * (layer.weight_matrix() ** 2).sum()
+            loss = loss + coeff * weights.pow(2).sum()
     return loss
 
 
