@@ -1,0 +1,61 @@
+"""`spikequant convert` end to end on a tiny network trained on the bundled digits."""
+
+import json
+
+import pytest
+
+from spikequant.cli import main
+from spikequant.cli.commands.convert import parse_timesteps
+from spikequant.config import get_runner
+from spikequant.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_qat")
+    cfg = {"kind": "qat", "name": "tiny", "seed": 0,
+           "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 4, "hidden": [32]}},
+           "train": {"epochs": 1, "batch_size": 64, "lr": 0.05}}
+    get_runner("qat")(cfg, out_dir=out, progress=False)
+    return out
+
+
+def test_parse_timesteps():
+    assert parse_timesteps("1,2,4,...,256") == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert parse_timesteps("10,20,30,...,60") == [10, 20, 30, 40, 50, 60]
+    for bad in ("0,1", "a,b", "...,4", ""):
+        with pytest.raises(ConfigError):
+            parse_timesteps(bad)
+
+
+def test_convert_writes_table_json_and_png(tiny_checkpoint, tmp_path, capsys):
+    code = main(["convert", str(tiny_checkpoint), "--method", "rate,msat,calif", "--timesteps",
+                 "1,2,4,...,16", "--test-samples", "60", "--calibration-samples", "64",
+                 "--check-exact", "--out", str(tmp_path), "--name", "tiny"])
+    assert code == 0
+    report = json.loads((tmp_path / "tiny.json").read_text())
+    assert report["timesteps"] == [1, 2, 4, 8, 16]
+    assert set(report["methods"]) == {"rate", "msat", "calif"}
+    for entry in report["methods"].values():
+        for row in entry["rows"]:
+            assert row["gap_to_ann"] == pytest.approx(row["accuracy"] - report["ann_accuracy"])
+            assert row["spikes_per_neuron"] >= 0
+    assert "sin" in report["methods"]["msat"]
+    exact = report["calif_exactness"]
+    assert exact["T"] == 16 and all(v["mismatch_vs_decoded_input"] == 0 for v in exact["layers"].values())
+    assert (tmp_path / "tiny.png").stat().st_size > 1000
+    assert "| T |" in (tmp_path / "tiny.md").read_text()
+    assert "within 1 point" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--method", "ttfs"],
+    ["--timesteps", "0,1"],
+    ["--test-samples", "0"],
+])
+def test_bad_options_exit_2(tiny_checkpoint, argv, tmp_path):
+    assert main(["convert", str(tiny_checkpoint), *argv, "--out", str(tmp_path)]) == 2
+
+
+def test_missing_checkpoint_exits_2(tmp_path):
+    assert main(["convert", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
