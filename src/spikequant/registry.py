@@ -100,3 +100,4 @@ def _load_builtin_models() -> None:
     except ImportError as exc:  # models package absent in a partial install
         if "spikequant.models" not in str(exc):
             raise
+    from .convert import models as _conversion_anns  # noqa: F401  (ann_mlp, ann_lenet, ann_cnn)
