@@ -214,7 +214,9 @@ def _run(cfg: dict, s: dict, out_dir: Path, resume: bool, progress: bool) -> dic
     if not math.isfinite(final["accuracy"]):
         raise ConfigError("evaluation produced a non-finite accuracy")
     metrics = {
+        "name": cfg.get("name"),
         "recipe": cfg.get("name"),
+        "epochs": len(history),
         "model": model_spec,
         "dataset": s["dataset"],
         "weight_bits": plan[-1][0] if plan else FULL_PRECISION_BITS,
