@@ -13,9 +13,13 @@ from spikequant.errors import ConfigError
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_qat")
-    cfg = {"kind": "qat", "name": "tiny", "seed": 0,
-           "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 4, "hidden": [32]}},
-           "train": {"epochs": 1, "batch_size": 64, "lr": 0.05}}
+    cfg = {
+        "kind": "qat",
+        "name": "tiny",
+        "seed": 0,
+        "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 4, "hidden": [32]}},
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+    }
     get_runner("qat")(cfg, out_dir=out, progress=False)
     return out
 
@@ -29,9 +33,25 @@ def test_parse_timesteps():
 
 
 def test_convert_writes_table_json_and_png(tiny_checkpoint, tmp_path, capsys):
-    code = main(["convert", str(tiny_checkpoint), "--method", "rate,msat,calif", "--timesteps",
-                 "1,2,4,...,16", "--test-samples", "60", "--calibration-samples", "64",
-                 "--check-exact", "--out", str(tmp_path), "--name", "tiny"])
+    code = main(
+        [
+            "convert",
+            str(tiny_checkpoint),
+            "--method",
+            "rate,msat,calif",
+            "--timesteps",
+            "1,2,4,...,16",
+            "--test-samples",
+            "60",
+            "--calibration-samples",
+            "64",
+            "--check-exact",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "tiny",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "tiny.json").read_text())
     assert report["timesteps"] == [1, 2, 4, 8, 16]
@@ -42,17 +62,22 @@ def test_convert_writes_table_json_and_png(tiny_checkpoint, tmp_path, capsys):
             assert row["spikes_per_neuron"] >= 0
     assert "sin" in report["methods"]["msat"]
     exact = report["calif_exactness"]
-    assert exact["T"] == 16 and all(v["mismatch_vs_decoded_input"] == 0 for v in exact["layers"].values())
+    assert exact["T"] == 16 and all(
+        v["mismatch_vs_decoded_input"] == 0 for v in exact["layers"].values()
+    )
     assert (tmp_path / "tiny.png").stat().st_size > 1000
     assert "| T |" in (tmp_path / "tiny.md").read_text()
     assert "within 1 point" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["--method", "ttfs"],
-    ["--timesteps", "0,1"],
-    ["--test-samples", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--method", "ttfs"],
+        ["--timesteps", "0,1"],
+        ["--test-samples", "0"],
+    ],
+)
 def test_bad_options_exit_2(tiny_checkpoint, argv, tmp_path):
     assert main(["convert", str(tiny_checkpoint), *argv, "--out", str(tmp_path)]) == 2
 

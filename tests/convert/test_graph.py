@@ -97,7 +97,11 @@ def test_converted_residual_cnn_tracks_the_ann(method):
     torch.manual_seed(0)
     model = _randomise_bn(create_model("ann_cnn", width=4, residual=True))
     x = torch.rand(40, 1, 28, 28)
-    snn = convert(model, method, x[:32], confidence=False) if method == "msat" else convert(model, method, x[:32])
+    snn = (
+        convert(model, method, x[:32], confidence=False)
+        if method == "msat"
+        else convert(model, method, x[:32])
+    )
     out = snn.simulate(x[32:], [4, 96])
     ann = model(x[32:])
     err = {t: (out[t]["logits"] - ann).abs().mean().item() for t in (4, 96)}

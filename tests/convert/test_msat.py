@@ -23,7 +23,9 @@ def _run(neuron, a, steps=16):
 
 def test_closed_form_resting_thresholds():
     assert resting_threshold("vgg16") == pytest.approx(2 / 3, abs=1e-12)
-    assert resting_threshold("resnet20") == pytest.approx(1 / (1 + math.exp(-math.log(2) / 2)), abs=1e-12)
+    assert resting_threshold("resnet20") == pytest.approx(
+        1 / (1 + math.exp(-math.log(2) / 2)), abs=1e-12
+    )
     assert resting_threshold("resnet34") == pytest.approx(0.585786, abs=1e-6)
     # the neuron itself: membrane at its running mean and no input -> same threshold
     for preset, expected in (("vgg16", 2 / 3), ("resnet20", 0.585786)):

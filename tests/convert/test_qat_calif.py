@@ -1,6 +1,4 @@
-"""QAT on the bundled digits, then exact Ca-LIF conversion (calif.md checks on a trained network)."""
-
-import pathlib
+"""QAT on the bundled digits, then exact Ca-LIF conversion (calif.md checks on trained nets)."""
 
 import pytest
 import torch
@@ -17,10 +15,14 @@ from spikequant.quant.qat import QuantReLU, check_bits, fake_quant_weight, quant
 @pytest.fixture(scope="module")
 def qat_mlp(tmp_path_factory):
     out = tmp_path_factory.mktemp("qat_mlp")
-    cfg = {"kind": "qat", "name": "test-qat-mlp", "seed": 0,
-           "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 8, "hidden": [64, 32]}},
-           "data": {"dataset": "mnist5k"},
-           "train": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
+    cfg = {
+        "kind": "qat",
+        "name": "test-qat-mlp",
+        "seed": 0,
+        "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 8, "hidden": [64, 32]}},
+        "data": {"dataset": "mnist5k"},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+    }
     metrics = get_runner("qat")(cfg, out_dir=out, progress=False)
     model, meta = load_model(out)
     return model.eval(), metrics, meta
@@ -46,7 +48,9 @@ def test_calif_reproduces_every_layer_exactly_at_T_2_pow_bits(qat_mlp):
     with torch.no_grad():
         ann_logits = model.double()(x[:300].double())
         model.float()
-    torch.testing.assert_close(agreement["logits"], ann_logits, rtol=0, atol=1e-5)  # fp32 vs fp64 weight products
+    torch.testing.assert_close(
+        agreement["logits"], ann_logits, rtol=0, atol=1e-5
+    )  # fp32 vs fp64 weight products
     rows = accuracy_vs_timesteps(snn, x, y, [256])
     assert abs(rows[0]["accuracy"] - 100 * metrics["test_accuracy"]) <= 0.1
 
@@ -69,8 +73,16 @@ def test_calif_cnn_with_pool_neurons_is_exact():
 
     x, y = load_arrays("mnist5k", "train")
     model = create_model("ann_cnn", width=4, qat=True, bits=6, bn=False)
-    train_epochs(model, x[:1000], y[:1000], epochs=1, lr=0.05, batch_size=64, cfg={},
-                 generator=torch.Generator().manual_seed(0))
+    train_epochs(
+        model,
+        x[:1000],
+        y[:1000],
+        epochs=1,
+        lr=0.05,
+        batch_size=64,
+        cfg={},
+        generator=torch.Generator().manual_seed(0),
+    )
     model.eval()
     snn = convert(model, "calif")
     agreement = calif_agreement(model, snn, x[-40:], 64)

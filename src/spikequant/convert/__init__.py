@@ -10,7 +10,22 @@ from .msat import MSAT, PRESETS, msat_hyperparameters, resting_threshold
 from .network import METHODS, SpikingNetwork, convert, sin_statistics
 
 __all__ = [
-    "CaLIF", "CaPool", "EventLIF", "METHODS", "MSAT", "PRESETS", "SpikingNetwork", "calibrate",
-    "convert", "isi_encode", "isi_spike_counts", "msat_hyperparameters", "pixels_from_unit",
-    "prepare", "resting_threshold", "sin_statistics", "trace", "validate",
+    "CaLIF",
+    "CaPool",
+    "EventLIF",
+    "METHODS",
+    "MSAT",
+    "PRESETS",
+    "SpikingNetwork",
+    "calibrate",
+    "convert",
+    "isi_encode",
+    "isi_spike_counts",
+    "msat_hyperparameters",
+    "pixels_from_unit",
+    "prepare",
+    "resting_threshold",
+    "sin_statistics",
+    "trace",
+    "validate",
 ]

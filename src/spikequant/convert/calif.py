@@ -1,4 +1,4 @@
-r"""Calcium-gated bipolar LIF (Ca-LIF), its average-pool neuron, the event LIF baseline and ISI coding.
+r"""Calcium-gated bipolar LIF (Ca-LIF), its average-pool neuron, the event LIF baseline, ISI coding.
 
 Ca-LIF (Gao et al. 2023), per step with input current ``x(t) = sum_i w_i s_i(t)``
 (``s_i in {-1, 0, +1}``) and leak ``lam``::
@@ -51,7 +51,8 @@ class CaLIF(SpikingNeuron):
 
     Args:
         threshold: ``Vth > 0`` (scalar or per channel).
-        leak: ``lam`` subtracted every step (scalar, per channel or per neuron); ``lam = -b/T`` turns a bias
+        leak: ``lam`` subtracted every step (scalar, per channel or per neuron);
+            ``lam = -b/T`` turns a bias
             ``b`` into a constant input current.
         qmax: saturate the signed count at ``qmax`` (``None``: unbounded).
         gate: require ``c > 0`` for a negative spike (``False`` for the average-pool neuron).
@@ -61,8 +62,15 @@ class CaLIF(SpikingNeuron):
     Simulation runs in float64 so that the integer counts match the quantized ANN exactly.
     """
 
-    def __init__(self, threshold=1.0, leak=0.0, *, qmax: int | None = None, gate: bool = True,
-                 tie: str = "up") -> None:
+    def __init__(
+        self,
+        threshold=1.0,
+        leak=0.0,
+        *,
+        qmax: int | None = None,
+        gate: bool = True,
+        tie: str = "up",
+    ) -> None:
         super().__init__()
         threshold = _as_buffer(threshold, "threshold")
         if (threshold <= 0).any():
@@ -155,7 +163,7 @@ class CaLIF(SpikingNeuron):
 class CaPool(CaLIF):
     """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p``, no leak and no gate.
 
-    Its input is the sum of the ``p x p`` window of bipolar spikes (apply ``sum pooling`` before it);
+    Its input is the sum of the ``p x p`` window of bipolar spikes (sum pooling before it);
     after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded mean.
     """
 
@@ -180,7 +188,9 @@ class EventLIF(SpikingNeuron):
         self.register_buffer("leak", _as_buffer(leak, "leak"))
 
     def initial_state(self, x):
-        return CaState(torch.zeros(x.shape, dtype=torch.float64), torch.zeros(x.shape, dtype=torch.float64))
+        return CaState(
+            torch.zeros(x.shape, dtype=torch.float64), torch.zeros(x.shape, dtype=torch.float64)
+        )
 
     def step(self, x, state):
         th = _broadcast(self.threshold, x)
@@ -189,8 +199,10 @@ class EventLIF(SpikingNeuron):
         return out, CaState(v - out * th, state.count + out)
 
 
-def isi_spike_counts(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
-    """Spike count ``N = floor(K pix / 255)`` with spike budget ``K = alpha T`` (default ``K = T``)."""
+def isi_spike_counts(
+    pix: torch.Tensor, timesteps: int, max_spikes: int | None = None
+) -> torch.Tensor:
+    """Spike count ``N = floor(K pix / 255)``, spike budget ``K = alpha T`` (default ``K = T``)."""
     pix, budget = _check_isi(pix, timesteps, max_spikes)
     return (budget * pix) // 255
 
@@ -243,7 +255,9 @@ def _check_isi(pix, timesteps, max_spikes):
         raise ConfigError(f"timesteps must be a positive integer, got {timesteps!r}")
     budget = timesteps if max_spikes is None else max_spikes
     if not isinstance(budget, int) or not 1 <= budget <= timesteps:
-        raise ConfigError(f"max_spikes must be an integer in [1, T={timesteps}], got {max_spikes!r}")
+        raise ConfigError(
+            f"max_spikes must be an integer in [1, T={timesteps}], got {max_spikes!r}"
+        )
     pix = torch.as_tensor(pix)
     if pix.is_floating_point():
         if not torch.equal(pix, pix.round()):

@@ -14,7 +14,9 @@ from .network import SpikingNetwork, convert
 
 
 @torch.no_grad()
-def ann_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+def ann_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
+) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
@@ -23,8 +25,13 @@ def ann_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
 
 
 @torch.no_grad()
-def accuracy_vs_timesteps(snn: SpikingNetwork, x: torch.Tensor, y: torch.Tensor,
-                          timesteps: Sequence[int], batch_size: int = 500) -> list[dict]:
+def accuracy_vs_timesteps(
+    snn: SpikingNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    timesteps: Sequence[int],
+    batch_size: int = 500,
+) -> list[dict]:
     """Per T: accuracy (%), spikes per neuron over the T steps, and per neuron per step."""
     steps = sorted({int(t) for t in timesteps})
     correct = dict.fromkeys(steps, 0)
@@ -40,8 +47,14 @@ def accuracy_vs_timesteps(snn: SpikingNetwork, x: torch.Tensor, y: torch.Tensor,
     rows = []
     for t in steps:
         per_neuron = spikes[t] / max(neurons, 1)
-        rows.append({"T": t, "accuracy": 100.0 * correct[t] / max(len(x), 1),
-                     "spikes_per_neuron": per_neuron, "theta": per_neuron / t})
+        rows.append(
+            {
+                "T": t,
+                "accuracy": 100.0 * correct[t] / max(len(x), 1),
+                "spikes_per_neuron": per_neuron,
+                "theta": per_neuron / t,
+            }
+        )
     return rows
 
 
@@ -53,14 +66,26 @@ def first_within(rows: list[dict], reference: float, points: float = 1.0) -> int
     return None
 
 
-def compare_methods(model: nn.Module, methods: Sequence[str], x_train, x_test, y_test,
-                    timesteps: Sequence[int], *, options: dict | None = None,
-                    calibration_size: int = 512) -> dict:
+def compare_methods(
+    model: nn.Module,
+    methods: Sequence[str],
+    x_train,
+    x_test,
+    y_test,
+    timesteps: Sequence[int],
+    *,
+    options: dict | None = None,
+    calibration_size: int = 512,
+) -> dict:
     """Convert ``model`` with each method and sweep T; returns the JSON-able report."""
     options = options or {}
     ann_acc = ann_accuracy(model, x_test, y_test)
-    report = {"ann_accuracy": ann_acc, "timesteps": sorted({int(t) for t in timesteps}),
-              "test_samples": len(x_test), "methods": {}}
+    report = {
+        "ann_accuracy": ann_acc,
+        "timesteps": sorted({int(t) for t in timesteps}),
+        "test_samples": len(x_test),
+        "methods": {},
+    }
     for method in methods:
         snn = convert(model, method, x_train[:calibration_size], **options.get(method, {}))
         rows = accuracy_vs_timesteps(snn, x_test, y_test, timesteps)
@@ -76,32 +101,55 @@ def compare_methods(model: nn.Module, methods: Sequence[str], x_train, x_test, y
 
 def markdown_table(report: dict, title: str) -> str:
     methods = list(report["methods"])
-    lines = [f"# {title}", "", f"ANN test accuracy: {report['ann_accuracy']:.2f} % "
-             f"({report['test_samples']} test images)", ""]
-    header = "| T | " + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods) + " |"
+    lines = [
+        f"# {title}",
+        "",
+        f"ANN test accuracy: {report['ann_accuracy']:.2f} % ({report['test_samples']} test images)",
+        "",
+    ]
+    header = (
+        "| T | " + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods) + " |"
+    )
     lines += [header, "|" + "---|" * (1 + 3 * len(methods))]
     for i, t in enumerate(report["timesteps"]):
         cells = []
         for m in methods:
             row = report["methods"][m]["rows"][i]
-            cells += [f"{row['accuracy']:.2f}", f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
+            cells += [
+                f"{row['accuracy']:.2f}",
+                f"{row['gap_to_ann']:+.2f}",
+                f"{row['spikes_per_neuron']:.3f}",
+            ]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines.append("")
     for m in methods:
         at = report["methods"][m]["within_1_point_at_T"]
-        lines.append(f"- {m}: within 1 point of the ANN from T = {at if at is not None else 'never (in range)'}")
+        lines.append(
+            f"- {m}: within 1 point of the ANN from T = "
+            f"{at if at is not None else 'never (in range)'}"
+        )
         for layer, s in report["methods"][m].get("sin", {}).items():
-            lines.append(f"  - SIN {layer}: {s['sin_neurons']} of {s['fired_neurons']} fired neurons "
-                         f"(ratio {s['sin_ratio']:.4f}, ANS {s['ans']:.4f}, confidence p = {s['confidence']:.4f})")
+            lines.append(
+                f"  - SIN {layer}: {s['sin_neurons']} of {s['fired_neurons']} fired neurons "
+                f"(ratio {s['sin_ratio']:.4f}, ANS {s['ans']:.4f}, "
+                f"confidence p = {s['confidence']:.4f})"
+            )
     if "calif_exactness" in report:
         ex = report["calif_exactness"]
-        lines += ["", f"## Ca-LIF vs quantized ANN at T = {ex['T']} (input spike budget K = "
-                  f"{ex['input_spike_budget']})", "",
-                  "| layer | integer activations | mismatches (ISI-decoded input) | mismatches (original input) |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Ca-LIF vs quantized ANN at T = {ex['T']} (input spike budget K = "
+            f"{ex['input_spike_budget']})",
+            "",
+            "| layer | integer activations | mismatches (ISI-decoded input) "
+            "| mismatches (original input) |",
+            "|---|---|---|---|",
+        ]
         for layer, v in ex["layers"].items():
-            lines.append(f"| {layer} | {v['neurons']} | {v['mismatch_vs_decoded_input']} | "
-                         f"{v['mismatch_vs_original_input']} |")
+            lines.append(
+                f"| {layer} | {v['neurons']} | {v['mismatch_vs_decoded_input']} | "
+                f"{v['mismatch_vs_original_input']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -129,10 +177,16 @@ def plot_report(report: dict, path: Path, title: str) -> Path:
     return path
 
 
-def write_report(report: dict, stem: str, out: str | Path | None = None, title: str | None = None) -> dict[str, str]:
+def write_report(
+    report: dict, stem: str, out: str | Path | None = None, title: str | None = None
+) -> dict[str, str]:
     folder = results_dir(out)
     title = title or stem
-    paths = {"json": folder / f"{stem}.json", "markdown": folder / f"{stem}.md", "png": folder / f"{stem}.png"}
+    paths = {
+        "json": folder / f"{stem}.json",
+        "markdown": folder / f"{stem}.md",
+        "png": folder / f"{stem}.png",
+    }
     write_json(paths["json"], _finite(report))
     write_text(paths["markdown"], markdown_table(report, title))
     plot_report(report, paths["png"], title)

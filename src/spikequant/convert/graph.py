@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConversionError
-from ..quant.qat import QuantConv2d, QuantInput, QuantLinear, QuantReLU, fake_quant_weight, fold_bn_into
+from ..quant.qat import (
+    QuantConv2d,
+    QuantInput,
+    QuantLinear,
+    QuantReLU,
+    fake_quant_weight,
+    fold_bn_into,
+)
 
 LEAF_TYPES = (QuantConv2d, QuantLinear, QuantReLU, QuantInput)
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
@@ -32,7 +39,13 @@ PASS_TYPES = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout2d, QuantInput, nn.
 MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
 ADD_FUNCTIONS = (operator.add, torch.add, operator.iadd)
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
-MAXPOOL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool2d, F.adaptive_max_pool2d)
+MAXPOOL_FUNCTIONS = (
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    torch.max_pool2d,
+    F.adaptive_max_pool2d,
+)
 SHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
 SHAPE_METHODS = ("view", "flatten", "reshape", "size", "contiguous")
 MAXPOOL_MESSAGE = (
@@ -85,7 +98,9 @@ def validate(model: nn.Module | fx.GraphModule) -> fx.GraphModule:
             if isinstance(m, MAXPOOL_TYPES):
                 raise ConversionError(f"{node.target}: {MAXPOOL_MESSAGE}")
             if isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6) and m.min_val != 0.0:
-                raise ConversionError(f"{node.target}: Hardtanh must clip at 0 from below to convert")
+                raise ConversionError(
+                    f"{node.target}: Hardtanh must clip at 0 from below to convert"
+                )
             if isinstance(m, nn.AvgPool2d) and (m.padding not in (0, (0, 0))):
                 raise ConversionError(f"{node.target}: padded average pooling is not supported")
             if not isinstance(m, WEIGHT_TYPES + BN_TYPES + ACT_TYPES + PASS_TYPES):
@@ -111,14 +126,23 @@ def validate(model: nn.Module | fx.GraphModule) -> fx.GraphModule:
                 node.replace_all_uses_with(new)
                 gm.graph.erase_node(node)
             elif node.target in (F.avg_pool2d,):
-                raise ConversionError(f"{node.name}: use the nn.AvgPool2d module instead of F.avg_pool2d")
+                raise ConversionError(
+                    f"{node.name}: use the nn.AvgPool2d module instead of F.avg_pool2d"
+                )
             elif node.target not in ADD_FUNCTIONS + SHAPE_FUNCTIONS and node.target is not getattr:
-                raise ConversionError(f"{node.name}: function {getattr(node.target, '__name__', node.target)} is not convertible")
+                raise ConversionError(
+                    f"{node.name}: function "
+                    f"{getattr(node.target, '__name__', node.target)} is not convertible"
+                )
         elif node.op == "call_method":
             if node.target == "relu":
-                raise ConversionError(f"{node.name}: use nn.ReLU or F.relu instead of Tensor.relu()")
+                raise ConversionError(
+                    f"{node.name}: use nn.ReLU or F.relu instead of Tensor.relu()"
+                )
             if node.target not in SHAPE_METHODS + ("add",):
-                raise ConversionError(f"{node.name}: tensor method .{node.target}() is not convertible")
+                raise ConversionError(
+                    f"{node.name}: tensor method .{node.target}() is not convertible"
+                )
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -129,9 +153,20 @@ def dequantize_weights(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         m = _module(gm, node)
         if isinstance(m, (QuantConv2d, QuantLinear)):
-            plain = (nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                               m.dilation, m.groups, m.bias is not None)
-                     if isinstance(m, QuantConv2d) else nn.Linear(m.in_features, m.out_features, m.bias is not None))
+            plain = (
+                nn.Conv2d(
+                    m.in_channels,
+                    m.out_channels,
+                    m.kernel_size,
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    m.groups,
+                    m.bias is not None,
+                )
+                if isinstance(m, QuantConv2d)
+                else nn.Linear(m.in_features, m.out_features, m.bias is not None)
+            )
             with torch.no_grad():
                 plain.weight.copy_(fake_quant_weight(m.weight, m.bits))
                 if m.bias is not None:
@@ -149,9 +184,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
         src = node.args[0]
         layer = _module(gm, src) if isinstance(src, fx.Node) else None
         if not isinstance(layer, WEIGHT_TYPES) or len(src.users) != 1:
-            raise ConversionError(f"{node.target}: BatchNorm must directly follow a Conv/Linear to be folded")
+            raise ConversionError(
+                f"{node.target}: BatchNorm must directly follow a Conv/Linear to be folded"
+            )
         if isinstance(layer, (QuantConv2d, QuantLinear)):
-            raise ConversionError(f"{node.target}: dequantize the QAT layer before folding BatchNorm")
+            raise ConversionError(
+                f"{node.target}: dequantize the QAT layer before folding BatchNorm"
+            )
         weight, bias = fold_bn_into(layer, bn)
         layer.weight = nn.Parameter(weight)
         layer.bias = nn.Parameter(bias)
@@ -171,8 +210,9 @@ def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
 
 # --------------------------------------------------------------------------- stage 2: calibrate
 @torch.no_grad()
-def collect_activations(gm: fx.GraphModule, batches: Iterable[torch.Tensor], *, inputs: bool = False
-                        ) -> dict[str, torch.Tensor]:
+def collect_activations(
+    gm: fx.GraphModule, batches: Iterable[torch.Tensor], *, inputs: bool = False
+) -> dict[str, torch.Tensor]:
     """Outputs (or inputs) of every activation node over the calibration batches, concatenated."""
     store: dict[str, list[torch.Tensor]] = {}
     handles = []
@@ -205,8 +245,14 @@ def _statistic(values: torch.Tensor, method: str, percentile: float) -> torch.Te
     return torch.quantile(positive, percentile / 100.0)
 
 
-def calibrate(gm: fx.GraphModule, batches: Iterable[torch.Tensor], *, method: str = "max",
-              percentile: float = 99.9, per_channel: bool = False) -> dict[str, torch.Tensor]:
+def calibrate(
+    gm: fx.GraphModule,
+    batches: Iterable[torch.Tensor],
+    *,
+    method: str = "max",
+    percentile: float = 99.9,
+    per_channel: bool = False,
+) -> dict[str, torch.Tensor]:
     """Scale ``lambda`` per activation node: max ANN activation or the given percentile of the
     positive activations, per layer (0-d) or per channel (``[C]``, dead channels fall back to the
     layer value). Clipped and quantized ReLUs use their clip value instead (no data needed)."""
@@ -229,7 +275,9 @@ def calibrate(gm: fx.GraphModule, batches: Iterable[torch.Tensor], *, method: st
         if layer <= 0:
             layer = torch.tensor(1.0)  # a dead layer: any threshold gives zero output
         if per_channel and values.ndim >= 2:
-            per = torch.stack([_statistic(values[:, c], method, percentile) for c in range(values.shape[1])])
+            per = torch.stack(
+                [_statistic(values[:, c], method, percentile) for c in range(values.shape[1])]
+            )
             scales[node.target] = torch.where(per > 0, per, layer)
         else:
             scales[node.target] = layer.reshape(())

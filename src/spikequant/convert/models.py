@@ -55,8 +55,11 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, b: _Builder, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*b.conv_block(channels, channels), b.conv(channels, channels),
-                                  *([nn.BatchNorm2d(channels)] if b.bn else []))
+        self.body = nn.Sequential(
+            *b.conv_block(channels, channels),
+            b.conv(channels, channels),
+            *([nn.BatchNorm2d(channels)] if b.bn else []),
+        )
         self.out = b.act()[0]
 
     def forward(self, x):
@@ -68,8 +71,9 @@ def _spec(**kwargs):
 
 
 @register_model(name="ann_mlp")
-def ann_mlp(in_shape=(1, 28, 28), hidden=(128, 64), num_classes=10, qat=False, bits=8, bn=False,
-            pool="avg"):
+def ann_mlp(
+    in_shape=(1, 28, 28), hidden=(128, 64), num_classes=10, qat=False, bits=8, bn=False, pool="avg"
+):
     """MLP: flatten -> [Linear -> ReLU] * len(hidden) -> Linear (no BN)."""
     b = _Builder(qat, bits, False, pool)
     fan_in = 1
@@ -92,15 +96,26 @@ def ann_lenet(in_channels=1, num_classes=10, qat=False, bits=8, bn=True, pool="a
         *b.conv_block(in_channels, 6, 5, padding=2, pool=2),
         *b.conv_block(6, 16, 5, padding=0, pool=2),
         nn.Flatten(),
-        b.linear(16 * 5 * 5, 120), *b.act(),
-        b.linear(120, 84), *b.act(),
+        b.linear(16 * 5 * 5, 120),
+        *b.act(),
+        b.linear(120, 84),
+        *b.act(),
         b.linear(84, num_classes),
     )
 
 
 @register_model(name="ann_cnn")
-def ann_cnn(in_channels=1, width=16, num_classes=10, qat=False, bits=8, bn=True, pool="avg",
-            residual=False, image_size=28):
+def ann_cnn(
+    in_channels=1,
+    width=16,
+    num_classes=10,
+    qat=False,
+    bits=8,
+    bn=True,
+    pool="avg",
+    residual=False,
+    image_size=28,
+):
     """VGG-style CNN: wC3-wC3-AP2-2wC3-AP2-[residual 2w block]-FC10 for 28x28 inputs."""
     b = _Builder(qat, bits, bn, pool)
     layers = [

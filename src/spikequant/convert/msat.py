@@ -38,7 +38,10 @@ PRESETS: dict[str, dict[str, float]] = {
 
 #: architecture -> preset used when the user does not choose one
 ARCHITECTURE_PRESETS = {
-    "ann_mlp": "vgg16", "ann_lenet": "vgg16", "ann_cnn": "vgg16", "ann_cnn_residual": "resnet20",
+    "ann_mlp": "vgg16",
+    "ann_lenet": "vgg16",
+    "ann_cnn": "vgg16",
+    "ann_cnn_residual": "resnet20",
 }
 
 
@@ -83,10 +86,18 @@ class MSAT(SpikingNeuron):
         reset_filtered: reset with the filtered spike (paper) or the raw one.
     """
 
-    def __init__(self, scale=1.0, *, preset: str = "vgg16", det_delta: str = "input",
-                 confidence: float | None = None, confidence_steps: int = 16,
-                 reset_filtered: bool = True, generator: torch.Generator | None = None,
-                 **hyperparameters) -> None:
+    def __init__(
+        self,
+        scale=1.0,
+        *,
+        preset: str = "vgg16",
+        det_delta: str = "input",
+        confidence: float | None = None,
+        confidence_steps: int = 16,
+        reset_filtered: bool = True,
+        generator: torch.Generator | None = None,
+        **hyperparameters,
+    ) -> None:
         super().__init__()
         scale = torch.as_tensor(scale, dtype=torch.float32).clone()
         if (scale <= 0).any() or not torch.isfinite(scale).all():
@@ -136,5 +147,7 @@ class MSAT(SpikingNeuron):
         return kept * thr * scale, MSATState(mem, thr, dtt, vm_sum, pre, t)
 
     def extra_repr(self) -> str:
-        return (f"preset={self.preset}, det_delta={self.det_delta}, confidence={self.confidence}, "
-                f"E={self.confidence_steps}")
+        return (
+            f"preset={self.preset}, det_delta={self.det_delta}, confidence={self.confidence}, "
+            f"E={self.confidence_steps}"
+        )

@@ -6,8 +6,8 @@ between calls. The read-out accumulates the output layer over time and takes the
 
 Methods (recipes):
 
-* ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer (threshold
-  balancing); each spike carries ``lambda``. Analog input every step; read-out = mean over time.
+* ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer
+  (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out = mean over time.
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
 * ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
@@ -146,8 +146,11 @@ class SpikingNetwork(nn.Module):
         self.max_input_spikes: int | None = None  # calif ISI budget K; None -> min(T, 255)
 
     def stages(self) -> dict[str, nn.Module]:
-        return {name: m for name, m in self.graph_module.named_modules()
-                if isinstance(m, (NeuronStage, CaBlock))}
+        return {
+            name: m
+            for name, m in self.graph_module.named_modules()
+            if isinstance(m, (NeuronStage, CaBlock))
+        }
 
     def _set_mode(self, mode: str) -> None:
         for m in self.graph_module.modules():
@@ -223,8 +226,14 @@ def replace_rate(gm: fx.GraphModule, scales: dict[str, torch.Tensor]) -> fx.Grap
     return gm
 
 
-def replace_msat(gm: fx.GraphModule, scales: dict[str, torch.Tensor], *, preset: str,
-                 generator: torch.Generator, **msat_kwargs) -> fx.GraphModule:
+def replace_msat(
+    gm: fx.GraphModule,
+    scales: dict[str, torch.Tensor],
+    *,
+    preset: str,
+    generator: torch.Generator,
+    **msat_kwargs,
+) -> fx.GraphModule:
     for node in activation_nodes(gm):
         m = gm.get_submodule(node.target)
         neuron = MSAT(scales[node.target], preset=preset, generator=generator, **msat_kwargs)
@@ -239,7 +248,9 @@ def replace_calif(gm: fx.GraphModule, *, tie: str = "up") -> fx.GraphModule:
         if m is None:
             continue
         if isinstance(m, BN_TYPES):
-            raise ConversionError(f"{node.target}: calif needs BN folded during QAT (train with the qat runner)")
+            raise ConversionError(
+                f"{node.target}: calif needs BN folded during QAT (train with the qat runner)"
+            )
         if isinstance(m, QuantInput):
             saw_input = True
             _set_module(gm, node.target, nn.Identity())
@@ -267,8 +278,14 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield x[i : i + batch_size]
 
 
-def sin_statistics(snn: SpikingNetwork, ann_graph: fx.GraphModule, x: torch.Tensor, *,
-                   steps: int = 16, batch_size: int = 256) -> dict[str, dict]:
+def sin_statistics(
+    snn: SpikingNetwork,
+    ann_graph: fx.GraphModule,
+    x: torch.Tensor,
+    *,
+    steps: int = 16,
+    batch_size: int = 256,
+) -> dict[str, dict]:
     """Spikes of inactivated neurons per layer: neurons that fire within the first ``steps`` steps
     although their ANN pre-activation is <= 0. ``p = 1 - SIN / fired`` is the confidence."""
     stages = {n: s for n, s in snn.stages().items() if isinstance(s, NeuronStage)}
@@ -303,16 +320,34 @@ def sin_statistics(snn: SpikingNetwork, ann_graph: fx.GraphModule, x: torch.Tens
     report = {}
     for name, t in totals.items():
         ratio = t["sin"] / t["fired"] if t["fired"] else 0.0
-        report[name] = {"sin_neurons": t["sin"], "fired_neurons": t["fired"], "sin_ratio": ratio,
-                        "ans": t["sin_spikes"] / max(t["neurons"], 1), "confidence": 1.0 - ratio}
+        report[name] = {
+            "sin_neurons": t["sin"],
+            "fired_neurons": t["fired"],
+            "sin_ratio": ratio,
+            "ans": t["sin_spikes"] / max(t["neurons"], 1),
+            "confidence": 1.0 - ratio,
+        }
     return report
 
 
-def convert(model: nn.Module, method: str = "rate", calibration: torch.Tensor | None = None, *,
-            calibration_method: str = "max", percentile: float = 99.9, per_channel: bool = False,
-            preset: str | None = None, architecture: str | None = None, confidence: bool = True,
-            confidence_steps: int = 16, reset_filtered: bool = True, det_delta: str = "input",
-            seed: int = 0, batch_size: int = 256, tie: str = "up") -> SpikingNetwork:
+def convert(
+    model: nn.Module,
+    method: str = "rate",
+    calibration: torch.Tensor | None = None,
+    *,
+    calibration_method: str = "max",
+    percentile: float = 99.9,
+    per_channel: bool = False,
+    preset: str | None = None,
+    architecture: str | None = None,
+    confidence: bool = True,
+    confidence_steps: int = 16,
+    reset_filtered: bool = True,
+    det_delta: str = "input",
+    seed: int = 0,
+    batch_size: int = 256,
+    tie: str = "up",
+) -> SpikingNetwork:
     """Convert an ANN (``[B, ...] -> [B, classes]``) into a :class:`SpikingNetwork`.
 
     ``calibration`` (training images) is required by ``rate`` and ``msat`` unless every activation
@@ -326,27 +361,43 @@ def convert(model: nn.Module, method: str = "rate", calibration: torch.Tensor | 
         return SpikingNetwork(gm, "calif", {"method": "calif"})
     ann = prepare(model)
     batches = list(_batches(calibration, batch_size)) if calibration is not None else []
-    needs_data = any(not isinstance(ann.get_submodule(n.target), (QuantReLU, nn.ReLU6, nn.Hardtanh))
-                     for n in activation_nodes(ann))
+    needs_data = any(
+        not isinstance(ann.get_submodule(n.target), (QuantReLU, nn.ReLU6, nn.Hardtanh))
+        for n in activation_nodes(ann)
+    )
     if needs_data and not batches:
         raise ConfigError(f"{method} conversion needs calibration data for its ReLU layers")
-    scales = calibrate(ann, batches, method=calibration_method, percentile=percentile,
-                       per_channel=per_channel)
+    scales = calibrate(
+        ann, batches, method=calibration_method, percentile=percentile, per_channel=per_channel
+    )
     gm = copy.deepcopy(ann)
-    info = {"method": method, "calibration": calibration_method, "per_channel": per_channel,
-            "scales": {k: v.tolist() for k, v in scales.items()}}
+    info = {
+        "method": method,
+        "calibration": calibration_method,
+        "per_channel": per_channel,
+        "scales": {k: v.tolist() for k, v in scales.items()},
+    }
     if method == "rate":
         gm = replace_rate(gm, scales)
         gm.recompile()
         return SpikingNetwork(gm, "rate", info)
     preset = preset or ARCHITECTURE_PRESETS.get(architecture or "", "vgg16")
     generator = torch.Generator().manual_seed(seed)
-    gm = replace_msat(gm, scales, preset=preset, generator=generator, det_delta=det_delta,
-                      confidence_steps=confidence_steps, reset_filtered=reset_filtered)
+    gm = replace_msat(
+        gm,
+        scales,
+        preset=preset,
+        generator=generator,
+        det_delta=det_delta,
+        confidence_steps=confidence_steps,
+        reset_filtered=reset_filtered,
+    )
     gm.recompile()
     snn = SpikingNetwork(gm, "msat", {**info, "preset": preset})
     if batches:
-        sin = sin_statistics(snn, ann, torch.cat(batches), steps=confidence_steps, batch_size=batch_size)
+        sin = sin_statistics(
+            snn, ann, torch.cat(batches), steps=confidence_steps, batch_size=batch_size
+        )
         snn.info["sin"] = sin
         if confidence and sin:
             last = list(sin)[-1]
@@ -356,8 +407,9 @@ def convert(model: nn.Module, method: str = "rate", calibration: torch.Tensor | 
 
 
 @torch.no_grad()
-def quantized_codes(model: nn.Module, x: torch.Tensor, *, decoded_input: torch.Tensor | None = None
-                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def quantized_codes(
+    model: nn.Module, x: torch.Tensor, *, decoded_input: torch.Tensor | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Integer activations (before, after pooling) of every QuantReLU of a QAT model, in float64.
 
     With ``decoded_input`` the input quantizer is bypassed and the network sees that input instead
@@ -369,8 +421,13 @@ def quantized_codes(model: nn.Module, x: torch.Tensor, *, decoded_input: torch.T
     for node in activation_nodes(gm):
         m = gm.get_submodule(node.target)
         if isinstance(m, QuantReLU):
-            handles.append(m.register_forward_hook(
-                lambda mod, args, out, name=node.target: codes.__setitem__(name, mod.codes(args[0]))))
+            handles.append(
+                m.register_forward_hook(
+                    lambda mod, args, out, name=node.target: codes.__setitem__(
+                        name, mod.codes(args[0])
+                    )
+                )
+            )
     inputs = [m for m in gm.modules() if isinstance(m, QuantInput)]
     try:
         if decoded_input is not None:
@@ -402,11 +459,19 @@ def calif_agreement(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, time
         o_pre, o_post = on_original[name]
         layers[name] = {
             "neurons": int(pre.numel() + (post.numel() if post is not pre else 0)),
-            "mismatch_vs_decoded_input": int((pre != d_pre).sum() + ((post != d_post).sum() if post is not pre else 0)),
-            "mismatch_vs_original_input": int((pre != o_pre).sum() + ((post != o_post).sum() if post is not pre else 0)),
+            "mismatch_vs_decoded_input": int(
+                (pre != d_pre).sum() + ((post != d_post).sum() if post is not pre else 0)
+            ),
+            "mismatch_vs_original_input": int(
+                (pre != o_pre).sum() + ((post != o_post).sum() if post is not pre else 0)
+            ),
         }
-    return {"T": timesteps, "input_spike_budget": min(budget, timesteps), "layers": layers,
-            "logits": out["logits"]}
+    return {
+        "T": timesteps,
+        "input_spike_budget": min(budget, timesteps),
+        "layers": layers,
+        "logits": out["logits"],
+    }
 
 
 def isi_decoded_input(x: torch.Tensor, timesteps: int, budget: int) -> torch.Tensor:

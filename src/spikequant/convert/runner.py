@@ -32,14 +32,27 @@ def _optimizer(params, cfg: dict, lr: float):
     name = cfg.get("optimizer", "sgd")
     wd = float(cfg.get("weight_decay", 0.0))
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd
+        )
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
-def train_epochs(model: nn.Module, x, y, *, epochs: int, lr: float, batch_size: int, cfg: dict,
-                 generator: torch.Generator, progress: bool = False, label: str = "train") -> None:
+def train_epochs(
+    model: nn.Module,
+    x,
+    y,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    cfg: dict,
+    generator: torch.Generator,
+    progress: bool = False,
+    label: str = "train",
+) -> None:
     """Cross-entropy training with a cosine learning-rate schedule."""
     if epochs <= 0:
         return
@@ -83,7 +96,9 @@ def fold_model(model: nn.Sequential, name: str, kwargs: dict) -> tuple[nn.Module
             else:
                 weight, bias = module.weight.detach(), module.bias.detach()
             state[mname] = (weight, bias)
-    tgt_layers = [(n, m) for n, m in target.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    tgt_layers = [
+        (n, m) for n, m in target.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     src_layers = list(state.values())
     if len(tgt_layers) != len(src_layers):
         raise ConfigError(f"cannot fold {name}: layer structure differs without BN")
@@ -91,15 +106,21 @@ def fold_model(model: nn.Sequential, name: str, kwargs: dict) -> tuple[nn.Module
         for (_, layer), (weight, bias) in zip(tgt_layers, src_layers, strict=True):
             layer.weight.copy_(weight)
             layer.bias.copy_(bias)
-        src_acts = [m for m in model.modules() if hasattr(m, "step") and isinstance(getattr(m, "step"), nn.Parameter)]
-        tgt_acts = [m for m in target.modules() if hasattr(m, "step") and isinstance(getattr(m, "step"), nn.Parameter)]
+        src_acts = [
+            m for m in model.modules() if hasattr(m, "step") and isinstance(m.step, nn.Parameter)
+        ]
+        tgt_acts = [
+            m for m in target.modules() if hasattr(m, "step") and isinstance(m.step, nn.Parameter)
+        ]
         for s, t in zip(src_acts, tgt_acts, strict=True):
             t.step.copy_(s.step)
             t.initialized.copy_(s.initialized)
     return target, folded_kwargs
 
 
-def run_recipe(cfg: dict, *, out_dir: pathlib.Path, resume: bool = False, progress: bool = True) -> dict:
+def run_recipe(
+    cfg: dict, *, out_dir: pathlib.Path, resume: bool = False, progress: bool = True
+) -> dict:
     out_dir = pathlib.Path(out_dir)
     name = require(cfg, "model.name", str)
     kwargs = dict(cfg["model"].get("kwargs") or {})
@@ -121,38 +142,67 @@ def run_recipe(cfg: dict, *, out_dir: pathlib.Path, resume: bool = False, progre
     x_test, y_test = load_arrays(dataset, "test")
     start = time.time()
     model = create_model(name, **kwargs)
-    train_epochs(model, x_train, y_train, epochs=epochs, lr=lr, batch_size=batch_size, cfg=tcfg,
-                 generator=generator, progress=progress)
+    train_epochs(
+        model,
+        x_train,
+        y_train,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        cfg=tcfg,
+        generator=generator,
+        progress=progress,
+    )
     metrics = {"accuracy_before_fold": ann_accuracy(model, x_test, y_test) / 100}
     qcfg = cfg.get("qat", {}) or {}
     if kwargs.get("qat") and kwargs.get("bn", name != "ann_mlp"):
         model, kwargs = fold_model(model, name, kwargs)
         metrics["accuracy_after_fold"] = ann_accuracy(model, x_test, y_test) / 100
-        train_epochs(model, x_train, y_train, epochs=int(qcfg.get("fold_epochs", 2)),
-                     lr=float(qcfg.get("fold_lr", lr / 10)), batch_size=batch_size, cfg=tcfg,
-                     generator=generator, progress=progress, label="fine-tune folded")
+        train_epochs(
+            model,
+            x_train,
+            y_train,
+            epochs=int(qcfg.get("fold_epochs", 2)),
+            lr=float(qcfg.get("fold_lr", lr / 10)),
+            batch_size=batch_size,
+            cfg=tcfg,
+            generator=generator,
+            progress=progress,
+            label="fine-tune folded",
+        )
     model.eval()
-    metrics["test_accuracy"] = ann_accuracy(model, x_test, y_test) / 100  # fraction, as every runner
+    metrics["test_accuracy"] = (
+        ann_accuracy(model, x_test, y_test) / 100
+    )  # fraction, as every runner
     metrics["train_seconds"] = round(time.time() - start, 1)
-    meta = {"model": {"name": name, "kwargs": kwargs}, "dataset": dataset, "recipe": cfg,
-            "metrics": metrics, "complete": True, "kind": "qat"}
+    meta = {
+        "model": {"name": name, "kwargs": kwargs},
+        "dataset": dataset,
+        "recipe": cfg,
+        "metrics": metrics,
+        "complete": True,
+        "kind": "qat",
+    }
     save_checkpoint(out_dir, model.state_dict(), meta)
     ccfg = cfg.get("convert")
     if ccfg:
         methods = ccfg.get("methods", ["calif" if kwargs.get("qat") else "rate"])
         timesteps = ccfg.get("timesteps", [8, 16, 32, 64, 128, 256])
-        report = compare_methods(model, methods, x_train, x_test, y_test, timesteps,
-                                 options=ccfg.get("options", {}))
+        report = compare_methods(
+            model, methods, x_train, x_test, y_test, timesteps, options=ccfg.get("options", {})
+        )
         report.update({"checkpoint": str(out_dir), "model": meta["model"], "dataset": dataset})
         if "calif" in methods and ccfg.get("check_exact", True):
             from .network import calif_agreement, convert
 
-            agreement = calif_agreement(model, convert(model, "calif"), x_test,
-                                        2 ** int(kwargs.get("bits", 8)))
+            agreement = calif_agreement(
+                model, convert(model, "calif"), x_test, 2 ** int(kwargs.get("bits", 8))
+            )
             agreement.pop("logits")
             report["calif_exactness"] = agreement
             metrics["calif_layer_mismatches"] = sum(
-                v["mismatch_vs_decoded_input"] for v in agreement["layers"].values())
+                v["mismatch_vs_decoded_input"] for v in agreement["layers"].values()
+            )
         paths = write_report(report, cfg.get("name", "conversion"), ccfg.get("out"))
         metrics["conversion"] = {m: e["rows"] for m, e in report["methods"].items()}
         metrics["reports"] = paths

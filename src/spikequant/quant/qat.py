@@ -36,7 +36,7 @@ def round_half_up(x: torch.Tensor) -> torch.Tensor:
 
 
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel symmetric step ``Sw_c = max|w_c| / (2^(bits-1) - 1)`` (shape ``[C_out]``)."""
+    """Per-output-channel symmetric step ``Sw_c = max|w_c| / (2^(bits-1) - 1)``, ``[C_out]``."""
     qw = 2 ** (bits - 1) - 1
     amax = weight.detach().abs().reshape(weight.shape[0], -1).amax(1)
     return amax.clamp(min=1e-8) / qw
@@ -121,8 +121,14 @@ class QuantReLU(nn.Module):
     to ``2 mean(|x|) / sqrt(qmax)`` (LSQ).
     """
 
-    def __init__(self, bits: int = 8, *, qmax: int | None = None, pool: int = 1,
-                 init_step: float | None = None) -> None:
+    def __init__(
+        self,
+        bits: int = 8,
+        *,
+        qmax: int | None = None,
+        pool: int = 1,
+        init_step: float | None = None,
+    ) -> None:
         super().__init__()
         self.bits = check_bits(bits)
         self.qmax = int(qmax) if qmax is not None else 2 ** (self.bits - 1) - 1
@@ -154,7 +160,9 @@ class QuantReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not bool(self.initialized):
             with torch.no_grad():
-                self.step.fill_(max(2 * x.detach().abs().mean().item() / math.sqrt(self.qmax), 1e-4))
+                self.step.fill_(
+                    max(2 * x.detach().abs().mean().item() / math.sqrt(self.qmax), 1e-4)
+                )
                 self.initialized.fill_(True)
         scale = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
         step = _LSQGrad.apply(self.step.abs().clamp(min=1e-6), scale)
@@ -167,10 +175,16 @@ class QuantReLU(nn.Module):
         return f"bits={self.bits}, qmax={self.qmax}, pool={self.pool}"
 
 
-def fold_bn_into(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_bn_into(
+    layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Folded (weight, bias) of ``bn(layer(x))`` in inference mode."""
     with torch.no_grad():
-        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+        gain = (
+            bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            if bn.affine
+            else 1 / torch.sqrt(bn.running_var + bn.eps)
+        )
         shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
         bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
         weight = layer.weight * gain.view(-1, *([1] * (layer.weight.ndim - 1)))

@@ -27,15 +27,17 @@ def parse_timesteps(text: str) -> list[int]:
                 a, b = values[-2], values[-1]
                 arithmetic = len(values) >= 3 and b - a == a - values[-3]
                 geometric = not arithmetic and b % a == 0 and b // a > 1
-                nxt = (lambda v: v * (b // a)) if geometric else (lambda v: v + (b - a))
-                v = nxt(b)
+                ratio, stride = (b // a, 0) if geometric else (1, b - a)
+                v = b * ratio + stride
                 while v < end and b > a:
                     values.append(v)
-                    v = nxt(v)
+                    v = v * ratio + stride
             else:
                 values.append(int(part))
     except ValueError:
-        raise ConfigError(f"--timesteps must be integers separated by commas, got {text!r}") from None
+        raise ConfigError(
+            f"--timesteps must be integers separated by commas, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise ConfigError(f"--timesteps must be positive integers, got {text!r}")
     return sorted(set(values))
@@ -48,20 +50,35 @@ def register(sub) -> None:
         description=__doc__,
     )
     p.add_argument("checkpoint", help="checkpoint folder (from `spikequant train` with kind: qat)")
-    p.add_argument("--method", default="rate",
-                   help="rate, msat or calif; a comma list compares several (default rate)")
+    p.add_argument(
+        "--method",
+        default="rate",
+        help="rate, msat or calif; a comma list compares several (default rate)",
+    )
     p.add_argument("--timesteps", default="1,2,4,...,256", help="e.g. 1,2,4,...,256 or 8,16,32")
-    p.add_argument("--calibration", choices=("max", "percentile"), default="max",
-                   help="threshold calibration for rate/msat (default max activation)")
+    p.add_argument(
+        "--calibration",
+        choices=("max", "percentile"),
+        default="max",
+        help="threshold calibration for rate/msat (default max activation)",
+    )
     p.add_argument("--percentile", type=float, default=99.9)
     p.add_argument("--per-channel", action="store_true", help="one threshold per channel")
     p.add_argument("--preset", default=None, help="MSAT hyperparameters: vgg16, resnet20, resnet34")
     p.add_argument("--no-confidence", action="store_true", help="MSAT without spike confidence")
     p.add_argument("--calibration-samples", type=int, default=512)
-    p.add_argument("--test-samples", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--check-exact", action="store_true",
-                   help="calif: compare every layer's integer activations with the quantized ANN at T = 2^bits")
-    p.add_argument("--name", default=None, help="report file stem (default convert-<checkpoint>-<methods>)")
+    p.add_argument(
+        "--test-samples", type=int, default=None, help="evaluate on the first N test images"
+    )
+    p.add_argument(
+        "--check-exact",
+        action="store_true",
+        help="calif: compare every layer's integer activations with the quantized ANN "
+        "at T = 2^bits",
+    )
+    p.add_argument(
+        "--name", default=None, help="report file stem (default convert-<checkpoint>-<methods>)"
+    )
     p.add_argument("--out", default=None, help="report folder (default docs/results)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -96,24 +113,51 @@ def run(args) -> int:
     arch = meta["model"]["name"]
     if arch == "ann_cnn" and meta["model"].get("kwargs", {}).get("residual"):
         arch = "ann_cnn_residual"
-    common = {"calibration_method": args.calibration, "percentile": args.percentile,
-              "per_channel": args.per_channel, "seed": args.seed}
-    options = {"rate": common,
-               "msat": {**common, "preset": args.preset, "architecture": arch,
-                        "confidence": not args.no_confidence},
-               "calif": {}}
-    report = compare_methods(model, methods, x_train, x_test, y_test, timesteps, options=options,
-                             calibration_size=args.calibration_samples)
-    report.update({"checkpoint": str(args.checkpoint), "model": meta["model"], "dataset": dataset,
-                   "calibration": args.calibration, "per_channel": args.per_channel})
+    common = {
+        "calibration_method": args.calibration,
+        "percentile": args.percentile,
+        "per_channel": args.per_channel,
+        "seed": args.seed,
+    }
+    options = {
+        "rate": common,
+        "msat": {
+            **common,
+            "preset": args.preset,
+            "architecture": arch,
+            "confidence": not args.no_confidence,
+        },
+        "calif": {},
+    }
+    report = compare_methods(
+        model,
+        methods,
+        x_train,
+        x_test,
+        y_test,
+        timesteps,
+        options=options,
+        calibration_size=args.calibration_samples,
+    )
+    report.update(
+        {
+            "checkpoint": str(args.checkpoint),
+            "model": meta["model"],
+            "dataset": dataset,
+            "calibration": args.calibration,
+            "per_channel": args.per_channel,
+        }
+    )
     if args.check_exact and "calif" in methods:
         bits = int(meta["model"].get("kwargs", {}).get("bits", 8))
         snn = convert(model, "calif")
-        agreement = calif_agreement(model, snn, x_test, 2 ** bits)
+        agreement = calif_agreement(model, snn, x_test, 2**bits)
         agreement.pop("logits")
         report["calif_exactness"] = agreement
     stem = args.name or f"convert-{Path(args.checkpoint).name}-{'-'.join(methods)}"
-    paths = write_report(report, stem, args.out, title=f"{Path(args.checkpoint).name}: {', '.join(methods)}")
+    paths = write_report(
+        report, stem, args.out, title=f"{Path(args.checkpoint).name}: {', '.join(methods)}"
+    )
     print_report(report)
     print(f"saved: {paths['markdown']}, {paths['json']}, {paths['png']}")
     return 0
@@ -133,7 +177,11 @@ def print_report(report: dict) -> None:
         cells = []
         for entry in report["methods"].values():
             row = entry["rows"][i]
-            cells += [f"{row['accuracy']:.2f}", f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
+            cells += [
+                f"{row['accuracy']:.2f}",
+                f"{row['gap_to_ann']:+.2f}",
+                f"{row['spikes_per_neuron']:.3f}",
+            ]
         table.add_row(str(t), *cells)
     console = Console()
     console.print(table)
@@ -142,5 +190,7 @@ def print_report(report: dict) -> None:
     if "calif_exactness" in report:
         ex = report["calif_exactness"]
         bad = sum(v["mismatch_vs_decoded_input"] for v in ex["layers"].values())
-        console.print(f"calif at T = {ex['T']}: {bad} integer activations differ from the quantized ANN "
-                      f"over {len(ex['layers'])} layers")
+        console.print(
+            f"calif at T = {ex['T']}: {bad} integer activations differ from the quantized ANN "
+            f"over {len(ex['layers'])} layers"
+        )
