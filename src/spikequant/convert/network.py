@@ -7,7 +7,8 @@ between calls. The read-out accumulates the output layer over time and takes the
 Methods (recipes):
 
 * ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer
-  (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out = mean over time.
+  (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out =
+  mean over time.
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
 * ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
@@ -443,35 +444,43 @@ def quantized_codes(
 
 
 @torch.no_grad()
-def calif_agreement(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int) -> dict:
+def calif_agreement(
+    model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int
+) -> dict:
     """Simulate the Ca-LIF SNN for ``timesteps`` and compare every layer's integer activations with
     the quantized ANN, both on the ISI-decoded input (must be exact) and on the original input
     (differs only through the input-coding rounding)."""
     out = snn.simulate(x, [timesteps])[timesteps]
+    return {**compare_codes(model, snn, x, timesteps), "logits": out["logits"]}
+
+
+def compare_codes(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int) -> dict:
+    """Compare the codes the Ca-LIF SNN holds after simulating ``x`` for ``timesteps`` steps."""
     snn_codes = snn.codes()
-    budget = snn.max_input_spikes or min(timesteps, 255)
-    decoded = isi_decoded_input(x, timesteps, min(budget, timesteps))
-    on_decoded = quantized_codes(model, x, decoded_input=decoded)
+    budget = min(snn.max_input_spikes or min(timesteps, 255), timesteps)
+    on_decoded = quantized_codes(
+        model, x, decoded_input=isi_decoded_input(x, timesteps, budget)
+    )
     on_original = quantized_codes(model, x)
     layers = {}
     for name, (pre, post) in snn_codes.items():
-        d_pre, d_post = on_decoded[name]
-        o_pre, o_post = on_original[name]
-        layers[name] = {
-            "neurons": int(pre.numel() + (post.numel() if post is not pre else 0)),
-            "mismatch_vs_decoded_input": int(
-                (pre != d_pre).sum() + ((post != d_post).sum() if post is not pre else 0)
-            ),
-            "mismatch_vs_original_input": int(
-                (pre != o_pre).sum() + ((post != o_post).sum() if post is not pre else 0)
-            ),
-        }
-    return {
-        "T": timesteps,
-        "input_spike_budget": min(budget, timesteps),
-        "layers": layers,
-        "logits": out["logits"],
-    }
+        pooled = post is not pre
+        layers[name] = {"neurons": int(pre.numel() + (post.numel() if pooled else 0))}
+        for key, ref in (("decoded", on_decoded[name]), ("original", on_original[name])):
+            bad = (pre != ref[0]).sum() + ((post != ref[1]).sum() if pooled else 0)
+            layers[name][f"mismatch_vs_{key}_input"] = int(bad)
+    return {"T": timesteps, "input_spike_budget": budget, "layers": layers, "samples": len(x)}
+
+
+def merge_agreements(total: dict | None, part: dict) -> dict:
+    """Sum the per-layer counts of two :func:`compare_codes` results (batches of one test set)."""
+    if total is None:
+        return part
+    for name, counts in part["layers"].items():
+        for key, value in counts.items():
+            total["layers"][name][key] += value
+    total["samples"] += part["samples"]
+    return total
 
 
 def isi_decoded_input(x: torch.Tensor, timesteps: int, budget: int) -> torch.Tensor:
