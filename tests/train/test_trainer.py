@@ -306,3 +306,28 @@ def test_frame_sequence_datasets_reach_the_model_time_first():
     result = evaluate(model, data, batch_size=4)
     assert seen == [(3, 4, 2, 8, 8), (3, 2, 2, 8, 8)]  # [T, B, C, H, W]
     assert result["timesteps"] == 3 and result["samples"] == 6
+
+
+@pytest.mark.parametrize("name", ["cosine", "step"])
+def test_schedules_never_increase_and_stay_in_range(name):
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(
+        iters=st.integers(1, 50),
+        epochs=st.integers(1, 40),
+        step=st.integers(1, 10),
+        gamma=st.floats(0.01, 1.0),
+        floor=st.floats(0.0, 1.0),
+    )
+    def check(iters, epochs, step, gamma, floor):
+        sched = {"name": name, "step_size": step, "gamma": gamma, "min_lr_ratio": floor}
+        total = iters * epochs
+        values = [lr_factor(sched, i, iters, total) for i in range(total + 1)]
+        assert values[0] == pytest.approx(1.0)
+        assert all(b <= a + 1e-12 for a, b in zip(values, values[1:], strict=False))
+        assert all(0.0 <= v <= 1.0 + 1e-12 for v in values)
+        if name == "cosine":
+            assert values[-1] == pytest.approx(floor)
+
+    check()

@@ -114,6 +114,8 @@ def run_recipe(
     if resume and trainer.resume():
         resumed_from = trainer.epoch
         log(f"resumed {out_dir} after epoch {trainer.epoch}")
+    elif resume:
+        log(f"no checkpoint in {out_dir} yet: starting from epoch 1")
     final = trainer.fit(stop_after=stop_after)
     if "stopped_after_epoch" in final:
         return final
