@@ -99,3 +99,14 @@ def test_render_recomputes_checks_without_training(ablation, capsys):
     assert "one test image = 0.25 points" in (out / "atif_ablation.md").read_text()
     assert main(["ablation", "--render", str(tmp / "missing.json")]) == 2
     assert "not an atif_ablation.json" in capsys.readouterr().err
+
+
+def test_resume_reuses_finished_runs_of_the_same_recipe(ablation):
+    tmp, summary = ablation
+    again = tmp / "again"
+    args = ["ablation", "--seeds", "0", "--runs", str(tmp / "runs"), "--out", str(again)]
+    assert main([*args, "--no-progress", "--resume", *FAST]) == 0
+    redo = json.loads((again / "atif_ablation.json").read_text())
+    for name, row in summary["rows"].items():
+        assert redo["rows"][name]["accuracy_mean"] == row["accuracy_mean"]
+        assert redo["rows"][name]["runs"][0]["train_seconds"] == row["runs"][0]["train_seconds"]

@@ -47,6 +47,19 @@ def trained_thresholds(model: torch.nn.Module) -> dict[str, Any]:
     return out
 
 
+def _same_recipe(out_dir: Path, cfg: dict) -> bool:
+    import json
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    try:
+        _, meta = load_checkpoint(resolve_checkpoint(out_dir))
+    except CheckpointError:
+        return False
+    return meta.get("recipe") == json.loads(json.dumps(cfg))
+
+
 def _train_size(cfg: dict) -> int:
     from ..data import get_dataset
 
@@ -66,8 +79,12 @@ def run_ablation(
     runs_dir: Path = Path("runs/ablation"),
     progress: bool = True,
     log=print,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train the four rows for every seed; return the summary (also see :func:`write_ablation`)."""
+    """Train the four rows for every seed; return the summary (also see :func:`write_ablation`).
+
+    With ``resume``, a run folder whose checkpoint was made from the identical recipe is
+    continued (or, if complete, only evaluated) instead of trained again."""
     rows: dict[str, dict] = {}
     summary_sizes: dict[str, int] = {}
     for recipe, label in ROWS:
@@ -76,7 +93,8 @@ def run_ablation(
             cfg = validate_recipe(load_recipe(recipe, [*(overrides or []), f"seed={seed}"]))
             out_dir = Path(runs_dir) / f"{recipe}-seed{seed}"
             log(f"training {label}, seed {seed} -> {out_dir}")
-            result = run_recipe(cfg, out_dir=out_dir, progress=progress)
+            reuse = resume and _same_recipe(out_dir, cfg)
+            result = run_recipe(cfg, out_dir=out_dir, progress=progress, resume=reuse)
             model, _ = load_model(resolve_checkpoint(out_dir))
             summary_sizes["test"] = result["samples"]
             summary_sizes["train"] = _train_size(cfg)

@@ -20,7 +20,9 @@ def register(sub) -> None:
 
 def add_arguments(p) -> None:
     p.add_argument(
-        "--seeds", default="0,1", help="comma-separated seeds (default 0,1); rows report the mean"
+        "--seeds",
+        default="0,1,2",
+        help="comma-separated seeds (default 0,1,2); rows report the mean",
     )
     p.add_argument(
         "--set",
@@ -35,6 +37,11 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="results folder (default docs/results)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse or continue run folders made from the identical recipe (e.g. to add seeds)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
         "--render",
@@ -70,6 +77,7 @@ def run(args) -> int:
             runs_dir=args.runs,
             progress=not args.no_progress,
             log=(lambda m: None) if args.json else print,
+            resume=args.resume,
         )
     json_path, md_path = write_ablation(summary, results_dir(args.out))
     if args.json:
