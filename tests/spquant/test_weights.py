@@ -103,3 +103,15 @@ def test_default_pow2_setup_keeps_weights_of_uniform_init():
     quantize_weights(conv, 2)
     nonzero = (conv.weight != 0).float().mean().item()
     assert 0.6 < nonzero < 0.8
+
+
+def test_rescaled_pow2_keeps_the_layer_scale():
+    torch.manual_seed(0)
+    layer = nn.Linear(128, 10)
+    std = layer.weight.detach().std()
+    quantize_weights(layer, 2, rescale=True)
+    w = layer.weight.detach()
+    levels = (w / (std / 4 * 4)).unique()  # ternary levels of alpha = 4 mapped back by std / 4
+    assert torch.allclose(levels, torch.tensor([-1.0, 0.0, 1.0]), atol=1e-3)
+    layer(torch.ones(2, 128)).sum().backward()
+    assert layer.parametrizations.weight.original.grad is not None

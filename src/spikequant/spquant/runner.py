@@ -8,6 +8,7 @@ see :mod:`spikequant.train.recipe`) plus a ``spquant`` section::
       weight_alpha: 4.0         # power-of-two clip scale (on standardised weights)
       weight_standardize: true
       weight_std: 4.0           # standard deviation the weights are standardised to (PoT only)
+      weight_rescale: false     # map PoT weights back to the layer's float scale (s / gain)
       weight_exclude: []        # conv/linear module names kept in float
       learn_threshold: false    # per-layer V_th with the separate gradient path
       spatial_prune: 0.0        # fraction of locations per sample/step without input current
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_alpha": 4.0,
     "weight_standardize": True,
     "weight_std": 4.0,
+    "weight_rescale": False,
     "weight_exclude": [],
     "learn_threshold": False,
     "spatial_prune": 0.0,
@@ -115,6 +117,7 @@ def apply_spquant(model: torch.nn.Module, spq: dict, example: torch.Tensor) -> d
         alpha=float(spq["weight_alpha"]),
         standardize=bool(spq["weight_standardize"]),
         weight_std=float(spq["weight_std"]),
+        rescale=bool(spq["weight_rescale"]),
         exclude=list(spq["weight_exclude"]),
     )
     if (spq["spatial_prune"] or spq["channel_gates"]) and not qlif_layers(model):

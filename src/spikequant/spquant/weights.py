@@ -40,6 +40,29 @@ class WeightStandardize(nn.Module):
         return self.gain * (w - w.mean()) / (w.std() + self.eps)
 
 
+class RescaledPowerOfTwo(nn.Module):
+    """PoT quantization in the standardised domain, mapped back to the layer's scale::
+
+        s = std(w) (detached),  w_hat = gain (w - mean(w)) / s,  w_q = PoT(w_hat) * s / gain
+
+    The integer levels and the power-of-two ``alpha`` live in the standardised domain; the single
+    per-layer float ``s / gain`` keeps the layer's output scale (it matters for a read-out layer
+    that no BN follows, whose logits would otherwise be ``gain / std`` times larger).
+    """
+
+    def __init__(self, bits: int, alpha: float, gain: float, learn_alpha: bool = True,
+                 eps: float = 1e-5) -> None:
+        super().__init__()
+        self.quantizer = PowerOfTwoQuantizer(bits, alpha, learn_alpha=learn_alpha)
+        self.bits = bits
+        self.gain = float(gain)
+        self.eps = eps
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        scale = w.detach().std() + self.eps
+        return self.quantizer(self.gain * (w - w.mean()) / scale) * scale / self.gain
+
+
 def synapse_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, SYNAPSES)]
 
@@ -51,6 +74,7 @@ def quantize_weights(
     alpha: float = 4.0,
     standardize: bool = True,
     weight_std: float = 4.0,
+    rescale: bool = False,
     learn_scale: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
@@ -72,7 +96,11 @@ def quantize_weights(
             continue
         if parametrize.is_parametrized(module, "weight"):
             raise ConfigError(f"layer {name!r} already has a weight parametrization")
-        if bits <= 4:
+        if bits <= 4 and standardize and rescale:
+            parametrize.register_parametrization(
+                module, "weight", RescaledPowerOfTwo(bits, alpha, weight_std, learn_scale)
+            )
+        elif bits <= 4:
             if standardize:
                 parametrize.register_parametrization(module, "weight", WeightStandardize(weight_std))
             parametrize.register_parametrization(
