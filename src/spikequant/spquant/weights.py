@@ -102,7 +102,8 @@ def quantize_weights(
             )
         elif bits <= 4:
             if standardize:
-                parametrize.register_parametrization(module, "weight", WeightStandardize(weight_std))
+                standardizer = WeightStandardize(weight_std)
+                parametrize.register_parametrization(module, "weight", standardizer)
             parametrize.register_parametrization(
                 module, "weight", PowerOfTwoQuantizer(bits, alpha, learn_alpha=learn_scale)
             )
