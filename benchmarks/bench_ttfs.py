@@ -6,14 +6,18 @@ inputs, take cumulative sums over all neurons at once, pick the first valid pref
 backpropagate the analytical gradients; Adam, the weight-sum penalty, L2 and the row-normalised
 clipping as in spikequant. Both start from the same weights; their forward outputs are compared.
 
-``run()`` times one full spikequant epoch (4,000 samples) and ``numpy_samples`` samples of the
-numpy version, extrapolated to the epoch (``--full`` times the whole numpy epoch). Writes
-``docs/results/bench_ttfs.json`` when run alone: ``python -m benchmarks.bench_ttfs``.
+``run()`` times one full spikequant epoch (4,000 samples) with the fused kernel and with the
+pure-torch backend, and ``numpy_samples`` samples of the numpy version extrapolated to the epoch
+(``--full`` times the whole numpy epoch); all three take turns chunk by chunk. Wall-clock and
+process CPU time are both reported: on a shared machine the wall time includes the time other
+processes hold the CPU, the CPU time does not. Writes ``docs/results/bench_ttfs.json`` when run
+alone: ``python -m benchmarks.bench_ttfs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -112,7 +116,7 @@ def _spikequant_steps(model, X, y, batch: int, seed: int):
     starts = list(range(0, len(X), batch))
     steps_per_chunk = yield
     for c in range(0, len(starts), steps_per_chunk):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         for i in starts[c : c + steps_per_chunk]:
             idx = order[i : i + batch]
             loss = ttfs_loss(model, model(X[idx]), y[idx], K=K, beta=BETA, l2=L2)
@@ -120,7 +124,7 @@ def _spikequant_steps(model, X, y, batch: int, seed: int):
             loss.backward()
             clip_row_normalised(model, CLIP)
             opt.step()
-        yield time.perf_counter() - begin
+        yield time.perf_counter() - begin, time.process_time() - begin_cpu
 
 
 def run(numpy_samples: int = 500, full: bool = False, seed: int = 0, threads: int = 1) -> dict:
@@ -156,35 +160,62 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     numpy_out = np.stack([reference.forward(z)[0][-1][:-1] for z in z_in])
     agree = float(np.max(np.abs(np.log(torch_out) - np.log(numpy_out))))
 
-    # The two take turns chunk by chunk, so that load drift on a shared machine hits both alike.
+    # All take turns chunk by chunk, so that load drift on a shared machine hits them alike.
+    # "fused" is the default solver (C++ kernel), "torch" the pure-torch reference backend.
+    from spikequant.temporal import kernel
+    from spikequant.temporal.solver import set_backend
+
     n_np = len(X) if full else min(numpy_samples, len(X))
     Xn = np.exp(3.0 * (1.0 - X.numpy()))
     yn = y.numpy()
     np_order = np.random.default_rng(seed).permutation(len(X))[:n_np]
     chunks = 10
-    sq_steps = _spikequant_steps(model, X, y, 10, seed)
-    next(sq_steps)
-    sq_seconds = np_seconds = 0.0
+    backends = ["fused", "torch"] if kernel.load() is not None else ["torch"]
+    models = {"fused": model, "torch": copy.deepcopy(model)}
+    steps = {b: _spikequant_steps(models[b], X, y, 10, seed) for b in backends}
+    seconds = {b: 0.0 for b in backends}
+    cpu_seconds = {b: 0.0 for b in backends}
+    for gen in steps.values():
+        next(gen)
+    np_seconds = np_cpu_seconds = 0.0
     np_batches = [np_order[i : i + 10] for i in range(0, n_np, 10)]
     per_chunk = -(-len(np_batches) // chunks)
-    for c in range(chunks):
-        sq_seconds += sq_steps.send(len(X) // 10 // chunks) if c == 0 else next(sq_steps)
-        begin = time.perf_counter()
-        for idx in np_batches[c * per_chunk : (c + 1) * per_chunk]:
-            reference.train_batch(Xn[idx], yn[idx])
-        np_seconds += time.perf_counter() - begin
+    try:
+        for c in range(chunks):
+            for b in backends:
+                set_backend(b)
+                gen = steps[b]
+                wall, cpu = gen.send(len(X) // 10 // chunks) if c == 0 else next(gen)
+                seconds[b] += wall
+                cpu_seconds[b] += cpu
+            begin, begin_cpu = time.perf_counter(), time.process_time()
+            for idx in np_batches[c * per_chunk : (c + 1) * per_chunk]:
+                reference.train_batch(Xn[idx], yn[idx])
+            np_seconds += time.perf_counter() - begin
+            np_cpu_seconds += time.process_time() - begin_cpu
+    finally:
+        set_backend("auto")
     np_seconds *= len(X) / n_np
+    np_cpu_seconds *= len(X) / n_np
+    best = backends[0]
     with torch.no_grad():
-        sq_acc = float((model.predict(model(Xt)) == yt).float().mean())
+        sq_acc = float((model.predict(models[best](Xt)) == yt).float().mean())
     result = {
         "workload": "TTFS FC 784-100-10, mnist5k train (4,000 samples), batch 10, Adam 1e-3",
         "torch_threads": torch.get_num_threads(),
-        "spikequant_epoch_s": sq_seconds,
+        "spikequant_backend": best,
+        "spikequant_epoch_s": seconds[best],
+        "spikequant_torch_backend_epoch_s": seconds.get("torch"),
         "spikequant_test_accuracy_after_epoch": sq_acc,
         "numpy_epoch_s": np_seconds,
         "numpy_timed_samples": n_np,
         "numpy_extrapolated": n_np < len(X),
-        "speedup": np_seconds / sq_seconds,
+        "speedup": np_seconds / seconds[best],
+        "spikequant_epoch_cpu_s": cpu_seconds[best],
+        "spikequant_torch_backend_epoch_cpu_s": cpu_seconds.get("torch"),
+        "numpy_epoch_cpu_s": np_cpu_seconds,
+        "speedup_cpu_time": np_cpu_seconds / cpu_seconds[best],
+        "speedup_vs_spec_numpy_35s": 35.0 / seconds[best],
         "max_abs_log_z_difference_numpy_vs_spikequant": agree,
     }
     if full:
