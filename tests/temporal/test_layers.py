@@ -167,3 +167,19 @@ def test_row_normalised_clipping():
     layer.bias.grad = torch.zeros(4)
     clip_row_normalised(layer, 10.0)
     assert torch.all(layer.weight.grad == 1.0)  # under the limit: untouched
+
+
+def test_quantile_range_option_clips_codes_and_loads_old_state():
+    w = torch.linspace(-1, 1, 101)
+    q = quantize_symmetric(w, 2, range_quantile=0.5)  # r = median |w| = 0.5: levels {-.5, 0, .5}
+    assert set(torch.round(q * 1000).tolist()) == {-500.0, 0.0, 500.0}
+    assert (q != 0).float().mean() > 0.4  # with r = max|w| only |w| >= 0.5 would survive
+    with pytest.raises(ConfigError):
+        quantize_symmetric(w, 4, range_quantile=0.0)
+    layer = TTFSLinear(4, 3)
+    set_weight_bits(layer, 2, range_quantile=0.9)
+    assert float(layer.quant_range_quantile) == pytest.approx(0.9)
+    state = {k: v for k, v in layer.state_dict().items() if k != "quant_range_quantile"}
+    fresh = TTFSLinear(4, 3)
+    fresh.load_state_dict(state)  # a checkpoint from before the option: spec range (max|w|)
+    assert float(fresh.quant_range_quantile) == 1.0 and fresh.weight_bits == 2

@@ -24,27 +24,36 @@ from .solver import DEFAULT_Z_MAX, solve_spike_times
 FULL_PRECISION_BITS = 32
 
 
-def quantize_symmetric(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Uniform symmetric quantization ``delta round(w / delta)``, ``delta = max|w| / (2^(b-1)-1)``.
+def quantize_symmetric(w: torch.Tensor, bits: int, range_quantile: float = 1.0) -> torch.Tensor:
+    """Uniform symmetric quantization ``delta round(w / delta)``, ``delta = r / (2^(b-1)-1)``.
 
-    ``bits >= 32`` returns ``w`` unchanged. No gradient flows through (see :func:`quantize_ste`).
+    ``r = max|w|`` (the spec's quantizer, ``range_quantile = 1``) or, as an option, the
+    ``range_quantile`` quantile of ``|w|``, with codes clipped to ``+-(2^(b-1)-1)``: with 2 bits and
+    ``r = max|w|`` almost every weight rounds to 0. ``bits >= 32`` returns ``w`` unchanged. No
+    gradient flows through (see :func:`quantize_ste`).
     """
     if bits >= FULL_PRECISION_BITS:
         return w
     if bits < 2:
         raise ConfigError(f"weight bits must be >= 2 (sign plus one level), got {bits}")
+    if not 0 < range_quantile <= 1:
+        raise ConfigError(f"range_quantile must be in (0, 1], got {range_quantile}")
     levels = 2 ** (bits - 1) - 1
-    delta = w.detach().abs().max() / levels
+    magnitude = w.detach().abs()
+    if range_quantile >= 1:
+        delta = magnitude.max() / levels
+    else:
+        delta = torch.quantile(magnitude.flatten().float(), range_quantile).to(w.dtype) / levels
     if delta == 0:
         return w.detach().clone()
-    return torch.round(w.detach() / delta) * delta
+    return torch.round(w.detach() / delta).clamp_(-levels, levels) * delta
 
 
-def quantize_ste(w: torch.Tensor, bits: int) -> torch.Tensor:
+def quantize_ste(w: torch.Tensor, bits: int, range_quantile: float = 1.0) -> torch.Tensor:
     """Forward: quantized ``w``; backward: identity (straight-through estimator)."""
     if bits >= FULL_PRECISION_BITS:
         return w
-    return w + (quantize_symmetric(w, bits) - w).detach()
+    return w + (quantize_symmetric(w, bits, range_quantile) - w).detach()
 
 
 class TTFSEncoder(nn.Module):
@@ -92,6 +101,14 @@ class _TTFSWeighted(nn.Module):
         self.z_max = float(z_max)
         # A buffer, so a checkpoint of a QAT model reloads with its forward quantization on.
         self.register_buffer("quant_bits", torch.tensor(FULL_PRECISION_BITS, dtype=torch.int64))
+        self.register_buffer("quant_range_quantile", torch.tensor(1.0, dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the range option existed use the spec's max|w| range
+        state_dict.setdefault(
+            prefix + "quant_range_quantile", torch.tensor(1.0, dtype=torch.float64)
+        )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def weight_bits(self) -> int:
@@ -110,7 +127,7 @@ class _TTFSWeighted(nn.Module):
     def weight_matrix(self) -> torch.Tensor:
         """``[out, fan_in + 1]``: weights then the bias column, quantized when QAT is on."""
         full = torch.cat([self.weight.reshape(self.weight.shape[0], -1), self.bias.unsqueeze(1)], 1)
-        return quantize_ste(full, self.weight_bits)
+        return quantize_ste(full, self.weight_bits, float(self.quant_range_quantile))
 
     def weight_sums(self) -> torch.Tensor:
         """``sum_i w_ji`` per output neuron (bias included), for the weight-sum penalty."""
@@ -255,9 +272,14 @@ def ttfs_weighted_layers(model: nn.Module) -> list[_TTFSWeighted]:
     return [m for m in model.modules() if isinstance(m, _TTFSWeighted)]
 
 
-def set_weight_bits(model: nn.Module, bits: int) -> None:
-    """Switch QAT forward quantization of every TTFS layer (32 = full precision)."""
+def set_weight_bits(model: nn.Module, bits: int, range_quantile: float | None = None) -> None:
+    """Switch QAT forward quantization of every TTFS layer (32 = full precision);
+    ``range_quantile`` (kept when None) picks the quantizer range, 1 = ``max|w|`` (spec)."""
     if not isinstance(bits, int) or bits < 2:
         raise ConfigError(f"weight bits must be an integer >= 2, got {bits!r}")
+    if range_quantile is not None and not 0 < range_quantile <= 1:
+        raise ConfigError(f"range_quantile must be in (0, 1], got {range_quantile}")
     for layer in ttfs_weighted_layers(model):
         layer.weight_bits = bits
+        if range_quantile is not None:
+            layer.quant_range_quantile.fill_(float(range_quantile))

@@ -34,11 +34,13 @@ def _full_precision_copy(model: TTFSNet) -> TTFSNet:
 
 
 @torch.no_grad()
-def accuracy_vs_bits(model: TTFSNet, X, y, bits=DEFAULT_BITS, batch_size: int = 250) -> list[dict]:
+def accuracy_vs_bits(
+    model: TTFSNet, X, y, bits=DEFAULT_BITS, batch_size: int = 250, range_quantile: float = 1.0
+) -> list[dict]:
     rows = []
     for b in bits:
         # one delta per layer over weights and bias input together, as in QAT
-        clone = _quantize_jointly(_full_precision_copy(model), b)
+        clone = _quantize_jointly(_full_precision_copy(model), b, range_quantile)
         report = evaluate(clone, X, y, batch_size)
         rows.append(
             {
@@ -51,10 +53,10 @@ def accuracy_vs_bits(model: TTFSNet, X, y, bits=DEFAULT_BITS, batch_size: int = 
     return rows
 
 
-def _quantize_jointly(model: TTFSNet, bits: int) -> TTFSNet:
+def _quantize_jointly(model: TTFSNet, bits: int, range_quantile: float = 1.0) -> TTFSNet:
     for layer in ttfs_weighted_layers(model):
         full = torch.cat([layer.weight.reshape(layer.weight.shape[0], -1), layer.bias[:, None]], 1)
-        q = quantize_symmetric(full, bits)
+        q = quantize_symmetric(full, bits, range_quantile)
         layer.weight.copy_(q[:, :-1].reshape_as(layer.weight))
         layer.bias.copy_(q[:, -1])
     return model
@@ -151,6 +153,7 @@ def robustness_study(
     seeds: int = 3,
     batch_size: int = 250,
     meta: dict | None = None,
+    range_quantile: float = 1.0,
 ) -> dict:
     if not isinstance(model, TTFSNet):
         raise ConfigError(f"the robustness study needs a TTFS network, got {type(model).__name__}")
@@ -162,7 +165,8 @@ def robustness_study(
     return {
         "baseline": baseline,
         "checkpoint_weight_bits": int(ttfs_weighted_layers(model)[0].weight_bits),
-        "accuracy_vs_bits": accuracy_vs_bits(model, X, y, bits, batch_size),
+        "range_quantile": range_quantile,
+        "accuracy_vs_bits": accuracy_vs_bits(model, X, y, bits, batch_size, range_quantile),
         "accuracy_vs_snr": accuracy_vs_noise(model, X, y, snrs, seeds, batch_size),
         "jitter": output_jitter(model, X, y, jitters, batch_size=batch_size),
         "qat_history": qat_history(meta or {}),

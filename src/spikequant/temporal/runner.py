@@ -7,7 +7,7 @@ Recipe keys (defaults in brackets)::
     model: {name: ttfs_fc, kwargs: {sizes: [784, 800, 10], alpha: 3.0, input_noise: 0.0}}
     train: {epochs: 1, batch_size: 10, lr: 1e-3, lr_end: <lr>, eval_batch_size: 250, threads: 1}
     loss:  {form: code, K: 100, beta: 1.0, l2: 1e-3, l2_conv: 1e-2, clip: 10.0}
-    qat:   {bits: [32], epochs_per_stage: 1, lr: <lr_end>}
+    qat:   {bits: [32], epochs_per_stage: 1, lr: <lr_end>, range_quantile: 1.0}
 
 Training: Adam; the learning rate moves linearly from ``lr`` (first epoch) to ``lr_end`` (last
 full-precision epoch). After the full-precision epochs, each further entry of ``qat.bits`` (e.g.
@@ -70,6 +70,7 @@ def _settings(cfg: dict) -> dict:
         "clip": float(loss.get("clip", 10.0)),
         "bits": [int(b) for b in qat.get("bits", [FULL_PRECISION_BITS])],
         "epochs_per_stage": int(qat.get("epochs_per_stage", 1)),
+        "range_quantile": float(qat.get("range_quantile", 1.0)),
     }
     s["lr_end"] = float(train.get("lr_end", s["lr"]))
     s["qat_lr"] = float(qat.get("lr", s["lr_end"]))
@@ -79,6 +80,10 @@ def _settings(cfg: dict) -> dict:
         )
     if not (s["lr"] > 0 and s["lr_end"] > 0 and s["qat_lr"] > 0):
         raise ConfigError("recipe: train.lr, train.lr_end and qat.lr must be > 0")
+    if not 0 < s["range_quantile"] <= 1:
+        raise ConfigError(
+            f"recipe: qat.range_quantile must be in (0, 1], got {s['range_quantile']}"
+        )
     if s["threads"] < 0:
         raise ConfigError("recipe: train.threads must be >= 0 (0 = keep torch's setting)")
     if s["form"] not in LOSS_FORMS:
@@ -176,7 +181,7 @@ def _run(cfg: dict, s: dict, out_dir: Path, resume: bool, progress: bool) -> dic
     stage_accuracy = {str(h["bits"]): h["test_accuracy"] for h in history}
     for epoch in range(start_epoch, len(plan)):
         bits, lr = plan[epoch]
-        set_weight_bits(model, bits)
+        set_weight_bits(model, bits, s["range_quantile"])
         for group in optimizer.param_groups:
             group["lr"] = lr
         generator = torch.Generator().manual_seed(s["seed"] * 1000 + epoch)
@@ -220,6 +225,7 @@ def _run(cfg: dict, s: dict, out_dir: Path, resume: bool, progress: bool) -> dic
         "model": model_spec,
         "dataset": s["dataset"],
         "weight_bits": plan[-1][0] if plan else FULL_PRECISION_BITS,
+        "weight_range_quantile": s["range_quantile"],
         "test_accuracy": final["accuracy"],
         "fraction_spiking": final["fraction_spiking"],
         "layer_fraction_spiking": final["layer_fraction_spiking"],

@@ -35,6 +35,12 @@ def register(sub) -> None:
     )
     p.add_argument("--seeds", type=int, default=3, help="noise draws per SNR (default 3)")
     p.add_argument(
+        "--range-quantile",
+        type=float,
+        default=1.0,
+        help="quantizer range: this quantile of |w| (default 1 = max|w|, the spec)",
+    )
+    p.add_argument(
         "--dataset", default=None, help="dataset (default: the one named in the checkpoint)"
     )
     p.add_argument(
@@ -83,6 +89,7 @@ def run(args) -> int:
         seeds=args.seeds,
         batch_size=args.batch_size,
         meta=meta,
+        range_quantile=args.range_quantile,
     )
     result = {
         "checkpoint": str(args.checkpoint),
