@@ -107,6 +107,7 @@ def _row(run: dict) -> dict:
         "spatial_sparsity": run["spatial_sparsity"],
         "channel_sparsity": run["channel_sparsity"],
         "theta": run["theta"],
+        "layer_sparsity": run["layer_sparsity"],
         "dense_flops_per_step": run["dense_flops_per_step"],
         "sparse_flops_per_step": run["sparse_flops_per_step"],
         "epochs": run["epochs"],
@@ -161,6 +162,14 @@ def _markdown(report: dict) -> str:
             f"{r['channel_sparsity']:.3f} | "
             f"{r['dense_flops_per_step']:,.0f} / {r['sparse_flops_per_step']:,.0f} |"
         )
+    lines += [
+        "",
+        "S_p and S_c above are weighted by neurons over all spiking conv layers; per layer "
+        "(SpQuant-SNN):",
+        "",
+    ]
+    for name, layer in rows["spquant"]["layer_sparsity"].items():
+        lines.append(f"- `{name}`: S_p {layer['spatial']:.3f}, S_c {layer['channel']:.3f}")
     lines += ["", "## Checks", ""]
     for name, c in report["checks"].items():
         value = c.get("drop_points", c.get("ratio"))
