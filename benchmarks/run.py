@@ -170,15 +170,32 @@ def bench_memory(libs: list[str]) -> dict:
     return out
 
 
-def bench_bptt_tradeoff() -> dict:
+def bench_bptt_tradeoff(repeats: int = 4) -> dict:
+    """Peak memory from fresh processes; step time measured in this process, variants taking
+    turns (the fresh-process timings are single samples, too noisy on a shared machine)."""
+    from spikequant.bptt import checkpointed_forward
+
     rows = []
     for steps in (4, 8, 16, 32):
-        row = {"T": steps}
-        row["plain"] = probe("spikequant", "cnn", steps, 32, channels_last=True)
-        for chunk in (1, 4):
-            if chunk < steps:
-                row[f"chunk {chunk}"] = probe("spikequant", "cnn", steps, 32, chunk=chunk,
-                                              channels_last=True)
+        row: dict = {"T": steps}
+        variants = {"plain": None, "chunk 1": 1, "chunk 4": 4}
+        closures = {}
+        x, y = models.data(steps, 32)
+        for name, chunk in variants.items():
+            if chunk is not None and chunk >= steps:
+                continue
+            row[name] = probe("spikequant", "cnn", steps, 32, chunk=chunk, channels_last=True,
+                              repeats=2)
+            model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant"))
+            forward = None
+            if chunk is not None:
+                def forward(inputs, model=model, chunk=chunk):
+                    return checkpointed_forward(model, inputs, chunk)
+            closures[name] = models.training_step(model, x, y, channels_last=True,
+                                                  forward=forward)
+        timing = interleaved(closures, repeats, warmup=1)
+        for name, t in timing.items():
+            row[name]["step_ms"] = t["median_ms"]
         rows.append(row)
     return {"model": "cnn B=32 (channels-last)", "rows": rows}
 
@@ -337,8 +354,9 @@ def render_markdown(res: dict) -> str:
     if mem:
         lines += ["## (c) Peak memory of a training step", "",
                   "Fresh process per cell: resident-set high-water mark minus the resident set "
-                  "before the first step (2 steps run), with the median step time of that "
-                  "process. VGG-11: CIFAR layout, 8 conv-BN-LIF, average pooling.", ""]
+                  "before the first step, with the step time of that process (few samples, "
+                  "noisy on a shared machine; section (b) has the interleaved timing). VGG-11: "
+                  "CIFAR layout, 8 conv-BN-LIF, average pooling, B = 16.", ""]
         for key, row in mem.items():
             lines += [f"### {key}", "", "| library | peak MiB | step ms |", "|---|---|---|"]
             for name, r in row.items():
@@ -352,7 +370,8 @@ def render_markdown(res: dict) -> str:
         lines += ["## Checkpointed BPTT: memory and time against T", "",
                   f"Model: {bptt['model']}. `chunk k` = `spikequant.bptt.checkpointed_forward` "
                   "with chunks of k timesteps (gradients identical to plain BPTT; each chunk's "
-                  "activations are recomputed in backward).", ""]
+                  "activations are recomputed in backward). Memory: fresh process per cell; time: "
+                  "median step in one process, variants taking turns.", ""]
         cols = ["plain", "chunk 1", "chunk 4"]
         lines += ["| T | " + " | ".join(f"{c} MiB | {c} ms" for c in cols) + " |",
                   "|---|" + "---|---|" * len(cols)]
