@@ -155,10 +155,23 @@ _extension: Any = None
 _error: str | None = None
 
 
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() + platform.processor()
+
+
 def _build_dir() -> pathlib.Path:
     root = os.environ.get("SPIKEQUANT_CACHE")
     base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
-    key = hashlib.sha256((_CPP + torch.__version__).encode()).hexdigest()[:16]
+    # -march=native: a build is only valid on the CPU model it was made for
+    key = hashlib.sha256((_CPP + torch.__version__ + _cpu_model()).encode()).hexdigest()[:16]
     return base / "ttfs" / key
 
 
