@@ -10,8 +10,14 @@ arrive before the output spike) the potential is ``v = W_C - A_C / z`` with ``W_
 Causal-set search (vectorised, no loop over samples or neurons): sort the inputs by ``z``; for
 every prefix ``k`` compute ``W_k``, ``A_k`` by cumulative sums and ``c_k = A_k / (W_k - 1)``;
 prefix ``k`` is valid iff ``W_k > 1`` and ``z_(k) <= c_k <= z_(k+1)`` (``z_(N+1) = inf``). The
-intervals ``[z_(k), z_(k+1)]`` are disjoint and increasing, so the smallest valid ``c_k`` is the
-first threshold crossing. No valid prefix means no spike.
+intervals ``[z_(k), z_(k+1)]`` are disjoint and increasing, so the first valid prefix is the
+first threshold crossing; the implementation takes the first ``k`` with ``W_k > 1`` and
+``c_k <= z_(k+1)``, for which ``c_k >= z_(k)`` holds automatically (see
+:func:`_sorted_prefix_solution`). No valid prefix means no spike.
+
+Two backends compute the same thing (:func:`set_backend`): a fused C++ kernel
+(:mod:`spikequant.temporal.kernel`, default when it compiles) and the pure-torch reference
+below, which materialises ``[R, N, M]`` tensors.
 
 Silent neurons carry ``z = z_max`` (default 1e5, ``t ~ 11.5``). Any input with ``z >= z_max``
 is treated as silent (it never joins a causal set), and an output whose crossing would come at
