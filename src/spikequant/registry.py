@@ -18,13 +18,15 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
         self._docs: dict[str, str] = {}
+        self._families: dict[str, str] = {}
 
-    def register(self, name: str | None = None, *, overwrite: bool = False):
+    def register(self, name: str | None = None, *, overwrite: bool = False, family: str = ""):
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
             key = name or factory.__name__
             if key in self._entries and not overwrite:
                 raise ConfigError(f"{self.kind} {key!r} is already registered")
             self._entries[key] = factory
+            self._families[key] = family
             doc = (factory.__doc__ or "").strip().splitlines()
             self._docs[key] = doc[0] if doc else ""
             return factory
@@ -39,8 +41,14 @@ class Registry:
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
         return factory(**kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, family: str | None = None) -> list[str]:
+        return sorted(k for k in self._entries if family is None or self._families[k] == family)
+
+    def family(self, name: str) -> str:
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}")
+        return self._families[name]
 
     def describe(self) -> dict[str, str]:
         return {k: self._docs[k] for k in self.names()}
@@ -54,11 +62,23 @@ NEURONS = Registry("neuron")
 SURROGATES = Registry("surrogate")
 
 
-def register_model(fn=None, *, name: str | None = None):
-    """Decorator registering a model factory ``fn(**kwargs) -> nn.Module``."""
+MODEL_FAMILIES = {
+    "snn": "spiking network: kwargs timesteps/neuron/num_classes, output [T, B, classes]",
+    "ann": "plain (optionally quantization-aware) ANN for conversion: output [B, classes]",
+    "ttfs": "time-to-first-spike network: output spike times z [B, classes], class = argmin",
+}
+
+
+def register_model(fn=None, *, name: str | None = None, family: str = "snn"):
+    """Decorator registering a model factory ``fn(**kwargs) -> nn.Module``.
+
+    ``family`` states the contract the shared tests check (see :data:`MODEL_FAMILIES`).
+    """
+    if family not in MODEL_FAMILIES:
+        raise ConfigError(f"model family must be one of {sorted(MODEL_FAMILIES)}, got {family!r}")
     if fn is None:
-        return MODELS.register(name)
-    return MODELS.register(name)(fn)
+        return MODELS.register(name, family=family)
+    return MODELS.register(name, family=family)(fn)
 
 
 def create_model(name: str, **kwargs: Any):
@@ -67,9 +87,15 @@ def create_model(name: str, **kwargs: Any):
     return MODELS.create(name, **kwargs)
 
 
-def list_models() -> list[str]:
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names, optionally only those of one family (``snn``, ``ann``, ``ttfs``)."""
     _load_builtin_models()
-    return MODELS.names()
+    return MODELS.names(family)
+
+
+def model_family(name: str) -> str:
+    _load_builtin_models()
+    return MODELS.family(name)
 
 
 def register_neuron(fn=None, *, name: str | None = None):
@@ -101,3 +127,4 @@ def _load_builtin_models() -> None:
         if "spikequant.models" not in str(exc):
             raise
     from .convert import models as _conversion_anns  # noqa: F401  (ann_mlp, ann_lenet, ann_cnn)
+    from .temporal import models as _ttfs_models  # noqa: F401  (ttfs_fc, ttfs_scnn)

@@ -70,7 +70,7 @@ def _spec(**kwargs):
     return kwargs
 
 
-@register_model(name="ann_mlp")
+@register_model(name="ann_mlp", family="ann")
 def ann_mlp(
     in_shape=(1, 28, 28), hidden=(128, 64), num_classes=10, qat=False, bits=8, bn=False, pool="avg"
 ):
@@ -87,7 +87,7 @@ def ann_mlp(
     return nn.Sequential(*layers)
 
 
-@register_model(name="ann_lenet")
+@register_model(name="ann_lenet", family="ann")
 def ann_lenet(in_channels=1, num_classes=10, qat=False, bits=8, bn=True, pool="avg"):
     """LeNet-5 for 28x28: 6C5-AP2-16C5-AP2-FC120-FC84-FC10 (ReLU, average pooling)."""
     b = _Builder(qat, bits, bn, pool)
@@ -104,7 +104,7 @@ def ann_lenet(in_channels=1, num_classes=10, qat=False, bits=8, bn=True, pool="a
     )
 
 
-@register_model(name="ann_cnn")
+@register_model(name="ann_cnn", family="ann")
 def ann_cnn(
     in_channels=1,
     width=16,

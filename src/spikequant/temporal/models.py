@@ -99,7 +99,7 @@ def _register(name: str):
     def decorator(fn):
         if name in MODELS:
             return fn
-        return register_model(fn, name=name)
+        return register_model(fn, name=name, family="ttfs")
 
     return decorator
 
