@@ -444,9 +444,7 @@ def quantized_codes(
 
 
 @torch.no_grad()
-def calif_agreement(
-    model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int
-) -> dict:
+def calif_agreement(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timesteps: int) -> dict:
     """Simulate the Ca-LIF SNN for ``timesteps`` and compare every layer's integer activations with
     the quantized ANN, both on the ISI-decoded input (must be exact) and on the original input
     (differs only through the input-coding rounding)."""
@@ -458,9 +456,7 @@ def compare_codes(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timest
     """Compare the codes the Ca-LIF SNN holds after simulating ``x`` for ``timesteps`` steps."""
     snn_codes = snn.codes()
     budget = min(snn.max_input_spikes or min(timesteps, 255), timesteps)
-    on_decoded = quantized_codes(
-        model, x, decoded_input=isi_decoded_input(x, timesteps, budget)
-    )
+    on_decoded = quantized_codes(model, x, decoded_input=isi_decoded_input(x, timesteps, budget))
     on_original = quantized_codes(model, x)
     layers = {}
     for name, (pre, post) in snn_codes.items():
