@@ -10,7 +10,9 @@
 * per conv/linear layer: ``ops`` = sum over non-zero inputs of their fan-out (for a spike input,
   each is one synaptic accumulate), and ``dense_macs`` had every input been non-zero.
   ``synops`` adds the ops of every layer but the first one called (whose analog input makes it
-  multiply-accumulates, reported as ``first_layer_macs``). All counts are per sample.
+  multiply-accumulates, reported as ``first_layer_macs``). All counts are per sample: the batch
+  size is read from the first spiking layer's ``[T, B, ...]`` output, or, in a network without
+  spiking neurons, from the model's output (``[B, classes]`` or ``[T, B, classes]``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class SpikeMonitor:
 
     def __enter__(self) -> SpikeMonitor:
         self._handles.append(self.model.register_forward_pre_hook(self._on_pass))
+        self._handles.append(self.model.register_forward_hook(self._after_pass))
         for name, module in self.model.named_modules():
             if isinstance(module, self._neuron_type):
                 self._handles.append(module.register_forward_hook(self._neuron_hook(name)))
@@ -99,6 +102,11 @@ class SpikeMonitor:
 
     def _on_pass(self, module, inputs) -> None:
         self._new_pass = True
+
+    def _after_pass(self, module, inputs, output) -> None:
+        if self._new_pass and isinstance(output, torch.Tensor) and output.ndim >= 2:
+            self.samples += output.shape[0] if output.ndim == 2 else output.shape[1]
+        self._new_pass = False
 
     def _neuron_hook(self, name: str):
         def hook(module, inputs, output):

@@ -93,3 +93,13 @@ def test_monitor_counts_spikes_and_synops_exactly():
 def test_registry_errors_name_the_choices():
     with pytest.raises(ConfigError, match="known: .*atif_u"):
         sq.create_neuron("nope")
+
+
+def test_monitor_counts_samples_without_spiking_neurons():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    with SpikeMonitor(model) as mon:
+        model(torch.rand(4, 3, 4))
+        model(torch.rand(2, 3, 4))
+    r = mon.report()
+    assert r["samples"] == 6
+    assert r["dense_macs"] == pytest.approx(12 * 5)

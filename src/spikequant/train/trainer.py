@@ -187,10 +187,6 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
         model.train(was_training)
     spiking = has_spiking_neurons(model)
     dense_macs = report["dense_macs"]
-    if not report["samples"]:
-        # SpikeMonitor counts samples in its neuron hooks, so a network without spiking
-        # neurons (the ANN) gets totals instead of per-sample values.
-        dense_macs /= max(count, 1)
     return {
         "accuracy": correct / max(count, 1),
         "loss": loss_sum / max(count, 1),
