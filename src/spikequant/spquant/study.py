@@ -180,11 +180,19 @@ def _markdown(report: dict) -> str:
         "",
         "## Clipping analysis on the FP SNN (inference only)",
         "",
+        "Cells: r_s (fraction of the neurons below c after step 1 that fire later, mean over",
+        "t = 2..T) and, in brackets, that silent fraction of the layer (r_s is 0 when no neuron",
+        "is below c).",
+        "",
         "| c | accuracy % | " + " | ".join(f"r_s {name}" for name in clip["r_s"]) + " |",
         "|---|---|" + "---|" * len(clip["r_s"]),
     ]
     for c in CLIPS:
-        rs = " | ".join(f"{layer['clips'][c]['r_s']:.4f}" for layer in clip["r_s"].values())
+        cells = []
+        for layer in clip["r_s"].values():
+            entry = layer["clips"].get(c, layer["clips"].get(str(c)))  # str keys after JSON
+            cells.append(f"{entry['r_s']:.4f} ({entry['silent_fraction']:.4f})")
+        rs = " | ".join(cells)
         lines.append(f"| {c:g} | {100 * clip['accuracy_with_clip'][str(c)]:.2f} | {rs} |")
     lines.append(
         f"| none | {100 * clip['accuracy_with_clip']['none']:.2f} |" + " |" * len(clip["r_s"])
