@@ -30,6 +30,7 @@ def run(args) -> int:
     from ...checkpoint import load_model
     from ...data import get_dataset
     from ...errors import ConfigError
+    from ...registry import model_family
     from ...train.trainer import accept_frame_sequences, evaluate, resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
@@ -37,7 +38,8 @@ def run(args) -> int:
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise ConfigError(f"{folder} does not record its dataset; pass --dataset")
-    root = args.root or (meta.get("recipe", {}).get("data", {}) or {}).get("root")
+    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else {}
+    root = args.root or (recipe.get("data") or {}).get("root")
     data = get_dataset(dataset, args.split, root=root)
     if args.subset is not None:
         if args.subset < 1:
@@ -49,18 +51,37 @@ def run(args) -> int:
         )
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    accept_frame_sequences(model, data)
-    result = {
-        "checkpoint": str(folder),
-        "dataset": dataset,
-        "split": args.split,
-        **evaluate(model, data, batch_size=args.batch_size),
-    }
+    family = model_family(meta["model"]["name"])
+    if family == "snn":
+        accept_frame_sequences(model, data)
+        metrics = evaluate(model, data, batch_size=args.batch_size)
+    else:
+        metrics = _evaluate_other_family(family, model, data, args.batch_size)
+    result = {"checkpoint": str(folder), "dataset": dataset, "split": args.split, **metrics}
     if args.json:
         print(json.dumps(result))
         return 0
     _print(result)
     return 0
+
+
+def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
+    """TTFS networks (class = earliest output spike) and plain ANNs (class = argmax logits)."""
+    import torch
+
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+    if family == "ttfs":
+        from ...temporal.evaluate import evaluate as evaluate_ttfs
+
+        r = evaluate_ttfs(model, X, y, batch_size=batch_size)
+        return {"samples": len(y), "timesteps": None, "theta": None, "firing_rates": {},
+                "dense_macs": None, **r}
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)])
+    return {"accuracy": float((pred == y).float().mean()), "samples": len(y), "timesteps": 1,
+            "theta": None, "firing_rates": {}, "dense_macs": None}
 
 
 def _print(r: dict) -> None:
@@ -72,13 +93,18 @@ def _print(r: dict) -> None:
     title = f"{r['dataset']} {r['split']} split, {r['samples']} samples"
     table = Table(title=title, show_header=False)
     table.add_row("accuracy", f"{100 * r['accuracy']:.2f} %")
-    table.add_row("latency T", str(r["timesteps"]))
+    if r["timesteps"] is not None:
+        table.add_row("latency T", str(r["timesteps"]))
     if r["theta"] is not None:
         table.add_row("theta (spikes / neuron / step)", f"{r['theta']:.4f}")
         table.add_row("spikes / neuron (window)", f"{r['spikes_per_neuron']:.4f}")
         table.add_row("spiking neurons", str(r["spiking_neurons"]))
         table.add_row("SynOps / sample", f"{r['synops']:.4g}")
-    table.add_row("dense MACs / sample", f"{r['dense_macs']:.4g}")
+    if r.get("dense_macs") is not None:
+        table.add_row("dense MACs / sample", f"{r['dense_macs']:.4g}")
+    for key in ("fraction_spiking", "energy_nJ"):
+        if key in r:
+            table.add_row(key.replace("_", " "), f"{r[key]:.4g}")
     console.print(table)
     if r["firing_rates"]:
         layers = Table()
