@@ -163,7 +163,7 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     # All take turns chunk by chunk, so that load drift on a shared machine hits them alike.
     # "fused" is the default solver (C++ kernel), "torch" the pure-torch reference backend.
     from spikequant.temporal import kernel
-    from spikequant.temporal.solver import set_backend
+    from spikequant.temporal.layers import set_solver_backend
 
     n_np = len(X) if full else min(numpy_samples, len(X))
     Xn = np.exp(3.0 * (1.0 - X.numpy()))
@@ -171,7 +171,7 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     np_order = np.random.default_rng(seed).permutation(len(X))[:n_np]
     chunks = 10
     backends = ["fused", "torch"] if kernel.load() is not None else ["torch"]
-    models = {"fused": model, "torch": copy.deepcopy(model)}
+    models = {b: set_solver_backend(copy.deepcopy(model), b) for b in backends}
     steps = {b: _spikequant_steps(models[b], X, y, 10, seed) for b in backends}
     seconds = {b: 0.0 for b in backends}
     cpu_seconds = {b: 0.0 for b in backends}
@@ -180,21 +180,17 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
     np_seconds = np_cpu_seconds = 0.0
     np_batches = [np_order[i : i + 10] for i in range(0, n_np, 10)]
     per_chunk = -(-len(np_batches) // chunks)
-    try:
-        for c in range(chunks):
-            for b in backends:
-                set_backend(b)
-                gen = steps[b]
-                wall, cpu = gen.send(len(X) // 10 // chunks) if c == 0 else next(gen)
-                seconds[b] += wall
-                cpu_seconds[b] += cpu
-            begin, begin_cpu = time.perf_counter(), time.process_time()
-            for idx in np_batches[c * per_chunk : (c + 1) * per_chunk]:
-                reference.train_batch(Xn[idx], yn[idx])
-            np_seconds += time.perf_counter() - begin
-            np_cpu_seconds += time.process_time() - begin_cpu
-    finally:
-        set_backend("auto")
+    for c in range(chunks):
+        for b in backends:
+            gen = steps[b]
+            wall, cpu = gen.send(len(X) // 10 // chunks) if c == 0 else next(gen)
+            seconds[b] += wall
+            cpu_seconds[b] += cpu
+        begin, begin_cpu = time.perf_counter(), time.process_time()
+        for idx in np_batches[c * per_chunk : (c + 1) * per_chunk]:
+            reference.train_batch(Xn[idx], yn[idx])
+        np_seconds += time.perf_counter() - begin
+        np_cpu_seconds += time.process_time() - begin_cpu
     np_seconds *= len(X) / n_np
     np_cpu_seconds *= len(X) / n_np
     best = backends[0]

@@ -177,33 +177,29 @@ def test_shape_errors():
 @pytest.fixture(params=["torch", "fused"])
 def backend(request):
     from spikequant.temporal import kernel
-    from spikequant.temporal.solver import set_backend
 
     if request.param == "fused" and kernel.load() is None:
         pytest.skip(f"fused kernel unavailable: {kernel.load_error()}")
-    previous = set_backend(request.param)
-    yield request.param
-    set_backend(previous)
+    return request.param
 
 
 def test_each_backend_worked_example_and_gradcheck(backend):
     z = torch.exp(torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64))
     w = torch.tensor([[0.6, 0.8, 0.5]], dtype=torch.float64)
-    assert solve_spike_times(z, w).item() == pytest.approx(3.64235, abs=1e-5)
+    assert solve_spike_times(z, w, backend=backend).item() == pytest.approx(3.64235, abs=1e-5)
     gen = torch.Generator().manual_seed(5)
     z = torch.exp(3 * torch.rand(3, 7, generator=gen, dtype=torch.float64))
     z[0, 3] = DEFAULT_Z_MAX
     w = torch.rand(4, 7, generator=gen, dtype=torch.float64) * 0.8 - 0.15
     z.requires_grad_(True)
     w.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: solve_spike_times(a, b), (z, w))
+    assert torch.autograd.gradcheck(lambda a, b: solve_spike_times(a, b, backend=backend), (z, w))
 
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 100_000), silent=st.floats(0.0, 0.5), ties=st.booleans())
 def test_fused_kernel_equals_torch_reference(seed, silent, ties):
     from spikequant.temporal import kernel
-    from spikequant.temporal.solver import set_backend
 
     if kernel.load() is None:
         pytest.skip("fused kernel unavailable")
@@ -219,14 +215,10 @@ def test_fused_kernel_equals_torch_reference(seed, silent, ties):
     probe = torch.randn(6, 9, generator=gen, dtype=torch.float64)
     results = {}
     for name in ("torch", "fused"):
-        previous = set_backend(name)
-        try:
-            zz, ww = z.clone().requires_grad_(True), w.clone().requires_grad_(True)
-            out, fired = solve_spike_times(zz, ww, return_fired=True)
-            (torch.where(fired, out, 0) * probe).sum().backward()
-            results[name] = (out.detach(), fired, zz.grad, ww.grad)
-        finally:
-            set_backend(previous)
+        zz, ww = z.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        out, fired = solve_spike_times(zz, ww, return_fired=True, backend=name)
+        (torch.where(fired, out, 0) * probe).sum().backward()
+        results[name] = (out.detach(), fired, zz.grad, ww.grad)
     (o1, f1, gz1, gw1), (o2, f2, gz2, gw2) = results["torch"], results["fused"]
     assert torch.equal(f1, f2)
     assert torch.allclose(o1, o2, rtol=1e-9)
@@ -235,7 +227,12 @@ def test_fused_kernel_equals_torch_reference(seed, silent, ties):
 
 
 def test_unknown_backend_is_rejected():
-    from spikequant.temporal.solver import set_backend
+    from spikequant.temporal.layers import set_solver_backend
+    from spikequant.temporal.models import ttfs_fc
 
     with pytest.raises(ConfigError):
-        set_backend("gpu")
+        solve_spike_times(torch.ones(1, 2), torch.ones(1, 2), backend="gpu")
+    model = set_solver_backend(ttfs_fc(sizes=(4, 3, 2)), "torch")
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"torch"}
+    with pytest.raises(ConfigError):
+        set_solver_backend(model, "gpu")

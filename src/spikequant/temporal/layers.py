@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .solver import DEFAULT_Z_MAX, solve_spike_times
+from .solver import DEFAULT_Z_MAX, check_backend, solve_spike_times
 
 FULL_PRECISION_BITS = 32
 
@@ -99,6 +99,7 @@ class _TTFSWeighted(nn.Module):
         super().__init__()
         self.fan_in = fan_in
         self.z_max = float(z_max)
+        self.backend = "auto"  # solver implementation, see set_solver_backend
         # A buffer, so a checkpoint of a QAT model reloads with its forward quantization on.
         self.register_buffer("quant_bits", torch.tensor(FULL_PRECISION_BITS, dtype=torch.int64))
         self.register_buffer("quant_range_quantile", torch.tensor(1.0, dtype=torch.float64))
@@ -135,7 +136,18 @@ class _TTFSWeighted(nn.Module):
 
     def _solve(self, rows: torch.Tensor) -> torch.Tensor:
         sync = torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)
-        return solve_spike_times(torch.cat([rows, sync], 1), self.weight_matrix(), self.z_max)
+        return solve_spike_times(
+            torch.cat([rows, sync], 1), self.weight_matrix(), self.z_max, backend=self.backend
+        )
+
+
+def set_solver_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Use ``backend`` (``"auto"``, ``"fused"`` or ``"torch"``) in every TTFS layer of ``model``."""
+    check_backend(backend)
+    for module in model.modules():
+        if isinstance(module, _TTFSWeighted):
+            module.backend = backend
+    return model
 
 
 class TTFSLinear(_TTFSWeighted):

@@ -15,7 +15,8 @@ first threshold crossing; the implementation takes the first ``k`` with ``W_k > 
 ``c_k <= z_(k+1)``, for which ``c_k >= z_(k)`` holds automatically (see
 :func:`_sorted_prefix_solution`). No valid prefix means no spike.
 
-Two backends compute the same thing (:func:`set_backend`): a fused C++ kernel
+Two backends compute the same thing (``backend=`` of :func:`solve_spike_times`, per layer via
+:func:`spikequant.temporal.layers.set_solver_backend`): a fused C++ kernel
 (:mod:`spikequant.temporal.kernel`, default when it compiles) and the pure-torch reference
 below, which materialises ``[R, N, M]`` tensors.
 
@@ -102,28 +103,25 @@ def _torch_backward(grad_out, z, weight, z_out, prefix, fired, w_causal, order, 
     return grad_z, grad_w
 
 
-_BACKENDS = ("auto", "fused", "torch")
-_backend = "auto"
+BACKENDS = ("auto", "fused", "torch")
 
 
-def set_backend(name: str) -> str:
-    """Choose the solver implementation: ``"fused"`` (C++ kernel, CPU float32/float64),
-    ``"torch"`` (reference) or ``"auto"`` (fused when it compiles, default). Returns the old one."""
-    global _backend
-    if name not in _BACKENDS:
-        raise ConfigError(f"TTFS solver backend must be one of {_BACKENDS}, got {name!r}")
+def check_backend(name: str) -> str:
+    """Validate a solver backend: ``"fused"`` (C++ kernel, CPU float32/float64; an error when it
+    cannot be built), ``"torch"`` (reference) or ``"auto"`` (fused when it compiles)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"TTFS solver backend must be one of {BACKENDS}, got {name!r}")
     if name == "fused":
         from . import kernel
 
         if kernel.load() is None:
             raise ConfigError(f"the fused TTFS kernel is unavailable: {kernel.load_error()}")
-    previous, _backend = _backend, name
-    return previous
+    return name
 
 
-def _fused_extension(z: torch.Tensor):
+def _fused_extension(z: torch.Tensor, backend: str):
     if (
-        _backend == "torch"
+        backend == "torch"
         or z.device.type != "cpu"
         or z.dtype not in (torch.float32, torch.float64)
     ):
@@ -137,8 +135,9 @@ class CausalSetSolve(torch.autograd.Function):
     """``z_out = A_C / (W_C - 1)`` with the analytical gradient of the fixed causal set."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, z_max: float):
-        ext = _fused_extension(z)
+    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, z_max: float, backend: str):
+        ext = _fused_extension(z, backend)
+        ctx.backend = backend if ext is not None else "torch"
         if ext is not None:
             z_sorted, order = _sort_inputs(z, z_max)
             weight_t = weight.detach().t().contiguous().to(z.dtype)
@@ -153,7 +152,7 @@ class CausalSetSolve(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, _grad_fired=None):
         z, weight, z_out, prefix, fired, w_causal, order = ctx.saved_tensors
-        ext = _fused_extension(z)
+        ext = _fused_extension(z, ctx.backend)
         if ext is not None:
             grad_z, grad_w_t = ext.ttfs_backward(
                 grad_out.contiguous().to(z.dtype),
@@ -166,7 +165,7 @@ class CausalSetSolve(torch.autograd.Function):
                 w_causal,
             )
             grad_w = grad_w_t.t() if ctx.needs_input_grad[1] else None
-            return (grad_z if ctx.needs_input_grad[0] else None), grad_w, None
+            return (grad_z if ctx.needs_input_grad[0] else None), grad_w, None, None
         grad_z, grad_w = _torch_backward(
             grad_out,
             z,
@@ -179,7 +178,7 @@ class CausalSetSolve(torch.autograd.Function):
             ctx.z_max,
             ctx.needs_input_grad,
         )
-        return grad_z, grad_w, None
+        return grad_z, grad_w, None, None
 
 
 def solve_spike_times(
@@ -188,8 +187,11 @@ def solve_spike_times(
     z_max: float = DEFAULT_Z_MAX,
     *,
     return_fired: bool = False,
+    backend: str = "auto",
 ):
     """Output ``z = exp(t)`` of ``M`` neurons for a batch of input rows.
+
+    ``backend`` picks the implementation (see :func:`check_backend`); both give the same result.
 
     ``z``: ``[R, N]`` (``>= z_max`` means "no spike"), ``weight``: ``[M, N]`` -> ``[R, M]``.
     No bias/synchronisation input is added here (the layers add it).
@@ -199,5 +201,5 @@ def solve_spike_times(
             f"solve_spike_times expects z [R, N] and weight [M, N], got {tuple(z.shape)} and "
             f"{tuple(weight.shape)}"
         )
-    z_out, fired = CausalSetSolve.apply(z, weight, float(z_max))
+    z_out, fired = CausalSetSolve.apply(z, weight, float(z_max), check_backend(backend))
     return (z_out, fired) if return_fired else z_out
