@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         "--finetune-epochs",
         type=int,
         default=None,
-        help="epochs of SpQuant fine-tuned from Quant (recipe: 2)",
+        help="epochs of SpQuant fine-tuned from Quant (recipe: 4)",
     )
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--test-subset", type=int, default=None)
