@@ -29,7 +29,7 @@
 
 namespace {
 
-constexpr int64_t kChunk = 512;  // elements processed together per step (stays in L1)
+constexpr int64_t kChunk = 4096;  // elements per chunk: long enough runs for the prefetcher
 
 enum SurrogateKind : int64_t { kSigmoid = 0, kTriangle = 1, kAtan = 2, kRectangle = 3 };
 
