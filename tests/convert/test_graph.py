@@ -102,12 +102,12 @@ def test_converted_residual_cnn_tracks_the_ann(method):
         if method == "msat"
         else convert(model, method, x[:32])
     )
-    out = snn.simulate(x[32:], [4, 96])
+    out = snn.simulate(x[32:], [4, 64])
     ann = model(x[32:])
-    err = {t: (out[t]["logits"] - ann).abs().mean().item() for t in (4, 96)}
-    assert err[96] < err[4]
+    err = {t: (out[t]["logits"] - ann).abs().mean().item() for t in (4, 64)}
+    assert err[64] < err[4]
     if method == "rate":
-        assert err[96] < 0.03 * ann.abs().mean().item() + 1e-3
+        assert err[64] < 0.03 * ann.abs().mean().item() + 1e-3
 
 
 def test_msat_reports_sin_statistics_and_sets_confidence():
