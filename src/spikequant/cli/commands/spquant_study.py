@@ -36,12 +36,12 @@ def register(subparsers) -> None:
         help="train FP / Quant / SpQuant SNNs on mnist5k and write the results table",
         description=__doc__,
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs of FP and Quant (recipe: 4)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of FP and Quant (recipe: 6)")
     p.add_argument(
         "--finetune-epochs",
         type=int,
         default=None,
-        help="epochs of SpQuant fine-tuned from Quant (recipe: 4)",
+        help="epochs of SpQuant fine-tuned from Quant (recipe: 6)",
     )
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--test-subset", type=int, default=None)
