@@ -13,7 +13,17 @@ from .errors import (
     SpikequantError,
     StateShapeError,
 )
-from .neurons import ATIFu, ATIFnu, IF, LIF, SpikingNeuron, Subtract, Zero, detach_state, reset_state
+from .neurons import (
+    IF,
+    LIF,
+    ATIFnu,
+    ATIFu,
+    SpikingNeuron,
+    Subtract,
+    Zero,
+    detach_state,
+    reset_state,
+)
 from .registry import (
     create_model,
     create_neuron,
@@ -27,9 +37,33 @@ from .surrogate import Atan, Rectangle, Sigmoid, Surrogate, Triangle, create_sur
 __version__ = "0.1.0"
 
 __all__ = [
-    "ATIFnu", "ATIFu", "Atan", "CheckpointError", "ConfigError", "ConversionError",
-    "DatasetNotFoundError", "IF", "LIF", "NonFiniteError", "Rectangle", "ShapeError", "Sigmoid",
-    "SpikequantError", "SpikingNeuron", "StateShapeError", "Subtract", "Surrogate", "Triangle",
-    "Zero", "create_model", "create_neuron", "create_surrogate", "detach_state", "list_models",
-    "list_neurons", "register_model", "register_neuron", "reset_state",
+    "ATIFnu",
+    "ATIFu",
+    "Atan",
+    "CheckpointError",
+    "ConfigError",
+    "ConversionError",
+    "DatasetNotFoundError",
+    "IF",
+    "LIF",
+    "NonFiniteError",
+    "Rectangle",
+    "ShapeError",
+    "Sigmoid",
+    "SpikequantError",
+    "SpikingNeuron",
+    "StateShapeError",
+    "Subtract",
+    "Surrogate",
+    "Triangle",
+    "Zero",
+    "create_model",
+    "create_neuron",
+    "create_surrogate",
+    "detach_state",
+    "list_models",
+    "list_neurons",
+    "register_model",
+    "register_neuron",
+    "reset_state",
 ]

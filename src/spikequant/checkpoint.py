@@ -30,7 +30,9 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 
 
-def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
     """Write weights then metadata (the metadata is the commit point: a folder with a valid
     meta.json always has the matching weights)."""
     path = Path(path)
@@ -46,7 +48,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.is_file() and path.name in (WEIGHTS, META):
         path = path.parent
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint folder at {path} (expected {WEIGHTS} and {META} inside)")
+        raise CheckpointError(
+            f"no checkpoint folder at {path} (expected {WEIGHTS} and {META} inside)"
+        )
     meta_path, weights_path = path / META, path / WEIGHTS
     for p in (meta_path, weights_path):
         if not p.is_file():
@@ -76,5 +80,7 @@ def load_model(path: str | os.PathLike):
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"weights in {path} do not fit model {spec['name']!r}: {exc}") from None
+        raise CheckpointError(
+            f"weights in {path} do not fit model {spec['name']!r}: {exc}"
+        ) from None
     return model, meta

@@ -27,7 +27,9 @@ def direct(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(timesteps, *x.shape)
 
 
-def bernoulli_rate(x: torch.Tensor, timesteps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def bernoulli_rate(
+    x: torch.Tensor, timesteps: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Rate coding: ``s[t] ~ Bernoulli(clamp(x, 0, 1))`` independently per step."""
     _check_timesteps(timesteps)
     _check_finite(x, "rate-coding input")
@@ -49,7 +51,9 @@ def isi(pixels: torch.Tensor, timesteps: int, alpha: float = 1.0) -> torch.Tenso
     _check_finite(pix.float(), "ISI input")
     if pix.is_floating_point():
         if bool(((pix != pix.round()) | (pix < 0) | (pix > 255)).any()):
-            raise ConfigError("ISI coding expects integer intensities in 0..255 (scale [0,1] images by 255)")
+            raise ConfigError(
+                "ISI coding expects integer intensities in 0..255 (scale [0,1] images by 255)"
+            )
     pix = pix.long()
     if bool(((pix < 0) | (pix > 255)).any()):
         raise ConfigError("ISI coding expects intensities in 0..255")
@@ -75,7 +79,9 @@ def latency(x: torch.Tensor, timesteps: int, threshold: float = 0.0) -> torch.Te
     _check_finite(x, "latency-coding input")
     xc = x.clamp(0, 1)
     step = torch.round((1 - xc) * (timesteps - 1)).long()
-    out = torch.zeros((timesteps, *x.shape), dtype=x.dtype if x.is_floating_point() else torch.float32)
+    out = torch.zeros(
+        (timesteps, *x.shape), dtype=x.dtype if x.is_floating_point() else torch.float32
+    )
     out.scatter_(0, step.unsqueeze(0), (xc > threshold).to(out.dtype).unsqueeze(0))
     return out
 
@@ -105,6 +111,12 @@ def first_spike_time(spikes: torch.Tensor, no_spike: float = float("inf")) -> to
 
 
 __all__ = [
-    "bernoulli_rate", "direct", "first_spike_time", "isi", "latency", "latency_times",
-    "rate_decode", "spike_count",
+    "bernoulli_rate",
+    "direct",
+    "first_spike_time",
+    "isi",
+    "latency",
+    "latency_times",
+    "rate_decode",
+    "spike_count",
 ]

@@ -27,7 +27,7 @@ RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def find_recipe(name_or_path: str) -> Path:
-    """A path, or the name of a bundled recipe (``mnist-atif-u`` -> ``recipes/mnist-atif-u.yaml``)."""
+    """A path, or the name of a bundled recipe (``mnist-atif-u``: ``recipes/mnist-atif-u.yaml``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -83,7 +83,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict:
     cfg = apply_overrides(cfg, overrides or [])
     kind = cfg.setdefault("kind", "direct")
     if kind not in RUNNERS:
-        raise ConfigError(f"recipe {path}: unknown kind {kind!r}; known: {', '.join(sorted(RUNNERS))}")
+        raise ConfigError(
+            f"recipe {path}: unknown kind {kind!r}; known: {', '.join(sorted(RUNNERS))}"
+        )
     cfg.setdefault("name", path.stem)
     return cfg
 

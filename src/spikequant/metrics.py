@@ -55,7 +55,9 @@ def _conv_ops(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> flo
     padding = module.padding if isinstance(module.padding, (tuple, int)) else 0
     if module.padding == "same":
         padding = tuple(k // 2 for k in module.kernel_size)
-    reach = conv(per_group, kernel, stride=module.stride, padding=padding, dilation=module.dilation, groups=g)
+    reach = conv(
+        per_group, kernel, stride=module.stride, padding=padding, dilation=module.dilation, groups=g
+    )
     return float(reach.sum()) * (module.out_channels // g)
 
 
@@ -113,7 +115,9 @@ class SpikeMonitor:
             if self._new_pass:
                 self.samples += output.shape[1]
                 self._new_pass = False
-            entry = self.layers.setdefault(name, {"spikes": 0.0, "events": 0.0, "neurons": 0, "timesteps": 0})
+            entry = self.layers.setdefault(
+                name, {"spikes": 0.0, "events": 0.0, "neurons": 0, "timesteps": 0}
+            )
             entry["spikes"] += float((output != 0).sum())
             entry["events"] += float(output.shape[0] * output.shape[1])
             entry["neurons"] = math.prod(output.shape[2:])

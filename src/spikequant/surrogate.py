@@ -40,8 +40,12 @@ class Surrogate:
     kind = "base"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
-            raise ConfigError(f"{type(self).__name__}: alpha must be a positive number, got {self.alpha!r}")
+        if not (
+            isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0
+        ):
+            raise ConfigError(
+                f"{type(self).__name__}: alpha must be a positive number, got {self.alpha!r}"
+            )
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         """Spike ``1[q >= 0]`` with this surrogate's gradient."""

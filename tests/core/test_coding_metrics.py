@@ -46,7 +46,9 @@ def test_latency_round_trip_and_decoders():
     t = coding.first_spike_time(s)
     assert t[:2].tolist() == [0.0, 2.0] and math.isinf(t[2]) and t[3] == 3.0
     assert torch.allclose(coding.rate_decode(s), s.mean(0))
-    assert torch.allclose(coding.latency_times(torch.tensor([1.0, 0.0]), 3.0), torch.tensor([0.0, 3.0]))
+    assert torch.allclose(
+        coding.latency_times(torch.tensor([1.0, 0.0]), 3.0), torch.tensor([0.0, 3.0])
+    )
 
 
 def test_sqnr_db():
@@ -62,8 +64,12 @@ def test_monitor_counts_spikes_and_synops_exactly():
     conv = nn.Conv2d(2, 3, 3, padding=1, stride=1)
     fc = nn.Linear(3 * 6 * 6, 4)
     model = nn.Sequential(
-        TimeFold(nn.Conv2d(1, 2, 3, padding=1)), sq.IF(0.3),
-        TimeFold(conv), sq.IF(0.3), TimeFold(nn.Flatten()), TimeFold(fc),
+        TimeFold(nn.Conv2d(1, 2, 3, padding=1)),
+        sq.IF(0.3),
+        TimeFold(conv),
+        sq.IF(0.3),
+        TimeFold(nn.Flatten()),
+        TimeFold(fc),
     )
     x = torch.rand(5, 2, 1, 6, 6)  # T = 5, B = 2
     captured = {}

@@ -11,11 +11,19 @@ from spikequant.cli import main
 
 @pytest.mark.parametrize(
     "name,kwargs",
-    [("ttfs_fc", {"sizes": [784, 20, 10]}), ("ann_mlp", {"hidden": [16]}), ("mlp", {"in_channels": 1, "input_size": 28, "timesteps": 2, "neuron": "if"})],
+    [
+        ("ttfs_fc", {"sizes": [784, 20, 10]}),
+        ("ann_mlp", {"hidden": [16]}),
+        ("mlp", {"in_channels": 1, "input_size": 28, "timesteps": 2, "neuron": "if"}),
+    ],
 )
 def test_eval_cli_on_each_family(tmp_path, capsys, name, kwargs):
     model = sq.create_model(name, **kwargs)
-    save_checkpoint(tmp_path, model.state_dict(), {"model": {"name": name, "kwargs": kwargs}, "dataset": "mnist5k"})
+    save_checkpoint(
+        tmp_path,
+        model.state_dict(),
+        {"model": {"name": name, "kwargs": kwargs}, "dataset": "mnist5k"},
+    )
     assert main(["eval", str(tmp_path), "--subset", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["samples"] == 40 and 0.0 <= out["accuracy"] <= 1.0

@@ -9,10 +9,10 @@ from torch import nn
 import spikequant as sq
 from spikequant.errors import ConfigError, ShapeError, StateShapeError
 from spikequant.neurons import (
-    ATIFnu,
-    ATIFu,
     IF,
     LIF,
+    ATIFnu,
+    ATIFu,
     atif_nu_transfer,
     levels_to_step_thresholds,
     uniform_levels,
@@ -159,7 +159,9 @@ def test_atif_nu_with_uniform_levels_is_atif_u_exactly(T):
 
 def test_atif_nu_step_thresholds_formula():
     p = torch.tensor([0.9, 0.5, 0.3, 0.1])
-    assert torch.allclose(levels_to_step_thresholds(p), torch.tensor([0.9, 4 * 0.2, 4 * 0.2, 4 * 0.1]))
+    assert torch.allclose(
+        levels_to_step_thresholds(p), torch.tensor([0.9, 4 * 0.2, 4 * 0.2, 4 * 0.1])
+    )
     assert torch.allclose(uniform_levels(1.0, 4), torch.tensor([1.0, 0.75, 0.5, 0.25]))
 
 

@@ -11,8 +11,16 @@ from spikequant.registry import MODEL_FAMILIES, model_family
 def test_every_model_has_a_known_family_and_the_zoo_is_complete():
     names = sq.list_models()
     assert all(model_family(n) in MODEL_FAMILIES for n in names)
-    assert set(sq.list_models("snn")) >= {"vgg9", "vgg11", "vgg16", "resnet18", "resnet19", "resnet20",
-                                          "cnn_digits", "resnet8_kws"}
+    assert set(sq.list_models("snn")) >= {
+        "vgg9",
+        "vgg11",
+        "vgg16",
+        "resnet18",
+        "resnet19",
+        "resnet20",
+        "cnn_digits",
+        "resnet8_kws",
+    }
     assert sorted(sq.list_models("snn") + sq.list_models("ann") + sq.list_models("ttfs")) == names
 
 

@@ -26,11 +26,13 @@ def test_fixed_threshold_needs_many_more_timesteps(study):
 def test_atif_nu_gains_over_atif_u(study):
     assert study["atif_nu"]["gain_over_atif_u_db"] >= 1.5
     levels = study["atif_nu"]["levels"]
-    assert all(a > b for a, b in zip(levels, levels[1:]))
+    assert all(a > b for a, b in zip(levels, levels[1:], strict=False))
 
 
 def test_cli_json_and_files(tmp_path, capsys):
-    rc = main(["sqnr", "--iterations", "200", "--eval-samples", "20000", "--out", str(tmp_path), "--json"])
+    rc = main(
+        ["sqnr", "--iterations", "200", "--eval-samples", "20000", "--out", str(tmp_path), "--json"]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("input_std", "fixed_t_to_match"):
@@ -52,4 +54,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 def test_seed_makes_it_deterministic():
     cfg = SQNRConfig(iterations=150, eval_samples=5000, eval_every=50)
     a, b = run_sqnr_study(cfg), run_sqnr_study(cfg)
-    assert a["atif_u"]["vth"] == b["atif_u"]["vth"] and a["atif_nu"]["levels"] == b["atif_nu"]["levels"]
+    assert (
+        a["atif_u"]["vth"] == b["atif_u"]["vth"]
+        and a["atif_nu"]["levels"] == b["atif_nu"]["levels"]
+    )

@@ -10,7 +10,9 @@ ALL = [SURROGATES.create(name, alpha=a) for name in SURROGATES.names() for a in 
 
 def _away_from_kinks(s, q):
     # triangle and rectangle have kinks/jumps at 0 and at their support edges
-    edges = torch.tensor([0.0, 1 / s.alpha, -1 / s.alpha, 0.5 / s.alpha, -0.5 / s.alpha], dtype=q.dtype)
+    edges = torch.tensor(
+        [0.0, 1 / s.alpha, -1 / s.alpha, 0.5 / s.alpha, -0.5 / s.alpha], dtype=q.dtype
+    )
     return q[(q[:, None] - edges[None]).abs().min(1).values > 1e-3]
 
 
@@ -34,7 +36,9 @@ def test_forward_is_heaviside_and_backward_is_surrogate(surrogate):
 def test_smooth_functions_go_from_zero_to_one():
     for s in ALL:
         ends = s.smooth(torch.tensor([-1e4, 1e4], dtype=torch.float64))
-        torch.testing.assert_close(ends, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            ends, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-3, rtol=0
+        )
 
 
 def test_spquant_triangle_values():

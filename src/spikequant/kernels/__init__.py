@@ -62,17 +62,17 @@ def _cpu_model() -> str:
 _NAME = "spikequant_neuron_kernels"
 
 
-def _import_built(build_dir: pathlib.Path) -> Any:
-    """Import an already compiled extension directly (no ninja check: the directory name already
-    encodes the source, torch version and CPU)."""
+def import_built_extension(build_dir: pathlib.Path, name: str = _NAME) -> Any:
+    """Import an already compiled extension ``name`` from ``build_dir`` directly, or None (no
+    ninja check: the directory name already encodes the source, torch version and CPU)."""
     import importlib.machinery
     import importlib.util
 
-    path = build_dir / f"{_NAME}.so"
+    path = build_dir / f"{name}.so"
     if not path.is_file():
         return None
-    loader = importlib.machinery.ExtensionFileLoader(_NAME, str(path))
-    spec = importlib.util.spec_from_file_location(_NAME, str(path), loader=loader)
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
@@ -81,7 +81,7 @@ def _import_built(build_dir: pathlib.Path) -> Any:
 def _compile() -> Any:
     build_dir = cache_dir()
     try:
-        built = _import_built(build_dir)
+        built = import_built_extension(build_dir)
     except ImportError:
         built = None
     if built is not None:
@@ -119,8 +119,6 @@ def load_extension() -> Any:
                 except Exception as exc:  # no compiler, no ninja, broken toolchain
                     lines = str(exc).strip().splitlines() or [""]
                     _load_error = f"{type(exc).__name__}: {lines[-1]}"
-                else:
-                    retain_freed_memory()
     return _extension
 
 
@@ -134,9 +132,10 @@ def retain_freed_memory() -> bool:
     glibc's defaults such blocks are returned to the OS on free and every new one costs fresh page
     faults, which on these VMs takes longer than the kernel itself (perf-notes: 4-6 ms per 8 MiB).
     Raising the trim threshold and serving every block from the heap (no mmap) makes freed
-    blocks reusable. Process-wide; the RSS then
-    stays at its peak, as with PyTorch's GPU caching allocator. Disable with
-    ``SPIKEQUANT_RETAIN_MEMORY=0``. Returns True when the setting was applied.
+    blocks reusable. Process-wide; the RSS then stays at its peak, as with PyTorch's GPU caching
+    allocator. Because it changes the whole process, importing spikequant never does it: the
+    ``spikequant`` command and the benchmark opt in; a program using the library calls this
+    itself. ``SPIKEQUANT_RETAIN_MEMORY=0`` refuses it. Returns True when the setting was applied.
     """
     global _retained
     if _retained:
@@ -172,8 +171,20 @@ def unavailable_reason() -> str | None:
 class _Spec:
     """Everything about a neuron's configuration that the kernel needs, besides tensors."""
 
-    __slots__ = ("a", "b", "hard", "v_reset", "detach", "kind", "alpha", "c1", "c2", "per_sample",
-                 "inner", "th_rows")
+    __slots__ = (
+        "a",
+        "b",
+        "hard",
+        "v_reset",
+        "detach",
+        "kind",
+        "alpha",
+        "c1",
+        "c2",
+        "per_sample",
+        "inner",
+        "th_rows",
+    )
 
     def __init__(self, *, a, b, hard, v_reset, detach, surrogate, per_sample, inner, th_rows):
         self.a, self.b, self.hard, self.v_reset, self.detach = a, b, hard, v_reset, detach
@@ -204,7 +215,16 @@ class _FusedIntegrateFire(torch.autograd.Function):
         # An unused final membrane then arrives as None instead of a materialised zero tensor.
         ctx.set_materialize_grads(False)
         out, v_final, h = _extension.forward(
-            x, v0, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.per_sample, spec.inner,
+            x,
+            v0,
+            th2d,
+            sv,
+            spec.a,
+            spec.b,
+            spec.hard,
+            spec.v_reset,
+            spec.per_sample,
+            spec.inner,
             save,
         )
         if save:
@@ -223,9 +243,23 @@ class _FusedIntegrateFire(torch.autograd.Function):
         grad_x, grad_v0, grad_th, grad_sv = _extension.backward(
             None if grad_out is None else _in_layout(grad_out, h),
             None if grad_v_final is None else _in_layout(grad_v_final, h[0]),
-            h, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach, spec.kind,
-            spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner, bool(need_v0),
-            bool(need_th), need_sv,
+            h,
+            th2d,
+            sv,
+            spec.a,
+            spec.b,
+            spec.hard,
+            spec.v_reset,
+            spec.detach,
+            spec.kind,
+            spec.alpha,
+            spec.c1,
+            spec.c2,
+            spec.per_sample,
+            spec.inner,
+            bool(need_v0),
+            bool(need_th),
+            need_sv,
         )
         return (
             grad_x if need_x else None,
@@ -273,9 +307,7 @@ def _kernel_layout(x_seq: torch.Tensor, channels: int):
     for d in shape[3:]:
         inner *= int(d)
     per_sample = channels * inner
-    channels_last = (
-        dense and (shape[1] == 1 or strides[1] == per_sample) and strides[2] == 1
-    )
+    channels_last = dense and (shape[1] == 1 or strides[1] == per_sample) and strides[2] == 1
     if not (x_seq.is_contiguous() or channels_last):
         x_seq = x_seq.contiguous()
     return x_seq, per_sample, inner if x_seq.is_contiguous() else 1
@@ -337,8 +369,14 @@ def fused_integrate_fire(
     if v0.stride() != x_seq[0].stride() or v0.dtype != x_seq.dtype:
         v0 = torch.empty_like(x_seq[0]).copy_(v0)
     spec = _Spec(
-        a=float(decay), b=float(input_scale), hard=bool(hard_reset), v_reset=float(v_reset),
-        detach=bool(detach_reset), surrogate=surrogate, per_sample=per_sample, inner=inner,
+        a=float(decay),
+        b=float(input_scale),
+        hard=bool(hard_reset),
+        v_reset=float(v_reset),
+        detach=bool(detach_reset),
+        surrogate=surrogate,
+        per_sample=per_sample,
+        inner=inner,
         th_rows=th_rows,
     )
     dtype = x_seq.dtype
@@ -394,9 +432,15 @@ def try_fused_run(neuron, x_seq: torch.Tensor, state, required: bool = False):
         decay, input_scale = 1.0, 1.0
     is_zero = isinstance(reset, Zero)
     out, v = fused_integrate_fire(
-        x_seq, state.v, threshold, surrogate=neuron.surrogate, decay=decay,
-        input_scale=input_scale, hard_reset=is_zero,
-        v_reset=reset.v_reset if is_zero else 0.0, detach_reset=reset.detach,
+        x_seq,
+        state.v,
+        threshold,
+        surrogate=neuron.surrogate,
+        decay=decay,
+        input_scale=input_scale,
+        hard_reset=is_zero,
+        v_reset=reset.v_reset if is_zero else 0.0,
+        detach_reset=reset.detach,
         spike_value=threshold if neuron.scale_output else None,
     )
     return out, MembraneState(v)
@@ -436,12 +480,16 @@ def _try_atif_nu(neuron, x_seq: torch.Tensor, state, required: bool):
     if state.t + steps > neuron.timesteps:
         return None  # the reference loop raises the precise ShapeError
     params = neuron.params()
-    thresholds = params.step_thresholds[state.t:state.t + steps]
+    thresholds = params.step_thresholds[state.t : state.t + steps]
     if thresholds.ndim == 2 and (x_seq.ndim < 3 or x_seq.shape[2] != thresholds.shape[1]):
         return _unsupported("per-channel levels do not match dimension 1 of a step", required)
     out, v = fused_integrate_fire(
-        x_seq, state.v, thresholds, surrogate=neuron.surrogate,
-        detach_reset=neuron.reset.detach, per_step_threshold=True,
+        x_seq,
+        state.v,
+        thresholds,
+        surrogate=neuron.surrogate,
+        detach_reset=neuron.reset.detach,
+        per_step_threshold=True,
         spike_value=params.spike_value if neuron.scale_output else None,
     )
     return out, StepState(v, state.t + steps)

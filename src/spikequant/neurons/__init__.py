@@ -1,6 +1,12 @@
 """Spiking neurons: pure step functions, thin stateful modules, state helpers."""
 
-from .atif_nu import ATIFnu, atif_nu_step, atif_nu_transfer, levels_to_step_thresholds, uniform_levels
+from .atif_nu import (
+    ATIFnu,
+    atif_nu_step,
+    atif_nu_transfer,
+    levels_to_step_thresholds,
+    uniform_levels,
+)
 from .base import SpikingNeuron, channel_view, detach_state, reset_state, run_sequence
 from .integrate_fire import (
     IF,
@@ -15,8 +21,25 @@ from .integrate_fire import (
 from .reset import Subtract, Zero, create_reset
 
 __all__ = [
-    "ATIFnu", "ATIFu", "IF", "IFParams", "LIF", "LIFParams", "MembraneState", "SpikingNeuron",
-    "Subtract", "Zero", "atif_nu_step", "atif_nu_transfer", "channel_view", "create_reset",
-    "detach_state", "if_step", "levels_to_step_thresholds", "lif_step", "reset_state",
-    "run_sequence", "uniform_levels",
+    "ATIFnu",
+    "ATIFu",
+    "IF",
+    "IFParams",
+    "LIF",
+    "LIFParams",
+    "MembraneState",
+    "SpikingNeuron",
+    "Subtract",
+    "Zero",
+    "atif_nu_step",
+    "atif_nu_transfer",
+    "channel_view",
+    "create_reset",
+    "detach_state",
+    "if_step",
+    "levels_to_step_thresholds",
+    "lif_step",
+    "reset_state",
+    "run_sequence",
+    "uniform_levels",
 ]

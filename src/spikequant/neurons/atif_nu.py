@@ -11,7 +11,8 @@ Parameters: T ordered levels ``p_1 > p_2 > ... > p_T > 0`` (kept ordered by cons
 ``y = p_1 * count / T``.
 
 Intent (the paper's eqs. 14-19): a constant input in ``[p_{k+1}, p_k)`` yields ``T - k`` spikes
-in the last timesteps (T = 4: ``[p_2, p_1) -> 0111``, ``[p_3, p_2) -> 0011``, ``[p_4, p_3) -> 0001``,
+in the last timesteps (T = 4: ``[p_2, p_1) -> 0111``, ``[p_3, p_2) -> 0011``,
+``[p_4, p_3) -> 0001``,
 ``>= p_1 -> 1111``). The thresholds above are what the membrane conditions at the boundary inputs
 give. Uniform levels ``p_k = (T - k + 1) V / T`` make every ``V_th(t) = V``: ATIF-u exactly.
 
@@ -109,8 +110,10 @@ class ATIFnu(SpikingNeuron):
         if not threshold > 0:
             raise ConfigError(f"threshold must be positive, got {threshold!r}")
         self.timesteps = timesteps
-        init = uniform_levels(threshold, timesteps) if levels is None else torch.as_tensor(
-            levels, dtype=torch.float32
+        init = (
+            uniform_levels(threshold, timesteps)
+            if levels is None
+            else torch.as_tensor(levels, dtype=torch.float32)
         )
         if init.shape != (timesteps,) or not bool((init[:-1] > init[1:]).all() and init[-1] > 0):
             raise ConfigError(f"levels must be {timesteps} strictly decreasing positive values")
@@ -170,7 +173,7 @@ class ATIFnu(SpikingNeuron):
 
 @torch.no_grad()
 def atif_nu_transfer(levels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Spike counts of an ATIF-nu neuron with ``levels`` for each constant input (transfer curve)."""
+    """Spike count of an ATIF-nu neuron with ``levels`` per constant input (transfer curve)."""
     levels = torch.as_tensor(levels, dtype=torch.float32)
     thresholds = levels_to_step_thresholds(levels)
     v = torch.zeros_like(inputs, dtype=torch.float32)

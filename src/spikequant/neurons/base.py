@@ -124,7 +124,7 @@ def detach_state(model: nn.Module) -> nn.Module:
 
 
 def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a per-layer (0-d) or per-channel ``[C]`` parameter against a step ``x[B, C, ...]``."""
+    """Broadcast a per-layer (0-d) or per-channel ``[C]`` parameter against ``x[B, C, ...]``."""
     if param.ndim == 0:
         return param
     if x.ndim < 2 or x.shape[1] != param.shape[0]:

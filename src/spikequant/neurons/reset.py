@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class Subtract:
-    r"""Soft reset: ``V = H - V_th z``. Keeps the residual, so the rate codes ``floor(sum i / V_th)``.
+    r"""Soft reset: ``V = H - V_th z``. Keeps the residual: the rate codes ``floor(sum i / V_th)``.
 
     ``detach=True`` stops the gradient through ``z`` in the reset (SpikingJelly's ``detach_reset``);
     the threshold still receives the gradient of ``-V_th z`` through ``V_th``.

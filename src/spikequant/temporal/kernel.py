@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..kernels import import_built_extension
+
 _CPP = r"""
 #include <torch/extension.h>
 #include <cmath>
@@ -178,22 +180,6 @@ def _build_dir() -> pathlib.Path:
 _NAME = "spikequant_ttfs_kernels"
 
 
-def _import_built(build_dir: pathlib.Path) -> Any:
-    """Import a previously built extension without re-running ninja (the folder name already
-    encodes the source and the torch version)."""
-    import importlib.machinery
-    import importlib.util
-
-    path = build_dir / f"{_NAME}.so"
-    if not path.is_file():
-        return None
-    loader = importlib.machinery.ExtensionFileLoader(_NAME, str(path))
-    spec = importlib.util.spec_from_file_location(_NAME, str(path), loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
 def load() -> Any:
     """The compiled extension (built on first call, cached on disk), or None when unavailable."""
     global _extension, _error
@@ -209,9 +195,8 @@ def load() -> Any:
             from torch.utils import cpp_extension
 
             build_dir = _build_dir()
-            _extension = _import_built(build_dir)
+            _extension = import_built_extension(build_dir, _NAME)
             if _extension is not None:
-                _retain_memory()
                 return _extension
             build_dir.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():
@@ -227,19 +212,7 @@ def load() -> Any:
         except Exception as exc:  # no compiler / ninja: fall back to the torch path
             lines = str(exc).strip().splitlines() or [""]
             _error = f"{type(exc).__name__}: {lines[-1]}"
-    if _extension is not None:
-        _retain_memory()
     return _extension
-
-
-def _retain_memory() -> None:
-    # Each training step allocates the same few buffers again; keeping freed heap mapped avoids
-    # fresh page faults, which cost more than the kernel on these VMs (see spikequant.kernels).
-    try:
-        from ..kernels import retain_freed_memory
-    except ImportError:
-        return
-    retain_freed_memory()
 
 
 def load_error() -> str | None:

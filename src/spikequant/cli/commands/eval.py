@@ -69,19 +69,33 @@ def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
     """TTFS networks (class = earliest output spike) and plain ANNs (class = argmax logits)."""
     import torch
 
-    xs, ys = zip(*(data[i] for i in range(len(data))))
+    xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
     X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
     if family == "ttfs":
         from ...temporal.evaluate import evaluate as evaluate_ttfs
 
         r = evaluate_ttfs(model, X, y, batch_size=batch_size)
-        return {"samples": len(y), "timesteps": None, "theta": None, "firing_rates": {},
-                "dense_macs": None, **r}
+        return {
+            "samples": len(y),
+            "timesteps": None,
+            "theta": None,
+            "firing_rates": {},
+            "dense_macs": None,
+            **r,
+        }
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)])
-    return {"accuracy": float((pred == y).float().mean()), "samples": len(y), "timesteps": 1,
-            "theta": None, "firing_rates": {}, "dense_macs": None}
+        pred = torch.cat(
+            [model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)]
+        )
+    return {
+        "accuracy": float((pred == y).float().mean()),
+        "samples": len(y),
+        "timesteps": 1,
+        "theta": None,
+        "firing_rates": {},
+        "dense_macs": None,
+    }
 
 
 def _print(r: dict) -> None:

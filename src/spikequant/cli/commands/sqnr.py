@@ -10,17 +10,21 @@ def register(sub) -> None:
     p = sub.add_parser(
         "sqnr",
         help="single-neuron SQNR study: fixed threshold vs ATIF-u vs ATIF-nu",
-        description="Gaussian input held for T steps, target ReLU(x); thresholds trained with Adam.",
+        description="Gaussian input held for T steps, target ReLU(x); thresholds trained by Adam.",
     )
     p.add_argument("--timesteps", "-T", type=int, default=4, help="timesteps T (default 4)")
-    p.add_argument("--sigma", type=float, default=0.1, help="input standard deviation (default 0.1)")
+    p.add_argument(
+        "--sigma", type=float, default=0.1, help="input standard deviation (default 0.1)"
+    )
     p.add_argument("--iterations", type=int, default=8000, help="Adam iterations (default 8000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=8.0, help="sigmoid surrogate slope (default 8)")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--eval-samples", type=int, default=1_000_000)
     p.add_argument("--out", type=Path, default=None, help="output folder (default docs/results)")
-    p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of a table")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object to stdout instead of a table"
+    )
     p.set_defaults(func=run)
 
 
@@ -29,8 +33,13 @@ def run(args) -> int:
     from ...io import results_dir, write_json, write_text
 
     cfg = SQNRConfig(
-        timesteps=args.timesteps, sigma=args.sigma, iterations=args.iterations, seed=args.seed,
-        alpha=args.alpha, lr=args.lr, eval_samples=args.eval_samples,
+        timesteps=args.timesteps,
+        sigma=args.sigma,
+        iterations=args.iterations,
+        seed=args.seed,
+        alpha=args.alpha,
+        lr=args.lr,
+        eval_samples=args.eval_samples,
         eval_every=max(1, args.iterations // 80),
     )
     result = run_sqnr_study(cfg)
@@ -59,18 +68,22 @@ def markdown_table(r: dict) -> str:
         "| neuron | SQNR [dB] | threshold |",
         "|---|---|---|",
         f"| fixed V_th = 1 | {r['fixed']['sqnr_db']:.2f} | 1 |",
-        f"| best uniform V_th (grid) | {r['best_fixed_grid']['sqnr_db']:.2f} | {r['best_fixed_grid']['vth']:.3f} |",
+        f"| best uniform V_th (grid) | {r['best_fixed_grid']['sqnr_db']:.2f} "
+        f"| {r['best_fixed_grid']['vth']:.3f} |",
         f"| ATIF-u (trained) | {r['atif_u']['sqnr_db']:.2f} | {r['atif_u']['vth']:.3f} "
         f"({r['atif_u']['vth_over_sigma']:.2f} sigma) |",
         f"| ATIF-nu (trained) | {r['atif_nu']['sqnr_db']:.2f} | levels "
-        + ", ".join(f"{v:.3f}" for v in r["atif_nu"]["levels"]) + " |",
+        + ", ".join(f"{v:.3f}" for v in r["atif_nu"]["levels"])
+        + " |",
         "",
         f"- ATIF-u gain over V_th = 1: {r['atif_u']['sqnr_db'] - r['fixed']['sqnr_db']:.2f} dB; "
         f"gap to the best uniform threshold: {r['atif_u_gap_to_best_db']:.2f} dB.",
         f"- Timesteps a fixed V_th = 1 needs to match ATIF-u: {r['fixed_t_to_match']}.",
-        f"- ATIF-nu gain over ATIF-u: {r['atif_nu']['gain_over_atif_u_db']:.2f} dB; learned transfer "
+        f"- ATIF-nu gain over ATIF-u: {r['atif_nu']['gain_over_atif_u_db']:.2f} dB; "
+        "learned transfer "
         f"curve {'monotone' if r['atif_nu']['transfer_monotone'] else 'NOT monotone'}.",
-        "- Fixed V_th = 1 by T: " + ", ".join(f"T={t}: {v:.2f} dB" for t, v in r["fixed_sqnr_by_t"].items()),
+        "- Fixed V_th = 1 by T: "
+        + ", ".join(f"T={t}: {v:.2f} dB" for t, v in r["fixed_sqnr_by_t"].items()),
         "",
     ]
     return "\n".join(lines)
@@ -86,8 +99,16 @@ def _print_table(r: dict, path: Path) -> None:
     table.add_column("SQNR [dB]", justify="right")
     table.add_column("threshold", justify="right")
     table.add_row("fixed V_th = 1", f"{r['fixed']['sqnr_db']:.2f}", "1.000")
-    table.add_row("best uniform V_th (grid)", f"{r['best_fixed_grid']['sqnr_db']:.2f}", f"{r['best_fixed_grid']['vth']:.3f}")
-    table.add_row("ATIF-u (trained)", f"{r['atif_u']['sqnr_db']:.2f}", f"{r['atif_u']['vth']:.3f} ({r['atif_u']['vth_over_sigma']:.2f} sigma)")
+    table.add_row(
+        "best uniform V_th (grid)",
+        f"{r['best_fixed_grid']['sqnr_db']:.2f}",
+        f"{r['best_fixed_grid']['vth']:.3f}",
+    )
+    table.add_row(
+        "ATIF-u (trained)",
+        f"{r['atif_u']['sqnr_db']:.2f}",
+        f"{r['atif_u']['vth']:.3f} ({r['atif_u']['vth_over_sigma']:.2f} sigma)",
+    )
     levels = ", ".join(f"{v:.3f}" for v in r["atif_nu"]["levels"])
     table.add_row("ATIF-nu (trained)", f"{r['atif_nu']['sqnr_db']:.2f}", f"levels {levels}")
     console = Console()
