@@ -37,37 +37,80 @@ def bernoulli_rate(
     return torch.bernoulli(p, generator=generator)
 
 
-def isi(pixels: torch.Tensor, timesteps: int, alpha: float = 1.0) -> torch.Tensor:
-    """Inter-spike-interval coding of 8-bit intensities (Ca-LIF paper).
+def isi_spike_counts(
+    pix: torch.Tensor, timesteps: int, max_spikes: int | None = None
+) -> torch.Tensor:
+    """Spike count ``N = floor(K pix / 255)``, spike budget ``K = alpha T`` (default ``K = T``)."""
+    pix, budget = _check_isi(pix, timesteps, max_spikes)
+    return (budget * pix) // 255
 
-    A pixel ``pix`` in 0..255 emits ``N = floor(alpha T pix / 255)`` spikes at the (1-indexed) steps
-    ``t_n = floor(n 255 / pix)``, n = 1..N; steps beyond T are dropped. Brighter pixels fire
-    earlier and more often. E.g. T = 16, pix = 128: spikes at steps 1, 3, 5, ..., 15.
+
+def isi_encode(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
+    r"""Inter-spike-interval coding of 8-bit pixels into ``[T, ...]`` spikes (1 = spike).
+
+    ``N = floor(K pix / 255)`` spikes at steps ``t_n = floor(n 255 T / (K pix))``, n = 1..N
+    (1-indexed), with budget ``K = alpha T <= T`` (``alpha = 1``: ``t_n = (n 255) // pix``). The
+    spacing ``255 T / (K pix) >= 1`` guarantees at most one spike per step. With ``K = 255`` each
+    pixel becomes exactly ``pix`` spikes (lossless), possible when ``T >= 255``.
     """
-    _check_timesteps(timesteps)
-    if alpha <= 0:
-        raise ConfigError(f"ISI alpha must be positive, got {alpha}")
-    pix = torch.as_tensor(pixels)
-    _check_finite(pix.float(), "ISI input")
+    encoder = IsiEncoder(pix, timesteps, max_spikes)
+    return torch.stack([encoder.step(t) for t in range(1, timesteps + 1)]).to(torch.float32)
+
+
+class IsiEncoder:
+    """Step-by-step ISI coding (no ``[T, ...]`` tensor): ``step(t)`` is the spike map of step t."""
+
+    def __init__(self, pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> None:
+        pix, self.budget = _check_isi(pix, timesteps, max_spikes)
+        # int32 is exact here ((T + 1) K pix < 2^31 for T < 32000) and halves the memory traffic
+        self.pix = pix.to(torch.int32) if timesteps < 32000 else pix
+        self.timesteps = timesteps
+        self.total = (self.budget * self.pix) // 255
+        self._previous = self._upto(0)
+        self._t = 0
+
+    def _upto(self, t: int) -> torch.Tensor:
+        # spikes up to step t: #{n : n 255 T < (t+1) K pix} = ceil((t+1) K pix / (255 T)) - 1
+        k_pix = self.budget * self.pix
+        upto = torch.where(self.pix > 0, ((t + 1) * k_pix - 1) // (255 * self.timesteps), 0)
+        return torch.minimum(upto, self.total)
+
+    def step(self, t: int) -> torch.Tensor:
+        """Spikes (0/1, float64) at 1-indexed step ``t``; steps must be taken in order."""
+        if t != self._t + 1:
+            raise ConfigError(f"ISI steps must be taken in order: expected {self._t + 1}, got {t}")
+        current = self._upto(t)
+        spikes = (current - self._previous).to(torch.float64)
+        self._previous, self._t = current, t
+        return spikes
+
+
+def pixels_from_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (8-bit sources) -> integer pixels 0..255."""
+    return torch.round(x.to(torch.float64) * 255).clamp(0, 255).to(torch.int64)
+
+
+def _check_isi(pix, timesteps, max_spikes):
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise ConfigError(f"timesteps must be a positive integer, got {timesteps!r}")
+    budget = timesteps if max_spikes is None else max_spikes
+    if not isinstance(budget, int) or not 1 <= budget <= timesteps:
+        raise ConfigError(
+            f"max_spikes must be an integer in [1, T={timesteps}], got {max_spikes!r}"
+        )
+    pix = torch.as_tensor(pix)
     if pix.is_floating_point():
-        if bool(((pix != pix.round()) | (pix < 0) | (pix > 255)).any()):
-            raise ConfigError(
-                "ISI coding expects integer intensities in 0..255 (scale [0,1] images by 255)"
-            )
-    pix = pix.long()
-    if bool(((pix < 0) | (pix > 255)).any()):
-        raise ConfigError("ISI coding expects intensities in 0..255")
-    count = torch.floor(alpha * timesteps * pix.double() / 255).long()
-    out = torch.zeros((timesteps, *pix.shape), dtype=torch.float32)
-    safe = pix.clamp(min=1)
-    for n in range(1, int(count.max().item()) + 1 if count.numel() else 1):
-        step = (n * 255) // safe  # 1-indexed
-        fire = (count >= n) & (step <= timesteps)
-        if not bool(fire.any()):
-            continue
-        index = (step.clamp(1, timesteps) - 1).unsqueeze(0)
-        out.scatter_add_(0, index, fire.unsqueeze(0).float())
-    return out
+        if not torch.equal(pix, pix.round()):
+            raise ConfigError("ISI coding takes integer pixels 0..255 (use pixels_from_unit)")
+        pix = pix.to(torch.int64)
+    if pix.numel() and (pix.min() < 0 or pix.max() > 255):
+        raise ConfigError("ISI coding takes pixels in 0..255")
+    return pix.to(torch.int64), budget
+
+
+def isi(pixels: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
+    """Alias of :func:`isi_encode` (ISI coding of 8-bit intensities into ``[T, ...]``)."""
+    return isi_encode(pixels, timesteps, max_spikes)
 
 
 def latency(x: torch.Tensor, timesteps: int, threshold: float = 0.0) -> torch.Tensor:
@@ -111,6 +154,10 @@ def first_spike_time(spikes: torch.Tensor, no_spike: float = float("inf")) -> to
 
 
 __all__ = [
+    "IsiEncoder",
+    "isi_encode",
+    "isi_spike_counts",
+    "pixels_from_unit",
     "bernoulli_rate",
     "direct",
     "first_spike_time",

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..coding import IsiEncoder, isi_encode, isi_spike_counts, pixels_from_unit  # noqa: F401
 from ..errors import ConfigError, ShapeError
 from ..neurons.base import SpikingNeuron, channel_view
 
@@ -197,74 +198,3 @@ class EventLIF(SpikingNeuron):
         v = state.v + x.to(torch.float64) - _broadcast(self.leak, x)
         out = (v >= th).to(torch.float64)
         return out, CaState(v - out * th, state.count + out)
-
-
-def isi_spike_counts(
-    pix: torch.Tensor, timesteps: int, max_spikes: int | None = None
-) -> torch.Tensor:
-    """Spike count ``N = floor(K pix / 255)``, spike budget ``K = alpha T`` (default ``K = T``)."""
-    pix, budget = _check_isi(pix, timesteps, max_spikes)
-    return (budget * pix) // 255
-
-
-def isi_encode(pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> torch.Tensor:
-    r"""Inter-spike-interval coding of 8-bit pixels into ``[T, ...]`` spikes (1 = spike).
-
-    ``N = floor(K pix / 255)`` spikes at steps ``t_n = floor(n 255 T / (K pix))``, n = 1..N
-    (1-indexed), with budget ``K = alpha T <= T`` (``alpha = 1``: ``t_n = (n 255) // pix``). The
-    spacing ``255 T / (K pix) >= 1`` guarantees at most one spike per step. With ``K = 255`` each
-    pixel becomes exactly ``pix`` spikes (lossless), possible when ``T >= 255``.
-    """
-    encoder = IsiEncoder(pix, timesteps, max_spikes)
-    return torch.stack([encoder.step(t) for t in range(1, timesteps + 1)]).to(torch.float32)
-
-
-class IsiEncoder:
-    """Step-by-step ISI coding (no ``[T, ...]`` tensor): ``step(t)`` is the spike map of step t."""
-
-    def __init__(self, pix: torch.Tensor, timesteps: int, max_spikes: int | None = None) -> None:
-        pix, self.budget = _check_isi(pix, timesteps, max_spikes)
-        # int32 is exact here ((T + 1) K pix < 2^31 for T < 32000) and halves the memory traffic
-        self.pix = pix.to(torch.int32) if timesteps < 32000 else pix
-        self.timesteps = timesteps
-        self.total = (self.budget * self.pix) // 255
-        self._previous = self._upto(0)
-        self._t = 0
-
-    def _upto(self, t: int) -> torch.Tensor:
-        # spikes up to step t: #{n : n 255 T < (t+1) K pix} = ceil((t+1) K pix / (255 T)) - 1
-        k_pix = self.budget * self.pix
-        upto = torch.where(self.pix > 0, ((t + 1) * k_pix - 1) // (255 * self.timesteps), 0)
-        return torch.minimum(upto, self.total)
-
-    def step(self, t: int) -> torch.Tensor:
-        """Spikes (0/1, float64) at 1-indexed step ``t``; steps must be taken in order."""
-        if t != self._t + 1:
-            raise ConfigError(f"ISI steps must be taken in order: expected {self._t + 1}, got {t}")
-        current = self._upto(t)
-        spikes = (current - self._previous).to(torch.float64)
-        self._previous, self._t = current, t
-        return spikes
-
-
-def pixels_from_unit(x: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] (8-bit sources) -> integer pixels 0..255."""
-    return torch.round(x.to(torch.float64) * 255).clamp(0, 255).to(torch.int64)
-
-
-def _check_isi(pix, timesteps, max_spikes):
-    if not isinstance(timesteps, int) or timesteps < 1:
-        raise ConfigError(f"timesteps must be a positive integer, got {timesteps!r}")
-    budget = timesteps if max_spikes is None else max_spikes
-    if not isinstance(budget, int) or not 1 <= budget <= timesteps:
-        raise ConfigError(
-            f"max_spikes must be an integer in [1, T={timesteps}], got {max_spikes!r}"
-        )
-    pix = torch.as_tensor(pix)
-    if pix.is_floating_point():
-        if not torch.equal(pix, pix.round()):
-            raise ConfigError("ISI coding takes integer pixels 0..255 (use pixels_from_unit)")
-        pix = pix.to(torch.int64)
-    if pix.numel() and (pix.min() < 0 or pix.max() > 255):
-        raise ConfigError("ISI coding takes pixels in 0..255")
-    return pix.to(torch.int64), budget
