@@ -503,5 +503,5 @@ def _progress(enabled: bool):
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2f}%"),
         TimeRemainingColumn(),
-        transient=False,
+        transient=True,  # the epoch lines above keep the record
     )

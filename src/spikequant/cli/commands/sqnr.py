@@ -120,4 +120,4 @@ def _print_table(r: dict, path: Path) -> None:
         f"{r['atif_nu']['gain_over_atif_u_db']:.2f} dB (transfer curve "
         f"{'monotone' if r['atif_nu']['transfer_monotone'] else 'NOT monotone'})."
     )
-    console.print(f"wrote {path} and {path.with_suffix('.png')}")
+    console.print(f"wrote {path}, {path.with_suffix('.md')} and {path.with_suffix('.png')}")
