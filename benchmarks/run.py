@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "environment": {
-            "cpu": kernels._cpu_model().split(":")[-1].strip() or platform.processor(),
+            "cpu": kernels.cpu_model().split(":")[-1].strip() or platform.processor(),
             "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "load_before": round(os.getloadavg()[0], 2), "fused_kernels": kernels.available(),

@@ -37,19 +37,24 @@ _extension: Any = None
 _load_error: str | None = None
 
 
+def cache_root() -> pathlib.Path:
+    """Root of the compiled-kernel cache: ``$SPIKEQUANT_CACHE`` or ``~/.cache/spikequant``."""
+    root = os.environ.get("SPIKEQUANT_CACHE")
+    return pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
+
+
 def cache_dir() -> pathlib.Path:
     """Where compiled kernels live, keyed by source, torch version and CPU (``-march=native``)."""
-    root = os.environ.get("SPIKEQUANT_CACHE")
-    base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
+    base = cache_root()
     key = hashlib.sha256()
     key.update(_SOURCE.read_bytes())
     key.update(torch.__version__.encode())
     key.update(platform.machine().encode())
-    key.update(_cpu_model().encode())
+    key.update(cpu_model().encode())
     return base / "kernels" / key.hexdigest()[:16]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("model name", "flags")):

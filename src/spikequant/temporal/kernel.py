@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import import_built_extension
+from ..kernels import cache_root, cpu_model, import_built_extension
 
 _CPP = r"""
 #include <torch/extension.h>
@@ -157,23 +157,10 @@ _extension: Any = None
 _error: str | None = None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
-    except OSError:
-        pass
-    import platform
-
-    return platform.machine() + platform.processor()
-
-
 def _build_dir() -> pathlib.Path:
-    root = os.environ.get("SPIKEQUANT_CACHE")
-    base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
+    base = cache_root()
     # -march=native: a build is only valid on the CPU model it was made for
-    key = hashlib.sha256((_CPP + torch.__version__ + _cpu_model()).encode()).hexdigest()[:16]
+    key = hashlib.sha256((_CPP + torch.__version__ + cpu_model()).encode()).hexdigest()[:16]
     return base / "ttfs" / key
 
 
