@@ -31,7 +31,7 @@ def test_cnn_step_runs_and_channels_last_matches():
     for channels_last in (False, True):
         model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant"))
         step = models.training_step(model, x, y, channels_last=channels_last)
-        losses.append(float(step()))
+        losses.append(float(step().detach()))
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
