@@ -73,38 +73,25 @@ def _neuron_bits(module: nn.Module, default: int) -> int:
 @torch.no_grad()
 def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
     """One batch-1 forward pass; returns neurons and synapse layers in execution order."""
-    from .neurons import SpikingNeuron, reset_state
+    from .neurons import SpikingNeuron, probe_forward
 
     if example.shape[0] != 1:
         example = example[:1]
     events: list = []
-    handles = []
     gates = _gate_modules(model)
+
+    def hook_for(kind, name):
+        return lambda m, inputs, output: events.append((kind, name, m, tuple(output.shape)))
+
+    hooks = []
     for name, module in model.named_modules():
         if id(module) in gates:
             continue
         if isinstance(module, SpikingNeuron):
-
-            def hook(m, inputs, output, name=name):
-                events.append(("neuron", name, m, tuple(output.shape)))
-
-            handles.append(module.register_forward_hook(hook))
+            hooks.append((module, hook_for("neuron", name)))
         elif isinstance(module, SYNAPSES):
-
-            def hook(m, inputs, output, name=name):
-                events.append(("synapse", name, m, tuple(output.shape)))
-
-            handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        reset_state(model)
-        model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        reset_state(model)
-        model.train(was_training)
+            hooks.append((module, hook_for("synapse", name)))
+    probe_forward(model, example, hooks)
     neurons, synapses = OrderedDict(), OrderedDict()
     timesteps = None
     pending: list[str] = []

@@ -7,7 +7,14 @@ from .atif_nu import (
     levels_to_step_thresholds,
     uniform_levels,
 )
-from .base import SpikingNeuron, channel_view, detach_state, reset_state, run_sequence
+from .base import (
+    SpikingNeuron,
+    channel_view,
+    detach_state,
+    probe_forward,
+    reset_state,
+    run_sequence,
+)
 from .integrate_fire import (
     IF,
     LIF,
@@ -39,6 +46,7 @@ __all__ = [
     "if_step",
     "levels_to_step_thresholds",
     "lif_step",
+    "probe_forward",
     "reset_state",
     "run_sequence",
     "uniform_levels",

@@ -123,6 +123,23 @@ def detach_state(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def probe_forward(model: nn.Module, example: torch.Tensor, hooks) -> None:
+    """One eval-mode forward pass of ``example`` with ``hooks`` (``(module, forward_hook)`` pairs)
+    registered; state, hooks and training mode are restored afterwards, whatever happens."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    model.eval()
+    try:
+        reset_state(model)
+        model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        reset_state(model)
+        model.train(was_training)
+
+
 def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-layer (0-d) or per-channel ``[C]`` parameter against ``x[B, C, ...]``."""
     if param.ndim == 0:

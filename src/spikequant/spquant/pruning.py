@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..neurons import reset_state
+from ..neurons import probe_forward
 from .neuron import QLIF
 
 
@@ -59,23 +59,11 @@ def qlif_layers(model: nn.Module) -> list[tuple[str, QLIF]]:
 @torch.no_grad()
 def _execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, QLIF, tuple]]:
     order = []
-    handles = []
-    for name, layer in qlif_layers(model):
 
-        def hook(module, inputs, output, name=name):
-            order.append((name, module, tuple(inputs[0].shape)))
+    def hook_for(name):
+        return lambda module, inputs, output: order.append((name, module, tuple(inputs[0].shape)))
 
-        handles.append(layer.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        reset_state(model)
-        model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        reset_state(model)
-        model.train(was_training)
+    probe_forward(model, example, [(layer, hook_for(name)) for name, layer in qlif_layers(model)])
     return order
 
 
