@@ -28,7 +28,6 @@ skipped, :func:`spikequant.cost.measure_activity`), memory, and the binary-membr
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from ..io import write_json
 from ..neurons import reset_state
 from ..registry import create_model
 from ..train.recipe import validate_recipe
-from ..train.runner import _subset, build_augment, model_spec
+from ..train.runner import _subset, build_augment, log_to_stderr, model_spec
 from ..train.trainer import Trainer, evaluate, resolve_checkpoint
 from .analysis import set_binary_membrane
 from .loss import tet_loss
@@ -287,9 +286,6 @@ def run_recipe(
         "dataset": data["name"],
     }
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     trainer = SpQuantTrainer(
         model,
         cfg,
@@ -299,13 +295,13 @@ def run_recipe(
         meta=meta,
         augment=build_augment(cfg),
         progress=progress,
-        log=log if progress else None,
+        log=log_to_stderr if progress else None,
         spq=spq,
     )
     resumed_from = None
     if resume and trainer.resume():
         resumed_from = trainer.epoch
-        log(f"resumed {out_dir} after epoch {trainer.epoch}")
+        log_to_stderr(f"resumed {out_dir} after epoch {trainer.epoch}")
     trainer.fit(stop_after=stop_after)
     if stop_after is not None and trainer.epoch < trainer.epochs:
         return {"stopped_after_epoch": trainer.epoch}

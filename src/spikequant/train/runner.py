@@ -96,9 +96,6 @@ def run_recipe(
     augment = build_augment(cfg)
     meta = {"kind": "direct", "model": spec, "recipe": cfg, "dataset": data["name"]}
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     trainer = Trainer(
         model,
         cfg,
@@ -108,14 +105,14 @@ def run_recipe(
         meta=meta,
         augment=augment,
         progress=progress,
-        log=log if progress else None,
+        log=log_to_stderr if progress else None,
     )
     resumed_from = None
     if resume and trainer.resume():
         resumed_from = trainer.epoch
-        log(f"resumed {out_dir} after epoch {trainer.epoch}")
+        log_to_stderr(f"resumed {out_dir} after epoch {trainer.epoch}")
     elif resume:
-        log(f"no checkpoint in {out_dir} yet: starting from epoch 1")
+        log_to_stderr(f"no checkpoint in {out_dir} yet: starting from epoch 1")
     final = trainer.fit(stop_after=stop_after)
     if "stopped_after_epoch" in final:
         return final
@@ -133,3 +130,8 @@ def run_recipe(
     }
     write_json(out_dir / "metrics.json", result)
     return result
+
+
+def log_to_stderr(msg: str) -> None:
+    """The runners' log line: stderr, so that ``--json`` output on stdout stays parseable."""
+    print(msg, file=sys.stderr, flush=True)
