@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spikequant.data.events import CIFAR10_CLASSES
+
 
 def write_cifar_batch(
     path: Path, data: np.ndarray, labels, label_key: bytes, extra: dict | None = None
@@ -37,21 +39,7 @@ def make_cifar10(root: Path, per_batch: int = 6, seed: int = 0) -> dict:
         written[part][0].append(data)
         written[part][1].append(labels)
     meta = {
-        b"label_names": [
-            n.encode()
-            for n in (
-                "airplane",
-                "automobile",
-                "bird",
-                "cat",
-                "deer",
-                "dog",
-                "frog",
-                "horse",
-                "ship",
-                "truck",
-            )
-        ],
+        b"label_names": [n.encode() for n in CIFAR10_CLASSES],
         b"num_vis": 3072,
     }
     (base / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
