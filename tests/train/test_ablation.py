@@ -110,3 +110,85 @@ def test_resume_reuses_finished_runs_of_the_same_recipe(ablation):
     for name, row in summary["rows"].items():
         assert redo["rows"][name]["accuracy_mean"] == row["accuracy_mean"]
         assert redo["rows"][name]["runs"][0]["train_seconds"] == row["runs"][0]["train_seconds"]
+
+
+def _rows(accuracies: dict[str, list[float]]) -> dict:
+    return {
+        name: {
+            "accuracy_mean": sum(accs) / len(accs),
+            "accuracy_std": 0.0,
+            "runs": [{"seed": s, "test_accuracy": a} for s, a in enumerate(accs)],
+        }
+        for name, accs in accuracies.items()
+    }
+
+
+def test_paired_difference_pairs_runs_by_seed():
+    from spikequant.train.ablation import paired_difference
+
+    # The fixed row varies a lot between seeds, ATIF-u is always 0.3 points above it: the
+    # unpaired spread hides what pairing resolves.
+    fixed = [0.960, 0.972, 0.951, 0.968, 0.975]
+    rows = _rows({"mnist-fixed": fixed, "mnist-atif-u": [a + 0.003 for a in fixed]})
+    rows["mnist-atif-u"]["runs"][2]["test_accuracy"] += 0.001  # one pair +0.4 points
+    paired = paired_difference(rows, "mnist-atif-u")
+    assert paired["points_per_seed"] == pytest.approx([0.3, 0.3, 0.4, 0.3, 0.3])
+    assert paired["mean_points"] == pytest.approx(0.32)
+    assert paired["std_points"] == pytest.approx(0.04472136, rel=1e-6)
+    # t_{0.975, 4} = 2.776445
+    assert paired["ci95_half_width_points"] == pytest.approx(2.776445 * 0.04472136 / 5**0.5, 1e-5)
+    assert paired["resolved"] and (paired["wins"], paired["losses"]) == (5, 0)
+
+    noisy = _rows({"mnist-fixed": fixed, "mnist-atif-u": [0.962, 0.970, 0.955, 0.966, 0.975]})
+    paired = paired_difference(noisy, "mnist-atif-u")
+    assert paired["mean_points"] == pytest.approx(0.04)
+    assert not paired["resolved"] and (paired["wins"], paired["losses"]) == (2, 2)
+    single = paired_difference(
+        _rows({"mnist-fixed": [0.9], "mnist-atif-u": [0.95]}), "mnist-atif-u"
+    )
+    assert single["seeds"] == 1 and not single["resolved"]
+
+
+def test_sweep_runs_each_setting_and_reports_paired_differences(tmp_path, capsys):
+    code = main(
+        [
+            "ablation",
+            "--sweep",
+            "--settings",
+            "adam-narrow",
+            "--seeds",
+            "0",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "results"),
+            "--no-progress",
+            "--json",
+            "--set",
+            "data.train_subset=300",
+            "--set",
+            "data.test_subset=200",
+            "--set",
+            "train.epochs=1",
+        ]
+    )
+    assert code == 0
+    sweep = json.loads((tmp_path / "results" / "atif_ablation_sweep.json").read_text())
+    (setting,) = sweep["settings"]
+    assert setting["name"] == "adam-narrow"
+    summary = setting["summary"]
+    # the setting's own overrides reach the recipe, the command line's come after them
+    assert summary["setup"]["model_kwargs"] == {"norm": True, "widths": [8, 16], "hidden": 32}
+    assert summary["setup"]["epochs"] == 1 and summary["setup"]["optim"]["name"] == "adam"
+    assert (tmp_path / "runs" / "adam-narrow" / "mnist-atif-u-seed0" / "latest.json").is_file()
+    paired = summary["checks"]["atif_u_paired"]
+    rows = summary["rows"]
+    assert paired["points_per_seed"] == pytest.approx(
+        [100 * (rows["mnist-atif-u"]["accuracy_mean"] - rows["mnist-fixed"]["accuracy_mean"])]
+    )
+    md = (tmp_path / "results" / "atif_ablation_sweep.md").read_text()
+    assert "| `adam-narrow` |" in md and "model.kwargs.widths=[8,16]" in md
+    capsys.readouterr()
+    assert main(["ablation", "--sweep", "--settings", "nope", "--runs", str(tmp_path)]) == 2
+    assert "unknown sweep setting" in capsys.readouterr().err
+    assert main(["ablation", "--settings", "adam"]) == 2

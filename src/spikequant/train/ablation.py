@@ -9,6 +9,7 @@ spikes per neuron over the T = 4 window, like the ATIF paper's Table 3.
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,43 @@ def run_ablation(
     return {"setup": setup, "rows": rows, "checks": checks}
 
 
+def paired_difference(rows: dict[str, dict], name: str, base: str = "mnist-fixed") -> dict:
+    """Per-seed accuracy difference ``d_s = acc(name, s) - acc(base, s)`` in points.
+
+    Both rows of one seed start from the same weights and see the same batch order, so the pair
+    differs only in the neuron; pairing removes the seed-to-seed spread that both rows share.
+    ``resolved`` is the 95 % paired t-test: the interval ``mean +- t_{0.975, n-1} std / sqrt(n)``
+    excludes 0 (never with a single seed)."""
+    base_by_seed = {r["seed"]: r["test_accuracy"] for r in rows[base]["runs"]}
+    diffs = [
+        100 * (r["test_accuracy"] - base_by_seed[r["seed"]])
+        for r in rows[name]["runs"]
+        if r["seed"] in base_by_seed
+    ]
+    n = len(diffs)
+    mean = statistics.fmean(diffs) if diffs else 0.0
+    std = statistics.stdev(diffs) if n > 1 else 0.0
+    half_width = None
+    if n > 1:
+        from scipy.stats import t as student_t
+
+        half_width = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return {
+        "points_per_seed": diffs,
+        "mean_points": mean,
+        "std_points": std,
+        "seeds": n,
+        "wins": sum(d > 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
+        "ci95_half_width_points": half_width,
+        "resolved": half_width is not None and abs(mean) > half_width,
+    }
+
+
 def compute_checks(rows: dict[str, dict]) -> dict[str, Any]:
     """The issue's checks on the mean accuracies, with each margin set against the seed spread
-    (a margin smaller than the two rows' summed standard deviations is not a resolved win)."""
+    (a margin smaller than the two rows' summed standard deviations is not a resolved win) and
+    against the paired per-seed differences (:func:`paired_difference`)."""
     acc = {k: r["accuracy_mean"] for k, r in rows.items()}
     std = {k: r["accuracy_std"] for k, r in rows.items()}
     best = max(SPIKING, key=lambda r: acc[r])
@@ -156,6 +191,9 @@ def compute_checks(rows: dict[str, dict]) -> dict[str, Any]:
         checks[f"{key}_beats_fixed"] = margin > 0
         checks[f"{key}_margin_points"] = 100 * margin
         checks[f"{key}_margin_exceeds_seed_spread"] = margin > std[name] + std["mnist-fixed"]
+        paired = paired_difference(rows, name)
+        checks[f"{key}_paired"] = paired
+        checks[f"{key}_beats_fixed_resolved"] = paired["resolved"] and paired["mean_points"] > 0
     gap = 100 * (acc["mnist-ann"] - acc[best])
     checks.update(
         best_spiking=best,
@@ -218,6 +256,7 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
                 else "; within the summed seed std: not resolved by these runs"
             )
             + ")"
+            + _paired_text(c.get(f"{key}_paired"))
             for key, label in (("atif_u", "ATIF-u"), ("atif_nu", "ATIF-nu"))
         ),
         f"- ANN accuracy minus best spiking row ({c['best_spiking']}): "
@@ -226,6 +265,17 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _paired_text(paired: dict | None) -> str:
+    if not paired or paired["seeds"] < 2:
+        return ""
+    verdict = "resolved" if paired["resolved"] else "not resolved"
+    return (
+        f"; paired by seed {paired['mean_points']:+.2f} +- {paired['std_points']:.2f} points, "
+        f"{paired['wins']} wins / {paired['losses']} losses in {paired['seeds']} seeds, 95 % "
+        f"interval +-{paired['ci95_half_width_points']:.2f}: {verdict}"
+    )
 
 
 def rerender(path: Path) -> dict[str, Any]:
@@ -246,4 +296,168 @@ def write_ablation(summary: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     json_path = write_json(out_dir / "atif_ablation.json", summary)
     md_path = write_text(out_dir / "atif_ablation.md", ablation_markdown(summary))
+    return json_path, md_path
+
+
+# ----------------------------------------------------------------------------- settings sweep
+
+# Each setting fixes every axis it is about with absolute overrides, so that its rows do not
+# change meaning when the bundled recipes change. The axes are the ones that decide whether a
+# trainable threshold can matter: BN in front of each neuron (it sets the scale a uniform
+# threshold would learn), weight decay (weights can no longer rescale for free), the optimiser
+# (the paper's SGD lr 0.08 vs Adam), the training budget and the width.
+ADAM = ["optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0.0"]
+SGD = ["optim.name=sgd", "optim.lr=0.08", "optim.momentum=0.9"]
+DEFAULT_SHAPE = ["model.kwargs.norm=true", "train.epochs=5"]
+SWEEP: tuple[tuple[str, str, list[str]], ...] = (
+    ("adam", "BN, Adam lr 2e-3, no weight decay, 5 epochs", [*ADAM, *DEFAULT_SHAPE]),
+    (
+        "no-bn",
+        "no BN (conv/linear with bias), Adam lr 2e-3, 5 epochs",
+        [*ADAM, "model.kwargs.norm=false", "train.epochs=5"],
+    ),
+    (
+        "no-bn-wd",
+        "no BN, Adam lr 2e-3 with weight decay 5e-4, 5 epochs",
+        ["optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0.0005"]
+        + ["model.kwargs.norm=false", "train.epochs=5"],
+    ),
+    (
+        "sgd",
+        "BN, the paper's optimiser: SGD lr 0.08 momentum 0.9, no weight decay, 5 epochs",
+        [*SGD, "optim.weight_decay=0.0", *DEFAULT_SHAPE],
+    ),
+    (
+        "sgd-wd",
+        "BN, SGD lr 0.08 momentum 0.9, weight decay 5e-4 (our CIFAR ATIF recipes), 5 epochs",
+        [*SGD, "optim.weight_decay=0.0005", *DEFAULT_SHAPE],
+    ),
+    (
+        "adam-short",
+        "BN, Adam lr 2e-3, 2 epochs (smaller budget)",
+        [*ADAM, "model.kwargs.norm=true", "train.epochs=2"],
+    ),
+    (
+        "adam-narrow",
+        "BN, Adam lr 2e-3, 5 epochs, widths 8/16 and hidden 32 (smaller network)",
+        [*ADAM, *DEFAULT_SHAPE, "model.kwargs.widths=[8,16]", "model.kwargs.hidden=32"],
+    ),
+)
+SWEEP_NAMES = tuple(name for name, _, _ in SWEEP)
+
+
+def sweep_settings(names: list[str] | None = None) -> list[tuple[str, str, list[str]]]:
+    """The named settings of :data:`SWEEP` (all by default), in the sweep's order."""
+    from ..errors import ConfigError
+
+    if not names:
+        return list(SWEEP)
+    unknown = [n for n in names if n not in SWEEP_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"unknown sweep setting(s) {', '.join(unknown)}; known: {', '.join(SWEEP_NAMES)}"
+        )
+    return [s for s in SWEEP if s[0] in names]
+
+
+def run_sweep(
+    *,
+    seeds: list[int],
+    settings: list[str] | None = None,
+    overrides: list[str] | None = None,
+    runs_dir: Path = Path("runs/ablation-sweep"),
+    progress: bool = True,
+    log=print,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """The ablation (all four rows, every seed) under each setting of :data:`SWEEP`.
+
+    ``overrides`` are applied after each setting's own (e.g. a data subset for a quick test)."""
+    out: dict[str, Any] = {"seeds": list(seeds), "overrides": list(overrides or []), "settings": []}
+    for name, description, setting_overrides in sweep_settings(settings):
+        log(f"== setting {name}: {description}")
+        summary = run_ablation(
+            seeds=seeds,
+            overrides=[*setting_overrides, *(overrides or [])],
+            runs_dir=Path(runs_dir) / name,
+            progress=progress,
+            log=log,
+            resume=resume,
+        )
+        out["settings"].append(
+            {
+                "name": name,
+                "description": description,
+                "overrides": setting_overrides,
+                "summary": summary,
+            }
+        )
+    return out
+
+
+def _acc_text(row: dict) -> str:
+    return f"{100 * row['accuracy_mean']:.2f} +- {100 * row['accuracy_std']:.2f}"
+
+
+def _diff_text(paired: dict) -> str:
+    text = f"{paired['mean_points']:+.2f} +- {paired['std_points']:.2f} ({paired['wins']}/"
+    text += f"{paired['seeds']})"
+    return f"**{text}**" if paired["resolved"] else text
+
+
+def sweep_markdown(sweep: dict[str, Any]) -> str:
+    seeds = sweep["seeds"]
+    lines = [
+        "# ATIF ablation under several training settings (bundled MNIST digits, T = 4)",
+        "",
+        "Written by `spikequant ablation --sweep"
+        + (f" --seeds {','.join(map(str, seeds))}" if seeds else "")
+        + "`"
+        + (f" with overrides {sweep['overrides']}" if sweep["overrides"] else "")
+        + ". Each setting trains the four rows (fixed V_th = 1, ATIF-u, ATIF-nu, ANN) from "
+        "the same initial weights and batch order per seed; only the neuron differs. Accuracy: "
+        "mean +- std over seeds, in %. ATIF minus fixed: the per-seed (paired) difference in "
+        "points, mean +- std (wins of the trainable threshold / seeds); **bold** when the 95 % "
+        "paired t-interval excludes 0.",
+        "",
+        "| setting | fixed V_th = 1 | ATIF-u | ATIF-nu | ANN | ATIF-u - fixed | ATIF-nu - fixed "
+        "| ANN - best spiking | s/run (fixed) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setting in sweep["settings"]:
+        rows = setting["summary"]["rows"]
+        checks = setting["summary"]["checks"]
+        seconds = statistics.fmean(r["train_seconds"] for r in rows["mnist-fixed"]["runs"])
+        lines.append(
+            f"| `{setting['name']}` | {_acc_text(rows['mnist-fixed'])} "
+            f"| {_acc_text(rows['mnist-atif-u'])} | {_acc_text(rows['mnist-atif-nu'])} "
+            f"| {_acc_text(rows['mnist-ann'])} | {_diff_text(checks['atif_u_paired'])} "
+            f"| {_diff_text(checks['atif_nu_paired'])} "
+            f"| {checks['best_spiking_gap_to_ann_points']:.2f} | {seconds:.0f} |"
+        )
+    lines += ["", "Settings (overrides applied to all four recipes):", ""]
+    for setting in sweep["settings"]:
+        lines.append(
+            f"- `{setting['name']}`: {setting['description']} "
+            f"(`{' '.join('--set ' + o for o in setting['overrides'])}`)"
+        )
+    lines += ["", "Trained thresholds (seed of the first run; per layer):", ""]
+    for setting in sweep["settings"]:
+        rows = setting["summary"]["rows"]
+        u = rows["mnist-atif-u"]["runs"][0]["thresholds"]
+        nu = rows["mnist-atif-nu"]["runs"][0]["thresholds"]
+        lines.append(
+            f"- `{setting['name']}`: ATIF-u "
+            + ", ".join(f"{v:.3f}" for v in u.values())
+            + "; ATIF-nu p1 "
+            + ", ".join(f"{v[0]:.3f}" for v in nu.values())
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_sweep(sweep: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    json_path = write_json(out_dir / "atif_ablation_sweep.json", sweep)
+    md_path = write_text(out_dir / "atif_ablation_sweep.md", sweep_markdown(sweep))
     return json_path, md_path

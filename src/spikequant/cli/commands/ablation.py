@@ -15,6 +15,18 @@ def register(sub) -> None:
         "same budget and writes atif_ablation.{md,json} to the results folder.",
     )
     add_arguments(p)
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run the ablation under every training setting of the sweep (BN or not, weight "
+        "decay, optimiser, budget, width) and write atif_ablation_sweep.{md,json}",
+    )
+    p.add_argument(
+        "--settings",
+        default=None,
+        metavar="A,B",
+        help="with --sweep: only these settings (default all; see docs/training.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,6 +80,12 @@ def run(args) -> int:
     from ...io import results_dir
     from ...train.ablation import ablation_markdown, rerender, run_ablation, write_ablation
 
+    if getattr(args, "sweep", False):
+        return run_sweep_command(args)
+    if getattr(args, "settings", None) is not None:
+        from ...errors import ConfigError
+
+        raise ConfigError("--settings applies only together with --sweep")
     if getattr(args, "render", None) is not None:
         summary = rerender(args.render)
     else:
@@ -84,5 +102,32 @@ def run(args) -> int:
         print(json.dumps(summary))
     else:
         print(ablation_markdown(summary))
+        print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def run_sweep_command(args) -> int:
+    from ...errors import ConfigError
+    from ...io import results_dir
+    from ...train.ablation import run_sweep, sweep_markdown, write_sweep
+
+    if args.render is not None:
+        raise ConfigError("--render re-renders a single ablation summary, not a sweep")
+    runs = args.runs if args.runs != Path("runs/ablation") else Path("runs/ablation-sweep")
+    names = None if args.settings is None else [n.strip() for n in args.settings.split(",")]
+    sweep = run_sweep(
+        seeds=parse_seeds(args.seeds),
+        settings=names,
+        overrides=args.overrides,
+        runs_dir=runs,
+        progress=not args.no_progress,
+        log=(lambda m: None) if args.json else print,
+        resume=args.resume,
+    )
+    json_path, md_path = write_sweep(sweep, results_dir(args.out))
+    if args.json:
+        print(json.dumps(sweep))
+    else:
+        print(sweep_markdown(sweep))
         print(f"wrote {json_path} and {md_path}")
     return 0
