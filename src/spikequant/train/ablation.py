@@ -61,6 +61,28 @@ def _same_recipe(out_dir: Path, cfg: dict) -> bool:
     return meta.get("recipe") == json.loads(json.dumps(cfg))
 
 
+def _finished_result(out_dir: Path, cfg: dict) -> dict | None:
+    """The final metrics a completed run of this recipe wrote (``metrics.json``), so that
+    collecting finished runs costs no re-evaluation; ``None`` if the run is not complete."""
+    import json
+
+    from .trainer import LATEST
+
+    metrics, latest = Path(out_dir) / "metrics.json", Path(out_dir) / LATEST
+    try:
+        # a metrics file older than the newest checkpoint belongs to an earlier run
+        if metrics.stat().st_mtime < latest.stat().st_mtime:
+            return None
+        if json.loads(latest.read_text()).get("epoch") != cfg["train"]["epochs"]:
+            return None
+        result = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(result, dict) or result.get("epochs") != cfg["train"]["epochs"]:
+        return None
+    return result if "test_accuracy" in result and "samples" in result else None
+
+
 def _train_size(cfg: dict) -> int:
     from ..data import get_dataset
 
@@ -95,7 +117,9 @@ def run_ablation(
             out_dir = Path(runs_dir) / f"{recipe}-seed{seed}"
             log(f"training {label}, seed {seed} -> {out_dir}")
             reuse = resume and _same_recipe(out_dir, cfg)
-            result = run_recipe(cfg, out_dir=out_dir, progress=progress, resume=reuse)
+            result = _finished_result(out_dir, cfg) if reuse else None
+            if result is None:
+                result = run_recipe(cfg, out_dir=out_dir, progress=progress, resume=reuse)
             model, _ = load_model(resolve_checkpoint(out_dir))
             summary_sizes["test"] = result["samples"]
             summary_sizes["train"] = _train_size(cfg)
