@@ -84,3 +84,44 @@ def test_bad_options_exit_2(tiny_checkpoint, argv, tmp_path):
 
 def test_missing_checkpoint_exits_2(tmp_path):
     assert main(["convert", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+
+
+def test_resume_reconverts_with_labelled_variants(tmp_path):
+    """A finished qat run resumed with a convert section converts the saved ANN again (no
+    retraining): the variants recipe of docs/results/msat-mnist-variants.md works this way."""
+    run = tmp_path / "run"
+    cfg = {
+        "kind": "qat",
+        "name": "tiny-float",
+        "seed": 0,
+        "model": {"name": "ann_mlp", "kwargs": {"hidden": [16]}},
+        "train": {"epochs": 1, "batch_size": 128, "lr": 0.05},
+    }
+    first = get_runner("qat")(cfg, out_dir=run, progress=False)
+    variants = {
+        **cfg,
+        "name": "tiny-variants",
+        "convert": {
+            "methods": [
+                "rate",
+                {"label": "rate-v0.5", "method": "rate", "initial_membrane": 0.5},
+                {"label": "msat-noconf", "method": "msat", "confidence": False},
+            ],
+            "timesteps": [1, 2, 4],
+            "out": str(tmp_path),
+        },
+    }
+    again = get_runner("qat")(variants, out_dir=run, resume=True, progress=False)
+    assert again["test_accuracy"] == first["test_accuracy"]
+    report = json.loads((tmp_path / "tiny-variants.json").read_text())
+    assert list(report["methods"]) == ["rate", "rate-v0.5", "msat-noconf"]
+    assert report["methods"]["rate-v0.5"]["options"] == {"initial_membrane": 0.5}
+    rows = {label: e["rows"] for label, e in report["methods"].items()}
+    # at T = 1 the precharged IF rounds instead of flooring: more spikes, never fewer
+    assert rows["rate-v0.5"][0]["spikes_per_neuron"] > rows["rate"][0]["spikes_per_neuron"]
+    for label, entry in report["methods"].items():
+        assert again["within_1_point_at_T"][label]["first"] == entry["within_1_point_at_T"]
+    assert "within 1 point from T on" in (tmp_path / "tiny-variants.md").read_text()
+    other = {**variants, "model": {"name": "ann_mlp", "kwargs": {"hidden": [8]}}}
+    with pytest.raises(ConfigError):
+        get_runner("qat")(other, out_dir=run, resume=True, progress=False)

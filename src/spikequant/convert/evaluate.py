@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..io import results_dir, write_json, write_text
 from .network import SpikingNetwork, compare_codes, convert, merge_agreements
 
@@ -77,6 +78,42 @@ def first_within(rows: list[dict], reference: float, points: float = 1.0) -> int
     return None
 
 
+def settled_within(rows: list[dict], reference: float, points: float = 1.0) -> int | None:
+    """Smallest T from which every larger T of the sweep stays within ``points`` of
+    ``reference`` (None if the last T is not within). Unlike :func:`first_within` it ignores a
+    transient that touches the band and falls out again."""
+    settled = None
+    for row in reversed(rows):
+        if row["accuracy"] < reference - points:
+            break
+        settled = row["T"]
+    return settled
+
+
+def method_variants(methods: Sequence, options: dict | None = None) -> list[tuple[str, str, dict]]:
+    """``(label, method, convert options)`` for each entry of ``methods``: a method name, or a
+    mapping ``{"label": ..., "method": ..., **options}`` (a variant). ``options[method]`` holds the
+    options shared by every entry of that method; a variant's own options override them."""
+    options = options or {}
+    variants, labels = [], set()
+    for entry in methods:
+        if isinstance(entry, str):
+            label, method, own = entry, entry, {}
+        elif isinstance(entry, dict) and isinstance(entry.get("method"), str):
+            own = {k: v for k, v in entry.items() if k not in ("label", "method")}
+            method = entry["method"]
+            label = str(entry.get("label", method))
+        else:
+            raise ConfigError(
+                f"a conversion method is a name or a mapping with 'method', got {entry!r}"
+            )
+        if label in labels:
+            raise ConfigError(f"two conversion variants are labelled {label!r}")
+        labels.add(label)
+        variants.append((label, method, {**options.get(method, {}), **own}))
+    return variants
+
+
 def compare_methods(
     model: nn.Module,
     methods: Sequence[str],
@@ -88,8 +125,9 @@ def compare_methods(
     options: dict | None = None,
     calibration_size: int = 512,
 ) -> dict:
-    """Convert ``model`` with each method and sweep T; returns the JSON-able report."""
-    options = options or {}
+    """Convert ``model`` with each method (or labelled variant, see :func:`method_variants`) and
+    sweep T; returns the JSON-able report, keyed by label."""
+    variants = method_variants(methods, options)
     ann_acc = ann_accuracy(model, x_test, y_test)
     report = {
         "ann_accuracy": ann_acc,
@@ -97,8 +135,8 @@ def compare_methods(
         "test_samples": len(x_test),
         "methods": {},
     }
-    for method in methods:
-        snn = convert(model, method, x_train[:calibration_size], **options.get(method, {}))
+    for label, method, opts in variants:
+        snn = convert(model, method, x_train[:calibration_size], **opts)
         rows = accuracy_vs_timesteps(
             snn, x_test, y_test, timesteps, exact_model=model if method == "calif" else None
         )
@@ -106,43 +144,68 @@ def compare_methods(
             report["calif_exactness"] = snn.info["calif_exactness"]
         for row in rows:
             row["gap_to_ann"] = row["accuracy"] - ann_acc
-        entry = {"rows": rows, "within_1_point_at_T": first_within(rows, ann_acc, 1.0)}
+        entry = {
+            "method": method,
+            "options": {k: v for k, v in opts.items() if k != "architecture"},
+            "rows": rows,
+            "within_1_point_at_T": first_within(rows, ann_acc, 1.0),
+            "settled_within_1_point_at_T": settled_within(rows, ann_acc, 1.0),
+        }
         if "sin" in snn.info:
             entry["sin"] = snn.info["sin"]
             entry["preset"] = snn.info.get("preset")
-        report["methods"][method] = entry
+        report["methods"][label] = entry
     return report
+
+
+def _t_or_never(value) -> str:
+    return str(value) if value is not None else "never (in range)"
 
 
 def markdown_table(report: dict, title: str) -> str:
     methods = list(report["methods"])
+    compact = len(methods) > 3  # many variants: accuracy only, or the table gets unreadable
     lines = [
         f"# {title}",
         "",
         f"ANN test accuracy: {report['ann_accuracy']:.2f} % ({report['test_samples']} test images)",
         "",
     ]
-    header = (
-        "| T | " + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods) + " |"
-    )
-    lines += [header, "|" + "---|" * (1 + 3 * len(methods))]
+    if compact:
+        header = "| T | " + " | ".join(f"{m} acc (%)" for m in methods) + " |"
+        lines += [header, "|" + "---|" * (1 + len(methods))]
+    else:
+        header = (
+            "| T | "
+            + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods)
+            + " |"
+        )
+        lines += [header, "|" + "---|" * (1 + 3 * len(methods))]
     for i, t in enumerate(report["timesteps"]):
         cells = []
         for m in methods:
             row = report["methods"][m]["rows"][i]
-            cells += [
-                f"{row['accuracy']:.2f}",
-                f"{row['gap_to_ann']:+.2f}",
-                f"{row['spikes_per_neuron']:.3f}",
-            ]
+            cells.append(f"{row['accuracy']:.2f}")
+            if not compact:
+                cells += [f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| method | options | first T within 1 point | within 1 point from T on |",
+        "|---|---|---|---|",
+    ]
+    for m in methods:
+        entry = report["methods"][m]
+        opts = ", ".join(f"{k}={v}" for k, v in entry.get("options", {}).items()) or "defaults"
+        lines.append(
+            f"| {m} | {entry.get('method', m)}: {opts} | "
+            f"{_t_or_never(entry['within_1_point_at_T'])} | "
+            f"{_t_or_never(entry.get('settled_within_1_point_at_T'))} |"
+        )
     lines.append("")
     for m in methods:
         at = report["methods"][m]["within_1_point_at_T"]
-        lines.append(
-            f"- {m}: within 1 point of the ANN from T = "
-            f"{at if at is not None else 'never (in range)'}"
-        )
+        lines.append(f"- {m}: within 1 point of the ANN first at T = {_t_or_never(at)}")
         for layer, s in report["methods"][m].get("sin", {}).items():
             lines.append(
                 f"  - SIN {layer}: {s['sin_neurons']} of {s['fired_neurons']} fired neurons "

@@ -17,6 +17,13 @@ pre-firing membrane (``det_delta="membrane"``, the paper's text). The neuron emi
 
 Spike confidence (eq. 14): during the first ``E`` steps each spike passes a Bernoulli(p) filter;
 the reset uses the filtered spike (paper) unless ``reset_filtered=False``.
+
+Options that are not the paper's defaults (for the comparison in docs/conversion.md):
+``initial_membrane = v0`` starts the membrane at ``v0`` times the base threshold (Bu et al. 2022;
+the MSAT code has it commented out, so the default is 0), and ``units="real"`` evaluates DTT and
+DET on the membrane in real units with ``V_T = -lambda`` and ``thr = lambda sigmoid(...)``, as the
+authors' code does; then the adaptation depends on the size of ``lambda`` (for ``lambda = 1`` it
+equals the normalised neuron).
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ class MSAT(SpikingNeuron):
         confidence: Bernoulli keep-probability ``p`` for the first ``confidence_steps`` steps
             (``None``: off).
         reset_filtered: reset with the filtered spike (paper) or the raw one.
+        initial_membrane: membrane at t = 0 as a fraction of the base threshold (default 0).
+        units: ``"normalised"`` (default, msat.md) or ``"real"`` (the authors' code).
     """
 
     def __init__(
@@ -95,6 +104,8 @@ class MSAT(SpikingNeuron):
         confidence: float | None = None,
         confidence_steps: int = 16,
         reset_filtered: bool = True,
+        initial_membrane: float = 0.0,
+        units: str = "normalised",
         generator: torch.Generator | None = None,
         **hyperparameters,
     ) -> None:
@@ -106,6 +117,10 @@ class MSAT(SpikingNeuron):
             raise ConfigError(f"det_delta must be 'input' or 'membrane', got {det_delta!r}")
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             raise ConfigError(f"confidence must be a probability, got {confidence!r}")
+        if units not in ("normalised", "real"):
+            raise ConfigError(f"units must be 'normalised' or 'real', got {units!r}")
+        if not 0.0 <= float(initial_membrane) < 1.0:
+            raise ConfigError(f"initial_membrane must be in [0, 1), got {initial_membrane!r}")
         self.register_buffer("scale", scale)
         self.hp = msat_hyperparameters(preset, **hyperparameters)
         self.preset = preset
@@ -113,28 +128,39 @@ class MSAT(SpikingNeuron):
         self.confidence = confidence
         self.confidence_steps = int(confidence_steps)
         self.reset_filtered = bool(reset_filtered)
+        self.initial_membrane = float(initial_membrane)
+        self.units = units
         self.generator = generator
 
     def _scale(self, x):
         s = self.scale
         return s if s.ndim == 0 else s.view(-1, *([1] * (x.ndim - 2)))
 
+    def _units(self, x):
+        """(divisor of the input, base threshold) in the membrane's units."""
+        scale = self._scale(x)
+        if self.units == "real":
+            return torch.ones_like(scale), scale
+        return scale, torch.ones_like(scale)
+
     def initial_state(self, x):
         zeros = torch.zeros_like(x)
-        return MSATState(zeros, torch.ones_like(x), zeros, zeros, zeros, 0)
+        _, base = self._units(x)
+        mem = self.initial_membrane * base * torch.ones_like(x)
+        return MSATState(mem, base * torch.ones_like(x), zeros, zeros, zeros, 0)
 
     def step(self, x, state: MSATState):
         hp = self.hp
-        scale = self._scale(x)
-        x = x / scale
+        divisor, base = self._units(x)
+        x = x / divisor
         t = state.t + 1
         pre = state.mem + x
         if t == 1:
-            thr = torch.ones_like(x)
+            thr = base * torch.ones_like(x)
         else:
             delta = x if self.det_delta == "input" else pre - state.prev_pre
             det = torch.exp(-delta / hp["C"])
-            thr = torch.sigmoid(hp["tau_mp"] * state.dtt + hp["tau_rd"] * det)
+            thr = base * torch.sigmoid(hp["tau_mp"] * state.dtt + hp["tau_rd"] * det)
         spike = (pre >= thr).to(x.dtype)
         kept = spike
         if self.confidence is not None and t <= self.confidence_steps:
@@ -143,11 +169,13 @@ class MSAT(SpikingNeuron):
         mem = pre - thr * (kept if self.reset_filtered else spike)
         vm_sum = state.vm_sum + mem
         dev = mem - vm_sum / t
-        dtt = hp["alpha"] * dev - 1.0 + hp["k_a"] * torch.nn.functional.softplus(dev / hp["k_i"])
-        return kept * thr * scale, MSATState(mem, thr, dtt, vm_sum, pre, t)
+        softplus = torch.nn.functional.softplus(dev / hp["k_i"])
+        dtt = hp["alpha"] * dev - base + hp["k_a"] * softplus  # V_T = -base threshold
+        return kept * thr * divisor, MSATState(mem, thr, dtt, vm_sum, pre, t)
 
     def extra_repr(self) -> str:
         return (
             f"preset={self.preset}, det_delta={self.det_delta}, confidence={self.confidence}, "
-            f"E={self.confidence_steps}"
+            f"E={self.confidence_steps}, initial_membrane={self.initial_membrane}, "
+            f"units={self.units}"
         )

@@ -8,7 +8,8 @@ Methods (recipes):
 
 * ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer
   (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out =
-  mean over time.
+  mean over time. Membrane starts at 0 (classic); ``initial_membrane=v0`` starts it at
+  ``v0 lambda`` (Bu et al. 2022), for rate and MSAT alike.
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
 * ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError, ConversionError
 from ..neurons import IF, reset_state
+from ..neurons.integrate_fire import MembraneState
 from ..quant.qat import QuantConv2d, QuantInput, QuantLinear, QuantReLU, fake_quant_weight
 from .calif import CaLIF, CaPool, IsiEncoder, pixels_from_unit
 from .graph import (
@@ -70,6 +72,20 @@ class NeuronStage(nn.Module):
         if self.track_neurons:
             self.per_neuron = fired if self.per_neuron is None else self.per_neuron + fired
         return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
+
+
+class PrechargedIF(IF):
+    """IF whose membrane starts at ``initial_membrane * V_th`` instead of 0."""
+
+    def __init__(self, threshold: float = 1.0, *, initial_membrane: float = 0.0, **kwargs) -> None:
+        super().__init__(threshold, **kwargs)
+        if not 0.0 <= float(initial_membrane) < 1.0:
+            raise ConfigError(f"initial_membrane must be in [0, 1), got {initial_membrane!r}")
+        self.initial_membrane = float(initial_membrane)
+
+    def initial_state(self, x: torch.Tensor) -> MembraneState:
+        v0 = self.initial_membrane * self.effective_threshold(x).detach()
+        return MembraneState(torch.zeros_like(x) + v0)
 
 
 class Synapse(nn.Module):
@@ -216,11 +232,19 @@ class SpikingNetwork(nn.Module):
 
 
 # --------------------------------------------------------------------------- stage 3: replace
-def replace_rate(gm: fx.GraphModule, scales: dict[str, torch.Tensor]) -> fx.GraphModule:
+def replace_rate(
+    gm: fx.GraphModule, scales: dict[str, torch.Tensor], *, initial_membrane: float = 0.0
+) -> fx.GraphModule:
     for node in activation_nodes(gm):
         m = gm.get_submodule(node.target)
         scale = scales[node.target]
-        neuron = IF(1.0, num_channels=scale.numel() if scale.ndim else None, scale_output=True)
+        neuron = PrechargedIF(
+            1.0,
+            initial_membrane=initial_membrane,
+            num_channels=scale.numel() if scale.ndim else None,
+            scale_output=True,
+            backend="torch",  # one step per call: a fused multi-step kernel gains nothing
+        )
         with torch.no_grad():
             neuron.threshold.copy_(scale)
         _set_module(gm, node.target, NeuronStage(neuron, getattr(m, "pool", 1)))
@@ -345,6 +369,8 @@ def convert(
     confidence_steps: int = 16,
     reset_filtered: bool = True,
     det_delta: str = "input",
+    initial_membrane: float = 0.0,
+    units: str = "normalised",
     seed: int = 0,
     batch_size: int = 256,
     tie: str = "up",
@@ -352,7 +378,9 @@ def convert(
     """Convert an ANN (``[B, ...] -> [B, classes]``) into a :class:`SpikingNetwork`.
 
     ``calibration`` (training images) is required by ``rate`` and ``msat`` unless every activation
-    is clipped/quantized; ``calif`` needs none (its scales come from QAT).
+    is clipped/quantized; ``calif`` needs none (its scales come from QAT). ``initial_membrane``
+    (rate and msat) starts every membrane at that fraction of its base threshold; ``units``
+    (msat) selects normalised (default) or real-unit threshold dynamics.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown conversion method {method!r}; known: {', '.join(METHODS)}")
@@ -376,10 +404,11 @@ def convert(
         "method": method,
         "calibration": calibration_method,
         "per_channel": per_channel,
+        "initial_membrane": float(initial_membrane),
         "scales": {k: v.tolist() for k, v in scales.items()},
     }
     if method == "rate":
-        gm = replace_rate(gm, scales)
+        gm = replace_rate(gm, scales, initial_membrane=initial_membrane)
         gm.recompile()
         return SpikingNetwork(gm, "rate", info)
     preset = preset or ARCHITECTURE_PRESETS.get(architecture or "", "vgg16")
@@ -392,9 +421,11 @@ def convert(
         det_delta=det_delta,
         confidence_steps=confidence_steps,
         reset_filtered=reset_filtered,
+        initial_membrane=initial_membrane,
+        units=units,
     )
     gm.recompile()
-    snn = SpikingNetwork(gm, "msat", {**info, "preset": preset})
+    snn = SpikingNetwork(gm, "msat", {**info, "preset": preset, "units": units})
     if batches:
         sin = sin_statistics(
             snn, ann, torch.cat(batches), steps=confidence_steps, batch_size=batch_size

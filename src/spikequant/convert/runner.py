@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..config import require
 from ..data import load_arrays
 from ..errors import ConfigError
@@ -131,11 +131,19 @@ def run_recipe(
     lr = float(tcfg.get("lr", 0.05))
     if epochs < 0 or batch_size < 1 or lr <= 0:
         raise ConfigError("train.epochs >= 0, train.batch_size >= 1 and train.lr > 0 are required")
+    seed = int(cfg.get("seed", 0))
     if resume and (out_dir / "meta.json").is_file():
         _, meta = load_checkpoint(out_dir)
         if meta.get("complete"):
-            return meta.get("metrics", {})
-    seed = int(cfg.get("seed", 0))
+            # the trained ANN is kept; a convert section is (re)run on it, which is cheap
+            metrics = dict(meta.get("metrics", {}))
+            if cfg.get("convert"):
+                _check_same_model(cfg, meta)
+                torch.manual_seed(seed)
+                model, _ = load_model(out_dir)
+                model.eval()
+                _convert_and_report(model, cfg, meta, out_dir, dataset, metrics, progress)
+            return metrics
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x_train, y_train = load_arrays(dataset, "train")
@@ -184,21 +192,53 @@ def run_recipe(
         "kind": "qat",
     }
     save_checkpoint(out_dir, model.state_dict(), meta)
-    ccfg = cfg.get("convert")
-    if ccfg:
-        methods = ccfg.get("methods", ["calif" if kwargs.get("qat") else "rate"])
-        timesteps = ccfg.get("timesteps", [8, 16, 32, 64, 128, 256])
-        report = compare_methods(
-            model, methods, x_train, x_test, y_test, timesteps, options=ccfg.get("options", {})
-        )
-        report.update({"checkpoint": str(out_dir), "model": meta["model"], "dataset": dataset})
-        if "calif_exactness" in report:  # compared at the sweep's largest T
-            metrics["calif_layer_mismatches"] = sum(
-                v["mismatch_vs_decoded_input"] for v in report["calif_exactness"]["layers"].values()
-            )
-        paths = write_report(report, cfg.get("name", "conversion"), ccfg.get("out"))
-        metrics["conversion"] = {m: e["rows"] for m, e in report["methods"].items()}
-        metrics["reports"] = paths
-        if progress:
-            print(f"conversion report: {paths['markdown']}", flush=True)
+    if cfg.get("convert"):
+        _convert_and_report(model, cfg, meta, out_dir, dataset, metrics, progress)
     return metrics
+
+
+def _check_same_model(cfg: dict, meta: dict) -> None:
+    """A resumed conversion must run on the ANN the recipe describes."""
+    saved = meta.get("recipe", {})
+    for key in ("model", "data", "train", "qat", "seed"):
+        if saved.get(key) != cfg.get(key):
+            raise ConfigError(
+                f"--resume: the checkpoint was trained with a different {key!r} section "
+                f"({saved.get(key)!r} vs {cfg.get(key)!r}); use another --out"
+            )
+
+
+def _convert_and_report(
+    model: nn.Module,
+    cfg: dict,
+    meta: dict,
+    out_dir: pathlib.Path,
+    dataset: str,
+    metrics: dict,
+    progress: bool,
+) -> None:
+    """Stage 4: convert with every method/variant of ``cfg['convert']``, sweep T, write the
+    report to docs/results (or ``convert.out``) and add the rows to ``metrics``."""
+    ccfg = cfg["convert"]
+    x_train, _ = load_arrays(dataset, "train")
+    x_test, y_test = load_arrays(dataset, "test")
+    kwargs = meta["model"].get("kwargs", {})
+    methods = ccfg.get("methods", ["calif" if kwargs.get("qat") else "rate"])
+    timesteps = ccfg.get("timesteps", [8, 16, 32, 64, 128, 256])
+    report = compare_methods(
+        model, methods, x_train, x_test, y_test, timesteps, options=ccfg.get("options", {})
+    )
+    report.update({"checkpoint": str(out_dir), "model": meta["model"], "dataset": dataset})
+    if "calif_exactness" in report:  # compared at the sweep's largest T
+        metrics["calif_layer_mismatches"] = sum(
+            v["mismatch_vs_decoded_input"] for v in report["calif_exactness"]["layers"].values()
+        )
+    paths = write_report(report, cfg.get("name", "conversion"), ccfg.get("out"))
+    metrics["conversion"] = {m: e["rows"] for m, e in report["methods"].items()}
+    metrics["within_1_point_at_T"] = {
+        m: {"first": e["within_1_point_at_T"], "settled": e["settled_within_1_point_at_T"]}
+        for m, e in report["methods"].items()
+    }
+    metrics["reports"] = paths
+    if progress:
+        print(f"conversion report: {paths['markdown']}", flush=True)
