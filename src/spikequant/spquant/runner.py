@@ -28,6 +28,7 @@ skipped, :func:`spikequant.cost.measure_activity`), memory, and the binary-membr
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +186,56 @@ class SpQuantTrainer(Trainer):
         return loss, out.mean(0), y
 
 
+def float_to_parametrized_keys(state: dict, model: torch.nn.Module) -> dict:
+    """Rename ``<layer>.weight`` of a float checkpoint to ``<layer>.parametrizations.weight.
+    original`` where ``model`` quantizes that weight, so a Quant-SNN can start from the FP SNN."""
+    own = set(model.state_dict())
+    renamed = {}
+    for key, value in state.items():
+        if key not in own and key.endswith(".weight"):
+            target = key[: -len("weight")] + "parametrizations.weight.original"
+            if target in own:
+                key = target
+        renamed[key] = value
+    return renamed
+
+
 def _init_from(model: torch.nn.Module, path: str) -> list[str]:
     state, _ = load_checkpoint(resolve_checkpoint(path))
+    state = float_to_parametrized_keys(state, model)
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise CheckpointError(f"init_from {path}: unexpected weights {result.unexpected_keys[:5]}")
     return list(result.missing_keys)
+
+
+def learned_scales(model: torch.nn.Module) -> dict:
+    """Per-layer ``V_th`` and power-of-two weight scale ``alpha`` after training (to see whether
+    the learnable ones moved)."""
+    from torch.nn.utils import parametrize
+
+    thresholds = {name: layer.threshold.detach().tolist() for name, layer in qlif_layers(model)}
+    alphas = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations.weight:
+                quantizer = getattr(p, "quantizer", p)
+                if hasattr(quantizer, "log2_alpha"):
+                    alphas[name] = float(quantizer.alpha.detach())
+    return {"thresholds": thresholds, "weight_alpha": alphas}
+
+
+def _refuse_other_recipe(out_dir: Path, recipe: dict) -> None:
+    """Resuming continues the run in ``out_dir`` only if it was made by the same recipe: a
+    finished run of another recipe (say fewer epochs) would otherwise be silently reported."""
+    if not (out_dir / "latest.json").is_file():
+        return
+    _, meta = load_checkpoint(resolve_checkpoint(out_dir))
+    stored = meta.get("recipe")
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(recipe)):
+        raise CheckpointError(
+            f"{out_dir} holds a run of a different recipe; use a fresh output folder"
+        )
 
 
 def evaluate_spquant(
@@ -299,6 +344,8 @@ def run_recipe(
         spq=spq,
     )
     resumed_from = None
+    if resume:
+        _refuse_other_recipe(out_dir, meta["recipe"])
     if resume and trainer.resume():
         resumed_from = trainer.epoch
         log_to_stderr(f"resumed {out_dir} after epoch {trainer.epoch}")
@@ -317,6 +364,7 @@ def run_recipe(
         "initialised_missing_keys": initialised,
         "train_seconds": sum(r["seconds"] for r in trainer.history),
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in final.items()},
+        **learned_scales(model),
         "history": trainer.history,
         "checkpoint": str(out_dir / "latest.json"),
     }
