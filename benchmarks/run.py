@@ -328,8 +328,8 @@ def render_markdown(res: dict) -> str:
             "and writes the input gradient (4 tensors): floor "
             f"{fl['dram']['forward_ms']} / {fl['dram']['forward_backward_ms']} ms at DRAM "
             f"bandwidth ({fl['l3']['forward_ms']} / {fl['l3']['forward_backward_ms']} ms at L3 "
-            "bandwidth). The fused kernel moves 6 tensors forward+backward (it also writes and "
-            "reads the pre-spike membrane `h`, the one value per step its backward needs).",
+            "bandwidth). The fused kernel moves 5 tensors forward+backward: its backward reads x "
+            "again to recompute the membrane instead of storing it.",
             "",
         ]
         for kind in ("lif", "if"):

@@ -7,8 +7,9 @@ same recurrence over the whole sequence in one C++ pass forward and one backward
     v_t = h_t - th_t z_t (soft)  or  h_t (1 - z_t) + v_reset z_t (hard),    out_t = s z_t
 
 (IF: a = b = 1; LIF: a = 1 - 1/tau, b = 1 or 1/tau with ``decay_input``; s = 1, the threshold
-for ``scale_output`` or p_1 for ATIF-nu). Backward keeps only ``h`` (one value per element and
-step); the spikes are recomputed from it bit-exactly.
+for ``scale_output`` or p_1 for ATIF-nu). Backward stores nothing of its own: it keeps the input
+``x`` and ``v_0`` and re-runs the recurrence chunk by chunk (in L2) to get ``h`` and the spikes
+bit-exactly, which moves less memory than writing and re-reading a ``[T, ...]`` copy of ``h``.
 
 The extension is compiled on first use with ``torch.utils.cpp_extension.load`` (ninja, OpenMP)
 into ``$SPIKEQUANT_CACHE`` or ``~/.cache/spikequant/kernels``. When compilation is impossible (no
@@ -219,7 +220,7 @@ class _FusedIntegrateFire(torch.autograd.Function):
         save = any(ctx.needs_input_grad[:4])
         # An unused final membrane then arrives as None instead of a materialised zero tensor.
         ctx.set_materialize_grads(False)
-        out, v_final, h = _extension.forward(
+        out, v_final = _extension.forward(
             x,
             v0,
             th2d,
@@ -230,10 +231,11 @@ class _FusedIntegrateFire(torch.autograd.Function):
             spec.v_reset,
             spec.per_sample,
             spec.inner,
-            save,
         )
         if save:
-            ctx.save_for_backward(h, th2d, sv)
+            # Backward recomputes h from x and v0 (tensors that exist anyway) instead of keeping
+            # a [T, ...] copy of it.
+            ctx.save_for_backward(x, v0, th2d, sv)
             ctx.spec = spec
             ctx.th_shape = threshold.shape
             ctx.sv_shape = None if spike_value is None else spike_value.shape
@@ -241,14 +243,15 @@ class _FusedIntegrateFire(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_v_final):
-        h, th2d, sv = ctx.saved_tensors
+        x, v0, th2d, sv = ctx.saved_tensors
         spec: _Spec = ctx.spec
         need_x, need_v0, need_th, need_sv = ctx.needs_input_grad[:4]
         need_sv = bool(need_sv and sv is not None)
         grad_x, grad_v0, grad_th, grad_sv = _extension.backward(
-            None if grad_out is None else _in_layout(grad_out, h),
-            None if grad_v_final is None else _in_layout(grad_v_final, h[0]),
-            h,
+            None if grad_out is None else _in_layout(grad_out, x),
+            None if grad_v_final is None else _in_layout(grad_v_final, v0),
+            x,
+            v0,
             th2d,
             sv,
             spec.a,
