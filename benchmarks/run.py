@@ -89,7 +89,13 @@ def bench_layers(libs: list[str], repeats: int, bandwidth: dict) -> dict:
     floors = {
         label: {
             "forward_ms": round(2 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
-            "forward_backward_ms": round(4 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
+            # Exact surrogate gradients need h_t - V_th per element and step, which the spikes
+            # do not determine: backward must read one float [T, ...] tensor from the forward (x
+            # or h) besides grad_out, so 5 tensor passes is the least any implementation moves.
+            "forward_backward_ms": round(5 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
+            # The bare I/O of the two calls (x, out, grad_out, grad_x), unattainable with exact
+            # gradients; reported for comparison.
+            "forward_backward_io_only_ms": round(4 * tensor_bytes / (bw["GBps"] * 1e9) * 1e3, 3),
         }
         for label, bw in bandwidth.items()
     }
@@ -254,7 +260,8 @@ def check_targets(res: dict) -> list[dict]:
                 speedup = peer_times[best] / ours
                 checks.append({"target": f"(a) {kind.upper()} fwd+bwd >= 2x fastest peer",
                                "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 2})
-            checks.append({"target": f"(a) {kind.upper()} fwd+bwd within 3x of DRAM floor",
+            checks.append({"target": f"(a) {kind.upper()} fwd+bwd within 3x of DRAM floor "
+                                     "(5 tensors)",
                            "value": f"{ours / floor:.2f}x", "met": ours / floor <= 3})
     cnn = res.get("cnn")
     if cnn:
@@ -324,12 +331,17 @@ def render_markdown(res: dict) -> str:
             "",
             f"Bandwidth floor: copy bandwidth {res['bandwidth']['dram']['GBps']} GB/s (DRAM-sized "
             f"buffer) / {res['bandwidth']['l3']['GBps']} GB/s (L3-sized). Forward must read x "
-            "and write the spikes (2 tensors), forward+backward also reads the output gradient "
-            "and writes the input gradient (4 tensors): floor "
+            "and write the spikes (2 tensors). Forward+backward must also read the output gradient "
+            "and write the input gradient, and backward needs one float per element and step from "
+            "the forward pass (x or the membrane h: the surrogate gradient depends on h - V_th, "
+            "which the spikes do not determine), so 5 tensors: floor "
             f"{fl['dram']['forward_ms']} / {fl['dram']['forward_backward_ms']} ms at DRAM "
             f"bandwidth ({fl['l3']['forward_ms']} / {fl['l3']['forward_backward_ms']} ms at L3 "
-            "bandwidth). The fused kernel moves 5 tensors forward+backward: its backward reads x "
-            "again to recompute the membrane instead of storing it.",
+            "bandwidth); this is how `perf-notes.md` counts its 1.02 ms floor. The bare I/O of "
+            "the two calls (4 tensors, "
+            f"{fl['dram'].get('forward_backward_io_only_ms', '-')} ms at DRAM bandwidth) is "
+            "shown beside it. The fused kernel moves exactly the 5 tensors: its backward reads x "
+            "again and recomputes the membrane instead of storing it.",
             "",
         ]
         for kind in ("lif", "if"):
@@ -340,7 +352,9 @@ def render_markdown(res: dict) -> str:
                 lines += [f"### {kind.upper()} {mode.replace('_', ' + ')}", ""]
                 lines += _timing_table(block[mode], "spikequant",
                                        block["spikes"] if mode == "forward" else None)
-                lines += ["", f"spikequant / DRAM floor: {ours / floor:.2f}x.", ""]
+                io_only = fl["dram"].get(f"{mode}_io_only_ms")
+                extra = f" ({ours / io_only:.2f}x the 4-tensor bare I/O)" if io_only else ""
+                lines += ["", f"spikequant / DRAM floor: {ours / floor:.2f}x{extra}.", ""]
     cnn = res.get("cnn")
     if cnn:
         lines += [f"## (b) 3-conv spiking CNN training step, input {cnn['input']}", "",
