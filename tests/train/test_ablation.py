@@ -192,3 +192,36 @@ def test_sweep_runs_each_setting_and_reports_paired_differences(tmp_path, capsys
     assert main(["ablation", "--sweep", "--settings", "nope", "--runs", str(tmp_path)]) == 2
     assert "unknown sweep setting" in capsys.readouterr().err
     assert main(["ablation", "--settings", "adam"]) == 2
+
+
+def test_spiking_rows_start_as_the_same_network():
+    """Like-for-like: with one seed the fixed, ATIF-u and ATIF-nu rows start from identical weights
+    and compute the identical function (V_th = 1, ATIF-nu levels 1, 3/4, 1/2, 1/4 give a threshold
+    of 1 at every step and spikes of value 1), so training is the only difference."""
+    import torch
+
+    from spikequant.config import load_recipe
+    from spikequant.data import load_arrays
+    from spikequant.neurons import reset_state
+    from spikequant.train.ablation import SPIKING
+    from spikequant.train.recipe import validate_recipe
+    from spikequant.train.runner import build_model
+
+    x, _ = load_arrays("mnist5k", "test")
+    outputs, weights = [], []
+    for recipe in SPIKING:
+        cfg = validate_recipe(load_recipe(recipe, ["seed=3"]))
+        torch.manual_seed(cfg["seed"])  # as the runner does before building the model
+        model, _ = build_model(cfg)
+        model.eval()
+        reset_state(model)
+        with torch.no_grad():
+            outputs.append(model(x[:64]))
+        weights.append([p.detach() for n, p in model.named_parameters() if p.ndim > 1])
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        neuron_params = {n for n in trainable if "threshold" in n or "raw_increments" in n}
+        assert bool(neuron_params) == (recipe != "mnist-fixed"), recipe
+    for other_out, other_w in zip(outputs[1:], weights[1:], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(weights[0], other_w, strict=True))
+        torch.testing.assert_close(other_out, outputs[0], rtol=0, atol=1e-5)
+    assert outputs[0].abs().sum() > 0
