@@ -10,6 +10,13 @@ and ``mask`` multiplies the input current of layer ``l+1`` channel-wise before i
 so a masked channel neither integrates nor fires. The gate sees the detached membrane: it learns
 from the loss through the straight-through mask only.
 
+The gates start open: 1x1 conv weights ``N(0, init_std^2)`` with ``init_std = 0.01`` and bias 0
+give ``p ~ 0.5 > 0.47`` for every channel, so fine-tuning starts from the network it fine-tunes and
+the loss and the density penalty decide which channels close. With unit-variance weights the
+random initialisation closed about a third of the channels at random, and those never reopened:
+a masked channel's neurons sit near ``u = 0``, outside the triangle surrogate's window around
+``V_th``, so no gradient reaches their gate.
+
 The paper does not say how its ~69 % channel sparsity is reached; here a gate is pushed toward a
 target keep ratio by :func:`gate_density_penalty`, ``sum_gates relu(mean(mask) - keep)^2``.
 """
@@ -33,12 +40,15 @@ class ChannelGate(nn.Module):
         target_channels: int,
         threshold: float = 0.47,
         init_bias: float = 0.0,
+        init_std: float = 0.01,
     ) -> None:
         super().__init__()
         if not 0 < threshold < 1:
             raise ConfigError(f"gate threshold must be in (0, 1), got {threshold!r}")
+        if not init_std >= 0:
+            raise ConfigError(f"gate init_std must be >= 0, got {init_std!r}")
         self.proj = nn.Conv2d(source_channels, target_channels, kernel_size=1)
-        nn.init.normal_(self.proj.weight, std=1.0)
+        nn.init.normal_(self.proj.weight, std=float(init_std))
         nn.init.constant_(self.proj.bias, init_bias)
         self.threshold = float(threshold)
         self.last_mask: torch.Tensor | None = None
@@ -68,7 +78,12 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str,
 
 
 def attach_channel_gates(
-    model: nn.Module, example: torch.Tensor, *, threshold: float = 0.47, init_bias: float = 0.0
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    threshold: float = 0.47,
+    init_bias: float = 0.0,
+    init_std: float = 0.01,
 ) -> list[tuple[str, str]]:
     """Gate every spiking conv layer by the spiking conv layer that runs just before it.
 
@@ -86,7 +101,8 @@ def attach_channel_gates(
             continue
         if dst.channel_gate is not None:
             continue
-        dst.attach_gate(src, ChannelGate(src_shape[2], dst_shape[2], threshold, init_bias))
+        gate = ChannelGate(src_shape[2], dst_shape[2], threshold, init_bias, init_std)
+        dst.attach_gate(src, gate)
         pairs.append((src_name, dst_name))
     return pairs
 

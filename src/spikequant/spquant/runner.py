@@ -15,6 +15,7 @@ see :mod:`spikequant.train.recipe`) plus a ``spquant`` section::
       channel_gates: false      # membrane-guided channel masks between spiking conv layers
       gate_threshold: 0.47
       gate_init_bias: 0.0       # bias of the gates' 1x1 conv at initialisation
+      gate_init_std: 0.01       # std of the gates' 1x1 conv weights at initialisation
       gate_keep: 0.31           # target keep ratio of the gates (density penalty)
       gate_penalty: 1.0
       tet_lambda: 0.05          # TET loss (1-lam) CE_t + lam MSE(O, 1)
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "channel_gates": False,
     "gate_threshold": 0.47,
     "gate_init_bias": 0.0,
+    "gate_init_std": 0.01,
     "gate_keep": 0.31,
     "gate_penalty": 1.0,
     "tet_lambda": 0.05,
@@ -130,6 +132,7 @@ def apply_spquant(model: torch.nn.Module, spq: dict, example: torch.Tensor) -> d
             example,
             threshold=float(spq["gate_threshold"]),
             init_bias=float(spq["gate_init_bias"]),
+            init_std=float(spq["gate_init_std"]),
         )
     for _, layer in qlif_layers(model):
         layer.reset_sparsity_stats()
