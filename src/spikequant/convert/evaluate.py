@@ -237,17 +237,30 @@ def plot_report(report: dict, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, entry in report["methods"].items():
-        ts = [r["T"] for r in entry["rows"]]
-        ax.plot(ts, [r["accuracy"] for r in entry["rows"]], marker="o", label=method)
-    ax.axhline(report["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("timesteps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ann = report["ann_accuracy"]
+    colors = plt.get_cmap("tab20" if len(report["methods"]) > 10 else "tab10").colors
+    # right panel: the band "within 1 point of the ANN" where the latency check is decided
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        for i, (method, entry) in enumerate(report["methods"].items()):
+            ts = [r["T"] for r in entry["rows"]]
+            acc = [r["accuracy"] for r in entry["rows"]]
+            ax.plot(ts, acc, marker="o", ms=3, color=colors[i % len(colors)], label=method)
+        ax.axhline(ann, color="k", ls="--", lw=1, label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("timesteps T")
+        ax.grid(alpha=0.3)
+        if zoom:
+            ax.axhspan(ann - 1.0, ann, color="0.85", zorder=0, label="within 1 point")
+            ax.set_ylim(ann - 4.0, ann + 0.5)
+            last = max(report["timesteps"])
+            if last > 16:
+                ax.set_xlim(8, last * 1.1)
+            ax.set_title("near the ANN")
+        else:
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(title)
+    axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
