@@ -177,11 +177,17 @@ def paired_difference(rows: dict[str, dict], name: str, base: str = "mnist-fixed
     ``resolved`` is the 95 % paired t-test: the interval ``mean +- t_{0.975, n-1} std / sqrt(n)``
     excludes 0 (never with a single seed)."""
     base_by_seed = {r["seed"]: r["test_accuracy"] for r in rows[base]["runs"]}
-    diffs = [
-        100 * (r["test_accuracy"] - base_by_seed[r["seed"]])
-        for r in rows[name]["runs"]
-        if r["seed"] in base_by_seed
-    ]
+    return paired_stats(
+        [
+            100 * (r["test_accuracy"] - base_by_seed[r["seed"]])
+            for r in rows[name]["runs"]
+            if r["seed"] in base_by_seed
+        ]
+    )
+
+
+def paired_stats(diffs: list[float]) -> dict:
+    """Mean, std, wins/losses and the 95 % t-interval of paired differences (in points)."""
     n = len(diffs)
     mean = statistics.fmean(diffs) if diffs else 0.0
     std = statistics.stdev(diffs) if n > 1 else 0.0
@@ -416,7 +422,23 @@ def run_sweep(
                 "summary": summary,
             }
         )
+    out["pooled"] = pooled_differences(out["settings"])
     return out
+
+
+def pooled_differences(settings: list[dict]) -> dict[str, dict]:
+    """All per-seed ATIF-minus-fixed differences of all settings in one sample: does the
+    trainable threshold help on average over the settings tried, rather than in one of them?"""
+    return {
+        key: paired_stats(
+            [
+                d
+                for setting in settings
+                for d in setting["summary"]["checks"][f"{key}_paired"]["points_per_seed"]
+            ]
+        )
+        for key in ("atif_u", "atif_nu")
+    }
 
 
 def _acc_text(row: dict) -> str:
@@ -458,6 +480,19 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
             f"| {_acc_text(rows['mnist-ann'])} | {_diff_text(checks['atif_u_paired'])} "
             f"| {_diff_text(checks['atif_nu_paired'])} "
             f"| {checks['best_spiking_gap_to_ann_points']:.2f} | {seconds:.0f} |"
+        )
+    pooled = sweep.get("pooled") or pooled_differences(sweep["settings"])
+    lines += ["", "All settings pooled (every seed of every setting is one pair):", ""]
+    for key, label in (("atif_u", "ATIF-u"), ("atif_nu", "ATIF-nu")):
+        p = pooled[key]
+        if p["seeds"] < 2:
+            continue
+        lines.append(
+            f"- {label} - fixed: {p['mean_points']:+.2f} +- {p['std_points']:.2f} points over "
+            f"{p['seeds']} pairs ({p['wins']} wins, {p['losses']} losses, "
+            f"{p['seeds'] - p['wins'] - p['losses']} ties); 95 % interval of the mean "
+            f"+-{p['ci95_half_width_points']:.2f}: "
+            + ("resolved" if p["resolved"] else "not resolved")
         )
     lines += ["", "Settings (overrides applied to all four recipes):", ""]
     for setting in sweep["settings"]:
