@@ -15,6 +15,7 @@ points of the FP SNN; SpQuant-SNN within 3 points and with >= 3x fewer measured 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -64,6 +65,7 @@ def run_study(
     quant_epochs: int | None = None,
     finetune_epochs: int | None = None,
     overrides: tuple[str, ...] | list[str] = (),
+    variant: str | None = None,
     train_subset: int | None = None,
     test_subset: int | None = None,
     progress: bool = True,
@@ -75,11 +77,15 @@ def run_study(
     ``quant_init="fp"`` starts the Quant-SNN from the FP SNN of the same seed (quantization-aware
     fine-tuning of a trained network); ``"scratch"`` trains it from a random initialisation.
     ``overrides`` (``key=value``) apply to all three recipes, e.g.
-    ``spquant.learn_threshold=false``.
+    ``spquant.learn_threshold=false``. ``variant`` names the SpQuant-SNN run folder
+    ``spquant-<variant>``, so that variants of the pruning stage reuse the FP and Quant-SNN runs
+    of the same ``work_dir`` (their recipes must not change).
     """
     if quant_init not in QUANT_INITS:
         raise ConfigError(f"quant_init must be one of {QUANT_INITS}, got {quant_init!r}")
     seeds = [int(s) for s in seeds]
+    if variant is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", variant):
+        raise ConfigError(f"variant must be a plain folder name, got {variant!r}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct integers, got {seeds!r}")
     common = [*overrides]
@@ -104,7 +110,8 @@ def run_study(
             log(f"[spquant-study] seed {seed}: training {LABELS[key]} ({RECIPES[key]})")
             # resume=True: a finished run of the same recipe is only re-evaluated, an
             # interrupted one continues (a run of another recipe is refused by the runner)
-            run = run_recipe(cfg, out_dir=seed_dir / key, progress=progress, resume=True)
+            folder = f"spquant-{variant}" if key == "spquant" and variant else key
+            run = run_recipe(cfg, out_dir=seed_dir / folder, progress=progress, resume=True)
             runs[seed][key] = run
             log(
                 f"[spquant-study] seed {seed} {key}: test accuracy "
@@ -124,6 +131,7 @@ def run_study(
         "seeds": seeds,
         "quant_init": quant_init,
         "overrides": list(overrides),
+        "variant": variant,
         "epochs": {key: runs[seeds[0]][key]["epochs"] for key in STAGES},
         "learn_threshold": {
             key: bool(runs[seeds[0]][key]["spquant"]["learn_threshold"]) for key in STAGES
@@ -272,6 +280,8 @@ def _markdown(report: dict) -> str:
         f"Epochs: FP {epochs['fp']}, Quant-SNN {epochs['quant']} (initialised from {init}), "
         f"SpQuant-SNN {epochs['spquant']} (fine-tuned from the Quant-SNN). V_th: {threshold}.",
     ]
+    if report.get("variant"):
+        lines.append(f"SpQuant-SNN variant: `{report['variant']}`.")
     if report["overrides"]:
         lines.append(f"Recipe overrides: `{' '.join(report['overrides'])}`.")
     lines += [

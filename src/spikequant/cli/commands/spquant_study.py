@@ -33,6 +33,7 @@ def run(args) -> int:
         quant_epochs=args.quant_epochs,
         finetune_epochs=args.finetune_epochs,
         overrides=args.set,
+        variant=args.variant,
         train_subset=args.train_subset,
         test_subset=args.test_subset,
         progress=not args.quiet,
@@ -70,6 +71,12 @@ def register(subparsers) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override applied to all three recipes, e.g. spquant.learn_threshold=false",
+    )
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="run the SpQuant-SNN stage into spquant-VARIANT, reusing the work dir's FP and "
+        "Quant-SNN runs (for options that change only the pruning stage)",
     )
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--test-subset", type=int, default=None)
