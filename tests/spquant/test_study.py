@@ -178,3 +178,21 @@ def test_unknown_quant_init_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="quant_init"):
         run_study(out_dir=tmp_path, work_dir=tmp_path, quant_init="ann")
+
+
+def test_variant_reuses_the_fp_and_quant_runs(study):
+    root, report = study
+    code = main(
+        ["spquant-study", "--seeds", "0", "--fp-epochs", "1", "--quant-epochs", "1",
+         "--finetune-epochs", "1", "--train-subset", "64", "--test-subset", "32",
+         "--variant", "nogates", "--set", "spquant.channel_gates=false",
+         "--work-dir", str(root / "work"), "--out", str(root / "variant"), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    variant = json.loads((root / "variant" / "spquant_study.json").read_text())
+    assert (root / "work" / "seed0" / "spquant-nogates" / "metrics.json").is_file()
+    assert variant["per_seed"]["0"]["fp"]["test_accuracy"] == (
+        report["per_seed"]["0"]["fp"]["test_accuracy"]
+    )
+    assert variant["summary"]["spquant"]["channel_sparsity"]["mean"] == 0.0
+    assert main(["spquant-study", "--variant", "../x", "--work-dir", str(root / "w2")]) == 2
