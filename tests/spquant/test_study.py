@@ -191,8 +191,9 @@ def test_variant_reuses_the_fp_and_quant_runs(study):
     assert code == 0
     variant = json.loads((root / "variant" / "spquant_study.json").read_text())
     assert (root / "work" / "seed0" / "spquant-nogates" / "metrics.json").is_file()
-    assert variant["per_seed"]["0"]["fp"]["test_accuracy"] == (
-        report["per_seed"]["0"]["fp"]["test_accuracy"]
+    assert (
+        variant["per_seed"]["0"]["fp"]["test_accuracy"]
+        == (report["per_seed"]["0"]["fp"]["test_accuracy"])
     )
     assert variant["summary"]["spquant"]["channel_sparsity"]["mean"] == 0.0
     assert main(["spquant-study", "--variant", "../x", "--work-dir", str(root / "w2")]) == 2
