@@ -18,6 +18,7 @@ see :mod:`spikequant.train.recipe`) plus a ``spquant`` section::
       gate_init_std: 0.01       # std of the gates' 1x1 conv weights at initialisation
       gate_keep: 0.31           # target keep ratio of the gates (density penalty)
       gate_penalty: 1.0
+      gate_penalty_mode: cap    # cap: penalise only > keep open; target: hold keep both ways
       tet_lambda: 0.05          # TET loss (1-lam) CE_t + lam MSE(O, 1)
       init_from: null           # checkpoint of an earlier stage to start from (non-strict)
 
@@ -47,7 +48,13 @@ from ..train.runner import _subset, build_augment, log_to_stderr, model_spec
 from ..train.trainer import Trainer, evaluate, resolve_checkpoint
 from .analysis import set_binary_membrane
 from .loss import tet_loss
-from .pruning import attach_channel_gates, configure_pruning, gate_density_penalty, qlif_layers
+from .pruning import (
+    GATE_PENALTY_MODES,
+    attach_channel_gates,
+    configure_pruning,
+    gate_density_penalty,
+    qlif_layers,
+)
 from .weights import quantize_weights
 
 DEFAULTS: dict[str, Any] = {
@@ -65,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "gate_init_std": 0.01,
     "gate_keep": 0.31,
     "gate_penalty": 1.0,
+    "gate_penalty_mode": "cap",
     "tet_lambda": 0.05,
     "init_from": None,
 }
@@ -88,6 +96,11 @@ def validate_spquant(section: dict | None) -> dict:
         raise ConfigError(f"spquant.tet_lambda must be in [0, 1], got {out['tet_lambda']!r}")
     if not 0 < float(out["gate_keep"]) <= 1:
         raise ConfigError(f"spquant.gate_keep must be in (0, 1], got {out['gate_keep']!r}")
+    if out["gate_penalty_mode"] not in GATE_PENALTY_MODES:
+        raise ConfigError(
+            f"spquant.gate_penalty_mode must be one of {', '.join(GATE_PENALTY_MODES)}, "
+            f"got {out['gate_penalty_mode']!r}"
+        )
     return out
 
 
@@ -184,7 +197,7 @@ class SpQuantTrainer(Trainer):
             loss = lam_mix * loss + (1 - lam_mix) * tet_loss(out, y_b, tet_lam)
         if self.spq["channel_gates"] and self.spq["gate_penalty"]:
             loss = loss + float(self.spq["gate_penalty"]) * gate_density_penalty(
-                self.model, float(self.spq["gate_keep"])
+                self.model, float(self.spq["gate_keep"]), self.spq["gate_penalty_mode"]
             )
         return loss, out.mean(0), y
 
@@ -234,8 +247,11 @@ def _refuse_other_recipe(out_dir: Path, recipe: dict) -> None:
     if not (out_dir / "latest.json").is_file():
         return
     _, meta = load_checkpoint(resolve_checkpoint(out_dir))
-    stored = meta.get("recipe")
-    if json.loads(json.dumps(stored)) != json.loads(json.dumps(recipe)):
+    stored = json.loads(json.dumps(meta.get("recipe")))
+    if isinstance(stored, dict) and isinstance(stored.get("spquant"), dict):
+        # An option added after the run was made reads as its default (the old behaviour).
+        stored["spquant"] = {**copy.deepcopy(DEFAULTS), **stored["spquant"]}
+    if stored != json.loads(json.dumps(recipe)):
         raise CheckpointError(
             f"{out_dir} holds a run of a different recipe; use a fresh output folder"
         )

@@ -77,7 +77,8 @@ def run_study(
     ``quant_init="fp"`` starts the Quant-SNN from the FP SNN of the same seed (quantization-aware
     fine-tuning of a trained network); ``"scratch"`` trains it from a random initialisation.
     ``overrides`` (``key=value``) apply to all three recipes, e.g.
-    ``spquant.learn_threshold=false``. ``variant`` names the SpQuant-SNN run folder
+    ``spquant.learn_threshold=false`` (with a ``variant``, to the SpQuant-SNN stage only).
+    ``variant`` names the SpQuant-SNN run folder
     ``spquant-<variant>``, so that variants of the pruning stage reuse the FP and Quant-SNN runs
     of the same ``work_dir`` (their recipes must not change).
     """
@@ -88,7 +89,7 @@ def run_study(
         raise ConfigError(f"variant must be a plain folder name, got {variant!r}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct integers, got {seeds!r}")
-    common = [*overrides]
+    common: list[str] = []
     if train_subset:
         common.append(f"data.train_subset={train_subset}")
     if test_subset:
@@ -99,7 +100,10 @@ def run_study(
         seed_dir = work_dir / f"seed{seed}"
         runs[seed] = {}
         for key in STAGES:
-            stage = [*common, f"seed={seed}"]
+            # A variant changes only the pruning stage: its overrides leave the reused FP and
+            # Quant-SNN recipes (and so their runs) untouched.
+            own = overrides if key == "spquant" or not variant else ()
+            stage = [*common, *own, f"seed={seed}"]
             if epochs[key]:
                 stage.append(f"train.epochs={epochs[key]}")
             if key == "quant" and quant_init == "fp":
