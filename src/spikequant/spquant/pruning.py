@@ -17,8 +17,11 @@ random initialisation closed about a third of the channels at random, and those 
 a masked channel's neurons sit near ``u = 0``, outside the triangle surrogate's window around
 ``V_th``, so no gradient reaches their gate.
 
-The paper does not say how its ~69 % channel sparsity is reached; here a gate is pushed toward a
-target keep ratio by :func:`gate_density_penalty`, ``sum_gates relu(mean(mask) - keep)^2``.
+The paper does not say how its ~69 % channel sparsity is reached; here the gates are held to a
+keep ratio by :func:`gate_density_penalty`: ``sum_gates relu(mean(mask) - keep)^2`` (``cap``: only
+too many open channels are penalised) or ``sum_gates (mean(mask) - keep)^2`` (``target``). Because
+a closed channel gets no gradient from the loss (see above), only the two-sided ``target`` form can
+reopen channels that closed beyond the keep ratio; under ``cap`` the gates drift past it.
 """
 
 from __future__ import annotations
@@ -107,13 +110,20 @@ def attach_channel_gates(
     return pairs
 
 
-def gate_density_penalty(model: nn.Module, keep: float) -> torch.Tensor:
-    """``sum relu(mean(mask) - keep)^2`` over the gates of the last forward pass."""
+GATE_PENALTY_MODES = ("cap", "target")
+
+
+def gate_density_penalty(model: nn.Module, keep: float, mode: str = "cap") -> torch.Tensor:
+    """Over the gates of the last forward pass: ``sum relu(mean(mask) - keep)^2`` (``cap``) or
+    ``sum (mean(mask) - keep)^2`` (``target``)."""
+    if mode not in GATE_PENALTY_MODES:
+        raise ConfigError(f"gate penalty mode must be one of {GATE_PENALTY_MODES}, got {mode!r}")
     total = None
     for _, layer in qlif_layers(model):
         gate = layer.channel_gate
         if gate is not None and gate.last_mask is not None:
-            term = torch.relu(gate.last_mask.mean() - keep) ** 2
+            excess = gate.last_mask.mean() - keep
+            term = (torch.relu(excess) if mode == "cap" else excess) ** 2
             total = term if total is None else total + term
     if total is None:
         return torch.zeros(())
