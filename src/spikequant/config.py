@@ -23,7 +23,9 @@ RUNNERS: dict[str, str] = {
     "qat": "spikequant.convert.runner:run_recipe",
 }
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes"
+# Shipped inside the package (so an installed wheel has them); `recipes/` at the repository root
+# is a symlink to this folder.
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def find_recipe(name_or_path: str) -> Path:
