@@ -28,31 +28,19 @@ TINY = {
 }
 
 
+def _study(work, out, *extra, seeds="0", epochs=1):
+    """``spikequant spquant-study`` on 64 / 32 digits with one-epoch stages; its exit code."""
+    return main(
+        ["spquant-study", "--seeds", seeds, "--fp-epochs", str(epochs), "--quant-epochs", "1",
+         "--finetune-epochs", "1", "--train-subset", "64", "--test-subset", "32",
+         "--work-dir", str(work), "--out", str(out), *extra]
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    code = main(
-        [
-            "spquant-study",
-            "--seeds",
-            "0,1",
-            "--fp-epochs",
-            "1",
-            "--quant-epochs",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--train-subset",
-            "64",
-            "--test-subset",
-            "32",
-            "--work-dir",
-            str(root / "work"),
-            "--out",
-            str(root / "out"),
-            "--quiet",
-        ]
-    )
+    code = _study(root / "work", root / "out", "--quiet", seeds="0,1")
     assert code == 0
     return root, json.loads((root / "out" / "spquant_study.json").read_text())
 
@@ -96,28 +84,7 @@ def test_study_trains_every_stage_per_seed_and_checks_the_mean(study):
 
 def test_study_rerun_only_re_evaluates(study, capsys):
     root, report = study
-    code = main(
-        [
-            "spquant-study",
-            "--seeds",
-            "0",
-            "--fp-epochs",
-            "1",
-            "--quant-epochs",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--train-subset",
-            "64",
-            "--test-subset",
-            "32",
-            "--work-dir",
-            str(root / "work"),
-            "--out",
-            str(root / "again"),
-            "--quiet",
-        ]
-    )
+    code = _study(root / "work", root / "again", "--quiet")
     assert code == 0
     again = json.loads((root / "again" / "spquant_study.json").read_text())
     assert (
@@ -128,23 +95,7 @@ def test_study_rerun_only_re_evaluates(study, capsys):
 
 def test_study_refuses_a_work_dir_of_other_recipes(study, capsys):
     root, _ = study
-    code = main(
-        [
-            "spquant-study",
-            "--seeds",
-            "0",
-            "--fp-epochs",
-            "2",
-            "--train-subset",
-            "64",
-            "--test-subset",
-            "32",
-            "--work-dir",
-            str(root / "work"),
-            "--out",
-            str(root / "x"),
-        ]
-    )
+    code = _study(root / "work", root / "x", epochs=2)
     assert code == 2
     assert "different recipe" in capsys.readouterr().err
 
@@ -182,11 +133,9 @@ def test_unknown_quant_init_is_a_config_error(tmp_path):
 
 def test_variant_reuses_the_fp_and_quant_runs(study):
     root, report = study
-    code = main(
-        ["spquant-study", "--seeds", "0", "--fp-epochs", "1", "--quant-epochs", "1",
-         "--finetune-epochs", "1", "--train-subset", "64", "--test-subset", "32",
-         "--variant", "nogates", "--set", "spquant.channel_gates=false",
-         "--work-dir", str(root / "work"), "--out", str(root / "variant"), "--quiet"]
+    code = _study(
+        root / "work", root / "variant", "--variant", "nogates",
+        "--set", "spquant.channel_gates=false", "--quiet",
     )  # fmt: skip
     assert code == 0
     variant = json.loads((root / "variant" / "spquant_study.json").read_text())
