@@ -225,3 +225,21 @@ def test_spiking_rows_start_as_the_same_network():
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other_w, strict=True))
         torch.testing.assert_close(other_out, outputs[0], rtol=0, atol=1e-5)
     assert outputs[0].abs().sum() > 0
+
+
+def test_one_sweep_setting_writes_its_own_table(tmp_path, capsys):
+    code = main(
+        ["ablation", "--setting", "resnet8", "--seeds", "0", "--runs", str(tmp_path / "runs"),
+         "--out", str(tmp_path / "results"), "--no-progress", "--json",
+         "--set", "data.train_subset=256", "--set", "data.test_subset=128",
+         "--set", "train.epochs=1", "--set", "model.kwargs.width=4"]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "results" / "atif_ablation_resnet8.json").read_text())
+    assert summary["setup"]["model"] == "resnet8_kws"
+    assert summary["setup"]["model_kwargs"]["width"] == 4  # --set applies after the setting
+    assert not (tmp_path / "results" / "atif_ablation.json").exists()
+    capsys.readouterr()
+    assert main(["ablation", "--setting", "nope", "--runs", str(tmp_path)]) == 2
+    assert "unknown sweep setting" in capsys.readouterr().err
+    assert main(["ablation", "--sweep", "--setting", "adam", "--runs", str(tmp_path)]) == 2

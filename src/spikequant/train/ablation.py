@@ -322,10 +322,14 @@ def rerender(path: Path) -> dict[str, Any]:
     return summary
 
 
-def write_ablation(summary: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_ablation(
+    summary: dict[str, Any], out_dir: Path, setting: str | None = None
+) -> tuple[Path, Path]:
+    """``atif_ablation.{json,md}``, or ``atif_ablation_<setting>.{json,md}`` for a sweep setting."""
     out_dir = Path(out_dir)
-    json_path = write_json(out_dir / "atif_ablation.json", summary)
-    md_path = write_text(out_dir / "atif_ablation.md", ablation_markdown(summary))
+    stem = "atif_ablation" if setting is None else f"atif_ablation_{setting}"
+    json_path = write_json(out_dir / f"{stem}.json", summary)
+    md_path = write_text(out_dir / f"{stem}.md", ablation_markdown(summary))
     return json_path, md_path
 
 
@@ -371,6 +375,13 @@ SWEEP: tuple[tuple[str, str, list[str]], ...] = (
         "adam-narrow",
         "BN, Adam lr 2e-3, 5 epochs, widths 8/16 and hidden 32 (smaller network)",
         [*ADAM, *DEFAULT_SHAPE, "model.kwargs.widths=[8,16]", "model.kwargs.hidden=32"],
+    ),
+    (
+        "resnet8",
+        "residual net: ResNet-8 (width 16, stem pool 2x2, BN), the sgd-wd optimiser, 5 epochs; "
+        "across a shortcut the ratio of two layers' thresholds is a real parameter",
+        [*SGD, "optim.weight_decay=0.0005", "train.epochs=5", "model.name=resnet8_kws",
+         "model.kwargs={num_classes: 10, input_size: [28, 28], stem_pool: [2, 2], width: 16}"],
     ),
 )
 SWEEP_NAMES = tuple(name for name, _, _ in SWEEP)

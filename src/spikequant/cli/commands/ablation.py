@@ -45,6 +45,13 @@ def add_arguments(p) -> None:
         help="override applied to all four recipes, e.g. --set train.epochs=2",
     )
     p.add_argument(
+        "--setting",
+        default=None,
+        metavar="NAME",
+        help="apply one training setting of the sweep (e.g. resnet8) before --set and write "
+        "atif_ablation_NAME.{md,json}; default: the recipes as written",
+    )
+    p.add_argument(
         "--runs", type=Path, default=Path("runs/ablation"), help="checkpoint folder root"
     )
     p.add_argument("--out", type=Path, default=None, help="results folder (default docs/results)")
@@ -86,18 +93,23 @@ def run(args) -> int:
         from ...errors import ConfigError
 
         raise ConfigError("--settings applies only together with --sweep")
+    setting_overrides: list[str] = []
+    if args.setting is not None:
+        from ...train.ablation import sweep_settings
+
+        ((_, _, setting_overrides),) = sweep_settings([args.setting])
     if getattr(args, "render", None) is not None:
         summary = rerender(args.render)
     else:
         summary = run_ablation(
             seeds=parse_seeds(args.seeds),
-            overrides=args.overrides,
+            overrides=[*setting_overrides, *args.overrides],
             runs_dir=args.runs,
             progress=not args.no_progress,
             log=(lambda m: None) if args.json else print,
             resume=args.resume,
         )
-    json_path, md_path = write_ablation(summary, results_dir(args.out))
+    json_path, md_path = write_ablation(summary, results_dir(args.out), args.setting)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -113,6 +125,8 @@ def run_sweep_command(args) -> int:
 
     if args.render is not None:
         raise ConfigError("--render re-renders a single ablation summary, not a sweep")
+    if args.setting is not None:
+        raise ConfigError("--setting picks one setting without --sweep; use --settings with it")
     runs = args.runs if args.runs != Path("runs/ablation") else Path("runs/ablation-sweep")
     names = None if args.settings is None else [n.strip() for n in args.settings.split(",")]
     sweep = run_sweep(
