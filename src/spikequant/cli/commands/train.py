@@ -45,50 +45,36 @@ def run(args) -> int:
     return 0
 
 
+# The common metrics first, in this order; then any other scalar a runner reports, except these.
+SUMMARY_KEYS = (
+    "test_accuracy",
+    "timesteps",
+    "theta",
+    "spikes_per_neuron",
+    "synops",
+    "dense_macs",
+    "epochs",
+    "train_seconds",
+)
+NOT_SHOWN = ("test_loss", "samples", "spiking_neurons", "resumed_from_epoch")
+
+
 def print_summary(result: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def text(key, value) -> str:
+        if key == "test_accuracy":
+            return f"{100 * value:.2f} %"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
     table = Table(title=f"{result.get('name', 'run')}: final test metrics", show_header=False)
-    for key in (
-        "test_accuracy",
-        "timesteps",
-        "theta",
-        "spikes_per_neuron",
-        "synops",
-        "dense_macs",
-        "epochs",
-        "train_seconds",
-    ):
-        if key in result and result[key] is not None:
-            value = result[key]
-            text = (
-                f"{100 * value:.2f} %"
-                if key == "test_accuracy"
-                else (f"{value:.4g}" if isinstance(value, float) else str(value))
-            )
-            table.add_row(key, text)
+    for key in SUMMARY_KEYS:
+        if result.get(key) is not None:
+            table.add_row(key, text(key, result[key]))
     for key, value in result.items():  # other runners report their own scalar metrics
-        if (
-            key not in table.columns
-            and isinstance(value, (int, float))
-            and key
-            not in (
-                "test_accuracy",
-                "timesteps",
-                "theta",
-                "spikes_per_neuron",
-                "synops",
-                "dense_macs",
-                "epochs",
-                "train_seconds",
-                "test_loss",
-                "samples",
-                "spiking_neurons",
-                "resumed_from_epoch",
-            )
-        ):
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        if isinstance(value, (int, float)) and key not in SUMMARY_KEYS + NOT_SHOWN:
+            table.add_row(key, text(key, value))
     console = Console()
     console.print(table)
     console.print(f"run folder: {out}")
