@@ -100,6 +100,13 @@ def get_runner(kind: str):
     return getattr(importlib.import_module(module_name), func)
 
 
+def run_recipe(cfg: dict, *, out_dir, resume: bool = False, progress: bool = True) -> dict:
+    """Run a loaded recipe (:func:`load_recipe`) into the run folder ``out_dir``; returns its
+    final metrics (also written to ``out_dir/metrics.json``). The one entry point for every
+    method: commands and studies call this, never a method's runner directly."""
+    return get_runner(cfg["kind"])(cfg, out_dir=Path(out_dir), resume=resume, progress=progress)
+
+
 def require(cfg: dict, key: str, types: type | tuple[type, ...], where: str = "recipe") -> Any:
     """Fetch ``cfg[key]`` (dotted) and check its type, with an error naming the key."""
     node: Any = cfg
