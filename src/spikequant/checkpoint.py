@@ -2,16 +2,19 @@
 
 A checkpoint is a folder::
 
-    CHECKPOINT/model.safetensors   tensors (model state_dict; optional optimizer state in
-                                   optimizer.pt written by the trainer)
+    CHECKPOINT/model.safetensors   tensors (model state_dict)
+    CHECKPOINT/<extra files>       e.g. the trainer state of a training epoch (safetensors + JSON)
     CHECKPOINT/meta.json           {"format": "spikequant-checkpoint/1", "model": {"name": ...,
-                                   "kwargs": {...}}, ...free-form metadata...}
+                                   "kwargs": {...}}, "files": {name: sha256, ...}, ...}
 
-``model`` names a registered model so that :func:`load_model` can rebuild it.
+``model`` names a registered model so that :func:`load_model` can rebuild it. ``files`` holds
+the SHA-256 of every other file of the folder; :func:`load_checkpoint` verifies them, so a
+damaged or swapped file is refused instead of loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,15 +33,25 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def save_checkpoint(
-    path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]
+    path: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write weights then metadata (the metadata is the commit point: a folder with a valid
-    meta.json always has the matching weights)."""
+    """Write weights (and ``extra_files``) then metadata with their hashes: the metadata is the
+    commit point, so a folder with a valid meta.json always has the matching files."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write_bytes(path / WEIGHTS, st_save(tensors))
-    write_json(path / META, {"format": FORMAT, **meta})
+    files = {WEIGHTS: st_save(tensors), **(extra_files or {})}
+    for name, data in files.items():
+        atomic_write_bytes(path / name, data)
+    hashes = {name: sha256(data) for name, data in files.items()}
+    write_json(path / META, {"format": FORMAT, **meta, "files": hashes})
     return path
 
 
@@ -56,11 +69,25 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         if not p.is_file():
             raise CheckpointError(f"checkpoint {path} is incomplete: {p.name} is missing")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise CheckpointError(f"checkpoint metadata {meta_path} is corrupt: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a spikequant checkpoint (format {FORMAT!r})")
+    hashes = meta.get("files", {})
+    if not isinstance(hashes, dict):
+        raise CheckpointError(f"{meta_path}: 'files' must map file names to SHA-256 hashes")
+    for name, expected in hashes.items():
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            raise CheckpointError(f"{meta_path} lists {name!r}, not a file of the folder")
+        try:
+            actual = sha256((path / name).read_bytes())
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {path}: cannot read {name}: {exc}") from None
+        if actual != expected:
+            raise CheckpointError(
+                f"checkpoint {path}: {name} does not match its SHA-256 in {META} (damaged)"
+            )
     try:
         state = st_load(weights_path.read_bytes())
     except (SafetensorError, ValueError, OSError) as exc:

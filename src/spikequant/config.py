@@ -1,27 +1,21 @@
 """Recipes: YAML files with command-line overrides (``--set optim.lr=0.01``).
 
-A recipe is a mapping whose ``kind`` selects the runner that executes it (``direct`` for
-surrogate-gradient training, ``ttfs`` for temporal coding, ``spquant``, ``qat``). Runners are
-named as ``"module:function"`` so that importing spikequant does not import every method.
+A recipe is a mapping in the one schema of :mod:`spikequant.train.recipe`; its ``method``
+section selects the training method (``direct``, ``spquant``, ``qat``, ``ttfs``, ...;
+:mod:`spikequant.methods`). :func:`run_recipe` runs any of them through the one pipeline.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError
-
-RUNNERS: dict[str, str] = {
-    "direct": "spikequant.train.runner:run_recipe",
-    "ttfs": "spikequant.temporal.runner:run_recipe",
-    "spquant": "spikequant.spquant.runner:run_recipe",
-    "qat": "spikequant.convert.runner:run_recipe",
-}
 
 # Shipped inside the package (so an installed wheel has them); `recipes/` at the repository root
 # is a symlink to this folder.
@@ -44,12 +38,22 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
 
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def parse_value(text: str) -> Any:
-    """Parse an override value with YAML rules (``0.01`` -> float, ``[1,2]`` -> list)."""
+    """Parse an override value with YAML rules (``0.01`` -> float, ``[1,2]`` -> list); numbers
+    in exponent form without a dot (``1e-3``, a string in YAML 1.1) are floats too."""
+    stripped = text.strip()
+    if _FLOAT.match(stripped) and not re.fullmatch(r"[-+]?\d+", stripped):
+        return float(stripped)
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"override value {text!r} is not a finite number")
+    return value
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
@@ -70,41 +74,43 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
+        if isinstance(node.get(parts[-1]), dict) and not value.strip().startswith("{"):
+            raise ConfigError(f"override {key!r}: {key} is a section; set one of its keys")
         node[parts[-1]] = parse_value(value)
     return cfg
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict:
+    """Read a recipe, apply ``overrides`` and validate it (defaults filled in)."""
+    from .train.recipe import validate_recipe
+
     path = find_recipe(name_or_path)
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"recipe {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"recipe {path} must be a mapping at the top level")
     cfg = apply_overrides(cfg, overrides or [])
-    kind = cfg.setdefault("kind", "direct")
-    if kind not in RUNNERS:
-        raise ConfigError(
-            f"recipe {path}: unknown kind {kind!r}; known: {', '.join(sorted(RUNNERS))}"
-        )
     cfg.setdefault("name", path.stem)
-    return cfg
+    return validate_recipe(cfg)
 
 
-def get_runner(kind: str):
-    try:
-        module_name, func = RUNNERS[kind].split(":")
-    except KeyError:
-        raise ConfigError(f"unknown recipe kind {kind!r}") from None
-    return getattr(importlib.import_module(module_name), func)
-
-
-def run_recipe(cfg: dict, *, out_dir, resume: bool = False, progress: bool = True) -> dict:
+def run_recipe(cfg: dict, *, out_dir, resume: bool = False, progress: bool = True, **options):
     """Run a loaded recipe (:func:`load_recipe`) into the run folder ``out_dir``; returns its
     final metrics (also written to ``out_dir/metrics.json``). The one entry point for every
-    method: commands and studies call this, never a method's runner directly."""
-    return get_runner(cfg["kind"])(cfg, out_dir=Path(out_dir), resume=resume, progress=progress)
+    method: commands and studies call this. ``options``: ``overwrite``, ``force``,
+    ``stop_after`` of :func:`spikequant.pipeline.run`."""
+    from .pipeline import run
+
+    return run(cfg, out_dir=Path(out_dir), resume=resume, progress=progress, **options)
 
 
 def require(cfg: dict, key: str, types: type | tuple[type, ...], where: str = "recipe") -> Any:

@@ -34,3 +34,8 @@ class CheckpointError(SpikequantError):
 
 class ConversionError(SpikequantError):
     """A network cannot be converted (e.g. it contains max pooling)."""
+
+
+class RunFolderError(SpikequantError):
+    """A run folder cannot be used: not writable, already holding a run, or locked by another
+    process."""

@@ -41,6 +41,12 @@ class Registry:
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
         return factory(**kwargs)
 
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}")
+        return self._entries[name]
+
     def names(self, family: str | None = None) -> list[str]:
         return sorted(k for k in self._entries if family is None or self._families[k] == family)
 
@@ -85,6 +91,12 @@ def create_model(name: str, **kwargs: Any):
     """Build a registered model by name."""
     _load_builtin_models()
     return MODELS.create(name, **kwargs)
+
+
+def get_model_entry(name: str) -> Callable[..., Any]:
+    """The factory registered as model ``name`` (to inspect its keywords)."""
+    _load_builtin_models()
+    return MODELS.get(name)
 
 
 def list_models(family: str | None = None) -> list[str]:

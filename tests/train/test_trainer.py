@@ -11,7 +11,7 @@ from spikequant.checkpoint import load_checkpoint
 from spikequant.cli import main
 from spikequant.errors import ConfigError, NonFiniteError
 from spikequant.train.recipe import validate_recipe
-from spikequant.train.runner import run_recipe
+from spikequant.pipeline import run as run_recipe
 from spikequant.train.trainer import Trainer, lr_factor, resolve_checkpoint
 
 
@@ -67,8 +67,16 @@ def test_resumed_run_is_bit_identical_to_unbroken_run(tmp_path):
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(unbroken["history"]) == strip(resumed["history"])
     assert unbroken["test_accuracy"] == resumed["test_accuracy"]
-    # only the newest complete epoch is kept
-    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["epoch_0003"]
+    # the newest complete epoch and one fallback are kept
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == [
+        "epoch_0002",
+        "epoch_0003",
+    ]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "b" / "metrics.jsonl").open()] == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_learning_rate_schedules():
@@ -100,15 +108,36 @@ def test_non_finite_loss_raises(tmp_path):
         meta={},
         progress=False,
     )
-    with pytest.raises(NonFiniteError, match="loss became nan"):
+    with pytest.raises(NonFiniteError, match=r"training batch in epoch 1, step \d+ holds NaN"):
         trainer.fit()
+    # NaN gradients (here injected by a hook) stop training before they reach the weights
+    trainer = Trainer(
+        model,
+        cfg,
+        TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)),
+        None,
+        out_dir=tmp_path,
+        meta={},
+        progress=False,
+    )
+    weights = {k: v.detach().clone() for k, v in model.named_parameters()}
+    next(model.parameters()).register_hook(lambda g: g * float("nan"))
+    with pytest.raises(NonFiniteError, match=r"gradients became NaN .* epoch 1, step 1;"):
+        trainer.fit()
+    for key, value in model.named_parameters():
+        assert torch.equal(value, weights[key]), key
 
 
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"bogus": 1}, "unknown top-level key"),
-        ({"optim": {"lr": 0.1, "lrr": 2}}, r"unknown key\(s\) optim.lrr"),
+        ({"bogus": 1}, "unknown key bogus"),
+        ({"optim": {"lr": 0.1, "lrr": 2}}, r"unknown key optim.lrr \(did you mean optim.lr\?\)"),
+        ({"kind": "direct"}, r"method.name"),
+        ({"method": {"name": "directt"}}, r"unknown method.name 'directt' \(did you mean direct"),
+        ({"method": {"name": "spquant", "tet_lamda": 1}}, r"method.tet_lamda \(did you mean"),
+        ({"method": {"name": "spquant", "weight_bits": "2"}}, "method.weight_bits must be int"),
+        ({"method": {"name": "ttfs", "K": float("nan")}}, "method.K must be finite"),
         ({"optim": {"lr": "fast"}}, "optim.lr must be int or float"),
         ({"optim": {"name": "rmsprop"}}, "optim.name must be one of"),
         ({"model": {"name": "mlp", "timesteps": 0}}, "model.timesteps must be >= 1"),
@@ -133,7 +162,7 @@ def test_recipe_validation_errors(patch, message):
 def test_bundled_recipes_validate():
     from spikequant.config import list_recipes, load_recipe
 
-    names = [n for n in list_recipes() if load_recipe(n)["kind"] == "direct"]
+    names = [n for n in list_recipes() if load_recipe(n)["method"]["name"] == "direct"]
     assert {
         "mnist-fixed",
         "mnist-atif-u",

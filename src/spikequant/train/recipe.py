@@ -1,24 +1,31 @@
-"""Schema of ``kind: direct`` recipes: defaults, types and ranges, checked with precise errors.
+"""The one recipe schema: shared sections checked here, plus a ``method`` section checked by
+the selected method's options dataclass (:mod:`spikequant.methods`).
 
 A recipe after :func:`validate_recipe` has every section and key filled in::
 
-    kind: direct
     name: mnist-atif-u
+    description: ...
     seed: 0
     data:     {name, root, batch_size, eval_batch_size, train_subset, test_subset, num_workers,
                augment: {crop_padding, random_resize, flip}, mixup_alpha}
     model:    {name, timesteps, neuron, neuron_kwargs, kwargs}
     optim:    {name: sgd|adam|adamw, lr, momentum, nesterov, weight_decay, grad_clip}
     schedule: {name: cosine|step|constant, step_size, gamma, min_lr_ratio}
-    train:    {epochs, eval_every}
+    train:    {epochs, eval_every, threads}
+    method:   {name: direct|spquant|qat|ttfs|..., <that method's options>}
 
-Unknown keys are errors (a typo must not silently fall back to a default).
+Unknown keys are errors everywhere, naming the key path and the closest valid key (a typo must
+not silently fall back to a default).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +63,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "model": {
         "name": _f(str, None),
-        "timesteps": _f(int, 4, low=1, high=MAX_TIMESTEPS),
-        "neuron": _f(str, "atif_u"),
+        # None: the method's default (spiking methods: T = 4, atif_u; others take neither)
+        "timesteps": _f(int, None, low=1, high=MAX_TIMESTEPS, nullable=True),
+        "neuron": _f(str, None, nullable=True),
         "neuron_kwargs": _f(dict, {}),
         "kwargs": _f(dict, {}),
     },
@@ -78,10 +86,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
         "epochs": _f(int, 10, low=1),
         "eval_every": _f(int, 1, low=0),
+        # torch intra-op threads for the run (0 keeps torch's setting)
+        "threads": _f(int, 0, low=0, high=4096),
     },
 }
 AUGMENT_KEYS = {"crop_padding": (int, 0), "random_resize": (bool, False), "flip": (bool, False)}
-TOP_LEVEL = {"kind", "name", "seed", "description", *SCHEMA}
+TOP_LEVEL = {"name", "seed", "description", "method", *SCHEMA}
 REQUIRED = ("data.name", "model.name")
 
 
@@ -110,33 +120,47 @@ def _check(where: str, value: Any, field: Field) -> Any:
     return value
 
 
+def unknown_key_error(where: str, key: str, allowed) -> ConfigError:
+    """``recipe: unknown key data.bach_size (did you mean data.batch_size?)``."""
+    path = f"{where}.{key}" if where else str(key)
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
+    if close:
+        hint = f"did you mean {where + '.' if where else ''}{close[0]}?"
+    else:
+        hint = f"allowed: {', '.join(sorted(map(str, allowed)))}"
+    return ConfigError(f"recipe: unknown key {path} ({hint})")
+
+
+def check_keys(where: str, given: dict, allowed) -> None:
+    for key in given:
+        if key not in allowed:
+            raise unknown_key_error(where, key, allowed)
+
+
 def validate_recipe(cfg: dict) -> dict:
     """A copy of ``cfg`` with defaults filled in; raise :class:`ConfigError` on any problem."""
+    from ..methods import get_method
+
     if not isinstance(cfg, dict):
         raise ConfigError("recipe must be a mapping")
     cfg = copy.deepcopy(cfg)
-    unknown = set(cfg) - TOP_LEVEL
-    if unknown:
+    if "kind" in cfg:
         raise ConfigError(
-            f"recipe: unknown top-level key(s) {', '.join(sorted(unknown))}; allowed: "
-            f"{', '.join(sorted(TOP_LEVEL))}"
+            "recipe: unknown key kind (recipes name their method as method.name, e.g. "
+            f"'method: {{name: {cfg['kind']}}}')"
         )
-    if cfg.setdefault("kind", "direct") != "direct":
-        raise ConfigError(f"recipe kind {cfg['kind']!r} is not run by the direct-training runner")
-    cfg.setdefault("name", "run")
+    check_keys("", cfg, TOP_LEVEL)
+    name = cfg.setdefault("name", "run")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"recipe: name must be a non-empty string, got {name!r}")
     seed = cfg.setdefault("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"recipe: seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"recipe: seed must be an integer in [0, 2^32), got {seed!r}")
     for section, fields in SCHEMA.items():
         given = cfg.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"recipe: {section} must be a mapping, got {given!r}")
-        unknown = set(given) - set(fields)
-        if unknown:
-            raise ConfigError(
-                f"recipe: unknown key(s) {', '.join(f'{section}.{k}' for k in sorted(unknown))}; "
-                f"allowed in {section}: {', '.join(sorted(fields))}"
-            )
+        check_keys(section, given, fields)
         out = {}
         for key, field in fields.items():
             where = f"{section}.{key}"
@@ -146,25 +170,90 @@ def validate_recipe(cfg: dict) -> dict:
             out[key] = _check(where, value, field)
         cfg[section] = out
     augment = cfg["data"]["augment"]
-    unknown = set(augment) - set(AUGMENT_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"recipe: unknown key(s) {', '.join(f'data.augment.{k}' for k in sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(AUGMENT_KEYS))}"
-        )
+    check_keys("data.augment", augment, AUGMENT_KEYS)
     for key, (typ, default) in AUGMENT_KEYS.items():
         augment[key] = _check(
             f"data.augment.{key}", augment.get(key, default), _f(typ, default, low=0)
         )
     model = cfg["model"]
-    if model["neuron"] == "relu" and model["timesteps"] != 1:
-        raise ConfigError(
-            f"recipe: model.neuron 'relu' (the ANN baseline) runs with model.timesteps = 1, got "
-            f"{model['timesteps']}"
-        )
+    for key in ("kwargs", "neuron_kwargs"):
+        if any(not isinstance(k, str) for k in model[key]):
+            raise ConfigError(f"recipe: model.{key} keys must be strings")
     reserved = {"timesteps", "neuron", "neuron_kwargs"} & set(model["kwargs"])
     if reserved:
         raise ConfigError(
             f"recipe: set {', '.join(sorted(reserved))} directly under model, not in model.kwargs"
         )
+    section = cfg.get("method") or {"name": "direct"}
+    if not isinstance(section, dict):
+        raise ConfigError(f"recipe: method must be a mapping, got {section!r}")
+    method_cls = get_method(section.get("name", "direct"))
+    options = options_from_section(method_cls.Options, section, "method")
+    cfg["method"] = {"name": method_cls.name, **dataclasses.asdict(options)}
+    method_cls.check_recipe(cfg)
     return cfg
+
+
+def options_from_section(cls, section: dict, where: str):
+    """Build the dataclass ``cls`` from a recipe section (without its ``name`` key): unknown
+    keys and wrongly typed values are :class:`ConfigError` naming the key path."""
+    given = {k: v for k, v in section.items() if k != "name"}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(where, given, [*fields, "name"])
+    hints = typing.get_type_hints(cls)
+    for key, value in given.items():
+        _check_type(f"{where}.{key}", value, hints[key])
+    try:
+        return cls(**given)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"recipe: {where}: {exc}") from None
+
+
+def _check_type(where: str, value: Any, hint: Any) -> None:
+    """Check ``value`` against a simple annotation (int, float, bool, str, list[...],
+    dict, X | None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        errors = []
+        for option in options:
+            try:
+                _check_type(where, value, option)
+                return
+            except ConfigError as exc:
+                errors.append(exc)
+        names = " or ".join(_hint_name(o) for o in options)
+        raise ConfigError(f"recipe: {where} must be {names}, got {value!r}")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"recipe: {where} must be null, got {value!r}")
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"recipe: {where} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        for i, v in enumerate(value):
+            _check_type(f"{where}[{i}]", v, item)
+        return
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"recipe: {where} must be a mapping, got {value!r}")
+        return
+    if hint is Any:
+        return
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"recipe: {where} must be finite, got {value!r}")
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"recipe: {where} must be {_hint_name(hint)}, got {value!r}")
+
+
+def _hint_name(hint) -> str:
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))

@@ -10,24 +10,19 @@ before every batch. Learning rate per iteration ``i`` of ``N``:
 * step (exponential): ``lr_i = lr gamma^floor(epoch / step_size)``;
 * constant: ``lr_i = lr``.
 
-Checkpoint layout under ``out_dir``::
+What a method changes (loss, learning-rate plan, gradient clipping, model surgery between
+epochs, evaluation) it plugs in through :class:`TrainingHooks`; the loop itself is written once.
 
-    checkpoints/epoch_0003/{model.safetensors, meta.json, trainer_state.pt}
-    latest.json                {"epoch": 3, "checkpoint": "checkpoints/epoch_0003"}
-
-Each epoch is written to a fresh folder, then ``latest.json`` is replaced atomically, then the
-previous folder is removed, so a run killed at any moment resumes from a complete epoch.
-``trainer_state.pt`` holds the optimizer, scheduler, data-order generator and global RNG states,
-so a resumed run ends with bit-identical weights to an unbroken run with the same seed.
+Checkpoints: each epoch is written to a fresh folder of the run folder (layout and guarantees in
+:mod:`spikequant.runfolder`): weights, and the trainer state (optimizer, iteration, data-order
+generator and global RNG states) as safetensors + JSON, so a resumed run ends with bit-identical
+weights to an unbroken run with the same seed.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,14 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from .. import runfolder
 from ..errors import CheckpointError, NonFiniteError
-from ..io import atomic_write_bytes, write_json
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
 
-LATEST = "latest.json"
-TRAINER_STATE = "trainer_state.pt"
+LATEST = runfolder.LATEST
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -89,13 +82,6 @@ def lr_factor(schedule: dict, iteration: int, iters_per_epoch: int, total_iters:
         return float(schedule["gamma"]) ** (iteration // iters_per_epoch // schedule["step_size"])
     r = float(schedule["min_lr_ratio"])
     return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(iteration, total_iters) / total_iters))
-
-
-def build_scheduler(optimizer, schedule: dict, iters_per_epoch: int, epochs: int):
-    total = max(iters_per_epoch * epochs, 1)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: lr_factor(schedule, i, iters_per_epoch, total)
-    )
 
 
 # ----------------------------------------------------------------------------- data
@@ -232,45 +218,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (``latest.json`` names its newest checkpoint)."""
-    path = Path(path)
-    pointer = path / LATEST
-    if pointer.is_file():
-        try:
-            return path / json.loads(pointer.read_text())["checkpoint"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{pointer} is corrupt: {exc}") from None
-    return path
-
-
-def save_training_checkpoint(
-    out_dir: Path, *, epoch: int, model: nn.Module, meta: dict, trainer_state: dict
-) -> Path:
-    folder = out_dir / "checkpoints" / f"epoch_{epoch:04d}"
-    buffer = io.BytesIO()
-    torch.save(trainer_state, buffer)
-    atomic_write_bytes(folder / TRAINER_STATE, buffer.getvalue())
-    save_checkpoint(folder, model.state_dict(), {**meta, "epoch": epoch})
-    previous = out_dir / LATEST
-    old = resolve_checkpoint(out_dir) if previous.is_file() else None
-    write_json(previous, {"epoch": epoch, "checkpoint": str(folder.relative_to(out_dir))})
-    if old is not None and old.resolve() != folder.resolve() and old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def load_training_checkpoint(out_dir: Path) -> tuple[dict, dict, dict] | None:
-    """``(model_state, meta, trainer_state)`` of the newest complete epoch, or None if none."""
-    if not (out_dir / LATEST).is_file():
-        return None
-    folder = resolve_checkpoint(out_dir)
-    state, meta = load_checkpoint(folder)
-    path = folder / TRAINER_STATE
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no {TRAINER_STATE}; it cannot be resumed")
-    trainer_state = torch.load(path, weights_only=False)
-    if trainer_state.get("epoch") != meta.get("epoch"):
-        raise CheckpointError(f"{folder}: trainer state and weights are from different epochs")
-    return state, meta, trainer_state
+    return runfolder.resolve(path)
 
 
 # ----------------------------------------------------------------------------- training
@@ -278,8 +226,79 @@ def load_training_checkpoint(out_dir: Path) -> tuple[dict, dict, dict] | None:
 Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple]
 
 
+class TrainingHooks:
+    """What a training method plugs into :class:`Trainer`. Every hook has a default that gives
+    plain surrogate-gradient BPTT with ``L = CE(mean_t o_t, y)``; a method overrides only what it
+    changes. Hooks receive the trainer, whose ``model``, ``optimizer``, ``epoch``, ``iteration``
+    and ``generator`` they may read (and, at epoch boundaries, replace via
+    :meth:`Trainer.replace_model`)."""
+
+    def criterion(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(loss, scores [B, classes], labels)`` of one batch; ``loss=None`` skips the batch.
+        Default: augmentation, neuron reset, rate-decoded cross-entropy (mixup aware)."""
+        lam = y_b = None
+        if trainer.augment is not None:
+            result = trainer.augment(x, y, trainer.generator)
+            if len(result) == 4:
+                x, y, y_b, lam = result
+            else:
+                x, y = result
+        reset_state(trainer.model)
+        out = trainer.model(x)
+        loss = self.output_loss(trainer, out, y)
+        if lam is not None:
+            loss = lam * loss + (1 - lam) * self.output_loss(trainer, out, y_b)
+        return loss, self.scores(out), y
+
+    def output_loss(self, trainer: Trainer, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.scores(out), y)
+
+    def scores(self, out: torch.Tensor) -> torch.Tensor:
+        """Class scores from the model output (argmax = prediction): the rate over time."""
+        return out.mean(0)
+
+    def lr_factor(self, trainer: Trainer, iteration: int) -> float:
+        """Multiplier of the base learning rate before optimizer step ``iteration``."""
+        return lr_factor(
+            trainer.cfg["schedule"], iteration, trainer.iters_per_epoch, trainer.total_iters
+        )
+
+    def shuffle_generator(self, trainer: Trainer, epoch: int) -> torch.Generator:
+        """Generator of the data order of ``epoch`` (0-based). Default: the trainer's own."""
+        return trainer.generator
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        pass
+
+    def after_backward(self, trainer: Trainer) -> dict[str, float]:
+        """Gradient hook, between backward and the optimizer step; returns counters summed over
+        the epoch into its record. Default: ``optim.grad_clip`` (global norm)."""
+        clip = trainer.cfg["optim"]["grad_clip"]
+        if clip:
+            nn.utils.clip_grad_norm_(trainer.model.parameters(), float(clip))
+        return {}
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        pass
+
+    def on_resume(self, trainer: Trainer, meta: dict) -> None:
+        """Before a checkpoint's weights are loaded: make ``trainer.model`` the architecture the
+        checkpoint was saved from (a method that changes the model mid-run rebuilds it here)."""
+
+    def evaluate(self, trainer: Trainer, model: nn.Module, dataset: Dataset) -> dict[str, Any]:
+        return evaluate(model, dataset, batch_size=trainer.cfg["data"]["eval_batch_size"])
+
+    def checkpoint_meta(self, trainer: Trainer) -> dict:
+        """Metadata saved with every epoch (must let the method rebuild the model)."""
+        return dict(trainer.meta)
+
+
 class Trainer:
-    """Train ``model`` on ``train_set`` following a validated recipe (see :mod:`.recipe`).
+    """Train ``model`` on ``train_set`` following a validated recipe (see :mod:`.recipe`), with a
+    method's :class:`TrainingHooks`; checkpoints go to the run folder ``out_dir``
+    (:mod:`spikequant.runfolder`), one epoch folder at a time.
 
     ``augment(x, y, generator)`` may return ``(x, y)`` or a mixup triple
     ``(x, y_a, y_b, lam)``; it must draw randomness only from ``generator`` or the global RNGs
@@ -295,7 +314,9 @@ class Trainer:
         *,
         out_dir: Path,
         meta: dict,
+        hooks: TrainingHooks | None = None,
         augment: Augment | None = None,
+        epochs: int | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -305,104 +326,125 @@ class Trainer:
         self.test_set = test_set
         self.out_dir = Path(out_dir)
         self.meta = meta
+        self.hooks = hooks or TrainingHooks()
         self.augment = augment
         self.progress = progress
         self.log = log or (lambda msg: None)
-        self.epochs = cfg["train"]["epochs"]
+        self.epochs = epochs if epochs is not None else cfg["train"]["epochs"]
         self.batch_size = cfg["data"]["batch_size"]
         self.iters_per_epoch = num_batches(train_set, self.batch_size)
+        self.total_iters = max(self.iters_per_epoch * self.epochs, 1)
         self.generator = seed_everything(cfg["seed"])
         self.optimizer = build_optimizer(model, cfg["optim"])
-        self.scheduler = build_scheduler(
-            self.optimizer, cfg["schedule"], self.iters_per_epoch, self.epochs
-        )
         self.epoch = 0
+        self.iteration = 0
         self.history: list[dict] = []
+        self.final_eval: dict | None = None
+
+    def replace_model(self, model: nn.Module, optim: dict | None = None) -> None:
+        """Continue with another model (e.g. BN folded) and a fresh optimizer over its weights."""
+        self.model = model
+        self.optimizer = build_optimizer(model, optim or self.cfg["optim"])
 
     # -- state
     def trainer_state(self) -> dict:
         return {
             "epoch": self.epoch,
+            "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng(self.generator),
             "history": self.history,
         }
 
     def resume(self) -> bool:
-        loaded = load_training_checkpoint(self.out_dir)
+        loaded = runfolder.load_epoch(self.out_dir)
         if loaded is None:
             return False
         state, meta, trainer_state = loaded
-        if meta.get("model") != self.meta.get("model"):
+        if not isinstance(trainer_state, dict) or trainer_state.get("epoch") != meta.get("epoch"):
+            raise CheckpointError(f"{self.out_dir}: trainer state and weights disagree")
+        self.hooks.on_resume(self, meta)
+        if meta.get("model") != self.hooks.checkpoint_meta(self).get("model"):
             raise CheckpointError(
                 f"cannot resume {self.out_dir}: its checkpoint was made for model "
-                f"{meta.get('model')}, "
-                f"the recipe builds {self.meta.get('model')}"
+                f"{meta.get('model')}, the recipe builds {self.meta.get('model')}"
             )
-        self.model.load_state_dict(state)
-        self.optimizer.load_state_dict(trainer_state["optimizer"])
-        self.scheduler.load_state_dict(trainer_state["scheduler"])
-        restore_rng(trainer_state["rng"], self.generator)
-        self.epoch = int(trainer_state["epoch"])
-        self.history = list(trainer_state["history"])
+        try:
+            self.model.load_state_dict(state)
+            self.optimizer.load_state_dict(trainer_state["optimizer"])
+            restore_rng(trainer_state["rng"], self.generator)
+            self.epoch = int(trainer_state["epoch"])
+            self.iteration = int(trainer_state["iteration"])
+            self.history = list(trainer_state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot resume {self.out_dir}: {exc}") from None
         return True
 
     # -- loop
-    def _loss(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam = None
-        y_b = None
-        if self.augment is not None:
-            result = self.augment(x, y, self.generator)
-            if len(result) == 4:
-                x, y, y_b, lam = result
-            else:
-                x, y = result
-        reset_state(self.model)
-        logits = self.model(x).mean(0)
-        if lam is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y_b)
-        return loss, logits, y
+    def _set_lr(self) -> None:
+        factor = self.hooks.lr_factor(self, self.iteration)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
     def train_epoch(self, bar=None, task=None) -> dict[str, float]:
         self.model.train()
-        clip = self.cfg["optim"]["grad_clip"]
         loss_sum = 0.0
         correct = 0
         seen = 0
-        for x, y in batches(
-            self.train_set,
-            self.batch_size,
-            shuffle=True,
-            generator=self.generator,
-            num_workers=self.cfg["data"]["num_workers"],
+        counters: dict[str, float] = {}
+        generator = self.hooks.shuffle_generator(self, self.epoch)
+        for step, (x, y) in enumerate(
+            batches(
+                self.train_set,
+                self.batch_size,
+                shuffle=True,
+                generator=generator,
+                num_workers=self.cfg["data"]["num_workers"],
+            ),
+            start=1,
         ):
-            loss, logits, y_used = self._loss(x, y)
+            where = f"in epoch {self.epoch + 1}, step {step}"
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                raise NonFiniteError(
+                    f"the training batch {where} holds NaN or infinity; clean the dataset "
+                    "(the last good checkpoint is kept)"
+                )
+            loss, scores, y_used = self.hooks.criterion(self, x, y)
+            if loss is None:
+                continue
             if not torch.isfinite(loss):
                 raise NonFiniteError(
-                    f"loss became {float(loss.detach())} in epoch {self.epoch + 1} (lr "
-                    f"{self.scheduler.get_last_lr()[0]:.3g}); lower optim.lr or set optim.grad_clip"
+                    f"loss became {float(loss.detach())} {where} (lr "
+                    f"{self.optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint "
+                    "is kept: lower optim.lr or set optim.grad_clip"
                 )
+            self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            for key, value in self.hooks.after_backward(self).items():
+                counters[key] = counters.get(key, 0) + value
+            if not _finite_gradients(self.model):
+                raise NonFiniteError(
+                    f"gradients became NaN or infinite {where}; the weights were not updated "
+                    "and the last good checkpoint is kept: lower optim.lr or set optim.grad_clip"
+                )
             self.optimizer.step()
-            self.scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y_used).sum())
-            seen += len(y)
+            self.iteration += 1
+            loss_sum += float(loss.detach()) * len(y_used)
+            correct += int((scores.argmax(1) == y_used).sum())
+            seen += len(y_used)
             if bar is not None:
                 bar.update(task, advance=1, loss=loss_sum / seen, acc=100 * correct / seen)
         reset_state(self.model)
-        return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            **counters,
+        }
 
     def fit(self, *, stop_after: int | None = None) -> dict[str, Any]:
-        """Train until ``train.epochs`` (or, for tests of resuming, stop after ``stop_after``
+        """Train until ``self.epochs`` (or, for tests of resuming, stop after ``stop_after``
         epochs of this call as if killed). Returns the final evaluation."""
         progress_ctx = _progress(self.progress)
         eval_every = self.cfg["train"]["eval_every"]
@@ -411,6 +453,7 @@ class Trainer:
             while self.epoch < self.epochs:
                 if stop_after is not None and run_epochs >= stop_after:
                     return {"stopped_after_epoch": self.epoch}
+                self.hooks.on_epoch_start(self)
                 task = None
                 if bar is not None:
                     task = bar.add_task(
@@ -420,48 +463,47 @@ class Trainer:
                         acc=0.0,
                     )
                 start = time.perf_counter()
-                record = {
-                    "epoch": self.epoch + 1,
-                    **self.train_epoch(bar, task),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "seconds": time.perf_counter() - start,
-                }
+                record = {"epoch": self.epoch + 1, **self.train_epoch(bar, task)}
+                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
                 last = self.epoch == self.epochs
                 if self.test_set is not None and (
                     last or (eval_every and self.epoch % eval_every == 0)
                 ):
-                    ev = evaluate(
-                        self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"]
-                    )
-                    record.update(
-                        {
-                            "test_accuracy": ev["accuracy"],
-                            "test_loss": ev["loss"],
-                            "theta": ev["theta"],
-                        }
-                    )
+                    ev = self.hooks.evaluate(self, self.model, self.test_set)
+                    record["test_accuracy"] = ev["accuracy"]
+                    for key in ("loss", "theta"):
+                        if key in ev:
+                            record["test_loss" if key == "loss" else key] = ev[key]
                     if last:
                         self.final_eval = ev
+                self.hooks.on_epoch_end(self, record)
                 self.history.append(record)
                 if bar is not None:  # keeps the line above the live progress bars
                     bar.console.print(_epoch_line(record))
                 else:
                     self.log(_epoch_line(record))
-                save_training_checkpoint(
+                runfolder.save_epoch(
                     self.out_dir,
                     epoch=self.epoch,
-                    model=self.model,
-                    meta={**self.meta, "history": self.history},
+                    model_state=self.model.state_dict(),
+                    meta={**self.hooks.checkpoint_meta(self), "history": self.history},
                     trainer_state=self.trainer_state(),
                 )
+                runfolder.write_epoch_log(self.out_dir, self.history)
                 run_epochs += 1
-        final = getattr(self, "final_eval", None)
+        final = self.final_eval
         if final is None and self.test_set is not None:
-            final = evaluate(
-                self.model, self.test_set, batch_size=self.cfg["data"]["eval_batch_size"]
-            )
+            final = self.hooks.evaluate(self, self.model, self.test_set)
         return final or {}
+
+
+def _finite_gradients(model: nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
 def _epoch_line(r: dict) -> str:

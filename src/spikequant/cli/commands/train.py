@@ -9,7 +9,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train from a YAML recipe (direct, ttfs, spquant, qat, ...)",
+        help="train from a YAML recipe (methods direct, spquant, qat, ttfs, ...)",
         description="Run a recipe: a path or a bundled name (see `spikequant list recipes`). "
         "Checkpoints are written every epoch under --out; --resume continues a killed run.",
     )
@@ -24,7 +24,15 @@ def register(sub) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<recipe name>)")
     p.add_argument(
-        "--resume", action="store_true", help="continue from the run folder's last epoch"
+        "--resume", action="store_true", help="continue from the run folder's last good epoch"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue although the recipe settings changed",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in the --out folder"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
@@ -32,12 +40,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ...config import get_runner, load_recipe
+    from ...config import load_recipe, run_recipe
+    from ...errors import ConfigError
 
+    if args.force and not args.resume:
+        raise ConfigError("--force goes with --resume")
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite and --resume exclude each other")
     cfg = load_recipe(args.recipe, args.overrides)
     out = args.out or Path("runs") / str(cfg["name"])
-    runner = get_runner(cfg["kind"])
-    result = runner(cfg, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    result = run_recipe(
+        cfg,
+        out_dir=out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        force=args.force,
+        progress=not args.no_progress and not args.json,
+    )
     if args.json:
         print(json.dumps(result, default=str))
     else:

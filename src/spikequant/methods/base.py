@@ -1,0 +1,152 @@
+"""The method registry and the base class of a training method.
+
+A method is a :class:`~spikequant.train.trainer.TrainingHooks` (what it changes in the one
+training loop) plus how it builds its data and model from a validated recipe, how it rebuilds a
+saved model from checkpoint metadata, and which metrics it adds at the end. Its options are a
+frozen dataclass ``Options``: the recipe's ``method:`` section (besides ``name``) is validated
+against it, unknown keys being errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from ..errors import ConfigError
+from ..train.trainer import Trainer, TrainingHooks
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise ConfigError(f"a training method named {cls.name!r} is already registered")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: Any) -> type[Method]:
+    if not isinstance(name, str) or name not in _METHODS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_METHODS), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(list_methods())}"
+        raise ConfigError(f"recipe: unknown method.name {name!r} ({hint})")
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+def subset(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` samples (all if ``n`` is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:n] for t in dataset.tensors))
+    return Subset(dataset, range(n))
+
+
+class Method(TrainingHooks):
+    """Base of every training method; see the module docstring."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    #: whether the model section's ``timesteps`` / ``neuron`` apply (spiking models built with a
+    #: neuron); methods whose models have their own neurons refuse them.
+    spiking_model: ClassVar[bool] = True
+    default_neuron: ClassVar[str] = "atif_u"
+    default_timesteps: ClassVar[int] = 4
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        section = {k: v for k, v in cfg["method"].items() if k != "name"}
+        self.options = self.Options(**section)
+
+    # -- recipe
+    @classmethod
+    def check_recipe(cls, cfg: dict) -> None:
+        """Cross-section checks of a validated recipe (fills the model defaults)."""
+        model = cfg["model"]
+        if cls.spiking_model:
+            if model["timesteps"] is None:
+                model["timesteps"] = cls.default_timesteps
+            if model["neuron"] is None:
+                model["neuron"] = cls.default_neuron
+            if model["neuron"] == "relu" and model["timesteps"] != 1:
+                raise ConfigError(
+                    "recipe: model.neuron 'relu' (the ANN baseline) runs with model.timesteps "
+                    f"= 1, got {model['timesteps']}"
+                )
+        else:
+            given = [k for k in ("timesteps", "neuron") if model[k] is not None]
+            given += ["neuron_kwargs"] if model["neuron_kwargs"] else []
+            if given:
+                raise ConfigError(
+                    f"recipe: method {cls.name} builds its own neurons; remove "
+                    f"{', '.join('model.' + k for k in given)}"
+                )
+
+    def total_epochs(self) -> int:
+        return self.cfg["train"]["epochs"]
+
+    # -- data and model
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        from ..data import get_dataset
+
+        data = self.cfg["data"]
+        train = get_dataset(data["name"], "train", root=data["root"])
+        test = get_dataset(data["name"], "test", root=data["root"])
+        return subset(train, data["train_subset"]), subset(test, data["test_subset"])
+
+    def augment(self):
+        from ..train.build import build_augment
+
+        return build_augment(self.cfg)
+
+    def model_spec(self) -> dict:
+        from ..train.build import model_spec
+
+        return model_spec(self.cfg, spiking=self.spiking_model)
+
+    def build_model(self) -> nn.Module:
+        """The model for epoch 1 (the global RNG is seeded just before)."""
+        from ..train.build import build_model
+
+        return build_model(self.model_spec())
+
+    def prepare_model(self, model: nn.Module, dataset: Dataset) -> None:
+        """Adapt the model to the data (frame sequences arrive batch-first from a loader)."""
+        from ..train.trainer import accept_frame_sequences
+
+        accept_frame_sequences(model, dataset)
+
+    @classmethod
+    def rebuild(cls, meta: dict) -> nn.Module:
+        """The untrained model a checkpoint with metadata ``meta`` was saved from."""
+        from ..train.build import build_model
+
+        return build_model(meta["model"])
+
+    # -- results
+    def final_metrics(self, trainer: Trainer, final: dict) -> dict[str, Any]:
+        """Metrics added to ``metrics.json`` at the end of the run."""
+        return {}
+
+    def checkpoint_meta(self, trainer: Trainer) -> dict:
+        return {**trainer.meta, "method": self.name, "method_options": self.cfg["method"]}
+
+
+def example_batch(dataset: Dataset) -> torch.Tensor:
+    x, _ = dataset[0]
+    return x.unsqueeze(0)

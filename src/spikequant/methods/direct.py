@@ -1,0 +1,11 @@
+"""Direct training: surrogate-gradient BPTT of a spiking network, ``L = CE(mean_t o_t, y)``
+(the ATIF paper's procedure; the defaults of :class:`~spikequant.train.trainer.TrainingHooks`)."""
+
+from __future__ import annotations
+
+from .base import Method, register_method
+
+
+@register_method
+class Direct(Method):
+    name = "direct"

@@ -1,0 +1,114 @@
+r"""SpQuant-SNN: quantization-aware training of a spiking network with low-bit weights, a
+ternary membrane and spatial/channel pruning (see :mod:`spikequant.spquant`).
+
+Loss: TET, ``L = (1 - lam) mean_t CE(o_t, y) + lam MSE(o, 1)``, plus with channel gates the
+density penalty ``rho * P(keep)``. The model is the recipe's spiking model with its weights
+quantized, pruning set and gates attached; ``init_from`` starts it from an earlier stage's run
+(a float FP-SNN checkpoint loads into the quantized layers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..spquant.pruning import GATE_PENALTY_MODES, gate_density_penalty
+from .base import Method, register_method
+
+
+@dataclasses.dataclass(frozen=True)
+class SpQuantOptions:
+    weight_bits: int = 32  # 32 = float weights; <= 4 power-of-two, else uniform
+    weight_alpha: float = 4.0  # power-of-two clip scale (on standardised weights)
+    weight_standardize: bool = True
+    weight_std: float = 4.0  # std the weights are standardised to (power-of-two only)
+    weight_rescale: bool = False  # map power-of-two weights back to the layer's float scale
+    weight_exclude: list[str] = dataclasses.field(default_factory=list)
+    learn_threshold: bool = False  # per-layer V_th with the separate gradient path
+    spatial_prune: float = 0.0  # fraction of locations per sample/step without input current
+    channel_gates: bool = False  # membrane-guided channel masks between spiking conv layers
+    gate_threshold: float = 0.47
+    gate_init_bias: float = 0.0
+    gate_init_std: float = 0.01
+    gate_keep: float = 0.31  # target keep ratio of the gates (density penalty)
+    gate_penalty: float = 1.0
+    gate_penalty_mode: str = "cap"  # cap: penalise only > keep open; target: both ways
+    tet_lambda: float = 0.05
+    init_from: str | None = None  # run folder of an earlier stage to start from
+
+    def __post_init__(self) -> None:
+        if self.weight_bits < 2:
+            raise ConfigError(f"method.weight_bits must be >= 2, got {self.weight_bits}")
+        if not 0 <= self.spatial_prune < 1:
+            raise ConfigError(f"method.spatial_prune must be in [0, 1), got {self.spatial_prune}")
+        if not 0 <= self.tet_lambda <= 1:
+            raise ConfigError(f"method.tet_lambda must be in [0, 1], got {self.tet_lambda}")
+        if not 0 < self.gate_keep <= 1:
+            raise ConfigError(f"method.gate_keep must be in (0, 1], got {self.gate_keep}")
+        if self.gate_penalty_mode not in GATE_PENALTY_MODES:
+            raise ConfigError(
+                f"method.gate_penalty_mode must be one of {', '.join(GATE_PENALTY_MODES)}, "
+                f"got {self.gate_penalty_mode!r}"
+            )
+
+
+@register_method
+class SpQuant(Method):
+    name = "spquant"
+    Options = SpQuantOptions
+    default_neuron = "qlif"
+
+    @classmethod
+    def check_recipe(cls, cfg: dict) -> None:
+        super().check_recipe(cfg)
+        if cfg["method"]["learn_threshold"]:
+            cfg["model"]["neuron_kwargs"]["learn_threshold"] = True
+
+    def build_model(self) -> nn.Module:
+        from ..spquant.build import build_spquant_model, init_from
+
+        model = build_spquant_model(self.model_spec(), dataclasses.asdict(self.options))
+        self.initialised_missing_keys = None
+        if self.options.init_from:
+            self.initialised_missing_keys = init_from(model, self.options.init_from)
+        return model
+
+    @classmethod
+    def rebuild(cls, meta: dict) -> nn.Module:
+        from ..spquant.build import build_spquant_model
+
+        options = meta.get("method_options") or meta.get("spquant") or {}
+        options = {k: v for k, v in options.items() if k != "name"}
+        known = {f.name for f in dataclasses.fields(SpQuantOptions)}
+        merged = dataclasses.asdict(SpQuantOptions(**{k: options[k] for k in known & set(options)}))
+        return build_spquant_model(meta["model"], merged)
+
+    def output_loss(self, trainer, out, y):
+        from ..spquant.loss import tet_loss
+
+        loss = tet_loss(out, y, float(self.options.tet_lambda))
+        if self.options.channel_gates and self.options.gate_penalty:
+            loss = loss + float(self.options.gate_penalty) * gate_density_penalty(
+                trainer.model, float(self.options.gate_keep), self.options.gate_penalty_mode
+            )
+        return loss
+
+    def final_metrics(self, trainer, final: dict) -> dict[str, Any]:
+        from ..spquant.build import evaluate_spquant, learned_scales
+
+        extra = evaluate_spquant(
+            trainer.model,
+            trainer.test_set,
+            dataclasses.asdict(self.options),
+            batch_size=self.cfg["data"]["eval_batch_size"],
+        )
+        extra = {f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in extra.items()}
+        return {
+            **extra,
+            "spquant": dataclasses.asdict(self.options),
+            "initialised_missing_keys": getattr(self, "initialised_missing_keys", None),
+            **learned_scales(trainer.model),
+        }

@@ -1,0 +1,187 @@
+r"""TTFS: time-to-first-spike networks trained with exact spike-time gradients
+(:mod:`spikequant.temporal`).
+
+Loss (``form``): ``code`` = softmax cross-entropy on ``-z`` (the authors' code), ``paper`` = the
+printed eq. (5), plus ``l2`` / ``l2_conv`` weight penalties and the ``K``-weighted spike-time
+regulariser. After backward each layer's gradient ``G`` is scaled by ``clip / n`` when
+``n = ||G||_F / rows > clip`` (row-normalised clipping). Learning rate: linear from
+``optim.lr`` (first epoch) to ``lr_end`` (last full-precision epoch); each further entry of
+``bits`` (e.g. ``[32, 8, 4, 2]``) fine-tunes ``epochs_per_stage`` epochs with the forward pass
+quantized to that many bits at ``stage_lr``; each stage's model is saved in ``OUT/bits<b>``.
+Each epoch's data order comes from its own generator seeded ``1000 seed + epoch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ..checkpoint import save_checkpoint
+from ..errors import ConfigError
+from .base import Method, register_method, subset
+
+
+@dataclasses.dataclass(frozen=True)
+class TTFSOptions:
+    form: str = "code"
+    K: float = 100.0
+    beta: float = 1.0
+    l2: float = 1e-3
+    l2_conv: float = 1e-2
+    clip: float = 10.0
+    lr_end: float | None = None  # default optim.lr
+    bits: list[int] = dataclasses.field(default_factory=lambda: [32])
+    epochs_per_stage: int = 1
+    stage_lr: float | None = None  # default lr_end
+    range_quantile: float = 1.0
+
+    def __post_init__(self) -> None:
+        from ..temporal.layers import FULL_PRECISION_BITS
+        from ..temporal.loss import LOSS_FORMS
+
+        if self.form not in LOSS_FORMS:
+            raise ConfigError(f"method.form must be one of {LOSS_FORMS}, got {self.form!r}")
+        if not self.bits or self.bits[0] != FULL_PRECISION_BITS or min(self.bits) < 2:
+            raise ConfigError(
+                f"method.bits must start with 32 and hold integers >= 2, got {self.bits}"
+            )
+        for key in ("K", "beta", "l2", "l2_conv", "clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"method.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("lr_end", "stage_lr"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"method.{key} must be > 0, got {value}")
+        if self.epochs_per_stage < 1:
+            raise ConfigError("method.epochs_per_stage must be >= 1")
+        if not 0 < self.range_quantile <= 1:
+            raise ConfigError(f"method.range_quantile must be in (0, 1], got {self.range_quantile}")
+
+
+@register_method
+class TTFS(Method):
+    name = "ttfs"
+    Options = TTFSOptions
+    spiking_model = False
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        from ..temporal.layers import FULL_PRECISION_BITS
+
+        o = self.options
+        lr = float(cfg["optim"]["lr"])
+        lr_end = o.lr_end if o.lr_end is not None else lr
+        stage_lr = o.stage_lr if o.stage_lr is not None else lr_end
+        epochs = cfg["train"]["epochs"]
+        self.plan: list[tuple[int, float]] = []  # (weight bits, learning rate) of every epoch
+        for e in range(epochs):
+            frac = e / (epochs - 1) if epochs > 1 else 0.0
+            self.plan.append((FULL_PRECISION_BITS, lr + frac * (lr_end - lr)))
+        for bits in o.bits[1:]:
+            self.plan += [(bits, stage_lr)] * o.epochs_per_stage
+
+    def total_epochs(self) -> int:
+        return len(self.plan)
+
+    def datasets(self):
+        from ..data import load_arrays
+
+        data = self.cfg["data"]
+        sets = []
+        for split, n in (("train", data["train_subset"]), ("test", data["test_subset"])):
+            X, y = load_arrays(data["name"], split, root=data["root"])
+            sets.append(subset(TensorDataset(X.float(), y.long()), n))
+        return tuple(sets)
+
+    def augment(self):
+        return None
+
+    def model_spec(self) -> dict:
+        return {"name": self.cfg["model"]["name"], "kwargs": dict(self.cfg["model"]["kwargs"])}
+
+    def prepare_model(self, model, dataset) -> None:
+        pass
+
+    # -- hooks
+    def shuffle_generator(self, trainer, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg["seed"] * 1000 + epoch)
+
+    def lr_factor(self, trainer, iteration: int) -> float:
+        return self.plan[trainer.epoch][1] / float(self.cfg["optim"]["lr"])
+
+    def on_epoch_start(self, trainer) -> None:
+        from ..temporal.layers import set_weight_bits
+
+        set_weight_bits(trainer.model, self.plan[trainer.epoch][0], self.options.range_quantile)
+
+    def criterion(self, trainer, x, y):
+        from ..temporal.loss import ttfs_loss
+
+        o = self.options
+        z_out = trainer.model(x)
+        loss = ttfs_loss(
+            trainer.model, z_out, y, form=o.form, K=o.K, beta=o.beta, l2=o.l2, l2_conv=o.l2_conv
+        )
+        if o.form == "paper" and torch.isinf(loss):
+            return None, -z_out, y  # the correct neuron never fired: eq. (5) is undefined
+        return loss, -z_out, y
+
+    def after_backward(self, trainer) -> dict[str, float]:
+        from ..temporal.loss import clip_row_normalised
+
+        norms = clip_row_normalised(trainer.model, self.options.clip)
+        return {"clipped_grads": sum(n > self.options.clip for n in norms)}
+
+    def evaluate(self, trainer, model, dataset) -> dict[str, Any]:
+        return self._evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])
+
+    @staticmethod
+    def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
+        from ..temporal.evaluate import evaluate
+
+        X, y = dataset.tensors
+        return evaluate(model, X, y, batch_size)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        bits = self.plan[trainer.epoch - 1][0]
+        record["bits"] = bits
+        if "test_accuracy" not in record:  # every TTFS epoch is evaluated (stage table)
+            ev = self.evaluate(trainer, trainer.model, trainer.test_set)
+            record["test_accuracy"] = ev["accuracy"]
+        last_of_stage = trainer.epoch == len(self.plan) or self.plan[trainer.epoch][0] != bits
+        if last_of_stage and len(self.options.bits) > 1:
+            meta = {**self.checkpoint_meta(trainer), "weight_bits": bits}
+            save_checkpoint(trainer.out_dir / f"bits{bits}", trainer.model.state_dict(), meta)
+
+    @classmethod
+    def rebuild(cls, meta: dict) -> nn.Module:
+        from ..temporal import models  # noqa: F401  (registers ttfs_fc / ttfs_scnn)
+        from ..temporal.layers import set_weight_bits
+        from ..train.build import build_model
+
+        model = build_model(meta["model"])
+        if meta.get("weight_bits"):
+            set_weight_bits(model, int(meta["weight_bits"]))
+        return model
+
+    def build_model(self) -> nn.Module:
+        from ..temporal import models  # noqa: F401  (registers ttfs_fc / ttfs_scnn)
+
+        return super().build_model()
+
+    def final_metrics(self, trainer, final: dict) -> dict[str, Any]:
+        by_bits = {str(r["bits"]): r["test_accuracy"] for r in trainer.history}
+        return {
+            "weight_bits": self.plan[-1][0],
+            "weight_range_quantile": self.options.range_quantile,
+            "accuracy_by_bits": by_bits,
+            "seconds_per_epoch": [r["seconds"] for r in trainer.history],
+        }
+
+    def checkpoint_meta(self, trainer) -> dict:
+        bits = self.plan[min(trainer.epoch, len(self.plan)) - 1][0] if trainer.epoch else 32
+        return {**super().checkpoint_meta(trainer), "weight_bits": bits}

@@ -1,0 +1,243 @@
+"""The one pipeline: a validated recipe runs through its method's hooks on the one Trainer into
+a run folder; a run folder of any method is loaded back the same way.
+
+``run(cfg, out_dir=...)`` validates the recipe (:mod:`spikequant.train.recipe`), checks the run
+folder (:mod:`spikequant.runfolder`: writable, not holding another run, not locked), trains,
+and writes ``metrics.json``. ``load_run_model(path)`` rebuilds the model of any run from the
+method named in its metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import runfolder
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError, ConfigError, RunFolderError
+from .io import write_json
+from .train.recipe import validate_recipe
+from .train.trainer import Trainer
+
+
+def create_method(cfg: dict):
+    from .methods import get_method
+
+    return get_method(cfg["method"]["name"])(cfg)
+
+
+def run(
+    cfg: dict,
+    *,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train recipe ``cfg`` into the run folder ``out_dir``; returns the final metrics.
+
+    ``resume`` continues the run in ``out_dir`` from its newest good epoch (refused if it was
+    made with other settings, unless ``force``); ``overwrite`` replaces a run there.
+    ``stop_after`` stops after that many epochs of this call, as if killed (tests).
+    """
+    cfg = validate_recipe(cfg)
+    method = create_method(cfg)
+    out_dir = Path(out_dir)
+    runfolder.prepare(out_dir, resume=resume, overwrite=overwrite)
+    with runfolder.RunLock(out_dir):
+        if resume:
+            refuse_changed_settings(out_dir, cfg, force)
+        with _threads(cfg["train"]["threads"]):
+            return _train(cfg, method, out_dir, resume, progress, stop_after)
+
+
+def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after) -> dict:
+    train_set, test_set = method.datasets()
+    torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
+    model = method.build_model()
+    method.prepare_model(model, train_set)
+    check_model_fits_data(model, method, train_set)
+    if not (resume and (out_dir / runfolder.RUN_FILE).is_file()):
+        runfolder.write_run_file(out_dir, {"method": method.name, "recipe": cfg})
+    meta = {
+        "method": method.name,
+        "kind": method.name,
+        "model": method.model_spec(),
+        "recipe": cfg,
+        "dataset": cfg["data"]["name"],
+    }
+    trainer = Trainer(
+        model,
+        cfg,
+        train_set,
+        test_set,
+        out_dir=out_dir,
+        meta=meta,
+        hooks=method,
+        augment=method.augment(),
+        epochs=method.total_epochs(),
+        progress=progress,
+        log=log if progress else None,
+    )
+    resumed_from = None
+    if resume:
+        if trainer.resume():
+            resumed_from = trainer.epoch
+            log(f"resumed {out_dir} after epoch {trainer.epoch}")
+        else:
+            log(f"no checkpoint in {out_dir} yet: starting from epoch 1")
+    started = time.perf_counter()
+    final = trainer.fit(stop_after=stop_after)
+    if "stopped_after_epoch" in final:
+        return final
+    final = {f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in final.items()}
+    result = {
+        "name": cfg["name"],
+        "method": method.name,
+        "dataset": cfg["data"]["name"],
+        "model": trainer.hooks.checkpoint_meta(trainer)["model"],
+        "epochs": trainer.epoch,
+        "resumed_from_epoch": resumed_from,
+        "train_seconds": sum(r["seconds"] for r in trainer.history),
+        **final,
+    }
+    result.update(method.final_metrics(trainer, final))
+    result["history"] = trainer.history
+    result["checkpoint"] = str(out_dir / runfolder.LATEST)
+    result["wall_seconds"] = time.perf_counter() - started
+    write_json(out_dir / runfolder.METRICS, result)
+    return result
+
+
+def check_model_fits_data(model: nn.Module, method, dataset) -> None:
+    """One sample through the model before training: a shape mismatch between recipe and data
+    (input size, channels, classes) is a one-line ConfigError now, not a traceback later."""
+    from .neurons import reset_state
+
+    if len(dataset) == 0:
+        raise ConfigError("the training set is empty (check data.train_subset and the dataset)")
+    x, y = dataset[0]
+    x = torch.as_tensor(x).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reset_state(model)
+            scores = method.scores(model(x))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model {cfg_model_name(method)!r} does not fit the data (sample shape "
+            f"{list(x.shape[1:])}): {reason}"
+        ) from None
+    finally:
+        reset_state(model)
+        model.train(was_training)
+    classes = scores.shape[-1]
+    label = int(torch.as_tensor(y).max())
+    if label >= classes:
+        raise ConfigError(
+            f"model {cfg_model_name(method)!r} has {classes} outputs but the data has label "
+            f"{label}; set model.kwargs.num_classes to the dataset's class count"
+        )
+
+
+def cfg_model_name(method) -> str:
+    return method.cfg["model"]["name"]
+
+
+def refuse_changed_settings(out_dir: Path, cfg: dict, force: bool) -> None:
+    """``--resume`` continues a run only with the settings it was made with."""
+    record = runfolder.read_run_file(out_dir)
+    if record is None:
+        return
+    stored = record.get("recipe")
+    now = json.loads(json.dumps(cfg))
+    differing = sorted(_differing_keys(stored, now))
+    if differing and not force:
+        raise RunFolderError(
+            f"{out_dir} was made with other settings ({', '.join(differing[:6])}"
+            f"{' ...' if len(differing) > 6 else ''}); resume with the same recipe and --set "
+            "values, or add --force to continue with the new ones"
+        )
+    if differing:
+        log(f"--force: continuing {out_dir} with changed {', '.join(differing)}")
+        runfolder.write_run_file(out_dir, {**record, "recipe": cfg})
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = []
+        for key in sorted(set(a) | set(b)):
+            keys += _differing_keys(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return keys
+    return [] if a == b else [prefix or "(recipe)"]
+
+
+@contextlib.contextmanager
+def _threads(threads: int):
+    """``train.threads``: torch's intra-op threads for the run, restored afterwards."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def log(msg: str) -> None:
+    """The pipeline's log line: stderr, so that ``--json`` output on stdout stays parseable."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def run_method_name(meta: dict) -> str:
+    """The training method that wrote a checkpoint (older checkpoints say ``kind``)."""
+    return str(meta.get("method") or meta.get("kind") or "direct")
+
+
+def load_run_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """The model of a run folder or checkpoint folder of any method, rebuilt by that method
+    (quantizers, gates, folded BN included) with its weights, and the checkpoint metadata."""
+    from .methods import get_method
+
+    folder = runfolder.resolve(path)
+    state, meta = load_checkpoint(folder)
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"checkpoint {folder} does not name its model in meta.json")
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise CheckpointError(f"checkpoint {folder}: model kwargs must be a mapping")
+    try:
+        method = get_method(run_method_name(meta))
+        model = method.rebuild(meta)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {folder} cannot be rebuilt: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"weights in {folder} do not fit model {spec['name']!r}: "
+            f"{first[1].strip() if len(first) > 1 else first[0]}"
+        ) from None
+    return model, meta
+
+
+def check_finite_weights(model: nn.Module, where: str) -> None:
+    """Refuse a model whose weights hold NaN or infinity (evaluating it would report chance)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{where}: weight {name} holds NaN or infinity")
