@@ -21,7 +21,7 @@ from torch import nn
 
 from . import runfolder
 from .checkpoint import load_checkpoint
-from .errors import CheckpointError, ConfigError, RunFolderError
+from .errors import CheckpointError, ConfigError, ConversionError, RunFolderError
 from .io import write_json
 from .train.recipe import validate_recipe
 from .train.trainer import Trainer
@@ -65,7 +65,7 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
     torch.manual_seed(cfg["seed"])  # the initial weights depend on the seed only
     model = method.build_model()
     method.prepare_model(model, train_set)
-    check_model_fits_data(model, method, train_set)
+    check_model_fits_data(model, method.scores, train_set, cfg["model"]["name"])
     if not (resume and (out_dir / runfolder.RUN_FILE).is_file()):
         runfolder.write_run_file(out_dir, {"method": method.name, "recipe": cfg})
     meta = {
@@ -118,7 +118,7 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
     return result
 
 
-def check_model_fits_data(model: nn.Module, method, dataset) -> None:
+def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
     """One sample through the model before training: a shape mismatch between recipe and data
     (input size, channels, classes) is a one-line ConfigError now, not a traceback later."""
     from .neurons import reset_state
@@ -132,27 +132,23 @@ def check_model_fits_data(model: nn.Module, method, dataset) -> None:
     try:
         with torch.no_grad():
             reset_state(model)
-            scores = method.scores(model(x))
+            out = scores(model(x))
     except (RuntimeError, ValueError, IndexError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"model {cfg_model_name(method)!r} does not fit the data (sample shape "
+            f"model {name!r} does not fit the data (sample shape "
             f"{list(x.shape[1:])}): {reason}"
         ) from None
     finally:
         reset_state(model)
         model.train(was_training)
-    classes = scores.shape[-1]
+    classes = out.shape[-1]
     label = int(torch.as_tensor(y).max())
     if label >= classes:
         raise ConfigError(
-            f"model {cfg_model_name(method)!r} has {classes} outputs but the data has label "
+            f"model {name!r} has {classes} outputs but the data has label "
             f"{label}; set model.kwargs.num_classes to the dataset's class count"
         )
-
-
-def cfg_model_name(method) -> str:
-    return method.cfg["model"]["name"]
 
 
 def refuse_changed_settings(out_dir: Path, cfg: dict, force: bool) -> None:
@@ -233,7 +229,27 @@ def load_run_model(path: str | Path) -> tuple[nn.Module, dict]:
             f"weights in {folder} do not fit model {spec['name']!r}: "
             f"{first[1].strip() if len(first) > 1 else first[0]}"
         ) from None
+    check_finite_weights(model, str(folder))
     return model, meta
+
+
+def run_scores(meta: dict):
+    """The class-score function of a run's method (argmax = prediction)."""
+    from .methods import get_method
+
+    return get_method(run_method_name(meta)).scores
+
+
+def require_ann(meta: dict, path) -> None:
+    """Conversion starts from an ANN: refuse a spiking run with one line naming its method."""
+    from .registry import model_family
+
+    family = model_family(meta["model"]["name"])
+    if family != "ann":
+        raise ConversionError(
+            f"convert needs an ANN run (method qat); {path} is a {family} run of method "
+            f"{run_method_name(meta)}"
+        )
 
 
 def check_finite_weights(model: nn.Module, where: str) -> None:

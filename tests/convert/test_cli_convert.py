@@ -6,21 +6,23 @@ import pytest
 
 from spikequant.cli import main
 from spikequant.cli.commands.convert import parse_timesteps
-from spikequant.config import get_runner
-from spikequant.errors import ConfigError
+from spikequant.config import run_recipe
+from spikequant.errors import ConfigError, RunFolderError
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_qat")
     cfg = {
-        "kind": "qat",
         "name": "tiny",
         "seed": 0,
+        "data": {"name": "mnist5k"},
         "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 4, "hidden": [32]}},
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "train": {"epochs": 1},
+        "method": {"name": "qat"},
     }
-    get_runner("qat")(cfg, out_dir=out, progress=False)
+    run_recipe(cfg, out_dir=out, progress=False)
     return out
 
 
@@ -91,17 +93,19 @@ def test_resume_reconverts_with_labelled_variants(tmp_path):
     retraining): the variants recipe of docs/results/msat-mnist-variants.md works this way."""
     run = tmp_path / "run"
     cfg = {
-        "kind": "qat",
         "name": "tiny-float",
         "seed": 0,
+        "data": {"name": "mnist5k", "batch_size": 128},
         "model": {"name": "ann_mlp", "kwargs": {"hidden": [16]}},
-        "train": {"epochs": 1, "batch_size": 128, "lr": 0.05},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "train": {"epochs": 1},
+        "method": {"name": "qat"},
     }
-    first = get_runner("qat")(cfg, out_dir=run, progress=False)
+    first = run_recipe(cfg, out_dir=run, progress=False)
     variants = {
         **cfg,
         "name": "tiny-variants",
-        "convert": {
+        "method": {"name": "qat", "convert": {
             "methods": [
                 "rate",
                 {"label": "rate-v0.5", "method": "rate", "initial_membrane": 0.5},
@@ -109,9 +113,11 @@ def test_resume_reconverts_with_labelled_variants(tmp_path):
             ],
             "timesteps": [1, 2, 4],
             "out": str(tmp_path),
-        },
+        }},
     }
-    again = get_runner("qat")(variants, out_dir=run, resume=True, progress=False)
+    with pytest.raises(RunFolderError, match="method.convert"):  # other settings: refused ...
+        run_recipe(variants, out_dir=run, resume=True, progress=False)
+    again = run_recipe(variants, out_dir=run, resume=True, force=True, progress=False)  # ... unless forced
     assert again["test_accuracy"] == first["test_accuracy"]
     report = json.loads((tmp_path / "tiny-variants.json").read_text())
     assert list(report["methods"]) == ["rate", "rate-v0.5", "msat-noconf"]
@@ -123,5 +129,5 @@ def test_resume_reconverts_with_labelled_variants(tmp_path):
         assert again["within_1_point_at_T"][label]["first"] == entry["within_1_point_at_T"]
     assert "within 1 point from T on" in (tmp_path / "tiny-variants.md").read_text()
     other = {**variants, "model": {"name": "ann_mlp", "kwargs": {"hidden": [8]}}}
-    with pytest.raises(ConfigError):
-        get_runner("qat")(other, out_dir=run, resume=True, progress=False)
+    with pytest.raises(RunFolderError, match="model.kwargs.hidden"):
+        run_recipe(other, out_dir=run, resume=True, progress=False)

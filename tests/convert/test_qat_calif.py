@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from spikequant.checkpoint import load_model
-from spikequant.config import get_runner
+from spikequant.config import run_recipe
 from spikequant.convert.evaluate import accuracy_vs_timesteps, ann_accuracy
 from spikequant.convert.network import calif_agreement, convert
 from spikequant.data import load_arrays
 from spikequant.errors import ConfigError, ConversionError
+from spikequant.pipeline import load_run_model
 from spikequant.quant.qat import QuantReLU, check_bits, fake_quant_weight, quantize_weight
 
 
@@ -16,15 +16,16 @@ from spikequant.quant.qat import QuantReLU, check_bits, fake_quant_weight, quant
 def qat_mlp(tmp_path_factory):
     out = tmp_path_factory.mktemp("qat_mlp")
     cfg = {
-        "kind": "qat",
         "name": "test-qat-mlp",
         "seed": 0,
         "model": {"name": "ann_mlp", "kwargs": {"qat": True, "bits": 8, "hidden": [64, 32]}},
-        "data": {"dataset": "mnist5k"},
-        "train": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+        "data": {"name": "mnist5k", "batch_size": 64},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "train": {"epochs": 2},
+        "method": {"name": "qat"},
     }
-    metrics = get_runner("qat")(cfg, out_dir=out, progress=False)
-    model, meta = load_model(out)
+    metrics = run_recipe(cfg, out_dir=out, progress=False)
+    model, meta = load_run_model(out)
     return model.eval(), metrics, meta
 
 

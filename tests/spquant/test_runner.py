@@ -7,13 +7,13 @@ import torch
 
 from spikequant import ConfigError
 from spikequant.cli import main
-from spikequant.config import get_runner
 from spikequant.data import get_dataset
+from spikequant.methods import get_method
+from spikequant.pipeline import run as run_recipe
+from spikequant.spquant.build import evaluate_spquant, load_spquant_model
 from spikequant.spquant.loss import tet_loss
-from spikequant.spquant.runner import evaluate_spquant, load_spquant_model, run_recipe
 
 TINY = {
-    "kind": "spquant",
     "name": "tiny",
     "seed": 0,
     "data": {"name": "mnist5k", "batch_size": 32, "train_subset": 96, "test_subset": 48},
@@ -25,7 +25,8 @@ TINY = {
     },
     "optim": {"name": "adam", "lr": 0.001},
     "train": {"epochs": 1, "eval_every": 0},
-    "spquant": {
+    "method": {
+        "name": "spquant",
         "weight_bits": 2,
         "spatial_prune": 0.35,
         "channel_gates": True,
@@ -41,8 +42,8 @@ def tiny_run(tmp_path_factory):
     return out, result
 
 
-def test_runner_is_registered_for_kind_spquant():
-    assert get_runner("spquant") is run_recipe
+def test_method_is_registered_as_spquant():
+    assert get_method("spquant").name == "spquant"
 
 
 def test_tiny_run_reports_measured_sparsity(tiny_run):
@@ -60,7 +61,7 @@ def test_checkpoint_reloads_to_the_same_accuracy(tiny_run):
     model, meta = load_spquant_model(out)
     test = get_dataset("mnist5k", "test")
     subset = torch.utils.data.TensorDataset(*(t[:48] for t in test.tensors))
-    again = evaluate_spquant(model, subset, meta["spquant"], ablation=False)
+    again = evaluate_spquant(model, subset, meta["method_options"], ablation=False)
     assert again["accuracy"] == result["test_accuracy"]
     assert model.net[1].threshold.requires_grad  # learnable threshold survived
 
@@ -74,11 +75,11 @@ def test_cost_command_on_checkpoint(tiny_run, capsys):
 
 
 def test_bad_spquant_section_is_a_config_error(tmp_path):
-    bad = {**TINY, "spquant": {"weight_bits": 2, "prune": 0.3}}
-    with pytest.raises(ConfigError, match="spquant.prune"):
+    bad = {**TINY, "method": {"name": "spquant", "weight_bits": 2, "prune": 0.3}}
+    with pytest.raises(ConfigError, match="method.prune"):
         run_recipe(bad, out_dir=tmp_path)
-    with pytest.raises(ConfigError):
-        run_recipe({**TINY, "spquant": {"spatial_prune": 1.2}}, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="spatial_prune"):
+        run_recipe({**TINY, "method": {"name": "spquant", "spatial_prune": 1.2}}, out_dir=tmp_path)
 
 
 def test_tet_loss_formula():
@@ -91,13 +92,14 @@ def test_tet_loss_formula():
 
 def test_event_frames_are_fed_time_first():
     from spikequant import create_model
-    from spikequant.spquant.runner import accept_batch_first_frames, example_input_from
+    from spikequant.spquant.build import example_input_from
+    from spikequant.train.trainer import accept_frame_sequences
 
     frames = torch.zeros(4, 3, 2, 8, 8)  # 4 samples of [T=3, 2, 8, 8]
     frames[:, 0, 0, 0, 0] = 1.0  # an event at the first step only
     dataset = torch.utils.data.TensorDataset(frames, torch.zeros(4, dtype=torch.long))
     model = create_model("cnn_digits", neuron="qlif", timesteps=3, in_channels=2, input_size=8,
                          widths=[2, 2], hidden=4)
-    accept_batch_first_frames(model, dataset)
+    accept_frame_sequences(model, dataset)
     assert model(frames).shape == (3, 4, 10)  # [T, B, classes]
     assert example_input_from(dataset).shape == (1, 2, 8, 8)

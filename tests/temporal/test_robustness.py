@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikequant.cli import main
-from spikequant.config import get_runner, load_recipe
+from spikequant.config import load_recipe, run_recipe
 from spikequant.data import load_arrays
 from spikequant.temporal import quantize_symmetric, ttfs_fc
 from spikequant.temporal.robustness import accuracy_vs_noise, output_jitter
@@ -20,14 +20,14 @@ def small_checkpoint(tmp_path_factory):
     cfg = load_recipe(
         "ttfs-fc100",
         [
-            "data.train_limit=1000",
-            "data.test_limit=200",
+            "data.train_subset=1000",
+            "data.test_subset=200",
             "train.epochs=1",
             "model.kwargs.sizes=[784, 40, 10]",
-            "qat.bits=[32, 8]",
+            "method.bits=[32, 8]",
         ],
     )
-    get_runner("ttfs")(cfg, out_dir=out, progress=False)
+    run_recipe(cfg, out_dir=out, progress=False)
     return out
 
 

@@ -90,7 +90,8 @@ class QAT(Method):
         return super().rebuild(meta)
 
     # -- hooks
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def scores(out: torch.Tensor) -> torch.Tensor:
         return out  # an ANN: [B, classes]
 
     def lr_factor(self, trainer, iteration: int) -> float:

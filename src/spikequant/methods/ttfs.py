@@ -118,6 +118,10 @@ class TTFS(Method):
 
         set_weight_bits(trainer.model, self.plan[trainer.epoch][0], self.options.range_quantile)
 
+    @staticmethod
+    def scores(out: torch.Tensor) -> torch.Tensor:
+        return -out  # spike times: the earliest output spike is the class
+
     def criterion(self, trainer, x, y):
         from ..temporal.loss import ttfs_loss
 
@@ -137,7 +141,8 @@ class TTFS(Method):
         return {"clipped_grads": sum(n > self.options.clip for n in norms)}
 
     def evaluate(self, trainer, model, dataset) -> dict[str, Any]:
-        return self._evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])
+        self.last_eval = self._evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])
+        return self.last_eval
 
     @staticmethod
     def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
@@ -150,8 +155,10 @@ class TTFS(Method):
         bits = self.plan[trainer.epoch - 1][0]
         record["bits"] = bits
         if "test_accuracy" not in record:  # every TTFS epoch is evaluated (stage table)
-            ev = self.evaluate(trainer, trainer.model, trainer.test_set)
-            record["test_accuracy"] = ev["accuracy"]
+            record["test_accuracy"] = self.evaluate(trainer, trainer.model, trainer.test_set)[
+                "accuracy"
+            ]
+        record["fraction_spiking"] = self.last_eval["fraction_spiking"]
         last_of_stage = trainer.epoch == len(self.plan) or self.plan[trainer.epoch][0] != bits
         if last_of_stage and len(self.options.bits) > 1:
             meta = {**self.checkpoint_meta(trainer), "weight_bits": bits}

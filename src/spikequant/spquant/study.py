@@ -27,7 +27,8 @@ from ..errors import ConfigError
 from ..io import write_json, write_text
 from ..train.trainer import evaluate
 from .analysis import clipping_sweep, set_membrane_clip
-from .runner import load_spquant_model, run_recipe
+from ..pipeline import run as run_recipe
+from .build import load_spquant_model
 
 STAGES = ("fp", "quant", "spquant")
 RECIPES = {
@@ -107,9 +108,9 @@ def run_study(
             if epochs[key]:
                 stage.append(f"train.epochs={epochs[key]}")
             if key == "quant" and quant_init == "fp":
-                stage.append(f"spquant.init_from={seed_dir / 'fp'}")
+                stage.append(f"method.init_from={seed_dir / 'fp'}")
             if key == "spquant":
-                stage.append(f"spquant.init_from={seed_dir / 'quant'}")
+                stage.append(f"method.init_from={seed_dir / 'quant'}")
             cfg = load_recipe(RECIPES[key], stage)
             log(f"[spquant-study] seed {seed}: training {LABELS[key]} ({RECIPES[key]})")
             # resume=True: a finished run of the same recipe is only re-evaluated, an

@@ -1,8 +1,9 @@
 """Train a TTFS recipe and write its report to docs/results (JSON + Markdown).
 
     python -m spikequant.temporal.report ttfs-fc100 [--set train.epochs=6] [--run-dir runs/x]
+        [--out docs/results]
 
-Writes ``<out>/ttfs_<recipe name>.json`` (the runner's metrics, the recipe, the command) and
+Writes ``<out>/ttfs_<recipe name>.json`` (the run's metrics, the recipe, the command) and
 ``.md`` (per-epoch test accuracy, spiking fraction, energy). The checkpoint stays in the run
 folder, ready for ``spikequant robustness``.
 """
@@ -16,10 +17,10 @@ from pathlib import Path
 
 def markdown(metrics: dict, cfg: dict, command: str) -> str:
     lines = [
-        f"# TTFS training report: {metrics['recipe']}",
+        f"# TTFS training report: {metrics['name']}",
         "",
         f"Command: `{command}`. Dataset `{metrics['dataset']}`, model `{metrics['model']['name']}` "
-        f"{metrics['model']['kwargs']}, batch {cfg.get('train', {}).get('batch_size', 10)}.",
+        f"{metrics['model']['kwargs']}, batch {cfg['data']['batch_size']}.",
         "",
         f"Final ({metrics['weight_bits']}-bit weights): test accuracy "
         f"**{metrics['test_accuracy']:.4f}**, "
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import load_recipe
     from ..errors import SpikequantError
     from ..io import results_dir, write_json, write_text
-    from .runner import run_recipe
+    from ..config import run_recipe
 
     parser = argparse.ArgumentParser(prog="python -m spikequant.temporal.report")
     parser.add_argument("recipe")
@@ -52,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--name", default=None, help="report stem (default ttfs_<recipe name>)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="report folder (default docs/results)"
+        "--out", type=Path, default=None, help="report folder (default: the run folder)"
     )
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run in --run-dir")
     args = parser.parse_args(argv)
     command = "python -m spikequant.temporal.report " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -62,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_recipe(args.recipe, args.overrides)
         run_dir = args.run_dir or Path("runs") / str(cfg["name"])
-        metrics = run_recipe(cfg, out_dir=run_dir, resume=args.resume, progress=True)
+        metrics = run_recipe(
+            cfg, out_dir=run_dir, resume=args.resume, overwrite=args.overwrite, progress=True
+        )
     except SpikequantError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stem = args.name or f"ttfs_{str(cfg['name']).removeprefix('ttfs-').replace('-', '_')}"
-    out = results_dir(args.out)
+    out = results_dir(args.out or run_dir)
     write_json(
         out / f"{stem}.json",
         {"command": command, "run_dir": str(run_dir), "recipe": cfg, **metrics},

@@ -255,7 +255,8 @@ class TrainingHooks:
     def output_loss(self, trainer: Trainer, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.scores(out), y)
 
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def scores(out: torch.Tensor) -> torch.Tensor:
         """Class scores from the model output (argmax = prediction): the rate over time."""
         return out.mean(0)
 

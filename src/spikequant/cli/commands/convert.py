@@ -93,7 +93,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ...checkpoint import load_model
+    from ...pipeline import load_run_model, require_ann
     from ...convert import METHODS
     from ...convert.evaluate import compare_methods, write_report
     from ...data import load_arrays
@@ -108,7 +108,8 @@ def run(args) -> int:
     if args.calibration_samples < 1:
         raise ConfigError("--calibration-samples must be >= 1")
     torch.manual_seed(args.seed)
-    model, meta = load_model(args.checkpoint)
+    model, meta = load_run_model(args.checkpoint)
+    require_ann(meta, args.checkpoint)
     model.eval()
     dataset = meta.get("dataset", "mnist5k")
     x_train, _ = load_arrays(dataset, "train")

@@ -26,19 +26,6 @@ def _parse_size(text: str) -> tuple[int, int, int]:
     return parts
 
 
-def _load_checkpoint_model(path: Path):
-    from ...checkpoint import load_checkpoint, load_model
-    from ...train.trainer import resolve_checkpoint
-
-    folder = resolve_checkpoint(path)
-    _, meta = load_checkpoint(folder)
-    if "spquant" in meta:
-        from ...spquant.runner import load_spquant_model
-
-        return load_spquant_model(folder)
-    return load_model(folder)
-
-
 def run(args) -> int:
     from ...cost import measure_activity, model_cost
     from ...registry import create_model
@@ -46,7 +33,9 @@ def run(args) -> int:
     target = Path(args.model)
     sparsity = None
     if target.exists():
-        model, meta = _load_checkpoint_model(target)
+        from ...pipeline import load_run_model
+
+        model, meta = load_run_model(target)
         kwargs = meta["model"]["kwargs"]
         size = kwargs.get("input_size", 28)
         h, w = (size, size) if isinstance(size, int) else size

@@ -27,14 +27,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from torch.utils.data import Subset, TensorDataset
 
-    from ...checkpoint import load_model
     from ...data import get_dataset
     from ...errors import ConfigError
+    from ...pipeline import check_model_fits_data, load_run_model, run_scores
     from ...registry import model_family
     from ...train.trainer import accept_frame_sequences, evaluate, resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
-    model, meta = load_model(folder)
+    model, meta = load_run_model(folder)
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise ConfigError(f"{folder} does not record its dataset; pass --dataset")
@@ -54,6 +54,8 @@ def run(args) -> int:
     family = model_family(meta["model"]["name"])
     if family == "snn":
         accept_frame_sequences(model, data)
+    check_model_fits_data(model, run_scores(meta), data, meta["model"]["name"])
+    if family == "snn":
         metrics = evaluate(model, data, batch_size=args.batch_size)
     else:
         metrics = _evaluate_other_family(family, model, data, args.batch_size)

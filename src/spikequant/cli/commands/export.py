@@ -85,13 +85,13 @@ def default_input_size(model) -> tuple[int, ...]:
 def run(args) -> int:
     import torch
 
-    from ...checkpoint import load_model
+    from ...pipeline import load_run_model
     from ...export import to_nir, write_nir
     from ...models.common import SpikingModel
     from ...train.trainer import resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)
-    model, meta = load_model(folder)
+    model, meta = load_run_model(folder)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
     if isinstance(model, SpikingModel) and len(size) == model.static_ndim - 1:
         sample = torch.zeros(1, *size)  # a static sample: the model repeats it over its T steps

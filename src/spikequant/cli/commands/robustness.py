@@ -55,7 +55,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ...checkpoint import load_model
+    from ...pipeline import load_run_model
     from ...data import load_arrays
     from ...errors import CheckpointError, ConfigError
     from ...io import results_dir
@@ -68,7 +68,7 @@ def run(args) -> int:
         write_report,
     )
 
-    model, meta = load_model(args.checkpoint)
+    model, meta = load_run_model(args.checkpoint)
     if not isinstance(model, TTFSNet):
         raise CheckpointError(
             f"{args.checkpoint} holds a {meta['model']['name']!r} model, not a TTFS network"
