@@ -1,7 +1,9 @@
 """``spikequant`` command line. Each sub-command lives in ``cli/commands/<name>.py`` and exposes
 ``register(subparsers)``; they are discovered automatically, so adding a command touches one file.
 
-Every deliberate error (bad option, config, data or checkpoint) prints one line and exits with 2.
+Every expected failure (bad option, config, data, checkpoint, I/O, memory bound) prints one line
+and exits with 2; an unexpected one prints one line and exits with 1 (``--debug`` shows the
+traceback instead).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Low-latency, low-precision spiking neural networks "
         "(ATIF, MSAT, Ca-LIF, TTFS, SpQuant).",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -33,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in raw  # accepted anywhere on the line, not only before the command
+    args = parser.parse_args([a for a in raw if a != "--debug"])
+    args.debug = debug
     if argv is None:
         # Our own process: keep freed tensor memory for reuse (see kernels.retain_freed_memory).
         from ..kernels import retain_freed_memory
@@ -42,15 +50,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except SpikequantError as exc:
-        print(f"spikequant {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"spikequant {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
+    except OSError as exc:  # files and folders: missing, unreadable, read-only, loops, full disk
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _fail(args, f"{where}{exc.strerror or exc}", 2)
+    except MemoryError:
+        return _fail(args, "out of memory; use smaller sizes, batches or T", 2)
     except KeyboardInterrupt:
         print(f"spikequant {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, RuntimeError) and _is_allocation_failure(exc):
+            return _fail(args, "out of memory; use smaller sizes, batches or T", 2)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _fail(
+            args,
+            f"internal error ({type(exc).__name__}: {first}); run with --debug for the traceback",
+            1,
+        )
     return int(result or 0)
+
+
+def _fail(args, message: str, code: int) -> int:
+    if args.debug and code == 2:
+        import traceback
+
+        traceback.print_exc()
+    text = " ".join(message.split())  # one line, whatever the message held
+    print(f"spikequant {args.command}: error: {text}", file=sys.stderr)
+    return code
+
+
+def _is_allocation_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 if __name__ == "__main__":  # pragma: no cover
