@@ -230,65 +230,6 @@ def test_cli_train_eval_round_trip(tmp_path, capsys):
     assert "mnist-atif-nu" in capsys.readouterr().out
 
 
-def test_cli_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    args = [
-        "--set",
-        "data.train_subset=320",
-        "--set",
-        "data.test_subset=64",
-        "--set",
-        "train.epochs=4",
-        "--set",
-        "model.kwargs.widths=[4,8]",
-        "--set",
-        "model.kwargs.hidden=16",
-        "--set",
-        "model.timesteps=2",
-        "--no-progress",
-    ]
-    cmd = [sys.executable, "-m", "spikequant.cli", "train", "mnist-atif-nu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # all three runs in subprocesses with one thread: the thread count changes float sums
-    subprocess.run(
-        [*cmd, "--out", str(tmp_path / "a"), *args],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(tmp_path / "b"), *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    pointer = tmp_path / "b" / "latest.json"
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and not pointer.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(pointer.read_text())["epoch"] if pointer.exists() else 0
-    subprocess.run(
-        [*cmd, "--out", str(tmp_path / "b"), "--resume", *args],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wa, _ = load_checkpoint(resolve_checkpoint(tmp_path / "a"))
-    wb, meta = load_checkpoint(resolve_checkpoint(tmp_path / "b"))
-    assert meta["epoch"] == 4 and 1 <= killed_at < 4  # really killed mid-run
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-
-
 def test_evaluate_reports_per_sample_counts_for_snn_and_ann():
     import spikequant as sq
     from spikequant.train.trainer import evaluate
