@@ -24,6 +24,7 @@ from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ConfigError, ConversionError, RunFolderError
 from .io import write_json
 from .train.recipe import validate_recipe
+from .train import distributed
 from .train.trainer import Trainer
 
 
@@ -52,12 +53,27 @@ def run(
     cfg = validate_recipe(cfg)
     method = create_method(cfg)
     out_dir = Path(out_dir)
-    runfolder.prepare(out_dir, resume=resume, overwrite=overwrite)
-    with runfolder.RunLock(out_dir):
-        if resume:
-            refuse_changed_settings(out_dir, cfg, force)
+    here = distributed.setup(cfg["train"]["device"])
+    distributed.resolve_device(cfg["train"]["device"])  # an unusable device fails before work
+    lock = runfolder.RunLock(out_dir) if here.main else contextlib.nullcontext()
+    problem = None
+    if here.main:  # rank 0 owns the run folder; the others stop with its error, if any
+        try:
+            runfolder.prepare(out_dir, resume=resume, overwrite=overwrite)
+            lock.__enter__()
+            if resume:
+                refuse_changed_settings(out_dir, cfg, force)
+        except RunFolderError as exc:
+            problem = str(exc)
+            lock.__exit__(None, None, None)
+    problem = distributed.broadcast_error(problem)
+    if problem is not None:
+        raise RunFolderError(problem)
+    try:
         with _threads(cfg["train"]["threads"]):
-            return _train(cfg, method, out_dir, resume, progress, stop_after)
+            return _train(cfg, method, out_dir, resume, progress and here.main, stop_after)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after) -> dict:
@@ -66,7 +82,8 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
     model = method.build_model()
     method.prepare_model(model, train_set)
     check_model_fits_data(model, method.scores, train_set, cfg["model"]["name"])
-    if not (resume and (out_dir / runfolder.RUN_FILE).is_file()):
+    main = distributed.world().main
+    if main and not (resume and (out_dir / runfolder.RUN_FILE).is_file()):
         runfolder.write_run_file(out_dir, {"method": method.name, "recipe": cfg})
     meta = {
         "method": method.name,
@@ -99,6 +116,8 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
     final = trainer.fit(stop_after=stop_after)
     if "stopped_after_epoch" in final:
         return final
+    if not main:  # rank 0 reports; the others only trained
+        return {"rank": distributed.world().rank, "epochs": trainer.epoch}
     final = {f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in final.items()}
     result = {
         "name": cfg["name"],
@@ -107,6 +126,9 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
         "model": trainer.hooks.checkpoint_meta(trainer)["model"],
         "epochs": trainer.epoch,
         "resumed_from_epoch": resumed_from,
+        "processes": distributed.world().size,
+        "device": str(trainer.device),
+        "precision": trainer.precision,
         "train_seconds": sum(r["seconds"] for r in trainer.history),
         **final,
     }

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in raw  # accepted anywhere on the line, not only before the command
     args = parser.parse_args([a for a in raw if a != "--debug"])
     args.debug = debug
+    args.argv = None if argv is None else [a for a in raw if a != "--debug"]
     if argv is None:
         # Our own process: keep freed tensor memory for reuse (see kernels.retain_freed_memory).
         from ..kernels import retain_freed_memory
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error ({type(exc).__name__}: {first}); run with --debug for the traceback",
             1,
         )
+    finally:
+        from ..train.distributed import teardown
+
+        teardown()
     return int(result or 0)
 
 

@@ -181,12 +181,14 @@ class QAT(Method):
 @torch.no_grad()
 def ann_evaluate(model: nn.Module, dataset, batch_size: int) -> dict[str, Any]:
     """Accuracy (fraction) and mean cross-entropy of an ANN ``f(x) -> [B, classes]``."""
-    from ..train.trainer import batches
+    from ..train.trainer import batches, model_device
 
     was_training = model.training
     model.eval()
+    device = model_device(model)
     correct, loss_sum, count = 0, 0.0, 0
     for x, y in batches(dataset, batch_size, shuffle=False):
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())

@@ -126,7 +126,8 @@ class TTFS(Method):
         from ..temporal.loss import ttfs_loss
 
         o = self.options
-        z_out = trainer.model(x)
+        x, y = trainer.to_device(x), trainer.to_device(y)
+        z_out = trainer.forward(x)
         loss = ttfs_loss(
             trainer.model, z_out, y, form=o.form, K=o.K, beta=o.beta, l2=o.l2, l2_conv=o.l2_conv
         )
@@ -148,8 +149,11 @@ class TTFS(Method):
     def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
         from ..temporal.evaluate import evaluate
 
+        from ..train.trainer import model_device
+
+        device = model_device(model)
         X, y = dataset.tensors
-        return evaluate(model, X, y, batch_size)
+        return evaluate(model, X.to(device), y.to(device), batch_size)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         bits = self.plan[trainer.epoch - 1][0]

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -88,6 +89,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eval_every": _f(int, 1, low=0),
         # torch intra-op threads for the run (0 keeps torch's setting)
         "threads": _f(int, 0, low=0, high=4096),
+        "device": _f(str, "auto"),  # auto | cpu | cuda | cuda:N
+        "precision": _f(str, "32", choices=("32", "bf16", "16-mixed")),
+        "bptt": _f(str, "full", choices=("full", "checkpointed")),
+        "bptt_chunk": _f(int, 4, low=1),  # timesteps per recomputed chunk (checkpointed)
+        "sync_batchnorm": _f(bool, False),  # under DDP: BN statistics over the global batch
     },
 }
 AUGMENT_KEYS = {"crop_padding": (int, 0), "random_resize": (bool, False), "flip": (bool, False)}
@@ -150,6 +156,9 @@ def validate_recipe(cfg: dict) -> dict:
             f"'method: {{name: {cfg['kind']}}}')"
         )
     check_keys("", cfg, TOP_LEVEL)
+    train = cfg.get("train")
+    if isinstance(train, dict) and isinstance(train.get("precision"), int):
+        train["precision"] = str(train["precision"])  # YAML reads `precision: 32` as a number
     name = cfg.setdefault("name", "run")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"recipe: name must be a non-empty string, got {name!r}")
@@ -169,6 +178,9 @@ def validate_recipe(cfg: dict) -> dict:
                 raise ConfigError(f"recipe: {where} is required")
             out[key] = _check(where, value, field)
         cfg[section] = out
+    device = cfg["train"]["device"]
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"recipe: train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     augment = cfg["data"]["augment"]
     check_keys("data.augment", augment, AUGMENT_KEYS)
     for key, (typ, default) in AUGMENT_KEYS.items():

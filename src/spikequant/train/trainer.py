@@ -21,6 +21,7 @@ weights to an unbroken run with the same seed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -35,7 +36,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .. import runfolder
-from ..errors import CheckpointError, NonFiniteError
+from ..errors import CheckpointError, ConfigError, NonFiniteError
+from . import distributed
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
 
@@ -94,23 +96,53 @@ def batches(
     shuffle: bool,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches; in-memory tensor datasets are sliced directly (much faster than a loader)."""
+    """Mini-batches of ``batch_size`` samples (with ``world_size`` > 1: this rank's share of
+    each global batch of that size). In-memory tensor datasets are sliced directly (much faster
+    than a loader), rank ``r`` taking every ``world_size``-th sample of the shared order, so the
+    ranks' shares of batch ``k`` together are exactly the single-process batch ``k``; other
+    datasets go through a DataLoader (with a DistributedSampler under DDP)."""
+    local = batch_size // world_size
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
+        order = order[rank::world_size]
+        for start in range(0, len(order), local):
+            idx = order[start : start + local]
             yield x[idx], y[idx]
         return
+    sampler = None
+    if world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if shuffle else 0
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
+        sampler.set_epoch(epoch)
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        batch_size=local,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
         num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
     )
     yield from loader
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _batch_first_to_time_first(module, args):
@@ -159,7 +191,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
     timesteps = None
     try:
         with SpikeMonitor(model) as monitor:
+            device = model_device(model)
             for x, y in batches(dataset, batch_size, shuffle=False):
+                x, y = x.to(device), y.to(device)
                 reset_state(model)
                 out = model(x)
                 timesteps = out.shape[0]
@@ -245,10 +279,12 @@ class TrainingHooks:
                 x, y, y_b, lam = result
             else:
                 x, y = result
+        x, y = trainer.to_device(x), trainer.to_device(y)
         reset_state(trainer.model)
-        out = trainer.model(x)
+        out = trainer.forward(x)
         loss = self.output_loss(trainer, out, y)
         if lam is not None:
+            y_b = trainer.to_device(y_b)
             loss = lam * loss + (1 - lam) * self.output_loss(trainer, out, y_b)
         return loss, self.scores(out), y
 
@@ -333,19 +369,66 @@ class Trainer:
         self.log = log or (lambda msg: None)
         self.epochs = epochs if epochs is not None else cfg["train"]["epochs"]
         self.batch_size = cfg["data"]["batch_size"]
+        self.world = distributed.world()
+        if self.batch_size % self.world.size:
+            raise ConfigError(
+                f"data.batch_size {self.batch_size} (the global batch) must be divisible by the "
+                f"{self.world.size} processes"
+            )
+        self.device = distributed.resolve_device(cfg["train"]["device"])
+        self.precision = cfg["train"]["precision"]
         self.iters_per_epoch = num_batches(train_set, self.batch_size)
         self.total_iters = max(self.iters_per_epoch * self.epochs, 1)
         self.generator = seed_everything(cfg["seed"])
-        self.optimizer = build_optimizer(model, cfg["optim"])
+        if self.world.distributed:  # per-rank global RNG (augmentation noise), same data order
+            torch.manual_seed(cfg["seed"] + 1_000_003 * self.world.rank)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
         self.epoch = 0
         self.iteration = 0
         self.history: list[dict] = []
         self.final_eval: dict | None = None
+        self.replace_model(model)
 
     def replace_model(self, model: nn.Module, optim: dict | None = None) -> None:
-        """Continue with another model (e.g. BN folded) and a fresh optimizer over its weights."""
-        self.model = model
-        self.optimizer = build_optimizer(model, optim or self.cfg["optim"])
+        """Continue with ``model`` (e.g. BN folded) and a fresh optimizer over its weights; the
+        model is moved to the run's device and, under DDP, wrapped for gradient averaging."""
+        if self.world.distributed and self.cfg["train"]["sync_batchnorm"]:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.net = self.model
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,  # BN statistics and neuron state stay with each rank
+            )
+        self.optimizer = build_optimizer(self.model, optim or self.cfg["optim"])
+
+    # -- device, precision, BPTT
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=True)
+
+    def autocast(self):
+        if self.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The training forward: under autocast at the recipe's precision, through DDP when
+        distributed, and in checkpointed chunks of ``train.bptt_chunk`` steps with
+        ``train.bptt: checkpointed`` (static input is encoded to ``[T, B, ...]`` first)."""
+        with self.autocast():
+            if self.cfg["train"]["bptt"] == "checkpointed":
+                from ..bptt import checkpointed_forward
+
+                encode = getattr(self.model, "encode", None)
+                if encode is not None and x.ndim == getattr(self.model, "static_ndim", -1):
+                    x = encode(x)
+                return checkpointed_forward(self.net, x, self.cfg["train"]["bptt_chunk"])
+            return self.net(x)
 
     # -- state
     def trainer_state(self) -> dict:
@@ -353,6 +436,7 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": capture_rng(self.generator),
             "history": self.history,
         }
@@ -373,6 +457,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state)
             self.optimizer.load_state_dict(trainer_state["optimizer"])
+            if trainer_state.get("scaler"):
+                self.scaler.load_state_dict(trainer_state["scaler"])
             restore_rng(trainer_state["rng"], self.generator)
             self.epoch = int(trainer_state["epoch"])
             self.iteration = int(trainer_state["iteration"])
@@ -395,6 +481,8 @@ class Trainer:
         seen = 0
         counters: dict[str, float] = {}
         generator = self.hooks.shuffle_generator(self, self.epoch)
+        if self.world.distributed:  # reseeded per epoch: a resumed rank repeats its randomness
+            torch.manual_seed(self.cfg["seed"] + 1_000_003 * self.world.rank + 7919 * self.epoch)
         for step, (x, y) in enumerate(
             batches(
                 self.train_set,
@@ -402,6 +490,10 @@ class Trainer:
                 shuffle=True,
                 generator=generator,
                 num_workers=self.cfg["data"]["num_workers"],
+                pin_memory=self.device.type == "cuda",
+                rank=self.world.rank,
+                world_size=self.world.size,
+                epoch=self.epoch,
             ),
             start=1,
         ):
@@ -422,15 +514,17 @@ class Trainer:
                 )
             self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
             for key, value in self.hooks.after_backward(self).items():
                 counters[key] = counters.get(key, 0) + value
-            if not _finite_gradients(self.model):
+            if not self.scaler.is_enabled() and not _finite_gradients(self.model):
                 raise NonFiniteError(
                     f"gradients became NaN or infinite {where}; the weights were not updated "
                     "and the last good checkpoint is kept: lower optim.lr or set optim.grad_clip"
                 )
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # a plain step unless float16 loss scaling is on
+            self.scaler.update()
             self.iteration += 1
             loss_sum += float(loss.detach()) * len(y_used)
             correct += int((scores.argmax(1) == y_used).sum())
@@ -447,7 +541,8 @@ class Trainer:
     def fit(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Train until ``self.epochs`` (or, for tests of resuming, stop after ``stop_after``
         epochs of this call as if killed). Returns the final evaluation."""
-        progress_ctx = _progress(self.progress)
+        main = self.world.main
+        progress_ctx = _progress(self.progress and main)
         eval_every = self.cfg["train"]["eval_every"]
         run_epochs = 0
         with progress_ctx as bar:
@@ -469,8 +564,10 @@ class Trainer:
                 record["seconds"] = time.perf_counter() - start
                 self.epoch += 1
                 last = self.epoch == self.epochs
-                if self.test_set is not None and (
-                    last or (eval_every and self.epoch % eval_every == 0)
+                if (
+                    main
+                    and self.test_set is not None
+                    and (last or (eval_every and self.epoch % eval_every == 0))
                 ):
                     ev = self.hooks.evaluate(self, self.model, self.test_set)
                     record["test_accuracy"] = ev["accuracy"]
@@ -483,19 +580,21 @@ class Trainer:
                 self.history.append(record)
                 if bar is not None:  # keeps the line above the live progress bars
                     bar.console.print(_epoch_line(record))
-                else:
+                elif main:
                     self.log(_epoch_line(record))
-                runfolder.save_epoch(
-                    self.out_dir,
-                    epoch=self.epoch,
-                    model_state=self.model.state_dict(),
-                    meta={**self.hooks.checkpoint_meta(self), "history": self.history},
-                    trainer_state=self.trainer_state(),
-                )
-                runfolder.write_epoch_log(self.out_dir, self.history)
+                if main:
+                    runfolder.save_epoch(
+                        self.out_dir,
+                        epoch=self.epoch,
+                        model_state=self.model.state_dict(),
+                        meta={**self.hooks.checkpoint_meta(self), "history": self.history},
+                        trainer_state=self.trainer_state(),
+                    )
+                    runfolder.write_epoch_log(self.out_dir, self.history)
+                distributed.barrier()
                 run_epochs += 1
         final = self.final_eval
-        if final is None and self.test_set is not None:
+        if main and final is None and self.test_set is not None:
             final = self.hooks.evaluate(self, self.model, self.test_set)
         return final or {}
 

@@ -34,6 +34,17 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a run already in the --out folder"
     )
+    p.add_argument(
+        "--device", default=None, help="auto | cpu | cuda | cuda:N (sets train.device)"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="distributed data-parallel training in N local processes (torchrun; gloo on CPU, "
+        "NCCL on CUDA); data.batch_size stays the global batch",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     p.set_defaults(func=run)
@@ -47,8 +58,13 @@ def run(args) -> int:
         raise ConfigError("--force goes with --resume")
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume exclude each other")
-    cfg = load_recipe(args.recipe, args.overrides)
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    cfg = load_recipe(args.recipe, overrides)
     out = args.out or Path("runs") / str(cfg["name"])
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, out)
     result = run_recipe(
         cfg,
         out_dir=out,
@@ -57,11 +73,48 @@ def run(args) -> int:
         force=args.force,
         progress=not args.no_progress and not args.json,
     )
+    from ...train.distributed import world
+
+    if not world().main:
+        return 0
     if args.json:
         print(json.dumps(result, default=str))
     else:
         print_summary(result, out)
     return 0
+
+
+def _launch(args, out: Path) -> int:
+    """``--nproc N``: run this same command in N local processes under torchrun."""
+    import subprocess
+    import sys
+
+    from ...train.distributed import launched_by_torchrun, torchrun_command
+
+    if launched_by_torchrun():
+        from ...errors import ConfigError
+
+        raise ConfigError("--nproc inside a torchrun launch: pass one or the other")
+    argv = sys.argv[1:] if args.argv is None else list(args.argv)
+    argv = _without_option(argv, "--nproc")
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    return subprocess.run(torchrun_command(args.nproc, argv)).returncode
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == name:
+            skip = True
+            continue
+        if item.startswith(name + "="):
+            continue
+        out.append(item)
+    return out
 
 
 # The common metrics first, in this order; then any other scalar a runner reports, except these.
