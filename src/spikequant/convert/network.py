@@ -13,10 +13,16 @@ Methods (recipes):
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
 * ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
-  units: synapse ``Sw wQ``, a spike of the input worth ``1/K`` (ISI budget ``K = min(T, 255)``), a
-  hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the bias current found by probing
-  the graph with all spikes zero), rounding phase after step T, read-out ``c Vth + V`` of the
-  output layer (accumulated current plus bias).
+  units: synapse ``Sw wQ``, a hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the
+  bias current found by probing the graph with all spikes zero), rounding phase after step T,
+  read-out ``c Vth + V`` of the output layer (accumulated current plus bias). An input spike is
+  worth ``1/K`` (ISI budget ``K = min(T, 255)``), but ``1/K`` has no exact binary form: 255 spikes
+  of ``0.75/255`` do not add up to ``0.75``. So the layers fed by the input count input spikes as
+  1 and keep their membrane in units of the input step, ``V' = K V``, with ``Vth' = K Sy`` and
+  ``lam' = -K b / T``; the step ``1/K`` is applied once, in the threshold. With power-of-two
+  scales and T = 2^bits every sum is then exact in float64, so each integer activation equals the
+  quantized ANN's ``clamp(round_half_up(z / Sy), 0, qmax)`` of the exact ``z``, half-way values
+  included.
 """
 
 from __future__ import annotations
@@ -105,7 +111,11 @@ class Synapse(nn.Module):
 
 class CaBlock(nn.Module):
     """Quantized ReLU as Ca-LIF neurons (``Vth = Sy``, ``qmax``), then optionally the pool neuron;
-    emits spikes worth ``Sy``."""
+    emits spikes worth ``Sy``.
+
+    ``input_units`` (set by :func:`replace_calif` for a block fed by the input spikes): its input
+    current is in units of the input step ``1/K`` (input spikes count 1), so its threshold and leak
+    are scaled by ``K`` in :meth:`set_timesteps` instead of the current by ``1/K``."""
 
     def __init__(self, step_size: float, qmax: int, pool: int = 1, tie: str = "up") -> None:
         super().__init__()
@@ -114,6 +124,7 @@ class CaBlock(nn.Module):
         self.pool_neuron = CaPool(pool, tie=tie) if pool > 1 else None
         self.pool = pool
         self.mode = "step"
+        self.input_units = False
         self.bias_current: torch.Tensor | None = None
         self.spikes = 0.0
         self.neurons = 0
@@ -142,10 +153,17 @@ class CaBlock(nn.Module):
             self.spikes += float(r.abs().sum())
         return r * self.step_size
 
-    def set_timesteps(self, timesteps: int) -> None:
+    def set_timesteps(self, timesteps: int, input_levels: int = 1) -> None:
+        """Leak ``-b/T`` and ``Vth = Sy``; for an ``input_units`` block both times the number of
+        input levels ``K`` (the membrane is then ``K V``, in units of the input step)."""
         if self.bias_current is None:
             raise ConversionError("probe the bias currents before simulating")
-        self.neuron.leak = -self.bias_current / timesteps
+        scale = float(input_levels) if self.input_units else 1.0
+        # K b and K Sy are exact in float64 (24-bit mantissas times K < 2^16)
+        self.neuron.leak = -(self.bias_current * scale) / timesteps
+        self.neuron.threshold = torch.tensor(
+            self.step_size * scale, dtype=torch.float64, device=self.bias_current.device
+        )
 
     def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.neuron.count
@@ -161,6 +179,8 @@ class SpikingNetwork(nn.Module):
         self.method = method
         self.info = info or {}
         self.max_input_spikes: int | None = None  # calif ISI budget K; None -> min(T, 255)
+        # calif: the graph output is a weight layer fed by the input spikes (no hidden layer)
+        self.output_in_input_units = method == "calif" and calif_output_in_input_units(graph)
 
     def stages(self) -> dict[str, nn.Module]:
         return {
@@ -210,7 +230,7 @@ class SpikingNetwork(nn.Module):
         self._set_mode("probe")
         bias_out = gm(torch.zeros_like(x[:1]))
         for block in self.stages().values():
-            block.set_timesteps(timesteps)
+            block.set_timesteps(timesteps, budget)
             block.spikes = 0.0
         reset_state(gm)
         encoder = IsiEncoder(pixels_from_unit(x), timesteps, budget)
@@ -220,7 +240,9 @@ class SpikingNetwork(nn.Module):
         for t in range(1, timesteps + 1):
             spikes = encoder.step(t)
             input_spikes += float(spikes.sum())
-            acc = acc + gm(spikes / budget)
+            acc = acc + gm(spikes)  # input spikes count 1: input_units blocks scale by K
+        if self.output_in_input_units:
+            acc = acc / budget
         self._set_mode("round")
         acc = acc + gm(torch.zeros_like(x)) + bias_out
         self._set_mode("step")
@@ -266,6 +288,51 @@ def replace_msat(
     return gm
 
 
+def signal_sources(gm: fx.GraphModule, is_neuron) -> dict[fx.Node, frozenset[str]]:
+    """For every node, which signals reach it: ``"input"`` (the network input, through shape ops
+    and weight layers) and/or ``"neuron"`` (the output of a module for which ``is_neuron``)."""
+    sources: dict[fx.Node, frozenset[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            sources[node] = frozenset({"input"})
+        elif node.op == "call_module" and is_neuron(gm.get_submodule(node.target)):
+            sources[node] = frozenset({"neuron"})
+        else:
+            sources[node] = frozenset().union(*(sources[n] for n in node.all_input_nodes))
+    return sources
+
+
+def _fed_by(sources: dict, node: fx.Node) -> frozenset[str]:
+    return frozenset().union(*(sources[n] for n in node.all_input_nodes))
+
+
+def calif_output_in_input_units(gm: fx.GraphModule) -> bool:
+    """Whether a Ca-LIF graph's output is driven by the input spikes (a network without hidden
+    layer); its read-out is then in units of the input step."""
+    sources = signal_sources(gm, lambda m: isinstance(m, CaBlock))
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    return _fed_by(sources, output) == {"input"}
+
+
+def _mark_input_units(gm: fx.GraphModule) -> None:
+    """Set ``input_units`` on the Ca-LIF blocks fed by the input spikes; refuse a block or output
+    fed by both the input and neurons (input and hidden spikes are counted in different units)."""
+    sources = signal_sources(gm, lambda m: isinstance(m, CaBlock))
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if not (isinstance(m, CaBlock) or node.op == "output"):
+            continue
+        fed = _fed_by(sources, node)
+        if fed == {"input", "neuron"}:
+            where = node.target if m is not None else "the output"
+            raise ConversionError(
+                f"{where}: calif cannot add the input image to hidden spikes (a skip connection "
+                "from the input); start the skip path after the first quantized ReLU"
+            )
+        if m is not None:
+            m.input_units = fed == {"input"}
+
+
 def replace_calif(gm: fx.GraphModule, *, tie: str = "up") -> fx.GraphModule:
     saw_input = False
     for node in gm.graph.nodes:
@@ -294,6 +361,7 @@ def replace_calif(gm: fx.GraphModule, *, tie: str = "up") -> fx.GraphModule:
             )
     if not saw_input:
         raise ConversionError("calif needs the 8-bit input quantizer (QuantInput) as first layer")
+    _mark_input_units(gm)
     return gm.double()
 
 
@@ -438,18 +506,46 @@ def convert(
     return snn
 
 
+def _integer_input_hook(levels: int):
+    """Forward hook of a weight layer fed by the image ``n / levels``: recompute its output as
+    ``(W n) / levels + b`` (integer pixel counts ``n``, the step ``1/levels`` applied once), the
+    exact value wherever the float64 sum can be exact (``1/levels`` has no binary form)."""
+
+    def hook(layer, args, out):
+        counts = torch.round(args[0] * levels)
+        weight = fake_quant_weight(layer.weight, layer.bits)
+        if isinstance(layer, nn.Conv2d):
+            pre = layer._conv_forward(counts, weight, None) / levels
+            return pre if layer.bias is None else pre + layer.bias.view(-1, 1, 1)
+        pre = F.linear(counts, weight) / levels
+        return pre if layer.bias is None else pre + layer.bias
+
+    return hook
+
+
 @torch.no_grad()
 def quantized_codes(
-    model: nn.Module, x: torch.Tensor, *, decoded_input: torch.Tensor | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    decoded_input: torch.Tensor | None = None,
+    input_levels: int = QuantInput.levels,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Integer activations (before, after pooling) of every QuantReLU of a QAT model, in float64.
 
     With ``decoded_input`` the input quantizer is bypassed and the network sees that input instead
-    (the ISI-decoded image ``N / K``), which is what the Ca-LIF network receives.
+    (the ISI-decoded image ``N / K``, ``input_levels = K``), which is what the Ca-LIF network
+    receives. The weight layers fed by the image compute ``(W n) / input_levels + b`` from the
+    integer counts ``n`` (as the Ca-LIF network does), not ``W (n / input_levels) + b``.
     """
     gm = validate(model).double().eval()
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
+    sources = signal_sources(gm, lambda m: isinstance(m, QuantReLU))
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if isinstance(m, (QuantConv2d, QuantLinear)) and _fed_by(sources, node) == {"input"}:
+            handles.append(m.register_forward_hook(_integer_input_hook(input_levels)))
     for node in activation_nodes(gm):
         m = gm.get_submodule(node.target)
         if isinstance(m, QuantReLU):
@@ -487,7 +583,9 @@ def compare_codes(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, timest
     """Compare the codes the Ca-LIF SNN holds after simulating ``x`` for ``timesteps`` steps."""
     snn_codes = snn.codes()
     budget = min(snn.max_input_spikes or min(timesteps, 255), timesteps)
-    on_decoded = quantized_codes(model, x, decoded_input=isi_decoded_input(x, timesteps, budget))
+    on_decoded = quantized_codes(
+        model, x, decoded_input=isi_decoded_input(x, timesteps, budget), input_levels=budget
+    )
     on_original = quantized_codes(model, x)
     layers = {}
     for name, (pre, post) in snn_codes.items():
