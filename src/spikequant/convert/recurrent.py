@@ -155,8 +155,9 @@ class SpikingLSTM(nn.Module):
             total = torch.zeros_like(h_hat)
             fired = torch.zeros((), device=inputs.device)
             for t in range(timesteps):
-                h_t, c_t = _cell(drive_in[t] + recurrent, c)
-                pair = torch.cat([h_t, -h_t], dim=-1)
+                if t == 0 or not analog:  # an analog input drives the cell identically each step
+                    h_t, c_t = _cell(drive_in[t] + recurrent, c)
+                    pair = torch.cat([h_t, -h_t], dim=-1)
                 if state is None:
                     state = neuron.initial_state(pair)
                 out, state = neuron.step(pair, state)

@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="sequential digits: LSTM / bi-LSTM -> MSAT SNN, accuracy against T",
         description="Trains an LSTM and a bi-LSTM on mnist5k read row by row (28 steps of 28 "
         "pixels), converts each to a spiking network (MSAT and IF neurons) and writes "
-        "seq-digits-lstm.{md,json}.",
+        "seq-digits-lstm.{md,json} (--name).",
     )
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size (default 64)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
@@ -39,6 +39,9 @@ def register(sub) -> None:
         help="torch CPU threads (step loops of small tensors run fastest with 1 on a busy machine)",
     )
     p.add_argument("--out", default=None, help="output folder (default docs/results)")
+    p.add_argument(
+        "--name", default="seq-digits-lstm", help="file stem of the report (default %(default)s)"
+    )
     p.set_defaults(func=run)
 
 
@@ -106,9 +109,9 @@ def run(args) -> int:
         report["models"][name] = entry
 
     out = results_dir(args.out)
-    write_json(out / "seq-digits-lstm.json", report)
-    write_text(out / "seq-digits-lstm.md", markdown(report))
-    print(f"wrote {out / 'seq-digits-lstm.md'}")
+    write_json(out / f"{args.name}.json", report)
+    write_text(out / f"{args.name}.md", markdown(report))
+    print(f"wrote {out / args.name}.md")
     return 0
 
 
