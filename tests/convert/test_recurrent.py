@@ -66,3 +66,12 @@ def test_embedding_inputs_and_bad_arguments():
         convert_lstm(model, tokens, neuron="lif")
     with pytest.raises(ConfigError):
         snn(tokens, 0)
+
+
+def test_seqdigits_cli_answers_bad_input_with_exit_code_2(capsys):
+    from spikequant.cli import main
+
+    assert main(["seqdigits", "--models", "gru"]) == 2
+    assert main(["seqdigits", "--timesteps", "4,x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("spikequant seqdigits: error:") for line in err)
