@@ -272,3 +272,18 @@ def test_gsc_raw_waveforms(tmp_path):
     assert dataset_info("gsc_raw").input_shape == (1, 16000)
     with pytest.raises(DatasetNotFoundError, match="validation_list.txt"):
         get_dataset("gsc_raw", "train", root=tmp_path / "none")
+
+
+def test_missing_optional_packages_are_one_line(tmp_path, monkeypatch):
+    make_imdb(tmp_path)
+    (tmp_path / "caltech101" / "101_ObjectCategories" / "ant").mkdir(parents=True)
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)
+    monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)
+    with pytest.raises(
+        DatasetNotFoundError, match=r"needs Pillow: pip install 'spikequant\[images\]'"
+    ):
+        get_dataset("caltech101", "train", root=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=r"pip install 'spikequant\[text\]'"):
+        get_dataset("imdb", "train", root=tmp_path, tokenizer="tokenizers")
+    # "auto" falls back to the documented regex tokenizer
+    assert get_dataset("imdb", "train", root=tmp_path).vocab.kind == "regex"
