@@ -226,7 +226,6 @@ def test_imdb_regex_vocabulary_and_ids(tmp_path):
 
 
 def test_imdb_tokenizers_library(tmp_path):
-    pytest.importorskip("tokenizers", reason="the text extra is not installed")
     make_imdb(tmp_path)
     ds = get_dataset("imdb", "train", root=tmp_path, tokenizer="tokenizers", max_len=6)
     vocab = ds.vocab
