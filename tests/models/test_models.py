@@ -163,4 +163,5 @@ def test_the_zoo_is_registered():
         "resnet8_kws",
         "cnn_digits",
         "mlp",
+        "rsnn_kws",
     }
