@@ -13,6 +13,7 @@ SMALL = {
     "vgg11": dict(input_size=32, width=0.25),
     "vgg16": dict(input_size=32, width=0.25),
     "resnet8_kws": dict(in_channels=1, input_size=(12, 6)),
+    "rsnn_kws": dict(in_channels=1, input_size=(6, 4)),
     "cnn_digits": dict(in_channels=1, input_size=8),
     "mlp": dict(in_channels=1, input_size=8),
 }
@@ -162,4 +163,5 @@ def test_the_zoo_is_registered():
         "resnet8_kws",
         "cnn_digits",
         "mlp",
+        "rsnn_kws",
     }

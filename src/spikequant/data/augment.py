@@ -243,3 +243,219 @@ def build_batch_augment(
         return x, y
 
     return apply
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample transforms: callables on one image ``[C, H, W]`` in [0, 1], for a Dataset's
+# ``transform=`` (run by DataLoader workers). Each draws from its own ``generator`` if given.
+
+
+def cutout(
+    x: torch.Tensor, size: int, generator: torch.Generator | None = None, fill: float = 0.0
+) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017): per sample, set a ``size x size`` square centred at a
+    uniformly drawn pixel ``(cy, cx)`` to ``fill`` (the square is clipped at the border)."""
+    _check_batch(x, "cutout")
+    if size < 0:
+        raise ConfigError(f"cutout size must be >= 0, got {size}")
+    height, width = x.shape[-2], x.shape[-1]
+    batch = x.shape[0]
+    cy = (_uniform(batch, generator) * height).long().clamp_(max=height - 1).to(x.device)
+    cx = (_uniform(batch, generator) * width).long().clamp_(max=width - 1).to(x.device)
+    rows = torch.arange(height, device=x.device)[None, :]
+    cols = torch.arange(width, device=x.device)[None, :]
+    top, left = cy[:, None] - size // 2, cx[:, None] - size // 2
+    in_rows = (rows >= top) & (rows < top + size)
+    in_cols = (cols >= left) & (cols < left + size)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :]).view(
+        batch, *([1] * (x.dim() - 3)), height, width
+    )
+    return x.masked_fill(mask, fill)
+
+
+def _grey(img: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601-2 luma of ``[C, H, W]`` (C = 3), or the image itself for one channel."""
+    if img.shape[0] != 3:
+        return img
+    r, g, b = img[0], img[1], img[2]
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(0)
+
+
+def _blend(img: torch.Tensor, other: torch.Tensor, factor: float) -> torch.Tensor:
+    return (factor * img + (1.0 - factor) * other).clamp(0.0, 1.0)
+
+
+def _affine(img: torch.Tensor, matrix: list[list[float]]) -> torch.Tensor:
+    """Resample ``img`` with a 2x3 affine ``matrix`` in normalised [-1, 1] coordinates (output
+    pixel -> input pixel), nearest neighbour, zero fill."""
+    theta = torch.tensor([matrix], dtype=img.dtype, device=img.device)
+    grid = F.affine_grid(theta, [1, *img.shape], align_corners=False)
+    return F.grid_sample(img[None], grid, mode="nearest", padding_mode="zeros",
+                         align_corners=False)[0]  # fmt: skip
+
+
+def _equalize(img: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation of each channel on 256 levels (PIL's ImageOps.equalize rule)."""
+    levels = (img * 255).round().long().clamp(0, 255)
+    out = torch.empty_like(img)
+    for c in range(img.shape[0]):
+        hist = torch.bincount(levels[c].flatten(), minlength=256)
+        nonzero = hist[hist > 0]
+        step = int((hist.sum() - nonzero[-1]) // 255) if len(nonzero) else 0
+        if step == 0:
+            out[c] = img[c]
+            continue
+        lut = ((torch.cumsum(hist, 0) - hist + step // 2) // step).clamp(0, 255)
+        out[c] = lut[levels[c]].to(img.dtype) / 255
+    return out
+
+
+def _sharpen_kernel(img: torch.Tensor) -> torch.Tensor:
+    kernel = torch.ones(3, 3, dtype=img.dtype, device=img.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / 13).expand(img.shape[0], 1, 3, 3)
+    smooth = F.conv2d(img[None], kernel, padding=1, groups=img.shape[0])[0]
+    smooth[..., 0, :], smooth[..., -1, :] = img[..., 0, :], img[..., -1, :]
+    smooth[..., :, 0], smooth[..., :, -1] = img[..., :, 0], img[..., :, -1]
+    return smooth
+
+
+#: RandAugment's 14 operations; ``m`` in [0, 1] is magnitude / 30, ``sign`` is +-1.
+RAND_AUGMENT_OPS = (
+    "identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",
+    "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+)  # fmt: skip
+
+
+def apply_op(img: torch.Tensor, op: str, m: float, sign: float = 1.0) -> torch.Tensor:
+    """One RandAugment operation on ``[C, H, W]`` in [0, 1] at relative magnitude ``m`` in [0, 1].
+
+    Ranges at ``m = 1`` (torchvision's RandAugment): rotate 30 degrees, shear 0.3, translate
+    ``round(0.45 * side)`` pixels (content moves by ``-sign`` times that, zero fill),
+    colour/contrast/brightness/sharpness factor ``1 +- 0.9``, posterize to ``8 - floor(4m)``
+    bits, solarize threshold ``1 - m``."""
+    if op == "identity":
+        return img
+    if op == "autocontrast":
+        low = img.amin(dim=(-2, -1), keepdim=True)
+        high = img.amax(dim=(-2, -1), keepdim=True)
+        span = high - low
+        return torch.where(span > 0, (img - low) / span.clamp(min=1e-12), img)
+    if op == "equalize":
+        return _equalize(img)
+    if op == "rotate":
+        angle = math.radians(30.0 * m * sign)
+        cos, sin = math.cos(angle), math.sin(angle)
+        aspect = img.shape[-2] / img.shape[-1]
+        return _affine(img, [[cos, -sin * aspect, 0.0], [sin / aspect, cos, 0.0]])
+    if op == "solarize":
+        threshold = 1.0 - m
+        return torch.where(img >= threshold, 1.0 - img, img)
+    if op == "posterize":
+        bits = 8 - int(4 * m)
+        levels = (img * 255).round().to(torch.uint8) >> (8 - bits) << (8 - bits)
+        return levels.to(img.dtype) / 255
+    factor = 1.0 + 0.9 * m * sign
+    if op == "color":
+        return _blend(img, _grey(img).expand_as(img), factor)
+    if op == "contrast":
+        return _blend(img, _grey(img).mean().expand_as(img), factor)
+    if op == "brightness":
+        return _blend(img, torch.zeros_like(img), factor)
+    if op == "sharpness":
+        return _blend(img, _sharpen_kernel(img), factor)
+    if op in ("shear_x", "shear_y"):
+        shear = 0.3 * m * sign
+        matrix = [[1.0, shear, 0.0], [0.0, 1.0, 0.0]] if op == "shear_x" else [
+            [1.0, 0.0, 0.0], [shear, 1.0, 0.0]]  # fmt: skip
+        return _affine(img, matrix)
+    if op in ("translate_x", "translate_y"):
+        side = img.shape[-1] if op == "translate_x" else img.shape[-2]
+        pixels = round(0.45 * m * side) * sign  # whole pixels, so nothing is interpolated
+        shift = 2.0 * pixels / side  # normalised coordinates span 2
+        matrix = [[1.0, 0.0, shift], [0.0, 1.0, 0.0]] if op == "translate_x" else [
+            [1.0, 0.0, 0.0], [0.0, 1.0, shift]]  # fmt: skip
+        return _affine(img, matrix)
+    raise ConfigError(f"unknown augmentation op {op!r}; known: {', '.join(RAND_AUGMENT_OPS)}")
+
+
+class RandAugment:
+    """RandAugment (Cubuk et al., 2020) on one image: ``num_ops`` operations drawn uniformly with
+    replacement from :data:`RAND_AUGMENT_OPS`, each at ``magnitude / 30`` with a random sign for
+    the signed ones."""
+
+    def __init__(
+        self, num_ops: int = 2, magnitude: int = 9, generator: torch.Generator | None = None
+    ) -> None:
+        if num_ops < 0 or not 0 <= magnitude <= 30:
+            raise ConfigError(
+                f"need num_ops >= 0 and 0 <= magnitude <= 30, got {num_ops}, {magnitude}"
+            )
+        self.num_ops = int(num_ops)
+        self.magnitude = int(magnitude)
+        self.generator = generator
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        _check_image(img, "RandAugment")
+        for _ in range(self.num_ops):
+            op = RAND_AUGMENT_OPS[
+                int(torch.randint(len(RAND_AUGMENT_OPS), (1,), generator=self.generator))
+            ]
+            sign = 1.0 if float(_uniform(1, self.generator)) < 0.5 else -1.0
+            img = apply_op(img, op, self.magnitude / 30.0, sign)
+        return img
+
+
+def _check_image(img: torch.Tensor, name: str) -> None:
+    if not isinstance(img, torch.Tensor) or img.dim() != 3:
+        shape = list(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ShapeError(f"{name} expects one image [C, H, W], got {shape}")
+
+
+class RandomCropFlip:
+    """Zero-pad by ``padding``, random crop back to the input size, mirror with probability 1/2."""
+
+    def __init__(self, padding: int = 4, flip: bool = True, generator=None) -> None:
+        self.padding, self.flip, self.generator = int(padding), bool(flip), generator
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        _check_image(img, "RandomCropFlip")
+        out = random_crop(img[None], padding=self.padding, generator=self.generator)
+        if self.flip:
+            out = random_horizontal_flip(out, generator=self.generator)
+        return out[0]
+
+
+class Cutout:
+    """:func:`cutout` of one ``size x size`` square per image."""
+
+    def __init__(self, size: int = 16, generator=None, fill: float = 0.0) -> None:
+        self.size, self.generator, self.fill = int(size), generator, float(fill)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        _check_image(img, "Cutout")
+        return cutout(img[None], self.size, self.generator, self.fill)[0]
+
+
+class Compose:
+    """Apply transforms in order (e.g. the MSAT paper's ANN training: crop + flip, RandAugment,
+    Cutout)."""
+
+    def __init__(self, *transforms) -> None:
+        self.transforms = transforms
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            img = transform(img)
+        return img
+
+
+def standard_augment(padding: int = 4, cutout_size: int = 16, rand_augment: bool = True,
+                     generator: torch.Generator | None = None) -> Compose:  # fmt: skip
+    """Random crop (``padding``) + flip, RandAugment (2 ops, magnitude 9) if asked, Cutout."""
+    steps = [RandomCropFlip(padding, True, generator)]
+    if rand_augment:
+        steps.append(RandAugment(2, 9, generator))
+    if cutout_size:
+        steps.append(Cutout(cutout_size, generator))
+    return Compose(*steps)

@@ -25,8 +25,15 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {}
-_BUILTIN_MODULES = ("spikequant.data.digits",)
-_OPTIONAL_MODULES = ("spikequant.data.cifar", "spikequant.data.speech", "spikequant.data.events")
+_BUILTIN_MODULES = ("spikequant.data.digits", "spikequant.data.mnist")
+_OPTIONAL_MODULES = (
+    "spikequant.data.cifar",
+    "spikequant.data.speech",
+    "spikequant.data.events",
+    "spikequant.data.images",
+    "spikequant.data.text",
+    "spikequant.data.waveform",
+)
 
 
 def register_dataset(

@@ -6,8 +6,9 @@ registered neuron name or ``"relu"`` for the ANN baseline, which runs with T = 1
 per-timestep logits ``[T, B, num_classes]``.
 """
 
-from . import resnet, small, vgg  # noqa: F401  (registration side effects)
+from . import recurrent, resnet, small, vgg  # noqa: F401  (registration side effects)
 from .common import ANN_NEURON, NeuronFactory, SpikingModel
+from .recurrent import RecurrentSNN
 from .resnet import BasicBlock, ResNet
 from .small import MLP, DigitsCNN
 from .vgg import VGG
@@ -18,6 +19,7 @@ __all__ = [
     "BasicBlock",
     "DigitsCNN",
     "NeuronFactory",
+    "RecurrentSNN",
     "ResNet",
     "SpikingModel",
     "VGG",
