@@ -154,6 +154,7 @@ if triton is not None:
                          SEG: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
+        stride = N.to(tl.int64)  # t * N overflows int32 for tensors over 2^31 elements
         rows = tl.arange(0, SEG)[:, None]
         v_start = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         thr = _param(th_ptr, 0, offs, mask, P, S, C, PER_CHANNEL)
@@ -174,14 +175,14 @@ if triton is not None:
             for t in range(t0):
                 if PER_STEP:
                     thr = _param(th_ptr, t, offs, mask, P, S, C, PER_CHANNEL)
-                x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+                x = tl.load(x_ptr + t * stride + offs, mask=mask, other=0.0).to(tl.float32)
                 h, z, v = _step(v, x, thr, a, b, v_reset, HARD)
             # h of the segment's steps, kept in registers
             h_tile = tl.zeros([SEG, BLOCK], dtype=tl.float32)
             for t in range(t0, t1):
                 if PER_STEP:
                     thr = _param(th_ptr, t, offs, mask, P, S, C, PER_CHANNEL)
-                x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+                x = tl.load(x_ptr + t * stride + offs, mask=mask, other=0.0).to(tl.float32)
                 h, z, v = _step(v, x, thr, a, b, v_reset, HARD)
                 h_tile = tl.where(rows == t - t0, h[None, :], h_tile)
             for j in range(t1 - t0):
@@ -193,7 +194,7 @@ if triton is not None:
                 z = (q >= 0.0).to(tl.float32)
                 sg = _surrogate_grad(q, alpha, c1, c2, KIND)
                 if HAS_GO:
-                    go = tl.load(go_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+                    go = tl.load(go_ptr + t * stride + offs, mask=mask, other=0.0).to(tl.float32)
                 else:
                     go = tl.zeros([BLOCK], dtype=tl.float32)
                 if SCALED:
@@ -210,7 +211,7 @@ if triton is not None:
                         gz = gz - gv * thr
                     gh = gz * sg + gv
                     dth = -gz * sg - gv * z
-                tl.store(gx_ptr + t * N + offs, _as_element_of(b * gh, gx_ptr), mask=mask)
+                tl.store(gx_ptr + t * stride + offs, _as_element_of(b * gh, gx_ptr), mask=mask)
                 gv = a * gh
                 if NEED_TH:
                     if PER_STEP:
