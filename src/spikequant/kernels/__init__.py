@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ._common import SURROGATE_KINDS, KernelSpec, in_layout, kernel_layout
+from ._common import SURROGATE_KINDS, KernelSpec, kernel_layout
 
 _SOURCE = pathlib.Path(__file__).with_name("neuron_kernels.cpp")
 _log = logging.getLogger(__name__)
@@ -201,51 +201,6 @@ def _say_fallback_once() -> None:
     )
 
 
-class _FusedIntegrateFire(torch.autograd.Function):
-    """The C++ kernels as one autograd node (see the module docstring for the equations)."""
-
-    @staticmethod
-    def forward(ctx, x, v0, threshold, spike_value, spec: KernelSpec):
-        th2d = threshold.reshape(spec.th_rows, -1).contiguous()
-        sv = None if spike_value is None else spike_value.reshape(-1).contiguous()
-        # Inside forward grad mode is off; needs_input_grad tells whether backward will run.
-        save = any(ctx.needs_input_grad[:4])
-        # An unused final membrane then arrives as None instead of a materialised zero tensor.
-        ctx.set_materialize_grads(False)
-        out, v_final = _extension.forward(
-            x, v0, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.per_sample, spec.inner
-        )
-        if save:
-            # Backward recomputes h from x and v0 (tensors that exist anyway) instead of keeping
-            # a [T, ...] copy of it.
-            ctx.save_for_backward(x, v0, th2d, sv)
-            ctx.spec = spec
-            ctx.th_shape = threshold.shape
-            ctx.sv_shape = None if spike_value is None else spike_value.shape
-        return out, v_final
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_v_final):
-        x, v0, th2d, sv = ctx.saved_tensors
-        spec: KernelSpec = ctx.spec
-        need_x, need_v0, need_th, need_sv = ctx.needs_input_grad[:4]
-        need_sv = bool(need_sv and sv is not None)
-        grad_x, grad_v0, grad_th, grad_sv = _extension.backward(
-            None if grad_out is None else in_layout(grad_out, x),
-            None if grad_v_final is None else in_layout(grad_v_final, v0),
-            x, v0, th2d, sv, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach, spec.kind,
-            spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner, bool(need_v0),
-            bool(need_th), need_sv,
-        )
-        return (
-            grad_x if need_x else None,
-            grad_v0 if need_v0 else None,
-            grad_th.reshape(ctx.th_shape) if need_th else None,
-            grad_sv.reshape(ctx.sv_shape) if need_sv else None,
-            None,
-        )
-
-
 BACKENDS = ("torch", "auto", "fused", "cpp", "triton")
 _CPP_DTYPES = (torch.float32, torch.float64)
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -267,15 +222,23 @@ def _triton_problem(x: torch.Tensor) -> str | None:
     return triton_neuron.problem(x, _TRITON_DTYPES)
 
 
+def _onnx_exporting() -> bool:
+    """ONNX has no fused operator: while exporting, every backend runs the reference step ops."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
 def choose_backend(x: torch.Tensor, backend: str) -> str | None:
     """The kernel (``"cpp"`` or ``"triton"``) that runs ``x`` under ``backend``.
 
     ``"auto"`` returns None when no kernel fits (the caller runs the reference loop); the explicit
-    backends raise :class:`ConfigError` saying why they cannot run.
+    backends raise :class:`ConfigError` saying why they cannot run. During
+    :func:`torch.onnx.export` every backend returns None: the export decomposes the neurons into
+    their reference ops.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "torch":
+    if backend == "torch" or _onnx_exporting():
         return None
     if backend == "auto":
         if x.device.type == "cuda":
@@ -354,12 +317,20 @@ def integrate_fire(
         from . import triton_neuron
 
         return triton_neuron.integrate_fire(x_seq, v0, threshold, spike_value, spec)
+    from . import ops
+
     dtype = x_seq.dtype
-    threshold = threshold.to(dtype)
-    spike_value = None if spike_value is None else spike_value.to(dtype)
+    threshold = threshold.to(dtype).reshape(spec.th_rows, -1).contiguous()
+    if spike_value is not None:
+        spike_value = spike_value.to(dtype).reshape(-1).contiguous()
     if v0.stride() != x_seq[0].stride() or v0.dtype != dtype:
         v0 = torch.empty_like(x_seq[0]).copy_(v0)
-    return _FusedIntegrateFire.apply(x_seq, v0, threshold, spike_value, spec)
+    # one operator node (torch.compile / torch.export see it whole); backward recomputes h from
+    # x and v0 instead of keeping a [T, ...] copy of it
+    return ops.integrate_fire_forward(
+        x_seq, v0, threshold, spike_value, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach,
+        spec.kind, spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner,
+    )
 
 
 def _prepare(x_seq, v0, threshold, spike_value, per_step_threshold):
