@@ -8,13 +8,19 @@ match exactly, gradients w.r.t. input, initial membrane and threshold to 1e-5.
 
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-os.environ["TRITON_INTERPRET"] = "1"
+# Triton decides at import whether it interprets; imported earlier in this process without the
+# flag (e.g. by torch.compile in another test), its interpreter cannot be switched on any more,
+# and these checks run in a fresh interpreter instead (test_in_a_fresh_process).
+PREIMPORTED = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+if not PREIMPORTED:
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from spikequant import kernels  # noqa: E402
 from spikequant.errors import ConfigError  # noqa: E402
@@ -38,8 +44,6 @@ try:
 
     from spikequant.kernels import triton_neuron
 
-    if not triton_neuron.interpreted():  # imported earlier in this process without the flag
-        triton_neuron = importlib.reload(triton_neuron)
     MISSING = None
 except ImportError as exc:
     MISSING = f"triton not installed ({exc})"
@@ -47,6 +51,18 @@ except ImportError as exc:
 if MISSING and REQUIRED:
     raise RuntimeError(f"SPIKEQUANT_REQUIRE_KERNELS=1 but {MISSING}")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+in_process = pytest.mark.skipif(PREIMPORTED, reason="run by test_in_a_fresh_process")
+
+
+@pytest.mark.skipif(not PREIMPORTED, reason="the checks below run in this process")
+def test_in_a_fresh_process():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         __file__], env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
 
 SURROGATES = {"sigmoid": Sigmoid(4.0), "triangle": Triangle(1.0), "atan": Atan(2.0),
               "rectangle": Rectangle(1.0)}
@@ -118,6 +134,7 @@ CASES = [
 ]
 
 
+@in_process
 @pytest.mark.parametrize("kind,surrogate,reset,per_channel", CASES)
 def test_triton_matches_reference(kind, surrogate, reset, per_channel):
     gen = torch.Generator().manual_seed(CASES.index((kind, surrogate, reset, per_channel)))
@@ -127,6 +144,7 @@ def test_triton_matches_reference(kind, surrogate, reset, per_channel):
                  _run(neuron, x, v0, weights, weights_v, "triton"))
 
 
+@in_process
 def test_more_steps_than_one_register_segment():
     # T = 35 > 32: backward recomputes the earlier segment from v0
     gen = torch.Generator().manual_seed(2)
@@ -136,6 +154,7 @@ def test_more_steps_than_one_register_segment():
                  _run(neuron, x, v0, weights, weights_v, "triton"))
 
 
+@in_process
 @pytest.mark.parametrize("kind", ["lif", "atif_u", "atif_nu"])
 def test_bfloat16_input_is_computed_in_float32(kind):
     # bf16 in, float32 arithmetic: equal to the float32 reference on the same (bf16) values
@@ -155,6 +174,7 @@ def test_bfloat16_input_is_computed_in_float32(kind):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+@in_process
 def test_channels_last_steps_without_copy():
     gen = torch.Generator().manual_seed(4)
     steps, batch = 3, 2
@@ -170,6 +190,7 @@ def test_channels_last_steps_without_copy():
     assert neuron(x).stride() == x.stride()
 
 
+@in_process
 def test_inference_and_chunks_match():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(6, 2, 8, generator=gen)
@@ -181,6 +202,7 @@ def test_inference_and_chunks_match():
     assert torch.equal(outputs["torch"], outputs["triton"])
 
 
+@in_process
 def test_explicit_triton_that_cannot_run_raises(monkeypatch):
     x = torch.randn(3, 2, 4)
     with pytest.raises(ConfigError, match="float64"):
@@ -193,6 +215,7 @@ def test_explicit_triton_that_cannot_run_raises(monkeypatch):
         LIF(backend="triton")(x)
 
 
+@in_process
 def test_auto_uses_cpp_on_cpu_not_triton():
     x = torch.randn(3, 2, 4)
     expected = "cpp" if kernels.available() else None
