@@ -120,7 +120,8 @@ if triton is not None:
         else:  # rectangle: alpha 1[|q| < 1 / (2 alpha)]
             return tl.where(tl.abs(q) < c1, alpha, 0.0)
 
-    @triton.jit
+    # sizes equal to 1 must not become compile-time constants (N.to() below, fewer recompiles)
+    @triton.jit(do_not_specialize=["N", "T", "P", "S", "C"])
     def _forward_kernel(x_ptr, v0_ptr, th_ptr, sv_ptr, out_ptr, vt_ptr, N, T, P, S, C,
                         a, b, v_reset, HARD: tl.constexpr, SCALED: tl.constexpr,
                         PER_CHANNEL: tl.constexpr, PER_STEP: tl.constexpr, BLOCK: tl.constexpr):
@@ -144,7 +145,7 @@ if triton is not None:
             out_ptrs += N
         tl.store(vt_ptr + offs, _as_element_of(v, vt_ptr), mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["N", "T", "P", "S", "C"])
     def _backward_kernel(go_ptr, gvt_ptr, x_ptr, v0_ptr, th_ptr, sv_ptr, gx_ptr, gv0_ptr,
                          dth_ptr, dsv_ptr, N, T, P, S, C, a, b, v_reset, alpha, c1, c2,
                          KIND: tl.constexpr, HARD: tl.constexpr, SCALED: tl.constexpr,
