@@ -221,3 +221,46 @@ def test_auto_uses_cpp_on_cpu_not_triton():
     expected = "cpp" if kernels.available() else None
     assert kernels.choose_backend(x, "auto") == expected
     assert kernels.choose_backend(x, "triton") == "triton"
+
+
+_COMPILE_FOR_GPU = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from spikequant.kernels import triton_neuron as tn
+
+def compile_ptx(kernel, pointers, scalars, consts):
+    signature = {**pointers, **{k: "i32" for k in "NTPSC"}, **{k: "fp32" for k in scalars}}
+    signature.update({k: "constexpr" for k in consts})
+    source = ASTSource(kernel, signature, consts)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                              options={"enable_fp_fusion": False})
+    return compiled.asm["ptx"]
+
+fwd = compile_ptx(
+    tn._forward_kernel,
+    {"x_ptr": "*bf16", "v0_ptr": "*fp32", "th_ptr": "*fp32", "sv_ptr": "*fp32",
+     "out_ptr": "*bf16", "vt_ptr": "*fp32"},
+    ("a", "b", "v_reset"),
+    dict(HARD=True, SCALED=True, PER_CHANNEL=True, PER_STEP=True, BLOCK=256))
+bwd = compile_ptx(
+    tn._backward_kernel,
+    {"go_ptr": "*bf16", "gvt_ptr": "*fp32", "x_ptr": "*bf16", "v0_ptr": "*fp32",
+     "th_ptr": "*fp32", "sv_ptr": "*fp32", "gx_ptr": "*bf16", "gv0_ptr": "*fp32",
+     "dth_ptr": "*fp32", "dsv_ptr": "*fp32"},
+    ("a", "b", "v_reset", "alpha", "c1", "c2"),
+    dict(KIND=0, HARD=False, SCALED=True, DETACH=False, PER_CHANNEL=True, PER_STEP=True,
+         HAS_GO=True, HAS_GVT=True, NEED_V0=True, NEED_TH=True, NEED_SV=True, SEG=32,
+         BLOCK=128))
+assert "fma." not in fwd and "fma." not in bwd, "fused multiply-add in the kernels"
+print("ok")
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_fma():
+    # Without a GPU: compile the most general forward and backward for sm_90 (Triton ships the
+    # NVIDIA toolchain), outside the interpreter, and check that no multiply-add was fused.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPU], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
