@@ -158,11 +158,12 @@ class IF(SpikingNeuron):
 
     def run(self, x_seq, state):
         if self.backend != "torch":
-            if not isinstance(state, MembraneState) or state.v.shape != x_seq.shape[1:]:
+            membrane = state.v if isinstance(state, MembraneState) else None
+            if membrane is None or membrane.shape != x_seq.shape[1:]:
                 params = "state is not a membrane of the step shape"
             else:
                 params = self.kernel_params()
-            result = run_kernel(self.backend, x_seq, state.v, params)
+            result = run_kernel(self.backend, x_seq, membrane, params)
             if result is not None:
                 return result[0], MembraneState(result[1])
         return super().run(x_seq, state)
