@@ -155,21 +155,23 @@ def test_more_steps_than_one_register_segment():
 
 
 @in_process
-@pytest.mark.parametrize("kind", ["lif", "atif_u", "atif_nu"])
-def test_bfloat16_input_is_computed_in_float32(kind):
-    # bf16 in, float32 arithmetic: equal to the float32 reference on the same (bf16) values
+@pytest.mark.parametrize("kind,dtype", [("lif", torch.bfloat16), ("atif_u", torch.bfloat16),
+                                        ("atif_nu", torch.bfloat16), ("atif_u", torch.float16)])
+def test_half_precision_input_is_computed_in_float32(kind, dtype):
+    # bf16/fp16 in, float32 arithmetic: equal to the float32 reference on the same input values
     gen = torch.Generator().manual_seed(3)
     neuron = _make(kind, Sigmoid(4.0), "soft", True, gen)
     x, v0, weights, weights_v = _inputs(gen)
-    # the gradient reaching a bf16 output is bf16: give the reference the same rounded weights
-    weights = weights.to(torch.bfloat16).float()
-    x16 = x.to(torch.bfloat16)
+    # the gradient reaching a half-precision output is rounded: give the reference the same
+    weights = weights.to(dtype).float()
+    x16 = x.to(dtype)
     ref = _run(neuron, x16.float(), v0, weights, weights_v, "torch")
     got = _run(neuron, x16, v0, weights, weights_v, "triton")
-    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
-    assert torch.equal(got[0], ref[0].to(torch.bfloat16))
+    assert got[0].dtype == dtype and got[1].dtype == torch.float32
+    assert torch.equal(got[0], ref[0].to(dtype))
     assert torch.equal(got[1], ref[1])
-    torch.testing.assert_close(got[2].float(), ref[2], rtol=2**-7, atol=1e-5)  # one bf16 ulp
+    ulp = 2**-7 if dtype == torch.bfloat16 else 2**-10
+    torch.testing.assert_close(got[2].float(), ref[2], rtol=ulp, atol=1e-5)  # one ulp
     for a, b in zip(ref[3:], got[3:], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
