@@ -78,15 +78,19 @@ def _spikequant(kind: str, backend: str = "fused") -> Layer:
 
 
 # -------------------------------------------------------------------------------- SpikingJelly
-def _spikingjelly(kind: str) -> Layer:
+def _spikingjelly(kind: str, backend: str = "torch") -> Layer:
+    """``backend``: SpikingJelly's multi-step implementation ("torch", or "cupy"/"triton" on
+    GPUs where installed)."""
     from spikingjelly.activation_based import functional, neuron, surrogate
 
     if kind == "lif":
         node = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m")
+                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m",
+                              backend=backend)
     else:
         node = neuron.IFNode(v_threshold=1.0, v_reset=0.0,
-                             surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m")
+                             surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m",
+                             backend=backend)
 
     def run(x):
         functional.reset_net(node)

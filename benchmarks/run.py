@@ -5,6 +5,8 @@ Workloads (issue 7):
       bandwidth floor (bytes that must move / measured copy bandwidth);
   (b) a training step of a 3-conv spiking CNN on [T=4, B=32, 3, 32, 32];
   (c) peak memory of (b) and of a VGG-11 training step at T=4 and T=16 (fresh process each);
+  (d) on a CUDA device: LIF and IF forward+backward at T = 2, 4, 8, 32, the Triton kernels against
+      SpikingJelly's GPU backends and snnTorch where installed (one line saying so without a GPU);
   plus the checkpointed-BPTT trade-off (memory and time against T) and the ``run()`` of every
   other ``benchmarks/bench_*.py`` module.
 
@@ -206,6 +208,67 @@ def bench_bptt_tradeoff(repeats: int = 4) -> dict:
     return {"model": "cnn B=32 (channels-last)", "rows": rows}
 
 
+# ---------------------------------------------------------------------------------- GPU rows
+GPU_STEPS = (2, 4, 8, 32)
+GPU_STEP_SHAPE = (64, 4096)  # [B, N] of one step
+
+
+def _gpu_layers(kind: str) -> dict:
+    """The GPU candidates that construct here: spikequant's Triton kernels and reference loop,
+    SpikingJelly's multi-step backends, snnTorch (each skipped when it cannot run)."""
+    candidates = {
+        "spikequant (triton)": lambda: peers.make_layer("spikequant", kind, backend="triton"),
+        "spikequant (torch loop)": lambda: peers.make_layer("spikequant", kind, backend="torch"),
+    }
+    for sj_backend in ("triton", "cupy", "torch"):
+        candidates[f"spikingjelly ({sj_backend})"] = (
+            lambda b=sj_backend: peers.make_layer("spikingjelly", kind, backend=b))
+    candidates["snntorch"] = lambda: peers.make_layer("snntorch", kind)
+    layers, skipped = {}, {}
+    probe_x = torch.randn(2, 2, 64, device="cuda")
+    for name, make in candidates.items():
+        try:
+            layer = make()
+            layer.module.to("cuda")
+            layer.run(probe_x * layer.input_scale)  # a backend may fail only when it runs
+            layers[name] = layer
+        except Exception as exc:  # not installed / no such backend: recorded, not fatal
+            skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+    return {"layers": layers, "skipped": skipped}
+
+
+def bench_gpu(repeats: int) -> dict:
+    """LIF/IF forward+backward on [T, 64, 4096] float32 CUDA tensors for T = 2, 4, 8, 32."""
+    if not torch.cuda.is_available():
+        message = "no CUDA device: GPU rows (Triton kernels vs peers) skipped"
+        print(message)
+        return {"skipped": message}
+    result: dict = {"device": torch.cuda.get_device_name(), "step_shape": list(GPU_STEP_SHAPE)}
+    for kind in ("lif", "if"):
+        found = _gpu_layers(kind)
+        rows = []
+        for steps in GPU_STEPS:
+            gen = torch.Generator(device="cuda").manual_seed(steps)
+            shape = (steps, *GPU_STEP_SHAPE)
+            x = torch.randn(shape, generator=gen, device="cuda") + 0.5
+            grad_seed = torch.randn(shape, generator=gen, device="cuda")
+            inputs = {n: (x * layer.input_scale).requires_grad_(True)
+                      for n, layer in found["layers"].items()}
+
+            def forward_backward(layer, xi, grad_seed=grad_seed):
+                def fn():
+                    xi.grad = None
+                    layer.run(xi).backward(grad_seed)
+                    torch.cuda.synchronize()
+                return fn
+
+            timing = interleaved({n: forward_backward(layer, inputs[n])
+                                  for n, layer in found["layers"].items()}, repeats)
+            rows.append({"T": steps, "forward_backward": timing})
+        result[kind] = {"rows": rows, "skipped": found["skipped"]}
+    return result
+
+
 # ----------------------------------------------------------------------------- other modules
 def bench_others() -> dict:
     out = {}
@@ -397,6 +460,25 @@ def render_markdown(res: dict) -> str:
                           else ["-", "-"])
             lines.append(f"| {row['T']} | " + " | ".join(cells) + " |")
         lines.append("")
+    gpu = res.get("gpu")
+    if gpu:
+        lines += ["## GPU: neuron layer forward+backward", ""]
+        if "skipped" in gpu:
+            lines += [gpu["skipped"], ""]
+        else:
+            lines += [f"{gpu['device']}, float32 steps of {gpu['step_shape']}; median ms.", ""]
+            for kind in ("lif", "if"):
+                rows = gpu[kind]["rows"]
+                names = list(rows[0]["forward_backward"]) if rows else []
+                lines += [f"### {kind.upper()}", "",
+                          "| T | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+                for row in rows:
+                    t = row["forward_backward"]
+                    lines.append(f"| {row['T']} | " + " | ".join(
+                        f"{t[n]['median_ms']:.3f}" for n in names) + " |")
+                for name, why in gpu[kind]["skipped"].items():
+                    lines.append(f"\n{name} not run: {why}")
+                lines.append("")
     others = res.get("others")
     if others:
         lines += ["## Other benchmarks (`benchmarks/bench_*.py`)", ""]
@@ -408,8 +490,8 @@ def render_markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--only", default="layers,cnn,memory,bptt,others",
-                        help="comma-separated subset of: layers,cnn,memory,bptt,others")
+    parser.add_argument("--only", default="layers,cnn,memory,bptt,gpu,others",
+                        help="comma-separated subset of: layers,cnn,memory,bptt,gpu,others")
     parser.add_argument("--out", default=None, help="results directory (default docs/results)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other parts of an existing bench.json (each part records "
@@ -445,7 +527,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "libraries": libs_info,
     }
-    for key in ("bandwidth", "layers", "cnn", "memory", "bptt", "others"):
+    for key in ("bandwidth", "layers", "cnn", "memory", "bptt", "gpu", "others"):
         if key in previous and (key if key != "bandwidth" else "layers") not in parts:
             res[key] = previous[key]
     res["parts"] = dict(previous.get("parts", {}))
@@ -460,6 +542,8 @@ def main(argv: list[str] | None = None) -> dict:
         res["memory"] = bench_memory(libs)
     if "bptt" in parts:
         res["bptt"] = bench_bptt_tradeoff()
+    if "gpu" in parts:
+        res["gpu"] = bench_gpu(args.repeats)
     if "others" in parts:
         res["others"] = bench_others()
     res["environment"]["load_after"] = round(os.getloadavg()[0], 2)

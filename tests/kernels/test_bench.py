@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from benchmarks import models, peers
-from benchmarks.run import interleaved, render_markdown
+from benchmarks.run import bench_gpu, interleaved, render_markdown
 
 
 @pytest.mark.parametrize("kind", ["lif", "if"])
@@ -45,3 +45,13 @@ def test_report_renders_from_results():
     }
     text = render_markdown(res)
     assert "(b) 3-conv spiking CNN" in text and "| other |" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_gpu_rows_say_in_one_line_that_there_is_no_gpu(capsys):
+    result = bench_gpu(repeats=1)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed == [result["skipped"]] and "no CUDA device" in printed[0]
+    res = {"date": "now", "libraries": {}, "gpu": result,
+           "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0}}
+    assert result["skipped"] in render_markdown(res)

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import ConfigError, ShapeError
 from ..registry import register_neuron
 from ..surrogate import Surrogate, create_surrogate
-from .base import SpikingNeuron, channel_view
+from .base import SpikingNeuron, channel_view, kernel_surrogate, run_kernel
 from .reset import Subtract, create_reset
 
 
@@ -127,7 +127,7 @@ class ATIFnu(SpikingNeuron):
         if not isinstance(self.reset, Subtract):
             raise ConfigError("ATIF-nu is defined with the soft (subtract) reset")
         self.scale_output = bool(scale_output)
-        self.backend = "auto"  # "torch" (reference loop), "fused" or "auto", as for IF
+        self.backend = "auto"  # "torch" (reference loop), "auto", "fused", "cpp", "triton": see IF
 
     @property
     def levels(self) -> torch.Tensor:
@@ -152,13 +152,37 @@ class ATIFnu(SpikingNeuron):
         z, state = atif_nu_step(x, state, p)
         return (z * channel_view(p.spike_value, x) if self.scale_output else z), state
 
-    def run(self, x_seq, state):
-        if getattr(self, "backend", "auto") != "torch":
-            from .. import kernels
+    def kernel_params(self, state: StepState, steps: int) -> dict | str:
+        """Parameters of the fused kernels for ``steps`` steps from ``state``: the rows
+        ``t0 .. t0 + steps`` of the threshold schedule, soft reset, spikes carrying ``p_1``."""
+        surrogate = kernel_surrogate(self.surrogate)
+        if isinstance(surrogate, str):
+            return surrogate
+        if type(self.reset) is not Subtract:
+            return f"reset {self.reset!r}"
+        params = self.params()
+        return dict(
+            threshold=params.step_thresholds[state.t : state.t + steps],
+            per_step_threshold=True,
+            **surrogate,
+            detach_reset=self.reset.detach,
+            spike_value=params.spike_value if self.scale_output else None,
+        )
 
-            fused = kernels.try_fused_run(self, x_seq, state, required=self.backend == "fused")
+    def run(self, x_seq, state):
+        backend = getattr(self, "backend", "auto")
+        steps = x_seq.shape[0]
+        # past the schedule's end the reference loop raises the precise ShapeError
+        if backend != "torch" and isinstance(state, StepState) and (
+            state.t + steps <= self.timesteps
+        ):
+            if state.v.shape != x_seq.shape[1:]:
+                params = "state is not an ATIF-nu membrane of the step shape"
+            else:
+                params = self.kernel_params(state, steps)
+            fused = run_kernel(backend, x_seq, state.v, params)
             if fused is not None:
-                return fused
+                return fused[0], StepState(fused[1], state.t + steps)
         # Parameters are mapped once per sequence rather than once per step.
         p = self.params()
         outputs = []

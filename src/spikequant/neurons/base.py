@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ShapeError, StateShapeError
+from ..errors import ConfigError, ShapeError, StateShapeError
+from ..kernels import BACKENDS
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
 
@@ -154,3 +155,33 @@ def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             f"{tuple(x.shape)} (channels are dimension 1 of each step)"
         )
     return param.view(param.shape[0], *([1] * (x.ndim - 2)))
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def kernel_surrogate(surrogate) -> dict | str:
+    """``{"surrogate_kind", "alpha"}`` of a built-in surrogate (the kernels implement exactly
+    these), or why ``surrogate`` has no kernel (a user subclass may change ``grad``)."""
+    from .. import surrogate as surrogates
+
+    builtin = (surrogates.Sigmoid, surrogates.Triangle, surrogates.Atan, surrogates.Rectangle)
+    if type(surrogate) not in builtin:
+        return f"surrogate {surrogate!r} is not a built-in one"
+    return {"surrogate_kind": surrogate.kind, "alpha": float(surrogate.alpha)}
+
+
+def run_kernel(backend: str, x_seq: torch.Tensor, v: torch.Tensor, params: dict | str):
+    """Run a fused kernel with a neuron's ``params`` (from its ``kernel_params``), or return None
+    for the reference loop; ``params`` is a string when the neuron's configuration has no kernel
+    (an error unless ``backend="auto"``)."""
+    from .. import kernels
+
+    if isinstance(params, str):
+        if backend == "auto":
+            return None
+        raise ConfigError(f"backend={backend!r} cannot run this neuron: {params}")
+    return kernels.integrate_fire(x_seq, v, backend=backend, **params)

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_neuron
 from ..surrogate import Surrogate, create_surrogate
-from .base import SpikingNeuron, channel_view
+from .base import SpikingNeuron, channel_view, check_backend, kernel_surrogate, run_kernel
 from .reset import Subtract, Zero, create_reset
 
 
@@ -83,8 +83,9 @@ class IF(SpikingNeuron):
         reset: ``Subtract()`` (soft, default) or ``Zero()`` (hard), or their names.
         scale_output: emit ``V_th z`` instead of ``z`` (each spike carries the threshold value).
         min_threshold: a trained threshold is clamped at this floor in the forward pass.
-        backend: ``"torch"`` (reference step loop), ``"fused"`` (compiled multi-step kernel,
-            error if unavailable) or ``"auto"`` (fused when available for this configuration).
+        backend: ``"torch"`` (reference step loop), ``"auto"`` (a fused multi-step kernel when
+            one runs this configuration: Triton on CUDA, C++ on CPU), ``"fused"`` (the fused
+            kernel of the input's device, error if it cannot run), ``"cpp"`` or ``"triton"``.
     """
 
     def __init__(
@@ -107,15 +108,39 @@ class IF(SpikingNeuron):
         self.reset = create_reset(reset)
         self.scale_output = bool(scale_output)
         self.min_threshold = float(min_threshold)
-        if backend not in ("torch", "fused", "auto"):
-            raise ConfigError(f"backend must be 'torch', 'fused' or 'auto', got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
 
-    def effective_threshold(self, x: torch.Tensor) -> torch.Tensor:
+    def threshold_value(self) -> torch.Tensor:
+        """``V_th`` as used in the forward pass (0-d or ``[C]``): a trained one is clamped."""
         th = self.threshold
         if th.requires_grad:
             th = th.clamp(min=self.min_threshold)
-        return channel_view(th, x)
+        return th
+
+    def effective_threshold(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_view(self.threshold_value(), x)
+
+    def kernel_params(self) -> dict | str:
+        """This neuron's parameters for :func:`spikequant.kernels.integrate_fire` (plain numbers
+        and tensors), or why no fused kernel implements its configuration."""
+        surrogate = kernel_surrogate(self.surrogate)
+        if isinstance(surrogate, str):
+            return surrogate
+        reset = self.reset
+        if type(reset) not in (Subtract, Zero):
+            return f"reset {reset!r} is not Subtract or Zero"
+        threshold = self.threshold_value()
+        hard = isinstance(reset, Zero)
+        return dict(
+            threshold=threshold,
+            **surrogate,
+            decay=1.0,
+            input_scale=1.0,
+            hard_reset=hard,
+            v_reset=reset.v_reset if hard else 0.0,
+            detach_reset=reset.detach,
+            spike_value=threshold if self.scale_output else None,
+        )
 
     def params(self, x: torch.Tensor) -> IFParams:
         return IFParams(self.effective_threshold(x), self.surrogate, self.reset)
@@ -133,11 +158,14 @@ class IF(SpikingNeuron):
 
     def run(self, x_seq, state):
         if self.backend != "torch":
-            from .. import kernels
-
-            result = kernels.try_fused_run(self, x_seq, state, required=self.backend == "fused")
+            membrane = state.v if isinstance(state, MembraneState) else None
+            if membrane is None or membrane.shape != x_seq.shape[1:]:
+                params = "state is not a membrane of the step shape"
+            else:
+                params = self.kernel_params()
+            result = run_kernel(self.backend, x_seq, membrane, params)
             if result is not None:
-                return result
+                return result[0], MembraneState(result[1])
         return super().run(x_seq, state)
 
     def extra_repr(self) -> str:
@@ -166,6 +194,13 @@ class LIF(IF):
     @property
     def decay(self) -> float:
         return 1.0 - 1.0 / self.tau
+
+    def kernel_params(self) -> dict | str:
+        params = super().kernel_params()
+        if isinstance(params, dict):
+            params["decay"] = self.decay
+            params["input_scale"] = 1.0 - self.decay if self.decay_input else 1.0
+        return params
 
     def params(self, x):
         return LIFParams(
