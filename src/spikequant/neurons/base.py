@@ -80,9 +80,11 @@ class SpikingNeuron(nn.Module):
                 f"{type(self).__name__} expects time-first input [T, B, ...], got shape "
                 f"{tuple(x_seq.shape)}"
             )
-        if x_seq.dtype in (torch.float16, torch.bfloat16):
-            # membranes integrate in float32: in half precision small currents would round
-            # away and spikes flip (autocast hands neurons half-precision conv outputs)
+        if x_seq.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+            x_seq.device.type
+        ):
+            # under mixed precision membranes integrate in float32: in half precision small
+            # currents would round away and spikes flip (autocast hands neurons half conv outputs)
             x_seq = x_seq.float()
         if self.state is None:
             state = self.initial_state(x_seq[0])
