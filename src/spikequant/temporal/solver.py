@@ -54,19 +54,23 @@ def _sort_inputs(z: torch.Tensor, z_max: float):
 
 
 def _sequential_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Prefix sums along ``dim`` accumulated in float64, rounded back to ``x.dtype``.
+    """Prefix sums along ``dim`` accumulated in float64 in index order, rounded to ``x.dtype``.
 
-    The precision contract shared with the fused kernel: it accumulates in double in the same
-    order, so both backends agree bit for bit (on CPU torch's cumsum is a sequential scan).
-    Summing in ``x.dtype`` instead made training runs of the two backends drift apart.
+    The precision contract shared with the fused kernel, which accumulates in double in the same
+    order, so both backends agree bit for bit. Summing in ``x.dtype`` (or in blocks) instead made
+    training runs of the two backends drift apart. On CPU torch's cumsum is a sequential scan
+    that already accumulates float32 in double (tested against the kernel), so it needs no
+    float64 copy of ``[R, N, M]``; other devices ask for float64 explicitly.
     """
+    if x.device.type == "cpu":
+        return torch.cumsum(x, dim)
     return torch.cumsum(x, dim, dtype=torch.float64).to(x.dtype)
 
 
 def _sequential_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum along ``dim`` in index order with a float64 accumulator (see :func:`_sequential_cumsum`);
-    ``x.sum`` uses a blocked order that the kernel's loops do not reproduce."""
-    return torch.cumsum(x, dim, dtype=torch.float64).select(dim, -1).to(x.dtype)
+    ``x.sum`` adds in blocks, an order the kernel's loops do not reproduce."""
+    return _sequential_cumsum(x, dim).select(dim, -1)
 
 
 def _sorted_prefix_solution(z: torch.Tensor, weight: torch.Tensor, z_max: float):
