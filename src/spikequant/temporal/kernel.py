@@ -5,7 +5,9 @@ masks) and makes ~20 passes over them. The fused kernel streams the same prefix 
 keeping ``W_k`` and ``A_k`` of the ``M`` neurons in registers/L1, and stops a row as soon as every
 neuron has found its first valid prefix (``W_k > 1`` and ``c_k <= z_(k+1)``). Backward walks the
 sorted inputs once, accumulating ``dz_i = sum_j s_j w_ji`` and ``dw_ji += s_j (z_i - z_j)`` with
-``s_j = g_j / (W_C - 1)`` for inputs inside each neuron's causal set.
+``s_j = g_j / (W_C - 1)`` for inputs inside each neuron's causal set. The arithmetic is the
+reference's (terms rounded to the input dtype, sums accumulated in double in index order, see
+:mod:`spikequant.temporal.solver`), so results, and whole training runs, are bit for bit equal.
 
 Compiled on first use with ``torch.utils.cpp_extension.load_inline`` into
 ``$SPIKEQUANT_CACHE/ttfs/<hash>`` (default ``~/.cache/spikequant``). If compilation fails, or
@@ -34,17 +36,23 @@ _CPP = r"""
 // Forward: z_sorted [R, N] ascending (inf = silent), order [R, N] int64 (sorted -> original
 // input index), weight_t [N, M] contiguous. Returns z_out [R, M], prefix [R, M] (int64),
 // fired [R, M] (bool), w_causal [R, M].
+//
+// Same arithmetic as the torch reference, so the two agree bit for bit: each term w * z is
+// rounded to T, the prefix sums W_k, A_k accumulate in double (torch's CPU cumsum does this for
+// float32 too; the solver asks for it explicitly), and every test and the crossing
+// c_k = A_k / (W_k - 1) use the sums rounded back to T.
 template <typename T>
 static void forward_impl(const T* zs, const int64_t* order, const T* wt, int64_t R, int64_t N,
                          int64_t M, T z_max, T* z_out, int64_t* prefix, bool* fired, T* w_causal) {
-  const T inf = std::numeric_limits<T>::infinity();
+  using acc_t = double;
+  const acc_t inf = std::numeric_limits<acc_t>::infinity();
   // A neuron that found its spike gets W = -inf: it never passes "W > 1" again, so the inner
   // loops stay branch-free (vectorised) and need no "done" flags.
   const T slack = T(1) + T(64) * std::numeric_limits<T>::epsilon();
-  std::vector<T> W(M), A(M);
+  std::vector<acc_t> W(M), A(M);
   for (int64_t r = 0; r < R; ++r) {
-    std::fill(W.begin(), W.end(), T(0));
-    std::fill(A.begin(), A.end(), T(0));
+    std::fill(W.begin(), W.end(), acc_t(0));
+    std::fill(A.begin(), A.end(), acc_t(0));
     T* zo = z_out + r * M;
     int64_t* pk = prefix + r * M;
     bool* fi = fired + r * M;
@@ -53,28 +61,31 @@ static void forward_impl(const T* zs, const int64_t* order, const T* wt, int64_t
     int64_t remaining = M;
     const T* z_row = zs + r * N;
     const int64_t* o_row = order + r * N;
-    T* Wp = W.data();
-    T* Ap = A.data();
+    acc_t* Wp = W.data();
+    acc_t* Ap = A.data();
     for (int64_t k = 0; k < N && remaining > 0; ++k) {
       const T zk = z_row[k];
       if (!std::isfinite(zk)) break;  // silent inputs sort last
-      const T z_next = (k + 1 < N) ? z_row[k + 1] : inf;
+      const T z_next = (k + 1 < N) ? z_row[k + 1] : std::numeric_limits<T>::infinity();
       const T* w_row = wt + o_row[k] * M;
       int candidates = 0;
       for (int64_t m = 0; m < M; ++m) {
+        const T term = w_row[m] * zk;  // rounded to T, as the reference's w_sorted * z_sorted
         Wp[m] += w_row[m];
-        Ap[m] += w_row[m] * zk;
+        Ap[m] += term;
+        const T w_k = static_cast<T>(Wp[m]), a_k = static_cast<T>(Ap[m]);
         // cheap filter (multiplication, a little slack); the exact test below divides
-        candidates |= (Wp[m] > T(1)) & (Ap[m] <= z_next * (Wp[m] - T(1)) * slack);
+        candidates |= (w_k > T(1)) & (a_k <= z_next * (w_k - T(1)) * slack);
       }
       if (!candidates) continue;
       for (int64_t m = 0; m < M; ++m) {
-        if (!(Wp[m] > T(1))) continue;
-        const T c = Ap[m] / (Wp[m] - T(1));
+        const T w_k = static_cast<T>(Wp[m]);
+        if (!(w_k > T(1))) continue;
+        const T c = static_cast<T>(Ap[m]) / (w_k - T(1));
         if (c <= z_next) {
           --remaining;
           pk[m] = k;
-          wc[m] = Wp[m];
+          wc[m] = w_k;
           if (c < z_max) { zo[m] = c; fi[m] = true; }
           Wp[m] = -inf;
         }
@@ -101,13 +112,17 @@ std::vector<torch::Tensor> ttfs_forward(torch::Tensor z_sorted, torch::Tensor or
 
 // Backward: grad_out [R, M]; z [R, N] in original order; order [R, N]; weight_t [N, M];
 // z_out, prefix, fired, w_causal from forward. Returns grad_z [R, N], grad_w_t [N, M].
+// As in the reference, each product is rounded to T and the sums accumulate in double in a fixed
+// order (grad_z over neurons m ascending, grad_w over rows r ascending), then round to T.
 template <typename T>
 static void backward_impl(const T* g, const T* z, const int64_t* order, const T* wt,
                           const T* z_out, const int64_t* prefix, const bool* fired,
                           const T* w_causal, int64_t R, int64_t N, int64_t M, T* grad_z,
                           T* grad_wt) {
+  using acc_t = double;
   std::vector<T> s(M);
   std::vector<int64_t> last(M);
+  std::vector<acc_t> grad_w_acc(static_cast<size_t>(N * M), acc_t(0));
   for (int64_t r = 0; r < R; ++r) {
     int64_t k_max = -1;
     for (int64_t m = 0; m < M; ++m) {
@@ -121,16 +136,19 @@ static void backward_impl(const T* g, const T* z, const int64_t* order, const T*
       const int64_t n = order[r * N + k];
       const T zn = z[r * N + n];
       const T* w_row = wt + n * M;
-      T* gw_row = grad_wt + n * M;
-      T acc = T(0);
+      acc_t* gw_row = grad_w_acc.data() + n * M;
+      acc_t acc = acc_t(0);
       for (int64_t m = 0; m < M; ++m) {
         const T sm = (k <= last[m]) ? s[m] : T(0);
-        acc += sm * w_row[m];
-        gw_row[m] += sm * (zn - zo[m]);
+        const T dz_term = sm * w_row[m];
+        const T dw_term = sm * (zn - zo[m]);
+        acc += dz_term;
+        gw_row[m] += dw_term;
       }
-      grad_z[r * N + n] = acc;
+      grad_z[r * N + n] = static_cast<T>(acc);
     }
   }
+  for (int64_t i = 0; i < N * M; ++i) grad_wt[i] = static_cast<T>(grad_w_acc[i]);
 }
 
 std::vector<torch::Tensor> ttfs_backward(torch::Tensor grad_out, torch::Tensor z,
