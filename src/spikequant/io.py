@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,3 +44,23 @@ def results_dir(override: str | os.PathLike | None = None) -> Path:
     path = Path(override or os.environ.get("SPIKEQUANT_RESULTS", "docs/results"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def command_line() -> str:
+    """The command this process was started with, as a user would type it (``spikequant ...``
+    or ``python -m module ...``): the header every results file carries."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name in ("spikequant.cli.__main__", "spikequant.__main__") or name is None:
+        prog = "spikequant" if Path(sys.argv[0]).name in ("spikequant", "__main__.py") else None
+        if prog is None:
+            prog = "python " + Path(sys.argv[0]).name
+    else:
+        prog = f"python -m {name.removesuffix('.__main__')}"
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:])])
+
+
+def command_header() -> str:
+    """First lines of a markdown results file: the exact command that wrote it."""
+    return f"Command: `{command_line()}`\n\n"

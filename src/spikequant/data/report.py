@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from ..io import results_dir, write_json, write_text
+from ..io import command_header, command_line, results_dir, write_json, write_text
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:
@@ -148,8 +148,8 @@ def main(argv=None) -> dict:
         "threads": 1,
     }
     out = results_dir(args.out)
-    write_json(out / "data_frontends.json", report)
-    write_text(out / "data_frontends.md", _markdown(report))
+    write_json(out / "data_frontends.json", {"command": command_line(), **report})
+    write_text(out / "data_frontends.md", command_header() + _markdown(report))
     print(_markdown(report))
     return report
 

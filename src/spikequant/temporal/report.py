@@ -17,9 +17,11 @@ from pathlib import Path
 
 def markdown(metrics: dict, cfg: dict, command: str) -> str:
     lines = [
+        f"Command: `{command}`",
+        "",
         f"# TTFS training report: {metrics['name']}",
         "",
-        f"Command: `{command}`. Dataset `{metrics['dataset']}`, model `{metrics['model']['name']}` "
+        "Dataset `{metrics['dataset']}`, model `{metrics['model']['name']}` "
         f"{metrics['model']['kwargs']}, batch {cfg['data']['batch_size']}.",
         "",
         f"Final ({metrics['weight_bits']}-bit weights): test accuracy "

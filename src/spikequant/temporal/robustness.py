@@ -182,7 +182,7 @@ def write_report(result: dict, out_dir, stem: str) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import write_json, write_text
+    from ..io import command_header, command_line, write_json, write_text
 
     out_dir = Path(out_dir)
     paths = {
@@ -190,10 +190,10 @@ def write_report(result: dict, out_dir, stem: str) -> dict:
         "md": out_dir / f"{stem}.md",
         "png": out_dir / f"{stem}.png",
     }
-    write_json(paths["json"], result)
+    write_json(paths["json"], {"command": command_line(), **result})
 
     base = result["baseline"]
-    lines = [f"# TTFS robustness: {result.get('checkpoint', stem)}", ""]
+    lines = [command_header().rstrip(), "", f"# TTFS robustness: {result.get('checkpoint', stem)}", ""]
     lines += [
         f"Test samples: {base['samples']}. Baseline accuracy {base['accuracy']:.4f}, fraction of "
         f"neurons spiking {base['fraction_spiking']:.3f} (paper's 'sparsity'), "

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
-    from ...io import results_dir, write_json, write_text
+    from ...io import command_header, command_line, results_dir, write_json, write_text
 
     cfg = SQNRConfig(
         timesteps=args.timesteps,
@@ -45,9 +45,9 @@ def run(args) -> int:
     result = run_sqnr_study(cfg)
     out = results_dir(args.out)
     suffix = "" if (cfg.timesteps, cfg.sigma) == (4, 0.1) else f"_T{cfg.timesteps}_s{cfg.sigma:g}"
-    write_json(out / f"sqnr{suffix}.json", result)
+    write_json(out / f"sqnr{suffix}.json", {"command": command_line(), **result})
     plot_sqnr_study(result, out / f"sqnr{suffix}.png")
-    write_text(out / f"sqnr{suffix}.md", markdown_table(result))
+    write_text(out / f"sqnr{suffix}.md", command_header() + markdown_table(result))
     if args.json:
         print(json.dumps(result))
         return 0
