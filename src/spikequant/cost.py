@@ -22,8 +22,8 @@ layer contributes its dense multiply-accumulates (MACs) per timestep.
   the measured SynOps when given (spike-driven accumulates), else the sparse MACs.
 
 :func:`measure_activity` measures on real data what the cost model takes as input: per-layer
-``S_p``/``S_c`` of :class:`~spikequant.spquant.neuron.QLIF` layers, and SynOps counted from the
-actual input spikes of each conv/linear layer, skipping the outputs that a mask removed.
+``S_p``/``S_c`` of pruning neurons (e.g. :class:`~spikequant.spquant.neuron.QLIF`), and SynOps
+counted from the actual input spikes of each conv/linear layer, skipping the outputs that a mask removed.
 """
 
 from __future__ import annotations
@@ -53,17 +53,38 @@ def energy_per_op(bits: int) -> tuple[float, float]:
     return ENERGY_PJ[32]
 
 
+# The cost model knows no method's classes; modules describe themselves (duck typing):
+# * a module with ``cost_role = "gate"`` (e.g. SpQuant's channel gates): its sub-modules are
+#   gate operations, not synapses;
+# * a weight parametrization with a ``bits`` attribute: the weight's bit width;
+# * a neuron with ``membrane_bits``: its membrane's bit width;
+# * a pruning neuron (``record_fed``, ``fed_mask``, ``reset_sparsity_stats()``, ``sparsity()``):
+#   where its input current was accumulated, read by :func:`measure_activity`.
+
+
 def _gate_modules(model: nn.Module) -> set[int]:
     """ids of the modules inside channel gates (costed as gate operations, not as synapses)."""
-    from .spquant.pruning import ChannelGate
+    return {
+        id(sub)
+        for m in model.modules()
+        if getattr(m, "cost_role", None) == "gate"
+        for sub in m.modules()
+    }
 
-    return {id(sub) for m in model.modules() if isinstance(m, ChannelGate) for sub in m.modules()}
+
+def weight_bits(module: nn.Module, default: int = 32) -> int:
+    """Bits of a (possibly parametrized) conv/linear weight."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if hasattr(p, "bits"):
+                return int(p.bits)
+    return default
 
 
-def _weight_bits(module: nn.Module, default: int) -> int:
-    from .spquant.weights import weight_bits
-
-    return weight_bits(module, default)
+def _is_pruning_neuron(module: nn.Module) -> bool:
+    return all(hasattr(module, a) for a in ("record_fed", "fed_mask", "sparsity"))
 
 
 def _neuron_bits(module: nn.Module, default: int) -> int:
@@ -167,7 +188,7 @@ def model_cost(
     layers = []
     for name, s in prof["synapses"].items():
         module = s["module"]
-        wb = weight_bits if weight_bits is not None else _weight_bits(module, 32)
+        wb = weight_bits if weight_bits is not None else weight_bits(module, 32)
         n_weights += s["weights"]
         weight_bits_total += wb * s["weights"]
         macs = s["outputs_per_step"] * s["fan_in"] * s["calls"]
@@ -312,9 +333,8 @@ def measure_activity(
       neurons over conv layers, ``sparsity = 1 - fed fraction``. All per sample.
     """
     from .neurons import reset_state
-    from .spquant.neuron import QLIF
 
-    qlifs = {m: name for name, m in model.named_modules() if isinstance(m, QLIF)}
+    qlifs = {m: name for name, m in model.named_modules() if _is_pruning_neuron(m)}
     gates = _gate_modules(model)
     synapse_names = {
         m: name

@@ -23,8 +23,8 @@ from . import runfolder
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ConfigError, ConversionError, RunFolderError
 from .io import write_json
-from .train.recipe import validate_recipe
 from .train import distributed
+from .train.recipe import validate_recipe
 from .train.trainer import Trainer
 
 

@@ -117,7 +117,8 @@ def test_resume_reconverts_with_labelled_variants(tmp_path):
     }
     with pytest.raises(RunFolderError, match="method.convert"):  # other settings: refused ...
         run_recipe(variants, out_dir=run, resume=True, progress=False)
-    again = run_recipe(variants, out_dir=run, resume=True, force=True, progress=False)  # ... unless forced
+    # ... unless forced
+    again = run_recipe(variants, out_dir=run, resume=True, force=True, progress=False)
     assert again["test_accuracy"] == first["test_accuracy"]
     report = json.loads((tmp_path / "tiny-variants.json").read_text())
     assert list(report["methods"]) == ["rate", "rate-v0.5", "msat-noconf"]

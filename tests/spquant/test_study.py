@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from spikequant.spquant.runner import float_to_parametrized_keys, run_recipe
 
 from spikequant import CheckpointError, ConfigError, create_model
 from spikequant.cli import main
-from spikequant.spquant.runner import float_to_parametrized_keys, run_recipe
 from spikequant.spquant.study import mean_std
 from spikequant.spquant.weights import quantize_weights
 

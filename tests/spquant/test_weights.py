@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spikequant import ConfigError
+from spikequant.cost import weight_bits
 from spikequant.quant.pow2 import PowerOfTwoQuantizer, pow2_grid, pow2_quantize
 from spikequant.quant.uniform import UniformQuantizer
-from spikequant.spquant.weights import bake_weights, quantize_weights, weight_bits
+from spikequant.spquant.weights import bake_weights, quantize_weights
 
 weights = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=1, max_size=64)
 

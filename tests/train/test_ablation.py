@@ -199,13 +199,13 @@ def test_spiking_rows_start_as_the_same_network():
     and compute the identical function (V_th = 1, ATIF-nu levels 1, 3/4, 1/2, 1/4 give a threshold
     of 1 at every step and spikes of value 1), so training is the only difference."""
     import torch
+    from spikequant.train.runner import build_model
 
     from spikequant.config import load_recipe
     from spikequant.data import load_arrays
     from spikequant.neurons import reset_state
     from spikequant.train.ablation import SPIKING
     from spikequant.train.recipe import validate_recipe
-    from spikequant.train.runner import build_model
 
     x, _ = load_arrays("mnist5k", "test")
     outputs, weights = [], []

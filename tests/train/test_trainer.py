@@ -10,8 +10,8 @@ from torch.utils.data import TensorDataset
 from spikequant.checkpoint import load_checkpoint
 from spikequant.cli import main
 from spikequant.errors import ConfigError, NonFiniteError
-from spikequant.train.recipe import validate_recipe
 from spikequant.pipeline import run as run_recipe
+from spikequant.train.recipe import validate_recipe
 from spikequant.train.trainer import Trainer, lr_factor, resolve_checkpoint
 
 

@@ -148,7 +148,6 @@ class TTFS(Method):
     @staticmethod
     def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
         from ..temporal.evaluate import evaluate
-
         from ..train.trainer import model_device
 
         device = model_device(model)

@@ -37,6 +37,9 @@ from .neuron import QLIF
 class ChannelGate(nn.Module):
     """Pooled membrane of ``source_channels`` -> binary mask over ``target_channels``."""
 
+    #: cost models count the modules inside a gate as gate operations, not synapses
+    cost_role = "gate"
+
     def __init__(
         self,
         source_channels: int,

@@ -25,9 +25,9 @@ from ..config import load_recipe
 from ..data import get_dataset
 from ..errors import ConfigError
 from ..io import write_json, write_text
+from ..pipeline import run as run_recipe
 from ..train.trainer import evaluate
 from .analysis import clipping_sweep, set_membrane_clip
-from ..pipeline import run as run_recipe
 from .build import load_spquant_model
 
 STAGES = ("fp", "quant", "spquant")

@@ -115,15 +115,6 @@ def quantize_weights(
     return done
 
 
-def weight_bits(module: nn.Module, default: int = 32) -> int:
-    """Bits of a (possibly parametrized) conv/linear weight."""
-    if parametrize.is_parametrized(module, "weight"):
-        for p in module.parametrizations.weight:
-            if hasattr(p, "bits"):
-                return int(p.bits)
-    return default
-
-
 def bake_weights(model: nn.Module) -> nn.Module:
     """Replace every weight parametrization by its current quantized value (for export)."""
     for _, module in synapse_layers(model):
@@ -132,4 +123,4 @@ def bake_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["WeightStandardize", "bake_weights", "quantize_weights", "synapse_layers", "weight_bits"]
+__all__ = ["WeightStandardize", "bake_weights", "quantize_weights", "synapse_layers"]

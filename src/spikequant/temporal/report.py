@@ -42,10 +42,9 @@ def markdown(metrics: dict, cfg: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_recipe
+    from ..config import load_recipe, run_recipe
     from ..errors import SpikequantError
     from ..io import results_dir, write_json, write_text
-    from ..config import run_recipe
 
     parser = argparse.ArgumentParser(prog="python -m spikequant.temporal.report")
     parser.add_argument("recipe")

@@ -193,7 +193,8 @@ def write_report(result: dict, out_dir, stem: str) -> dict:
     write_json(paths["json"], {"command": command_line(), **result})
 
     base = result["baseline"]
-    lines = [command_header().rstrip(), "", f"# TTFS robustness: {result.get('checkpoint', stem)}", ""]
+    title = f"# TTFS robustness: {result.get('checkpoint', stem)}"
+    lines = [command_header().rstrip(), "", title, ""]
     lines += [
         f"Test samples: {base['samples']}. Baseline accuracy {base['accuracy']:.4f}, fraction of "
         f"neurons spiking {base['fraction_spiking']:.3f} (paper's 'sparsity'), "

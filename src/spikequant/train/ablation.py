@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..pipeline import load_run_model as load_model
 from ..config import load_recipe
 from ..io import write_json, write_text
-from .recipe import validate_recipe
+from ..pipeline import load_run_model as load_model
 from ..pipeline import run as run_recipe
+from .recipe import validate_recipe
 from .trainer import resolve_checkpoint
 
 ROWS = (

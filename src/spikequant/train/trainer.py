@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .. import runfolder
 from ..errors import CheckpointError, ConfigError, NonFiniteError
-from . import distributed
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
+from . import distributed
 
 LATEST = runfolder.LATEST
 

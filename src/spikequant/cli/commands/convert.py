@@ -93,10 +93,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ...pipeline import load_run_model, require_ann
     from ...convert import METHODS
     from ...convert.evaluate import compare_methods, write_report
     from ...data import load_arrays
+    from ...pipeline import load_run_model, require_ann
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

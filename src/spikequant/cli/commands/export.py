@@ -85,9 +85,9 @@ def default_input_size(model) -> tuple[int, ...]:
 def run(args) -> int:
     import torch
 
-    from ...pipeline import load_run_model
     from ...export import to_nir, write_nir
     from ...models.common import SpikingModel
+    from ...pipeline import load_run_model
     from ...train.trainer import resolve_checkpoint
 
     folder = resolve_checkpoint(args.checkpoint)

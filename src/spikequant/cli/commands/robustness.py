@@ -55,10 +55,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ...pipeline import load_run_model
     from ...data import load_arrays
     from ...errors import CheckpointError, ConfigError
     from ...io import results_dir
+    from ...pipeline import load_run_model
     from ...temporal import TTFSNet
     from ...temporal.robustness import (
         DEFAULT_BITS,
