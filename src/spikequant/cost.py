@@ -23,7 +23,8 @@ layer contributes its dense multiply-accumulates (MACs) per timestep.
 
 :func:`measure_activity` measures on real data what the cost model takes as input: per-layer
 ``S_p``/``S_c`` of pruning neurons (e.g. :class:`~spikequant.spquant.neuron.QLIF`), and SynOps
-counted from the actual input spikes of each conv/linear layer, skipping the outputs that a mask removed.
+counted from the actual input spikes of each conv/linear layer, skipping the outputs that a mask
+removed.
 """
 
 from __future__ import annotations
