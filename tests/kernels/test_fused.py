@@ -174,8 +174,8 @@ def test_auto_falls_back_and_fused_raises_for_unsupported():
 
 
 def test_unavailable_extension_falls_back_cleanly(monkeypatch):
-    monkeypatch.setattr(kernels, "_extension", None)
-    monkeypatch.setattr(kernels, "_load_error", "no compiler (simulated)")
+    monkeypatch.setattr(kernels.NEURON_EXTENSION, "module", None)
+    monkeypatch.setattr(kernels.NEURON_EXTENSION, "error", "no compiler (simulated)")
     x = torch.randn(4, 2, 3)
     assert torch.equal(LIF(backend="auto")(x), LIF()(x))
     with pytest.raises(ConfigError, match="simulated"):

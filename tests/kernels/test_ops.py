@@ -103,8 +103,8 @@ def test_failed_build_is_said_once_with_the_reason(monkeypatch, tmp_path, caplog
     monkeypatch.setenv("SPIKEQUANT_CACHE", str(tmp_path))
     monkeypatch.delenv("SPIKEQUANT_DISABLE_KERNELS", raising=False)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(kernels, "_extension", None)
-    monkeypatch.setattr(kernels, "_load_error", None)
+    monkeypatch.setattr(kernels.NEURON_EXTENSION, "module", None)
+    monkeypatch.setattr(kernels.NEURON_EXTENSION, "error", None)
     monkeypatch.setattr(kernels, "_fallback_said", False)
     x = torch.randn(3, 2, 4)
     with caplog.at_level(logging.WARNING, logger="spikequant.kernels"):

@@ -26,117 +26,36 @@ tensors and plain numbers; the neurons hand over their own parameters.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pathlib
 import platform
 import sys
-import threading
-import warnings
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 from ._common import SURROGATE_KINDS, KernelSpec, kernel_layout
+from .build import CompiledExtension, cache_root, cpu_model, import_built_extension  # noqa: F401
 
 _SOURCE = pathlib.Path(__file__).with_name("neuron_kernels.cpp")
 _log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_extension: Any = None
-_load_error: str | None = None
 
 
-def cache_root() -> pathlib.Path:
-    """Root of the compiled-kernel cache: ``$SPIKEQUANT_CACHE`` or ``~/.cache/spikequant``."""
-    root = os.environ.get("SPIKEQUANT_CACHE")
-    return pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "spikequant"
-
-
-def cache_dir() -> pathlib.Path:
-    """Where compiled kernels live, keyed by source, torch version and CPU (``-march=native``)."""
-    base = cache_root()
-    key = hashlib.sha256()
-    key.update(_SOURCE.read_bytes())
-    key.update(torch.__version__.encode())
-    key.update(platform.machine().encode())
-    key.update(cpu_model().encode())
-    return base / "kernels" / key.hexdigest()[:16]
-
-
-def cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-_NAME = "spikequant_neuron_kernels"
-
-
-def import_built_extension(build_dir: pathlib.Path, name: str = _NAME) -> Any:
-    """Import an already compiled extension ``name`` from ``build_dir`` directly, or None (no
-    ninja check: the directory name already encodes the source, torch version and CPU)."""
-    import importlib.machinery
-    import importlib.util
-
-    path = build_dir / f"{name}.so"
-    if not path.is_file():
-        return None
-    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
-    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-def _compile() -> Any:
-    build_dir = cache_dir()
-    try:
-        built = import_built_extension(build_dir)
-    except ImportError:
-        built = None
-    if built is not None:
-        return built
-    from torch.utils import cpp_extension
-
-    build_dir.mkdir(parents=True, exist_ok=True)
-    print("spikequant: compiling fused kernels once (~1 min)", file=sys.stderr, flush=True)
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
-    if platform.machine() in ("x86_64", "AMD64"):
-        flags.append("-march=native")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cpp_extension.load(
-            name=_NAME,
-            sources=[str(_SOURCE)],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(build_dir),
-            verbose=False,
-        )
+NEURON_EXTENSION = CompiledExtension(
+    "spikequant_neuron_kernels",
+    subdir="kernels",
+    source=_SOURCE,
+    cflags=("-O3", "-ffp-contract=off", "-fno-math-errno"),
+    openmp=True,
+    message="compiling fused kernels once (~1 min)",
+)
 
 
 def load_extension() -> Any:
     """Compile (first call only; cached on disk) and return the extension, or None on failure."""
-    global _extension, _load_error
-    if _extension is not None or _load_error is not None:
-        return _extension
-    with _lock:
-        if _extension is None and _load_error is None:
-            if os.environ.get("SPIKEQUANT_DISABLE_KERNELS"):
-                _load_error = "disabled by SPIKEQUANT_DISABLE_KERNELS"
-            else:
-                try:
-                    _extension = _compile()
-                except Exception as exc:  # no compiler, no ninja, broken toolchain
-                    lines = str(exc).strip().splitlines() or [""]
-                    _load_error = f"{type(exc).__name__}: {lines[-1]}"
-    return _extension
+    return NEURON_EXTENSION.load()
 
 
 _retained = False
@@ -182,7 +101,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     load_extension()
-    return _load_error
+    return NEURON_EXTENSION.error
 
 
 
@@ -192,12 +111,12 @@ _fallback_said = False
 def _say_fallback_once() -> None:
     """One line, once per process, when ``auto`` falls back because the build failed."""
     global _fallback_said
-    if _fallback_said or _load_error is None or _load_error.startswith("disabled by"):
+    error = NEURON_EXTENSION.error
+    if _fallback_said or error is None or error.startswith("disabled by"):
         return
     _fallback_said = True
     _log.warning(
-        "spikequant: fused C++ kernels unavailable (%s); neurons run the reference loop",
-        _load_error,
+        "spikequant: fused C++ kernels unavailable (%s); neurons run the reference loop", error
     )
 
 
@@ -212,7 +131,7 @@ def _cpp_problem(x: torch.Tensor) -> str | None:
     if x.dtype not in _CPP_DTYPES:
         return f"dtype {x.dtype} (the C++ kernels take float32/float64)"
     if load_extension() is None:
-        return f"extension unavailable ({_load_error})"
+        return f"extension unavailable ({NEURON_EXTENSION.error})"
     return None
 
 

@@ -16,16 +16,9 @@ Compiled on first use with ``torch.utils.cpp_extension.load_inline`` into
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pathlib
-import threading
-import warnings
 from typing import Any
 
-import torch
-
-from ..kernels import cache_root, cpu_model, import_built_extension
+from ..kernels.build import CompiledExtension
 
 _CPP = r"""
 #include <torch/extension.h>
@@ -170,56 +163,19 @@ std::vector<torch::Tensor> ttfs_backward(torch::Tensor grad_out, torch::Tensor z
 """
 
 
-_lock = threading.Lock()
-_extension: Any = None
-_error: str | None = None
-
-
-def _build_dir() -> pathlib.Path:
-    base = cache_root()
-    # -march=native: a build is only valid on the CPU model it was made for
-    key = hashlib.sha256((_CPP + torch.__version__ + cpu_model()).encode()).hexdigest()[:16]
-    return base / "ttfs" / key
-
-
-_NAME = "spikequant_ttfs_kernels"
+TTFS_EXTENSION = CompiledExtension(
+    "spikequant_ttfs_kernels",
+    subdir="ttfs",
+    source=_CPP,
+    functions=["ttfs_forward", "ttfs_backward"],
+)
 
 
 def load() -> Any:
     """The compiled extension (built on first call, cached on disk), or None when unavailable."""
-    global _extension, _error
-    if _extension is not None or _error is not None:
-        return _extension
-    with _lock:
-        if _extension is not None or _error is not None:
-            return _extension
-        if os.environ.get("SPIKEQUANT_DISABLE_KERNELS"):
-            _error = "disabled by SPIKEQUANT_DISABLE_KERNELS"
-            return None
-        try:
-            from torch.utils import cpp_extension
-
-            build_dir = _build_dir()
-            _extension = import_built_extension(build_dir, _NAME)
-            if _extension is not None:
-                return _extension
-            build_dir.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _extension = cpp_extension.load_inline(
-                    name=_NAME,
-                    cpp_sources=[_CPP],
-                    functions=["ttfs_forward", "ttfs_backward"],
-                    extra_cflags=["-O3", "-march=native", "-ffp-contract=off"],
-                    build_directory=str(build_dir),
-                    verbose=False,
-                )
-        except Exception as exc:  # no compiler / ninja: fall back to the torch path
-            lines = str(exc).strip().splitlines() or [""]
-            _error = f"{type(exc).__name__}: {lines[-1]}"
-    return _extension
+    return TTFS_EXTENSION.load()
 
 
 def load_error() -> str | None:
     """Why the kernel is unavailable (None when it loaded or was never requested)."""
-    return _error
+    return TTFS_EXTENSION.error
