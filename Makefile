@@ -11,7 +11,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev,all]'
 	@touch $(STAMP)
 
 demo: venv
@@ -21,7 +21,7 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: venv
-	$(PIP_INSTALL) -e '.[dev,bench]'
+	$(PIP_INSTALL) -e '.[dev,all,bench]'
 	$(PIP_INSTALL) --no-deps 'spikingjelly>=0.0.0.0.14' 'norse>=1.0'
 	$(BIN)/python -m benchmarks.run
 

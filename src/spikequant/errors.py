@@ -34,3 +34,7 @@ class CheckpointError(SpikequantError):
 
 class ConversionError(SpikequantError):
     """A network cannot be converted (e.g. it contains max pooling)."""
+
+
+class MissingDependencyError(SpikequantError, ImportError):
+    """A feature needs an optional package that is not installed (see ``spikequant._optional``)."""

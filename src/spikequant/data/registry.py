@@ -25,8 +25,14 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {}
-_BUILTIN_MODULES = ("spikequant.data.digits",)
-_OPTIONAL_MODULES = ("spikequant.data.cifar", "spikequant.data.speech", "spikequant.data.events")
+# Each imports only the core packages at import time; the optional ones (mlxtend, librosa, tonic,
+# ...) are imported through spikequant._optional when a loader runs.
+_BUILTIN_MODULES = (
+    "spikequant.data.digits",
+    "spikequant.data.cifar",
+    "spikequant.data.speech",
+    "spikequant.data.events",
+)
 
 
 def register_dataset(
@@ -46,12 +52,6 @@ def register_dataset(
 def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
-    for module in _OPTIONAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def dataset_info(name: str) -> DatasetInfo:
