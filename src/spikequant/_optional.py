@@ -54,11 +54,6 @@ def require(module: str, feature: str) -> ModuleType:
         ) from None
 
 
-def available(module: str) -> bool:
-    """Whether ``module`` can be imported (without importing it)."""
-    return importlib.util.find_spec(module.split(".")[0]) is not None
-
-
 def pyplot(feature: str) -> ModuleType:
     """``matplotlib.pyplot`` on the file-only Agg backend (reports never open a window)."""
     require("matplotlib", feature).use("Agg")

@@ -108,13 +108,13 @@ def read_dvs_cifar10(path: Path) -> np.ndarray:
     """One DVS-CIFAR10 recording: ``.aedat`` 2.0 via tonic's AER reader, or ``.aedat4``."""
     if path.suffix == ".aedat4":
         # tonic reads .aedat4 through the separate aedat package, which no extra installs
-        require("aedat", f"{path.name} (.aedat4; or use the original .aedat release)")
-        raw = require("tonic.io", "the dvscifar10 dataset").read_aedat4(str(path))
+        require("aedat", f"{path.name} (.aedat4, unlike the original .aedat release)")
+        raw = require("tonic.io", "the dvs_cifar10 dataset").read_aedat4(str(path))
         names = raw.dtype.names
         return _structured(
             raw[names[1]], raw[names[2]], raw[names[0]], raw[names[3]].astype(np.int64)
         )
-    tonic_io = require("tonic.io", "the dvscifar10 dataset")
+    tonic_io = require("tonic.io", "the dvs_cifar10 dataset")
     version, data_start, _ = tonic_io.read_aedat_header_from_file(str(path))
     if not 2 <= version < 3:
         # AER-DAT 3.x packs DVS128 addresses differently; the original release is 2.0
