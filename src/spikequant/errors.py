@@ -38,3 +38,11 @@ class ConversionError(SpikequantError):
 
 class MissingDependencyError(SpikequantError, ImportError):
     """A feature needs an optional package that is not installed (see ``spikequant._optional``)."""
+
+
+class StaleStateError(SpikequantError, RuntimeError):
+    """A neuron still holds the state of a batch whose autograd graph was already backpropagated.
+
+    Call :func:`spikequant.reset_state` on the model before each batch (or
+    :func:`spikequant.detach_state` to carry the state on without its graph).
+    """

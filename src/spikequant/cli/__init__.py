@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Low-latency, low-precision spiking neural networks "
         "(ATIF, MSAT, Ca-LIF, TTFS, SpQuant).",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.import_module('spikequant').__version__}",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

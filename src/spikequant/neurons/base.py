@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ShapeError, StateShapeError
+from ..errors import ShapeError, StaleStateError, StateShapeError
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
 
@@ -52,6 +52,43 @@ def _state_shape(state: State) -> torch.Size | None:
     return None
 
 
+def _state_tensors(state: State):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, tuple):
+        for s in state:
+            yield from _state_tensors(s)
+
+
+# How many autograd nodes behind a stored state are inspected; the last step's nodes (spike
+# function, fused kernel) lie within the first few.
+_PROBED_NODES = 32
+
+
+def _graph_already_backpropagated(state: State) -> bool:
+    """Whether the autograd graph that produced ``state`` was already backpropagated without
+    ``retain_graph``: a node in it that saved tensors for backward no longer holds them, so a
+    backward through this state would fail."""
+    todo = [t.grad_fn for t in _state_tensors(state) if t.grad_fn is not None]
+    seen: set = set()
+    while todo and len(seen) < _PROBED_NODES:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        try:
+            if hasattr(node, "saved_tensors"):  # a custom autograd.Function's node
+                node.saved_tensors  # noqa: B018  (raises once freed)
+            for name in dir(node):
+                if name.startswith("_saved_"):
+                    getattr(node, name)
+        except RuntimeError as exc:
+            if "freed" in str(exc):
+                return True
+        todo.extend(fn for fn, _ in node.next_functions)
+    return False
+
+
 class SpikingNeuron(nn.Module):
     """Base class of every stateful spiking layer (time-first ``[T, B, ...]``).
 
@@ -84,11 +121,26 @@ class SpikingNeuron(nn.Module):
         else:
             state = self.state
             expected = _state_shape(state)
+            if expected is not None and tuple(expected) == tuple(x_seq.shape):
+                raise StateShapeError(
+                    f"{type(self).__name__} holds state of one step of shape {tuple(expected)} "
+                    f"and received input of that same shape, i.e. one step without the time "
+                    "dimension: a spikequant neuron is multi-step and takes [T, B, ...]; pass "
+                    "x.unsqueeze(0) for a single step, or use step mode: state = "
+                    "neuron.initial_state(x), then out, state = neuron.step(x, state)"
+                )
             if expected is not None and tuple(expected) != tuple(x_seq.shape[1:]):
                 raise StateShapeError(
                     f"{type(self).__name__} holds state of shape {tuple(expected)} but received "
                     f"steps of shape {tuple(x_seq.shape[1:])}; call spikequant.reset_state(model) "
                     "between sequences of different shape"
+                )
+            if torch.is_grad_enabled() and _graph_already_backpropagated(state):
+                raise StaleStateError(
+                    f"{type(self).__name__} still holds the state of a previous batch whose graph "
+                    "was already backpropagated (the next backward would go through the graph a "
+                    "second time): call spikequant.reset_state(model) before each batch, or "
+                    "spikequant.detach_state(model) to carry the state on without its graph"
                 )
         out, state = self.run(x_seq, state)
         self.state = state
@@ -145,8 +197,15 @@ def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if param.ndim == 0:
         return param
     if x.ndim < 2 or x.shape[1] != param.shape[0]:
+        hint = ""
+        if x.ndim >= 1 and x.shape[0] == param.shape[0]:
+            hint = (
+                "; the channels sit at dimension 0, as if one step [B, C, ...] was given to a "
+                "multi-step neuron: pass [T, B, C, ...] (x.unsqueeze(0) for one step) or use "
+                "neuron.step(x, state)"
+            )
         raise ShapeError(
             f"per-channel parameter of {param.shape[0]} channels does not match input of shape "
-            f"{tuple(x.shape)} (channels are dimension 1 of each step)"
+            f"{tuple(x.shape)} (channels are dimension 1 of each step){hint}"
         )
     return param.view(param.shape[0], *([1] * (x.ndim - 2)))
