@@ -146,10 +146,6 @@ def _load_builtin_neurons() -> None:
 
 
 def _load_builtin_models() -> None:
-    try:
-        from . import models  # noqa: F401  (registers the built-in models)
-    except ImportError as exc:  # models package absent in a partial install
-        if "spikequant.models" not in str(exc):
-            raise
+    from . import models  # noqa: F401  (registers the built-in models)
     from .convert import models as _conversion_anns  # noqa: F401  (ann_mlp, ann_lenet, ann_cnn)
     from .temporal import models as _ttfs_models  # noqa: F401  (ttfs_fc, ttfs_scnn)
