@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench install-size lint clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ bench: venv
 	$(PIP_INSTALL) -e '.[dev,all,bench]'
 	$(PIP_INSTALL) --no-deps 'spikingjelly>=0.0.0.0.14' 'norse>=1.0'
 	$(BIN)/python -m benchmarks.run
+
+# disk taken by a fresh core install and by one with every extra: docs/results/install_size.md
+install-size: venv
+	$(BIN)/python -m benchmarks.install_size
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
