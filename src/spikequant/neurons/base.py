@@ -8,6 +8,7 @@ raises :class:`StateShapeError` instead of silently starting again from zero.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -60,9 +61,18 @@ def _state_tensors(state: State):
             yield from _state_tensors(s)
 
 
-# How many autograd nodes behind a stored state are inspected; the last step's nodes (spike
-# function, fused kernel) lie within the first few.
-_PROBED_NODES = 32
+# How many autograd nodes behind a stored state are inspected: the last step's spike function or
+# fused kernel is among the first 6 for every built-in neuron (IF/LIF/ATIF 1-3, QLIF 6).
+_PROBED_NODES = 12
+
+
+@functools.cache
+def _saved_attributes(node_type: type) -> tuple[str, ...]:
+    """The attributes through which an autograd node of this type exposes what it saved."""
+    names = [n for n in dir(node_type) if n.startswith("_saved_")]
+    if hasattr(node_type, "saved_tensors"):  # a custom autograd.Function's node
+        names.append("saved_tensors")
+    return tuple(names)
 
 
 def _graph_already_backpropagated(state: State) -> bool:
@@ -77,11 +87,8 @@ def _graph_already_backpropagated(state: State) -> bool:
             continue
         seen.add(node)
         try:
-            if hasattr(node, "saved_tensors"):  # a custom autograd.Function's node
-                node.saved_tensors  # noqa: B018  (raises once freed)
-            for name in dir(node):
-                if name.startswith("_saved_"):
-                    getattr(node, name)
+            for name in _saved_attributes(type(node)):
+                getattr(node, name)  # raises once backward has freed it
         except RuntimeError as exc:
             if "freed" in str(exc):
                 return True
