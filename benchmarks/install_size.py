@@ -22,7 +22,7 @@ import tempfile
 from spikequant.io import write_text
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VARIANTS = (("core", ""), ("all extras", "[all]"))
+VARIANTS = {"core": "", "all": "[all]"}  # name -> the extras installed
 
 # Run by the venv's own interpreter: every distribution with its RECORD size and requirements.
 _INVENTORY = r"""
@@ -107,7 +107,7 @@ def mib(n: int) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def report(command: str, results: dict[str, dict]) -> str:
+def report(command: str, results: dict[str, dict], pending: list[str]) -> str:
     lines = [
         f"`{command}`",
         "",
@@ -123,9 +123,11 @@ def report(command: str, results: dict[str, dict]) -> str:
     ]
     for variant, r in results.items():
         lines.append(
-            f"| {variant} | {mib(r['total'])} | {mib(r['torch_only'])} | "
-            f"{mib(r['torch_side_bytes'])} | {mib(r['without_torch'])} |"
+            f"| {variant} (`{VARIANTS[variant] or '.'}`) | {mib(r['total'])} | "
+            f"{mib(r['torch_only'])} | {mib(r['torch_side_bytes'])} | {mib(r['without_torch'])} |"
         )
+    for variant in pending:
+        lines.append(f"| {variant} | not measured (the run stopped before) | | | |")
     for variant, r in results.items():
         lines += [
             "",
@@ -147,13 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--constraints", type=pathlib.Path, default=ROOT / "constraints.txt")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs/results/install_size.md")
     parser.add_argument("--keep", action="store_true", help="keep the virtual environments")
+    parser.add_argument(
+        "--variants", default="core,all", help=f"comma-separated, among {', '.join(VARIANTS)}"
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.install_size", *(argv or sys.argv[1:])])
     root = args.venv_root or pathlib.Path(tempfile.mkdtemp(prefix="spikequant-install-size-"))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     results = {}
-    for variant, extras in VARIANTS:
-        venv = root / f"venv-{variant.replace(' ', '-')}"
-        results[variant] = measure(venv, extras, args.constraints)
+    # the report is rewritten after each variant, so a long install cut short keeps what it had
+    write_text(args.out, report(command, results, variants))
+    for k, variant in enumerate(variants):
+        venv = root / f"venv-{variant}"
+        results[variant] = measure(venv, VARIANTS[variant], args.constraints)
+        write_text(args.out, report(command, results, variants[k + 1 :]))
         r = results[variant]
         print(
             f"{variant}: site-packages {mib(r['total'])} MiB, torch {mib(r['torch_only'])} MiB, "
@@ -162,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.keep:
             shutil.rmtree(venv)
-    write_text(args.out, report(command, results))
     print(f"wrote {args.out}")
     return 0
 

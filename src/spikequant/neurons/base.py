@@ -8,7 +8,6 @@ raises :class:`StateShapeError` instead of silently starting again from zero.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -62,23 +61,18 @@ def _state_tensors(state: State):
 
 
 # How many autograd nodes behind a stored state are inspected: the last step's spike function or
-# fused kernel is among the first 6 for every built-in neuron (IF/LIF/ATIF 1-3, QLIF 6).
-_PROBED_NODES = 12
-
-
-@functools.cache
-def _saved_attributes(node_type: type) -> tuple[str, ...]:
-    """The attributes through which an autograd node of this type exposes what it saved."""
-    names = [n for n in dir(node_type) if n.startswith("_saved_")]
-    if hasattr(node_type, "saved_tensors"):  # a custom autograd.Function's node
-        names.append("saved_tensors")
-    return tuple(names)
+# fused kernel is among the first 11 for every built-in neuron (IF/LIF/ATIF 1-3, QLIF 11).
+_PROBED_NODES = 16
 
 
 def _graph_already_backpropagated(state: State) -> bool:
     """Whether the autograd graph that produced ``state`` was already backpropagated without
-    ``retain_graph``: a node in it that saved tensors for backward no longer holds them, so a
-    backward through this state would fail."""
+    ``retain_graph``, so that a backward through this state would fail.
+
+    The sign: a custom ``autograd.Function`` node (the spike functions, the fused kernels) whose
+    saved tensors were freed. Only their raw handles are touched: unpacking saved tensors would
+    run saved-tensor hooks, e.g. recompute a checkpointed chunk.
+    """
     todo = [t.grad_fn for t in _state_tensors(state) if t.grad_fn is not None]
     seen: set = set()
     while todo and len(seen) < _PROBED_NODES:
@@ -86,12 +80,12 @@ def _graph_already_backpropagated(state: State) -> bool:
         if node is None or node in seen:
             continue
         seen.add(node)
-        try:
-            for name in _saved_attributes(type(node)):
-                getattr(node, name)  # raises once backward has freed it
-        except RuntimeError as exc:
-            if "freed" in str(exc):
-                return True
+        if hasattr(type(node), "_raw_saved_tensors"):
+            try:
+                node._raw_saved_tensors  # noqa: B018  (raises once backward has freed them)
+            except RuntimeError as exc:
+                if "freed" in str(exc):
+                    return True
         todo.extend(fn for fn, _ in node.next_functions)
     return False
 
