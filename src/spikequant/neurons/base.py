@@ -3,7 +3,9 @@
 Time is always the first dimension: a neuron maps ``x[T, B, ...]`` to ``out[T, B, ...]``.
 A neuron keeps its state between calls (so long sequences can be fed in chunks); call
 :func:`reset_state` between independent sequences. Feeding a different shape without a reset
-raises :class:`StateShapeError` instead of silently starting again from zero.
+raises :class:`StateShapeError` instead of silently starting again from zero, and a state whose
+autograd graph was already backpropagated (no reset between training batches) raises
+:class:`StaleStateError` instead of torch's "backward through the graph a second time".
 """
 
 from __future__ import annotations
