@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench install-size lint clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev,all]'
 	@touch $(STAMP)
 
 demo: venv
@@ -21,9 +21,13 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: venv
-	$(PIP_INSTALL) -e '.[dev,bench]'
+	$(PIP_INSTALL) -e '.[dev,all,bench]'
 	$(PIP_INSTALL) --no-deps 'spikingjelly>=0.0.0.0.14' 'norse>=1.0'
 	$(BIN)/python -m benchmarks.run
+
+# disk taken by a fresh core install and by one with every extra: docs/results/install_size.md
+install-size: venv
+	$(BIN)/python -m benchmarks.install_size
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -39,3 +39,15 @@ class ConversionError(SpikequantError):
 class RunFolderError(SpikequantError):
     """A run folder cannot be used: not writable, already holding a run, or locked by another
     process."""
+
+
+class MissingDependencyError(SpikequantError, ImportError):
+    """A feature needs an optional package that is not installed (see ``spikequant._optional``)."""
+
+
+class StaleStateError(SpikequantError, RuntimeError):
+    """A neuron still holds the state of a batch whose autograd graph was already backpropagated.
+
+    Call :func:`spikequant.reset_state` on the model before each batch (or
+    :func:`spikequant.detach_state` to carry the state on without its graph).
+    """

@@ -5,6 +5,7 @@ Every registered entry is covered by the shared tests in ``tests/test_registry.p
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from typing import Any
 
@@ -87,10 +88,27 @@ def register_model(fn=None, *, name: str | None = None, family: str = "snn"):
     return MODELS.register(name, family=family)(fn)
 
 
-def create_model(name: str, **kwargs: Any):
-    """Build a registered model by name."""
+def create_model(name: str, pretrained: bool = False, in_chans: int | None = None, **kwargs: Any):
+    """Build a registered model by name (timm's signature: ``in_chans`` sets ``in_channels``).
+
+    spikequant ships no pretrained weights: ``pretrained=True`` raises :class:`ConfigError`.
+    """
     _load_builtin_models()
-    return MODELS.create(name, **kwargs)
+    if pretrained:
+        raise ConfigError(
+            f"spikequant ships no pretrained weights (model {name!r}): create the model with "
+            "pretrained=False and train it, or load your own checkpoint"
+        )
+    if in_chans is not None:
+        if "in_channels" in kwargs:
+            raise ConfigError("give in_chans or in_channels, not both")
+        kwargs["in_channels"] = in_chans
+    try:
+        return MODELS.create(name, **kwargs)
+    except TypeError as exc:
+        if in_chans is None or "'in_channels'" not in str(exc):
+            raise
+        raise ConfigError(f"model {name!r} has a fixed input and takes no in_chans") from None
 
 
 def get_model_entry(name: str) -> Callable[..., Any]:
@@ -99,10 +117,17 @@ def get_model_entry(name: str) -> Callable[..., Any]:
     return MODELS.get(name)
 
 
-def list_models(family: str | None = None) -> list[str]:
-    """Registered model names, optionally only those of one family (``snn``, ``ann``, ``ttfs``)."""
+def list_models(filter: str = "", family: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered model names matching the ``fnmatch`` pattern ``filter`` (e.g. ``"resnet*"``),
+    optionally only those of one family (``snn``, ``ann``, ``ttfs``). ``pretrained=True`` lists
+    the models with shipped weights: none."""
     _load_builtin_models()
-    return MODELS.names(family)
+    if filter in MODEL_FAMILIES and filter not in MODELS:
+        raise ConfigError(f"list_models' first argument is a name pattern: use family={filter!r}")
+    names = MODELS.names(family)
+    if filter:
+        names = fnmatch.filter(names, filter)
+    return [] if pretrained else names
 
 
 def model_family(name: str) -> str:
@@ -133,10 +158,6 @@ def _load_builtin_neurons() -> None:
 
 
 def _load_builtin_models() -> None:
-    try:
-        from . import models  # noqa: F401  (registers the built-in models)
-    except ImportError as exc:  # models package absent in a partial install
-        if "spikequant.models" not in str(exc):
-            raise
+    from . import models  # noqa: F401  (registers the built-in models)
     from .convert import models as _conversion_anns  # noqa: F401  (ann_mlp, ann_lenet, ann_cnn)
     from .temporal import models as _ttfs_models  # noqa: F401  (ttfs_fc, ttfs_scnn)

@@ -163,10 +163,9 @@ def run_sqnr_study(cfg: SQNRConfig | None = None) -> dict:
 
 def plot_sqnr_study(result: dict, path) -> None:
     """SQNR over iterations (left) and the learned ATIF-nu transfer curve (right)."""
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the SQNR study's plot")
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in (("atif_u", "ATIF-u"), ("atif_nu", "ATIF-nu")):

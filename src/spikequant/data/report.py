@@ -36,10 +36,10 @@ def _median_seconds(fn, repeats: int = 5) -> float:
 
 
 def measure_gsc() -> dict:
-    import librosa
-
+    from .._optional import require
     from .speech import CLIP_SAMPLES, FRONT_END, NUM_FRAMES, mfcc_features
 
+    librosa = require("librosa", "the dataset report")
     rng = np.random.default_rng(0)
     clips = (0.1 * rng.standard_normal((64, CLIP_SAMPLES))).astype(np.float32)
     features = mfcc_features(clips[:1])

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._optional import require
 from ..errors import DatasetNotFoundError
 from .paths import cache_path, data_root, load_cached, save_cached
 from .registry import register_dataset
@@ -121,8 +122,7 @@ def split_files(root: Path, split: str) -> list[str]:
 
 def _read_clip(path: Path, root: Path) -> np.ndarray:
     """Mono float32 samples padded with zeros at the end or trimmed to exactly 1 s."""
-    import soundfile
-
+    soundfile = require("soundfile", "the gsc dataset")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises its own error types for corrupt files
@@ -137,8 +137,7 @@ def _read_clip(path: Path, root: Path) -> np.ndarray:
 
 def mfcc_features(clips: np.ndarray) -> np.ndarray:
     """``[N, 16000]`` clips -> float32 ``[N, 49, 10]`` MFCCs (time, coefficient)."""
-    import librosa
-
+    librosa = require("librosa", "the gsc dataset's MFCC front end")
     pad = FRONT_END["padding"]
     padded = np.pad(np.asarray(clips, dtype=np.float32), ((0, 0), (pad, pad)))
     coefficients = librosa.feature.mfcc(

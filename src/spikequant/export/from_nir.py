@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import nir
 import numpy as np
 import torch
 from torch import nn
 
+from .._optional import require
 from ..errors import ConversionError, ShapeError
 from ..layers import MeanOverTime, TimeFold
 from ..neurons import IF, LIF
@@ -34,6 +34,8 @@ from .mapping import (
     lif_from_nir,
     uniform_value,
 )
+
+nir = require("nir", "NIR export")
 
 
 class ElementwiseScale(nn.Module):

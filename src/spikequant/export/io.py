@@ -6,10 +6,11 @@ import io
 import os
 from pathlib import Path
 
-import nir
-
+from .._optional import require
 from ..errors import ConversionError
 from ..io import atomic_write_bytes
+
+nir = require("nir", "NIR export")
 
 
 def write_nir(path: str | os.PathLike, graph: nir.NIRGraph) -> Path:

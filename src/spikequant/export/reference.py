@@ -9,12 +9,14 @@ whether an exported file means the same thing outside spikequant.
 
 from __future__ import annotations
 
-import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._optional import require
 from ..errors import ConversionError, ShapeError
+
+nir = require("nir", "NIR export")
 
 
 def _t(a) -> torch.Tensor:

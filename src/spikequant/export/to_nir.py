@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import nir
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._optional import require
 from ..errors import ConversionError, ShapeError
 from ..layers import MeanOverTime, RepeatTime, TimeFold
 from ..neurons import IF, LIF, ATIFu, SpikingNeuron, reset_state
@@ -43,6 +43,8 @@ from .mapping import (
 
 SOFT_RESET_POLICIES = ("error", "metadata")
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
+
+nir = require("nir", "NIR export")
 
 
 @dataclass

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import nir
 import torch
 from torch import nn
 
+from .._optional import require
 from ..errors import ConversionError
 from ..neurons import SpikingNeuron, reset_state
 from .reference import simulate
+
+nir = require("nir", "NIR export")
 
 
 def _record_spikes(model: nn.Module) -> tuple[list[list[torch.Tensor]], list]:

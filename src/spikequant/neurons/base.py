@@ -3,7 +3,9 @@
 Time is always the first dimension: a neuron maps ``x[T, B, ...]`` to ``out[T, B, ...]``.
 A neuron keeps its state between calls (so long sequences can be fed in chunks); call
 :func:`reset_state` between independent sequences. Feeding a different shape without a reset
-raises :class:`StateShapeError` instead of silently starting again from zero.
+raises :class:`StateShapeError` instead of silently starting again from zero, and a state whose
+autograd graph was already backpropagated (no reset between training batches) raises
+:class:`StaleStateError` instead of torch's "backward through the graph a second time".
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, StateShapeError
+from ..errors import ConfigError, ShapeError, StaleStateError, StateShapeError
 from ..kernels import BACKENDS
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
@@ -51,6 +53,44 @@ def _state_shape(state: State) -> torch.Size | None:
             if shape is not None:
                 return shape
     return None
+
+
+def _state_tensors(state: State):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, tuple):
+        for s in state:
+            yield from _state_tensors(s)
+
+
+# How many autograd nodes behind a stored state are inspected: the last step's spike function or
+# fused kernel is among the first 11 for every built-in neuron (IF/LIF/ATIF 1-3, QLIF 11).
+_PROBED_NODES = 16
+
+
+def _graph_already_backpropagated(state: State) -> bool:
+    """Whether the autograd graph that produced ``state`` was already backpropagated without
+    ``retain_graph``, so that a backward through this state would fail.
+
+    The sign: a custom ``autograd.Function`` node (the spike functions, the fused kernels) whose
+    saved tensors were freed. Only their raw handles are touched: unpacking saved tensors would
+    run saved-tensor hooks, e.g. recompute a checkpointed chunk.
+    """
+    todo = [t.grad_fn for t in _state_tensors(state) if t.grad_fn is not None]
+    seen: set = set()
+    while todo and len(seen) < _PROBED_NODES:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(type(node), "_raw_saved_tensors"):
+            try:
+                node._raw_saved_tensors  # noqa: B018  (raises once backward has freed them)
+            except RuntimeError as exc:
+                if "freed" in str(exc):
+                    return True
+        todo.extend(fn for fn, _ in node.next_functions)
+    return False
 
 
 class SpikingNeuron(nn.Module):
@@ -91,11 +131,26 @@ class SpikingNeuron(nn.Module):
         else:
             state = self.state
             expected = _state_shape(state)
+            if expected is not None and tuple(expected) == tuple(x_seq.shape):
+                raise StateShapeError(
+                    f"{type(self).__name__} holds state of one step of shape {tuple(expected)} "
+                    f"and received input of that same shape, i.e. one step without the time "
+                    "dimension: a spikequant neuron is multi-step and takes [T, B, ...]; pass "
+                    "x.unsqueeze(0) for a single step, or use step mode: state = "
+                    "neuron.initial_state(x), then out, state = neuron.step(x, state)"
+                )
             if expected is not None and tuple(expected) != tuple(x_seq.shape[1:]):
                 raise StateShapeError(
                     f"{type(self).__name__} holds state of shape {tuple(expected)} but received "
                     f"steps of shape {tuple(x_seq.shape[1:])}; call spikequant.reset_state(model) "
                     "between sequences of different shape"
+                )
+            if torch.is_grad_enabled() and _graph_already_backpropagated(state):
+                raise StaleStateError(
+                    f"{type(self).__name__} still holds the state of a previous batch whose graph "
+                    "was already backpropagated (the next backward would go through the graph a "
+                    "second time): call spikequant.reset_state(model) before each batch, or "
+                    "spikequant.detach_state(model) to carry the state on without its graph"
                 )
         out, state = self.run(x_seq, state)
         self.state = state
@@ -152,9 +207,16 @@ def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if param.ndim == 0:
         return param
     if x.ndim < 2 or x.shape[1] != param.shape[0]:
+        hint = ""
+        if x.ndim >= 1 and x.shape[0] == param.shape[0]:
+            hint = (
+                "; the channels sit at dimension 0, as if one step [B, C, ...] was given to a "
+                "multi-step neuron: pass [T, B, C, ...] (x.unsqueeze(0) for one step) or use "
+                "neuron.step(x, state)"
+            )
         raise ShapeError(
             f"per-channel parameter of {param.shape[0]} channels does not match input of shape "
-            f"{tuple(x.shape)} (channels are dimension 1 of each step)"
+            f"{tuple(x.shape)} (channels are dimension 1 of each step){hint}"
         )
     return param.view(param.shape[0], *([1] * (x.ndim - 2)))
 

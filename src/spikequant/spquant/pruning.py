@@ -133,18 +133,6 @@ def gate_density_penalty(model: nn.Module, keep: float, mode: str = "cap") -> to
     return total
 
 
-def reset_sparsity(model: nn.Module) -> None:
-    for _, layer in qlif_layers(model):
-        layer.reset_sparsity_stats()
-
-
-def measured_sparsity(model: nn.Module) -> dict:
-    """Per QLIF layer ``{"spatial": S_p, "channel": S_c}`` since the last :func:`reset_sparsity`,
-    plus the neuron-weighted overall ``1 - (1 - S_p)(1 - S_c)``."""
-    layers = {name: layer.sparsity() for name, layer in qlif_layers(model)}
-    return {"layers": layers}
-
-
 def configure_pruning(
     model: nn.Module, *, spatial: float | None = None, binary_membrane: bool | None = None
 ) -> None:
@@ -164,7 +152,5 @@ __all__ = [
     "attach_channel_gates",
     "configure_pruning",
     "gate_density_penalty",
-    "measured_sparsity",
     "qlif_layers",
-    "reset_sparsity",
 ]

@@ -177,12 +177,10 @@ def write_report(result: dict, out_dir, stem: str) -> dict:
     """``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` under ``out_dir``; returns the paths."""
     from pathlib import Path
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from .._optional import pyplot
     from ..io import command_header, command_line, write_json, write_text
+
+    plt = pyplot("the robustness report's plot")
 
     out_dir = Path(out_dir)
     paths = {

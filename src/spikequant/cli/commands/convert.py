@@ -93,11 +93,13 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from ..._optional import require
     from ...convert import METHODS
     from ...convert.evaluate import compare_methods, write_report
     from ...data import load_arrays
     from ...pipeline import load_run_model, require_ann
 
+    require("matplotlib", "the conversion report's plot")  # before the sweep, not after it
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:

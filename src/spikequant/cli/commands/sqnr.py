@@ -29,9 +29,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..._optional import require
     from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
     from ...io import command_header, command_line, results_dir, write_json, write_text
 
+    require("matplotlib", "the SQNR study's plot")  # before the study, not after it
     cfg = SQNRConfig(
         timesteps=args.timesteps,
         sigma=args.sigma,
