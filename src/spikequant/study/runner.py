@@ -164,9 +164,12 @@ def execute(task: dict) -> dict:
             task["cfg"], out_dir=run_dir, resume=task["resume"], progress=task["progress"]
         )
         write_json(run_dir / MARKER, {"recipe": task["key_cfg"], "finished": True})
+    import torch
+
     metrics = {k: v for k, v in _normal(metrics).items() if k != "history"}
     extras = {name: _normal(COLLECTORS[name](run_dir)) for name in task["collect"]}
-    return {"metrics": metrics, "extras": extras, "reused": reused}
+    # the thread count fixes the order of float sums: a run is bit-identical only at equal counts
+    return {"metrics": metrics, "extras": extras, "reused": reused, "threads": torch.get_num_threads()}
 
 
 def _task(run: Run, *, resume: bool, progress: bool, collect: list[str], threads: int | None):
