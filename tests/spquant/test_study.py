@@ -10,8 +10,8 @@ import torch
 from spikequant import CheckpointError, ConfigError, create_model
 from spikequant.cli import main
 from spikequant.spquant.runner import float_to_parametrized_keys, run_recipe
-from spikequant.study.report import mean_std
 from spikequant.spquant.weights import quantize_weights
+from spikequant.study.report import mean_std
 
 TINY = {
     "kind": "spquant",
@@ -34,7 +34,11 @@ def _study(work, out, *extra, seeds="0", epochs=1):
     """``spikequant spquant-study`` on 64 / 32 digits with one-epoch stages; its exit code."""
     if "--seeds" in extra:
         seeds = extra[extra.index("--seeds") + 1]
-        extra = tuple(e for i, e in enumerate(extra) if i not in (extra.index("--seeds"), extra.index("--seeds") + 1))
+        extra = tuple(
+            e
+            for i, e in enumerate(extra)
+            if i not in (extra.index("--seeds"), extra.index("--seeds") + 1)
+        )
     return main(
         ["spquant-study", "--seeds", seeds, "--fp-epochs", str(epochs), "--quant-epochs", "1",
          "--finetune-epochs", "1", "--train-subset", "64", "--test-subset", "32",
@@ -76,7 +80,9 @@ def test_study_trains_every_stage_per_seed_and_checks_the_mean(study):
     assert missing and all(key.endswith("log2_alpha") for key in missing)
     check = report["checks"]["quant_within_2_points"]
     fp, q = _runs(report, "fp"), _runs(report, "quant")
-    drops = [100 * (fp[s]["metrics"]["test_accuracy"] - q[s]["metrics"]["test_accuracy"]) for s in (0, 1)]
+    drops = [
+        100 * (fp[s]["metrics"]["test_accuracy"] - q[s]["metrics"]["test_accuracy"]) for s in (0, 1)
+    ]
     assert check["mean"] == pytest.approx(sum(drops) / 2)
     assert check["pass"] == (check["mean"] <= 2.0)
     acc = report["summary"]["fp"]["test_accuracy"]

@@ -72,7 +72,10 @@ def test_a_staged_study_trains_every_run_and_reports(sequential):
             assert run["metrics"]["initialised_missing_keys"]
     accuracy = report["summary"]["fp"]["test_accuracy"]
     assert accuracy["mean"] > 0.3  # chance is 0.1
-    assert accuracy["values"] == [fp[0]["metrics"]["test_accuracy"], fp[1]["metrics"]["test_accuracy"]]
+    assert accuracy["values"] == [
+        fp[0]["metrics"]["test_accuracy"],
+        fp[1]["metrics"]["test_accuracy"],
+    ]
     drop = report["comparisons"]["drop"]
     assert drop["seeds"] == 2 and drop["per_seed"] == [
         round(100 * (fp[s]["metrics"]["test_accuracy"] - r["metrics"]["test_accuracy"]), 9)
@@ -152,8 +155,10 @@ def test_demo_alias_runs_the_demo_study(tmp_path):
          "--set", "train.epochs=1", "--set", "model.kwargs.width=4"]
     )  # fmt: skip
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo_resnet8.json",
-                                                                    "demo_resnet8.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "demo_resnet8.json",
+        "demo_resnet8.md",
+    ]
     report = json.loads((tmp_path / "out" / "demo_resnet8.json").read_text())
     assert report["setting"]["name"] == "resnet8"
     assert {r["recipe"]["model"]["name"] for r in report["runs"]} >= {"resnet8_kws"}

@@ -109,9 +109,10 @@ def test_render_recomputes_checks_without_training(ablation, capsys):
     assert main(["ablation", "--render", str(saved), "--out", str(out)]) == 0
     again = json.loads((out / "saved_ablation.json").read_text())
     assert set(again["checks"]) >= {"atif_u_beats_fixed", "atif_nu_beats_fixed_resolved"}
-    assert "Re-rendered (no training) by `spikequant study --render" in (
-        out / "saved_ablation.md"
-    ).read_text()
+    assert (
+        "Re-rendered (no training) by `spikequant study --render"
+        in (out / "saved_ablation.md").read_text()
+    )
     assert not (out / "atif_ablation.json").exists()  # named after the input, not the command
     assert main(["ablation", "--render", str(tmp / "missing.json")]) == 2
     assert "not a report written by `spikequant study`" in capsys.readouterr().err
@@ -141,7 +142,13 @@ def test_paired_difference_pairs_runs_by_seed():
         ]
         return {"runs": runs, "seeds": [0, 1, 2, 3, 4][: len(next(iter(accuracies.values())))]}
 
-    spec = {"row": "atif-u", "base": "fixed", "field": "test_accuracy", "scale": 100, "op": "difference"}
+    spec = {
+        "row": "atif-u",
+        "base": "fixed",
+        "field": "test_accuracy",
+        "scale": 100,
+        "op": "difference",
+    }
     # The fixed row varies a lot between seeds, ATIF-u is always 0.3 points above it: the
     # unpaired spread hides what pairing resolves.
     fixed = [0.960, 0.972, 0.951, 0.968, 0.975]

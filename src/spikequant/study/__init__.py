@@ -63,9 +63,7 @@ def load_study(name_or_path: str) -> dict:
         raise ConfigError(f"{find_study(name_or_path)}: {exc}") from None
 
 
-def resolve_settings(
-    study: dict, setting: str | None, sweep: bool = False
-) -> list[str | None]:
+def resolve_settings(study: dict, setting: str | None, sweep: bool = False) -> list[str | None]:
     """The settings a run covers: one (``setting``, else the study's default), or for a sweep
     every setting (``setting`` may narrow it to a comma-separated list)."""
     names = [n.strip() for n in setting.split(",") if n.strip()] if setting else []

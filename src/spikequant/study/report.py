@@ -215,7 +215,9 @@ def _setup_lines(report: dict) -> list[str]:
 
 def report_markdown(report: dict) -> str:
     study, seeds = report["study"], report["seeds"]
-    title = study["title"] + (f" (setting `{report['setting']['name']}`)" if report.get("setting") else "")
+    title = study["title"] + (
+        f" (setting `{report['setting']['name']}`)" if report.get("setting") else ""
+    )
     lines = [f"# {title}", "", *header_lines(report), *_setup_lines(report), ""]
     fields = study["summary"]
     lines += [
@@ -235,7 +237,9 @@ def report_markdown(report: dict) -> str:
             "|---|" + "---|" * len(seeds),
         ]
         for row, spec in study["rows"].items():
-            by_seed = {r["seed"]: field_value(r, first["field"]) for r in report["runs"] if r["row"] == row}
+            by_seed = {
+                r["seed"]: field_value(r, first["field"]) for r in report["runs"] if r["row"] == row
+            }
             cells = [_fmt(v, first) if _number(v) else "-" for v in (by_seed.get(s) for s in seeds)]
             lines.append(f"| {spec['label']} | " + " | ".join(cells) + " |")
     if study["comparisons"]:
@@ -365,6 +369,8 @@ def rerender(path: Path, command: str) -> dict:
             evaluate_report(report)
         report["stem"]  # noqa: B018 - the file name of the rendered report comes from it
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path} is not a report written by `spikequant study`: {exc!r}") from None
+        raise ConfigError(
+            f"{path} is not a report written by `spikequant study`: {exc!r}"
+        ) from None
     report["rendered_by"] = command
     return report

@@ -56,7 +56,9 @@ def _target_row(item: str) -> str | None:
 def check_cli_overrides(study: dict, overrides: list[str]) -> None:
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value or row:key.sub=value")
+            raise ConfigError(
+                f"override {item!r} must look like key.sub=value or row:key.sub=value"
+            )
         row = _target_row(item)
         if row is not None and row not in study["rows"]:
             raise ConfigError(
@@ -152,7 +154,9 @@ def execute(task: dict) -> dict:
     run_dir = Path(task["run_dir"])
     marker = _read_json(run_dir / MARKER)
     if task["resume"] and isinstance(marker, dict) and marker.get("recipe") != task["key_cfg"]:
-        raise CheckpointError(f"{run_dir} holds a run of a different recipe; use a fresh --work-dir")
+        raise CheckpointError(
+            f"{run_dir} holds a run of a different recipe; use a fresh --work-dir"
+        )
     metrics = None
     if task["resume"] and isinstance(marker, dict) and marker.get("finished"):
         metrics = _read_json(run_dir / "metrics.json")
@@ -169,7 +173,12 @@ def execute(task: dict) -> dict:
     metrics = {k: v for k, v in _normal(metrics).items() if k != "history"}
     extras = {name: _normal(COLLECTORS[name](run_dir)) for name in task["collect"]}
     # the thread count fixes the order of float sums: a run is bit-identical only at equal counts
-    return {"metrics": metrics, "extras": extras, "reused": reused, "threads": torch.get_num_threads()}
+    return {
+        "metrics": metrics,
+        "extras": extras,
+        "reused": reused,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _task(run: Run, *, resume: bool, progress: bool, collect: list[str], threads: int | None):

@@ -38,7 +38,9 @@ def _keys(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, 
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
             close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(allowed)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(allowed)}"
+            )
             raise ConfigError(f"study: unknown key {where!r}{hint}")
     for key in required:
         if key not in value:
@@ -54,7 +56,9 @@ def _str(value: Any, path: str) -> str:
 
 def _name(value: Any, path: str) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ConfigError(f"study: {path} must be a plain name (letters, digits, _ . -), got {value!r}")
+        raise ConfigError(
+            f"study: {path} must be a plain name (letters, digits, _ . -), got {value!r}"
+        )
     return value
 
 
@@ -159,7 +163,9 @@ def _comparison(value: Any, path: str, rows: dict) -> dict:
 
 
 def _check(value: Any, path: str, comparisons: dict) -> dict:
-    v = _keys(value, path, ("name", "label", "comparison", "resolved", *LIMITS), ("name", "comparison"))
+    v = _keys(
+        value, path, ("name", "label", "comparison", "resolved", *LIMITS), ("name", "comparison")
+    )
     limits = [k for k in LIMITS if k in v]
     if len(limits) != 1:
         raise ConfigError(f"study: {path} needs exactly one of {', '.join(LIMITS)}")

@@ -46,7 +46,11 @@ def run(args) -> int:
     if args.variant is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.variant):
         raise ConfigError(f"--variant must be a plain name, got {args.variant!r}")
     overrides = [f"spquant:{o}" for o in args.overrides] if args.variant else list(args.overrides)
-    for row, name in (("fp", "fp_epochs"), ("quant", "quant_epochs"), ("spquant", "finetune_epochs")):
+    for row, name in (
+        ("fp", "fp_epochs"),
+        ("quant", "quant_epochs"),
+        ("spquant", "finetune_epochs"),
+    ):
         if getattr(args, name) is not None:
             overrides.append(f"{row}:train.epochs={getattr(args, name)}")
     for name in ("train_subset", "test_subset"):

@@ -24,14 +24,17 @@ def parse_seeds(text: str) -> list[int]:
         elif part.isdigit():
             seeds.append(int(part))
         elif part:
-            raise ConfigError(f"--seeds takes non-negative integers and ranges like 0..2, got {text!r}")
+            raise ConfigError(
+                f"--seeds takes non-negative integers and ranges like 0..2, got {text!r}"
+            )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must name distinct seeds, got {text!r}")
     return seeds
 
 
 def add_run_arguments(p, *, work_dir_flags=("--work-dir",), progress_flags=("--no-progress",)):
-    """The options shared by ``study`` and its aliases (``ablation``, ``spquant-study``, ``demo``)."""
+    """The options shared by ``study`` and its aliases (``ablation``, ``spquant-study``,
+    ``demo``)."""
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0..2 or 0,3,5 (default: the study's)")
     p.add_argument(
         "--set",
@@ -58,7 +61,9 @@ def add_run_arguments(p, *, work_dir_flags=("--work-dir",), progress_flags=("--n
         "--executor", choices=("local", "ray"), default="local",
         help="local processes (default) or a ray cluster (needs ray installed)",
     )  # fmt: skip
-    p.add_argument(*progress_flags, dest="no_progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        *progress_flags, dest="no_progress", action="store_true", help="no progress bars"
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -69,7 +74,9 @@ def register(sub) -> None:
         description=__doc__,
     )
     p.add_argument("name", nargs="?", default=None, help="a bundled study or a YAML path")
-    p.add_argument("--setting", default=None, help="a named setting of the study (A,B with --sweep)")
+    p.add_argument(
+        "--setting", default=None, help="a named setting of the study (A,B with --sweep)"
+    )
     p.add_argument(
         "--sweep", action="store_true", help="every setting (or those of --setting) in one report"
     )
@@ -77,8 +84,13 @@ def register(sub) -> None:
         "--from-scratch", action="append", default=[], metavar="ROW",
         help="train this stage from random weights, not from its init_from row",
     )  # fmt: skip
-    p.add_argument("--render", type=Path, default=None, metavar="FILE.json",
-                   help="train nothing: recompute a saved report's comparisons and checks")  # fmt: skip
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="train nothing: recompute a saved report's comparisons and checks",
+    )
     p.add_argument("--list", action="store_true", help="list the bundled studies")
     add_run_arguments(p)
     p.set_defaults(func=run)
@@ -119,7 +131,11 @@ def _print(report: dict, paths, as_json: bool) -> None:
     checks = (
         report["checks"].items()
         if report["kind"] == "study"
-        else ((f"{s['name']}: {k}", c) for s in report["settings"] for k, c in s["report"]["checks"].items())
+        else (
+            (f"{s['name']}: {k}", c)
+            for s in report["settings"]
+            for k, c in s["report"]["checks"].items()
+        )
     )
     for name, c in checks:
         print(
