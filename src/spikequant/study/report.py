@@ -186,6 +186,8 @@ def header_lines(report: dict) -> list[str]:
     lines = [f"Written by `{report['command']}`."]
     if report.get("rendered_by"):
         lines.append(f"Re-rendered (no training) by `{report['rendered_by']}`.")
+    if report.get("note"):
+        lines.append(report["note"])
     return lines
 
 
@@ -195,19 +197,22 @@ def _setup_lines(report: dict) -> list[str]:
     if report.get("setting"):
         s = report["setting"]
         lines.append(f"Setting `{s['name']}`: {s['description']}.")
-    if report.get("overrides"):
-        lines.append(f"Command-line overrides: `{' '.join(report['overrides'])}`.")
     lines.append(
         f"Seeds {', '.join(map(str, seeds))}"
         + ("; cells are mean +- sample std over the seeds." if len(seeds) > 1 else ".")
     )
-    lines += ["", "Rows (recipe, overrides as trained; stages start from the named row's run):", ""]
+    firsts = {row: next(r for r in report["runs"] if r["row"] == row) for row in study["rows"]}
+    common = [o for o in firsts[next(iter(firsts))]["overrides"]
+              if all(o in r["overrides"] for r in firsts.values())]  # fmt: skip
+    if common:
+        lines.append(f"Overrides of every row: `{' '.join(common)}`.")
+    lines += ["", "Rows (recipe, own overrides; a stage starts from its seed's run of a row):", ""]
     for row, spec in study["rows"].items():
-        first = next(r for r in report["runs"] if r["row"] == row)
-        init = first.get("init_from_row")
+        own = [o for o in firsts[row]["overrides"] if o not in common]
+        init = firsts[row].get("init_from_row")
         lines.append(
             f"- {spec['label']}: `{spec['recipe']}`"
-            + (f" `{' '.join(first['overrides'])}`" if first["overrides"] else "")
+            + (f" `{' '.join(own)}`" if own else "")
             + (f", initialised from its seed's `{init}` run" if init else "")
         )
     return lines
