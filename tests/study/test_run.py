@@ -163,3 +163,57 @@ def test_demo_alias_runs_the_demo_study(tmp_path):
     assert report["setting"]["name"] == "resnet8"
     assert {r["recipe"]["model"]["name"] for r in report["runs"]} >= {"resnet8_kws"}
     assert report["command"].startswith("spikequant study demo --seeds 0 ")
+
+
+def test_ray_executor_schedules_every_run_once_after_its_stage(sequential, monkeypatch):
+    """The Ray path with a stand-in module that runs each task when its result is asked for:
+    every run is submitted once, a stage only after the run it starts from (all reused here)."""
+    import sys
+    import types
+
+    from spikequant.study import runner
+
+    submitted = []
+
+    class Ref:
+        def __init__(self, task):
+            self.task = task
+
+    def remote(num_cpus):
+        assert num_cpus >= 1
+
+        def wrap(fn):
+            def submit(task):
+                submitted.append(task["run_dir"])
+                return Ref(task)
+
+            return types.SimpleNamespace(remote=submit)
+
+        return wrap
+
+    fake = types.SimpleNamespace(
+        init=lambda **kw: None,
+        remote=remote,
+        wait=lambda refs, num_returns: (refs[:num_returns], refs[num_returns:]),
+        get=lambda ref: runner.execute(ref.task),
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    root, report = sequential
+    before = torch.get_num_threads()
+    try:
+        argv = ["study", str(root / "tiny.yaml"), "--work-dir", str(root / "seq"), "--resume",
+                "--executor", "ray", "--jobs", "2", "--out", str(root / "ray-out")]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(before)
+    again = json.loads((root / "ray-out" / "tiny.json").read_text())
+    assert sorted(submitted) == sorted(r["dir"] for r in report["runs"])
+    fp_dirs = [r["dir"] for r in report["runs"] if r["row"] == "fp"]
+    for run in report["runs"]:
+        if run["row"] == "quant":
+            assert submitted.index(run["dir"]) > submitted.index(
+                run["recipe"]["spquant"]["init_from"]
+            )
+    assert set(fp_dirs) <= set(submitted[:2])
+    assert all(r["reused"] for r in again["runs"])
+    assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in report["runs"]]
