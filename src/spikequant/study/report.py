@@ -193,7 +193,7 @@ def header_lines(report: dict) -> list[str]:
 
 def _setup_lines(report: dict) -> list[str]:
     study, seeds = report["study"], report["seeds"]
-    lines = ["", study["description"], ""]
+    lines = ["", study["description"], ""] if study["description"] else [""]
     if report.get("setting"):
         s = report["setting"]
         lines.append(f"Setting `{s['name']}`: {s['description']}.")
@@ -297,8 +297,7 @@ def sweep_markdown(sweep: dict) -> str:
         "",
         *header_lines(sweep),
         "",
-        study["description"],
-        "",
+        *([study["description"], ""] if study["description"] else []),
         f"Seeds {', '.join(map(str, sweep['seeds']))}. Row cells: {first['label']}, mean +- std "
         "over seeds. Comparisons: the per-seed (paired) value, mean +- std (seeds above 0 / "
         "seeds); **bold** when the 95 % paired t-interval excludes 0.",
@@ -329,15 +328,16 @@ def sweep_markdown(sweep: dict) -> str:
                 f"+-{format(p['ci95_half_width'], spec['format'])}: "
                 + ("resolved" if p["resolved"] else "not resolved")
             )
-    lines += ["", "Settings (overrides applied to every row):", ""]
+    lines += ["", "Settings (their overrides: of every row, then of single rows):", ""]
     for setting in sweep["settings"]:
         s = study["settings"][setting["name"]]
-        own = "; ".join(f"{row}: {' '.join(r['overrides'])}" for row, r in s["rows"].items())
-        lines.append(
-            f"- `{setting['name']}`: {s['description']} (`{' '.join(s['overrides'])}`"
-            + (f"; {own}" if own else "")
-            + ")"
-        )
+        parts = [f"`{' '.join(s['overrides'])}`"] if s["overrides"] else []
+        for row, own in s["rows"].items():
+            text = " ".join(own["overrides"])
+            if own.get("init_from", "kept") is None:
+                text = (text + " " if text else "") + "from scratch"
+            parts.append(f"{row}: `{text}`")
+        lines.append(f"- `{setting['name']}`: {s['description']} ({'; '.join(parts) or '-'})")
     return "\n".join(lines) + "\n"
 
 

@@ -263,8 +263,7 @@ def _execute_pool(unique, tasks, by_key, *, jobs: int, log) -> dict[str, dict]:
                     results[key] = future.result()
                     log(_done_line(by_key[key], results[key]))
         except BaseException:
-            for future in running:
-                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)  # queued runs never start
             raise
     return results
 

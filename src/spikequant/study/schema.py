@@ -248,7 +248,7 @@ def validate_study(raw: Any, name: str) -> dict:
     return {
         "name": _name(v.get("name", name), "name"),
         "title": _str(v["title"], "title"),
-        "description": _str(v.get("description", "-"), "description").strip(),
+        "description": _str(v["description"], "description").strip() if "description" in v else "",
         "seeds": seeds_list(v["seeds"]),
         "overrides": _overrides(v.get("overrides"), "overrides"),
         "rows": rows,
