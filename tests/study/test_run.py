@@ -2,7 +2,6 @@
 (the same metrics, bit for bit), resumed, re-rendered; and the demo alias."""
 
 import json
-import os
 import shutil
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import yaml
 
 from spikequant.cli import main
+from spikequant.study.runner import cores
 
 # FP SNN -> Quant-SNN fine-tuned from it, two seeds: four runs, two of them waiting for the others
 TINY = {
@@ -42,7 +42,7 @@ def sequential(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // JOBS))
+    torch.set_num_threads(max(1, cores() // JOBS))
     try:
         code = main(["study", str(root / "tiny.yaml"), "--work-dir", str(root / "seq"),
                      "--no-progress"])  # fmt: skip

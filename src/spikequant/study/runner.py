@@ -116,9 +116,8 @@ def plan_runs(
             run_dir = Path(work_dir) / f"seed{seed}" / f"{row}-{digest}"
             cfg = key_cfg
             if parent is not None:
-                cfg = _normal(load_recipe(
-                    study["rows"][row]["recipe"], [*overrides, f"{init['key']}={parent.run_dir}"]
-                ))  # fmt: skip
+                # set directly, not as an override: a path is a string whatever YAML makes of it
+                cfg = _with_value(key_cfg, init["key"], str(parent.run_dir))
             run = Run(
                 key=f"seed{seed}/{row}-{digest}",
                 row=row,
@@ -131,6 +130,26 @@ def plan_runs(
             keys[row] = run
             runs.append(run)
     return runs
+
+
+def _with_value(cfg: dict, key: str, value: Any) -> dict:
+    cfg = json.loads(json.dumps(cfg))
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"init_from key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+    node[parts[-1]] = value
+    return cfg
+
+
+def cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every OS
+        return os.cpu_count() or 1
 
 
 def _read_json(path: Path) -> Any:
@@ -227,7 +246,7 @@ def execute_runs(
             results[run.key] = execute(task)
             log(_done_line(run, results[run.key]))
         return results
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, cores() // jobs)
     tasks = {
         run.key: _task(run, resume=resume, progress=False, collect=collect, threads=threads)
         for run in unique
