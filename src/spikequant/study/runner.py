@@ -294,7 +294,10 @@ def _execute_ray(unique, tasks, by_key, *, jobs: int, threads: int, log) -> dict
         raise ConfigError(
             "--executor ray needs the 'ray' package (pip install ray); --jobs N runs locally"
         ) from None
-    ray.init(ignore_reinit_error=True, num_cpus=jobs * threads)
+    if os.environ.get("RAY_ADDRESS"):  # an existing cluster brings its own CPUs
+        ray.init(ignore_reinit_error=True)
+    else:  # a local instance with the CPUs of N jobs
+        ray.init(ignore_reinit_error=True, num_cpus=jobs * threads)
     remote = ray.remote(num_cpus=threads)(execute)
     results: dict[str, dict] = {}
     pending, running = list(unique), {}
