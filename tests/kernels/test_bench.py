@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 from benchmarks import models, peers
 from benchmarks import run as bench_run
 from benchmarks.run import bench_gpu, interleaved, render_markdown

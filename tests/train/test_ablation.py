@@ -1,4 +1,5 @@
-"""The ATIF ablation end to end on a subset of the bundled digits (full: `spikequant ablation`)."""
+"""The ATIF ablation end to end on a subset of the bundled digits, through `spikequant ablation`
+(an alias of `spikequant study atif-ablation`)."""
 
 import json
 
@@ -18,6 +19,11 @@ FAST = [
     "--set",
     "model.kwargs.hidden=32",
 ]
+SPIKING = ("fixed", "atif-u", "atif-nu")
+
+
+def _runs(report, row):
+    return [r for r in report["runs"] if r["row"] == row]
 
 
 @pytest.fixture(scope="module")
@@ -42,110 +48,125 @@ def ablation(tmp_path_factory):
 
 
 def test_ablation_writes_the_paper_style_table(ablation):
-    tmp, summary = ablation
-    assert list(summary["rows"]) == ["mnist-fixed", "mnist-atif-u", "mnist-atif-nu", "mnist-ann"]
+    tmp, report = ablation
+    assert list(report["summary"]) == ["fixed", "atif-u", "atif-nu", "ann"]
+    assert [report["study"]["rows"][r]["recipe"] for r in report["summary"]] == [
+        "mnist-fixed", "mnist-atif-u", "mnist-atif-nu", "mnist-ann"
+    ]  # fmt: skip
     md = (tmp / "results" / "atif_ablation.md").read_text()
     for label in ("fixed V_th = 1", "ATIF-u", "ATIF-nu", "ANN (ReLU)"):
         assert label in md
-    assert "| neuron | T | test accuracy % | theta" in md
+    assert "| row | test accuracy % | theta" in md
+    # headed by the exact (canonical) command that wrote it
+    assert md.splitlines()[2].startswith("Written by `spikequant study atif-ablation --seeds 0 ")
+    assert report["command"].endswith(f"--out {tmp / 'results'}")
 
 
 def test_ablation_rows_are_real_trained_networks(ablation):
-    _, summary = ablation
-    rows = summary["rows"]
-    for name in ("mnist-fixed", "mnist-atif-u", "mnist-atif-nu"):
-        row = rows[name]
-        assert row["timesteps"] == 4
-        assert row["accuracy_mean"] > 0.6, name  # chance is 0.1
-        assert 0 < row["theta_mean"] < 1
+    _, report = ablation
+    summary = report["summary"]
+    for name in SPIKING:
+        (run,) = _runs(report, name)
+        assert run["recipe"]["model"]["timesteps"] == 4
+        assert summary[name]["test_accuracy"]["mean"] > 0.6, name  # chance is 0.1
+        assert 0 < summary[name]["theta"]["mean"] < 1
         # spikes per neuron over the window is between theta and T * theta (averaging differs)
-        assert 0 < row["spikes_per_neuron_mean"] <= 4
-    assert rows["mnist-ann"]["timesteps"] == 1 and rows["mnist-ann"]["theta_mean"] is None
-    assert rows["mnist-ann"]["accuracy_mean"] > 0.5  # 26 Adam steps: the ANN starts slower
-    fixed = rows["mnist-fixed"]["runs"][0]["thresholds"]
+        assert 0 < summary[name]["spikes_per_neuron"]["mean"] <= 4
+    assert _runs(report, "ann")[0]["recipe"]["model"]["timesteps"] == 1
+    assert summary["ann"]["theta"] is None
+    assert summary["ann"]["test_accuracy"]["mean"] > 0.5  # 26 Adam steps: the ANN starts slower
+    fixed = _runs(report, "fixed")[0]["extras"]["trained_thresholds"]
     assert fixed and all(v == 1.0 for v in fixed.values())
-    trained = rows["mnist-atif-u"]["runs"][0]["thresholds"]
+    trained = _runs(report, "atif-u")[0]["extras"]["trained_thresholds"]
     assert any(abs(v - 1.0) > 1e-3 for v in trained.values())
-    for levels in rows["mnist-atif-nu"]["runs"][0]["thresholds"].values():
+    for levels in _runs(report, "atif-nu")[0]["extras"]["trained_thresholds"].values():
         assert len(levels) == 4 and all(a > b > 0 for a, b in zip(levels, levels[1:], strict=False))
 
 
 def test_ablation_checks_follow_from_the_rows(ablation):
-    _, summary = ablation
-    rows, checks = summary["rows"], summary["checks"]
-    acc = {k: v["accuracy_mean"] for k, v in rows.items()}
-    assert checks["atif_u_beats_fixed"] == (acc["mnist-atif-u"] > acc["mnist-fixed"])
-    assert checks["atif_nu_beats_fixed"] == (acc["mnist-atif-nu"] > acc["mnist-fixed"])
-    best = checks["best_spiking"]
-    assert acc[best] == max(acc["mnist-fixed"], acc["mnist-atif-u"], acc["mnist-atif-nu"])
-    assert checks["best_spiking_gap_to_ann_points"] == pytest.approx(
-        100 * (acc["mnist-ann"] - acc[best])
-    )
-    assert checks["best_spiking_within_2_points_of_ann"] == (
-        checks["best_spiking_gap_to_ann_points"] <= 2
-    )
-    assert summary["setup"]["train_samples"] == 800 and summary["setup"]["test_samples"] == 400
+    _, report = ablation
+    checks = report["checks"]
+    acc = {k: v["test_accuracy"]["mean"] for k, v in report["summary"].items()}
+    assert checks["atif_u_beats_fixed"]["pass"] == (acc["atif-u"] > acc["fixed"])
+    assert checks["atif_nu_beats_fixed"]["pass"] == (acc["atif-nu"] > acc["fixed"])
+    gap = report["comparisons"]["ann_minus_best_spiking"]
+    best = gap["base_row"]
+    assert acc[best] == max(acc[r] for r in SPIKING)
+    assert gap["mean"] == pytest.approx(100 * (acc["ann"] - acc[best]))
+    check = checks["best_spiking_within_2_points_of_ann"]
+    assert check["pass"] == (check["mean"] <= 2)
+    (run,) = _runs(report, "fixed")
+    assert run["recipe"]["data"]["train_subset"] == 800 and run["metrics"]["samples"] == 400
 
 
 def test_render_recomputes_checks_without_training(ablation, capsys):
-    tmp, summary = ablation
+    tmp, report = ablation
     saved = tmp / "saved.json"
-    summary["checks"] = {}
-    saved.write_text(json.dumps(summary))
+    report["checks"] = {}
+    report["stem"] = "saved_ablation"
+    saved.write_text(json.dumps(report))
     out = tmp / "rerendered"
     assert main(["ablation", "--render", str(saved), "--out", str(out)]) == 0
-    again = json.loads((out / "atif_ablation.json").read_text())
-    assert set(again["checks"]) >= {"atif_u_beats_fixed", "atif_nu_margin_points"}
-    assert "one test image = 0.25 points" in (out / "atif_ablation.md").read_text()
+    again = json.loads((out / "saved_ablation.json").read_text())
+    assert set(again["checks"]) >= {"atif_u_beats_fixed", "atif_nu_beats_fixed_resolved"}
+    assert (
+        "Re-rendered (no training) by `spikequant study --render"
+        in (out / "saved_ablation.md").read_text()
+    )
+    assert not (out / "atif_ablation.json").exists()  # named after the input, not the command
     assert main(["ablation", "--render", str(tmp / "missing.json")]) == 2
-    assert "not an atif_ablation.json" in capsys.readouterr().err
+    assert "not a report written by `spikequant study`" in capsys.readouterr().err
 
 
 def test_resume_reuses_finished_runs_of_the_same_recipe(ablation):
-    tmp, summary = ablation
+    tmp, report = ablation
     again = tmp / "again"
     args = ["ablation", "--seeds", "0", "--runs", str(tmp / "runs"), "--out", str(again)]
     assert main([*args, "--no-progress", "--resume", *FAST]) == 0
     redo = json.loads((again / "atif_ablation.json").read_text())
-    for name, row in summary["rows"].items():
-        assert redo["rows"][name]["accuracy_mean"] == row["accuracy_mean"]
-        assert redo["rows"][name]["runs"][0]["train_seconds"] == row["runs"][0]["train_seconds"]
-
-
-def _rows(accuracies: dict[str, list[float]]) -> dict:
-    return {
-        name: {
-            "accuracy_mean": sum(accs) / len(accs),
-            "accuracy_std": 0.0,
-            "runs": [{"seed": s, "test_accuracy": a} for s, a in enumerate(accs)],
-        }
-        for name, accs in accuracies.items()
-    }
+    for name, row in report["summary"].items():
+        assert redo["summary"][name]["test_accuracy"] == row["test_accuracy"]
+        (first,), (second,) = _runs(report, name), _runs(redo, name)
+        assert second["reused"] and not first["reused"]
+        assert second["metrics"]["train_seconds"] == first["metrics"]["train_seconds"]
 
 
 def test_paired_difference_pairs_runs_by_seed():
-    from spikequant.train.ablation import paired_difference
+    from spikequant.study.report import compare
 
+    def report(accuracies):
+        runs = [
+            {"row": row, "seed": s, "metrics": {"test_accuracy": a}, "extras": {}}
+            for row, accs in accuracies.items()
+            for s, a in enumerate(accs)
+        ]
+        return {"runs": runs, "seeds": [0, 1, 2, 3, 4][: len(next(iter(accuracies.values())))]}
+
+    spec = {
+        "row": "atif-u",
+        "base": "fixed",
+        "field": "test_accuracy",
+        "scale": 100,
+        "op": "difference",
+    }
     # The fixed row varies a lot between seeds, ATIF-u is always 0.3 points above it: the
     # unpaired spread hides what pairing resolves.
     fixed = [0.960, 0.972, 0.951, 0.968, 0.975]
-    rows = _rows({"mnist-fixed": fixed, "mnist-atif-u": [a + 0.003 for a in fixed]})
-    rows["mnist-atif-u"]["runs"][2]["test_accuracy"] += 0.001  # one pair +0.4 points
-    paired = paired_difference(rows, "mnist-atif-u")
-    assert paired["points_per_seed"] == pytest.approx([0.3, 0.3, 0.4, 0.3, 0.3])
-    assert paired["mean_points"] == pytest.approx(0.32)
-    assert paired["std_points"] == pytest.approx(0.04472136, rel=1e-6)
+    u = [a + 0.003 for a in fixed]
+    u[2] += 0.001  # one pair +0.4 points
+    paired = compare(report({"fixed": fixed, "atif-u": u}), spec)
+    assert paired["per_seed"] == pytest.approx([0.3, 0.3, 0.4, 0.3, 0.3])
+    assert paired["mean"] == pytest.approx(0.32)
+    assert paired["std"] == pytest.approx(0.04472136, rel=1e-6)
     # t_{0.975, 4} = 2.776445
-    assert paired["ci95_half_width_points"] == pytest.approx(2.776445 * 0.04472136 / 5**0.5, 1e-5)
+    assert paired["ci95_half_width"] == pytest.approx(2.776445 * 0.04472136 / 5**0.5, 1e-5)
     assert paired["resolved"] and (paired["wins"], paired["losses"]) == (5, 0)
 
-    noisy = _rows({"mnist-fixed": fixed, "mnist-atif-u": [0.962, 0.970, 0.955, 0.966, 0.975]})
-    paired = paired_difference(noisy, "mnist-atif-u")
-    assert paired["mean_points"] == pytest.approx(0.04)
+    noisy = report({"fixed": fixed, "atif-u": [0.962, 0.970, 0.955, 0.966, 0.975]})
+    paired = compare(noisy, spec)
+    assert paired["mean"] == pytest.approx(0.04)
     assert not paired["resolved"] and (paired["wins"], paired["losses"]) == (2, 2)
-    single = paired_difference(
-        _rows({"mnist-fixed": [0.9], "mnist-atif-u": [0.95]}), "mnist-atif-u"
-    )
+    single = compare(report({"fixed": [0.9], "atif-u": [0.95]}), spec)
     assert single["seeds"] == 1 and not single["resolved"]
 
 
@@ -176,21 +197,21 @@ def test_sweep_runs_each_setting_and_reports_paired_differences(tmp_path, capsys
     sweep = json.loads((tmp_path / "results" / "atif_ablation_sweep.json").read_text())
     (setting,) = sweep["settings"]
     assert setting["name"] == "adam-narrow"
-    summary = setting["summary"]
+    report = setting["report"]
     # the setting's own overrides reach the recipe, the command line's come after them
-    assert summary["setup"]["model_kwargs"] == {"norm": True, "widths": [8, 16], "hidden": 32}
-    assert summary["setup"]["epochs"] == 1 and summary["setup"]["optim"]["name"] == "adam"
-    assert (tmp_path / "runs" / "adam-narrow" / "mnist-atif-u-seed0" / "latest.json").is_file()
-    paired = summary["checks"]["atif_u_paired"]
-    rows = summary["rows"]
-    assert paired["points_per_seed"] == pytest.approx(
-        [100 * (rows["mnist-atif-u"]["accuracy_mean"] - rows["mnist-fixed"]["accuracy_mean"])]
-    )
+    (run,) = _runs(report, "atif-u")
+    assert run["recipe"]["model"]["kwargs"] == {"norm": True, "widths": [8, 16], "hidden": 32}
+    assert run["recipe"]["train"]["epochs"] == 1 and run["recipe"]["optim"]["name"] == "adam"
+    assert (tmp_path / "runs" / "seed0").is_dir()
+    assert len(list((tmp_path / "runs" / "seed0").glob("atif-u-*/latest.json"))) == 1
+    paired = report["comparisons"]["atif_u_minus_fixed"]
+    acc = {k: v["test_accuracy"]["mean"] for k, v in report["summary"].items()}
+    assert paired["per_seed"] == pytest.approx([100 * (acc["atif-u"] - acc["fixed"])])
     md = (tmp_path / "results" / "atif_ablation_sweep.md").read_text()
     assert "| `adam-narrow` |" in md and "model.kwargs.widths=[8,16]" in md
     capsys.readouterr()
     assert main(["ablation", "--sweep", "--settings", "nope", "--runs", str(tmp_path)]) == 2
-    assert "unknown sweep setting" in capsys.readouterr().err
+    assert "unknown setting 'nope'" in capsys.readouterr().err
     assert main(["ablation", "--settings", "adam"]) == 2
 
 
@@ -199,20 +220,22 @@ def test_spiking_rows_start_as_the_same_network():
     and compute the identical function (V_th = 1, ATIF-nu levels 1, 3/4, 1/2, 1/4 give a threshold
     of 1 at every step and spikes of value 1), so training is the only difference."""
     import torch
-    from spikequant.train.runner import build_model
 
     from spikequant.config import load_recipe
     from spikequant.data import load_arrays
     from spikequant.neurons import reset_state
-    from spikequant.train.ablation import SPIKING
+    from spikequant.pipeline import create_method
+    from spikequant.study import load_study
     from spikequant.train.recipe import validate_recipe
 
     x, _ = load_arrays("mnist5k", "test")
+    rows = load_study("atif-ablation")["rows"]
     outputs, weights = [], []
-    for recipe in SPIKING:
+    for row in SPIKING:
+        recipe = rows[row]["recipe"]
         cfg = validate_recipe(load_recipe(recipe, ["seed=3"]))
-        torch.manual_seed(cfg["seed"])  # as the runner does before building the model
-        model, _ = build_model(cfg)
+        torch.manual_seed(cfg["seed"])  # as the pipeline does before building the model
+        model = create_method(cfg).build_model()
         model.eval()
         reset_state(model)
         with torch.no_grad():
@@ -235,11 +258,12 @@ def test_one_sweep_setting_writes_its_own_table(tmp_path, capsys):
          "--set", "train.epochs=1", "--set", "model.kwargs.width=4"]
     )  # fmt: skip
     assert code == 0
-    summary = json.loads((tmp_path / "results" / "atif_ablation_resnet8.json").read_text())
-    assert summary["setup"]["model"] == "resnet8_kws"
-    assert summary["setup"]["model_kwargs"]["width"] == 4  # --set applies after the setting
+    report = json.loads((tmp_path / "results" / "atif_ablation_resnet8.json").read_text())
+    (run,) = _runs(report, "fixed")
+    assert run["recipe"]["model"]["name"] == "resnet8_kws"
+    assert run["recipe"]["model"]["kwargs"]["width"] == 4  # --set applies after the setting
     assert not (tmp_path / "results" / "atif_ablation.json").exists()
     capsys.readouterr()
     assert main(["ablation", "--setting", "nope", "--runs", str(tmp_path)]) == 2
-    assert "unknown sweep setting" in capsys.readouterr().err
+    assert "unknown setting 'nope'" in capsys.readouterr().err
     assert main(["ablation", "--sweep", "--setting", "adam", "--runs", str(tmp_path)]) == 2

@@ -1,8 +1,8 @@
-"""``spikequant demo`` (``make demo``): the single-neuron SQNR study, then the ATIF ablation
-(on the digits ResNet-8 of the ablation sweep's ``resnet8`` setting).
+"""``spikequant demo`` (``make demo``): the single-neuron SQNR study, then the ``demo`` study
+(the ATIF ablation on the digits ResNet-8, the ``resnet8`` setting of ``atif-ablation``).
 
-Both write their tables to the results folder (``docs/results`` by default). The ablation uses
-the bundled MNIST digits, so the demo needs no download.
+The ablation uses the bundled MNIST digits, so the demo needs no download. Its report goes to
+``--out`` (default: the study's work dir); the SQNR table to ``--out`` or ``docs/results``.
 """
 
 from __future__ import annotations
@@ -12,30 +12,25 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="SQNR study + ATIF ablation on the bundled digits (what `make demo` runs)",
-    )
-    p.add_argument(
-        "--sqnr-iterations",
-        type=int,
-        default=8000,
-        help="Adam iterations of the SQNR study (default 8000)",
-    )
-    p.add_argument("--skip-sqnr", action="store_true", help="run only the ablation")
     from .ablation import add_arguments
 
+    p = sub.add_parser(
+        "demo", help="SQNR study + ATIF ablation on the bundled digits (what `make demo` runs)"
+    )
+    p.add_argument(
+        "--sqnr-iterations", type=int, default=8000, help="Adam iterations of the SQNR study"
+    )
+    p.add_argument("--skip-sqnr", action="store_true", help="run only the ablation")
     add_arguments(p)
-    # The residual net: in a plain CNN a per-layer threshold is a rescaling the weights absorb
-    # (docs/atif.md), across a shortcut it is not. `--setting` picks another sweep setting.
-    p.set_defaults(func=run, setting="resnet8")
+    p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from rich.console import Console
 
     from .. import build_parser
-    from . import ablation
+    from .ablation import study_args
+    from .study import run as run_study
 
     console = Console()
     start = time.perf_counter()
@@ -47,7 +42,10 @@ def run(args) -> int:
         sqnr_args = build_parser().parse_args(sqnr_argv)
         sqnr_args.func(sqnr_args)
         console.print(f"[dim]{time.perf_counter() - start:.0f} s so far[/dim]")
-    console.rule("2/2  ATIF ablation on the bundled MNIST digits, T = 4")
-    ablation.run(args)
+    console.rule("2/2  ATIF ablation on the bundled MNIST digits, T = 4 (study `demo`)")
+    ns = study_args(args, "demo")
+    if ns.render is not None:
+        ns.name = None
+    run_study(ns)
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0

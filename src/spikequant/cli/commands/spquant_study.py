@@ -1,86 +1,70 @@
-"""``spikequant spquant-study``: FP SNN vs Quant-SNN vs SpQuant-SNN on the bundled MNIST digits."""
+"""``spikequant spquant-study``: an alias of ``spikequant study spquant-study`` (FP SNN ->
+Quant-SNN -> SpQuant-SNN per seed on the bundled digits). Its runs are always resumed: a
+finished run of the identical recipe in the work dir is reused."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import re
 
 
-def _seeds(text: str) -> list[int]:
-    from ...errors import ConfigError
+def register(subparsers) -> None:
+    from .study import add_run_arguments
 
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    p = subparsers.add_parser(
+        "spquant-study",
+        help="alias of `spikequant study spquant-study` (FP / Quant / SpQuant SNNs on mnist5k)",
+        description=__doc__,
+    )
+    add_run_arguments(p, progress_flags=("--quiet", "--no-progress"))
+    p.add_argument(
+        "--quant-init", choices=("fp", "scratch"), default="fp",
+        help="start the Quant-SNN from the FP SNN of the same seed (default) or from scratch",
+    )  # fmt: skip
+    p.add_argument("--fp-epochs", type=int, default=None, help="epochs of the FP SNN")
+    p.add_argument("--quant-epochs", type=int, default=None, help="epochs of the Quant-SNN")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the SpQuant-SNN")
+    p.add_argument(
+        "--variant", default=None,
+        help="apply --set to the SpQuant-SNN stage only (the FP and Quant-SNN runs are reused)",
+    )  # fmt: skip
+    p.add_argument("--setting", default=None, help="a named setting of the study")
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--test-subset", type=int, default=None)
+    p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ...errors import ConfigError
-    from ...io import results_dir
-    from ...spquant.study import run_study
+    from .study import run as run_study
 
-    for name in ("fp_epochs", "quant_epochs", "finetune_epochs", "train_subset", "test_subset"):
+    sizes = ("fp_epochs", "quant_epochs", "finetune_epochs", "train_subset", "test_subset")
+    for name in sizes:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    report = run_study(
-        out_dir=results_dir(args.out),
-        work_dir=Path(args.work_dir),
-        seeds=_seeds(args.seeds),
-        quant_init=args.quant_init,
-        fp_epochs=args.fp_epochs,
-        quant_epochs=args.quant_epochs,
-        finetune_epochs=args.finetune_epochs,
-        overrides=args.set,
-        variant=args.variant,
-        train_subset=args.train_subset,
-        test_subset=args.test_subset,
-        progress=not args.quiet,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    if args.variant is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.variant):
+        raise ConfigError(f"--variant must be a plain name, got {args.variant!r}")
+    overrides = [f"spquant:{o}" for o in args.overrides] if args.variant else list(args.overrides)
+    for row, name in (
+        ("fp", "fp_epochs"),
+        ("quant", "quant_epochs"),
+        ("spquant", "finetune_epochs"),
+    ):
+        if getattr(args, name) is not None:
+            overrides.append(f"{row}:train.epochs={getattr(args, name)}")
+    for name in ("train_subset", "test_subset"):
+        if getattr(args, name) is not None:
+            overrides.append(f"data.{name}={getattr(args, name)}")
+    keep = ("seeds", "work_dir", "out", "jobs", "executor", "no_progress", "json", "setting")
+    ns = argparse.Namespace(
+        **{k: getattr(args, k) for k in keep},
+        name="spquant-study",
+        overrides=overrides,
+        from_scratch=["quant"] if args.quant_init == "scratch" else [],
+        resume=True,
+        sweep=False,
+        render=None,
+        list=False,
     )
-    for name, check in report["checks"].items():
-        print(
-            f"{name}: {'PASS' if check['pass'] else 'FAIL'} (mean {check['mean']:.3f}, "
-            f"std {check['std']:.3f}, {check['seeds_passing']}/{len(report['seeds'])} seeds)"
-        )
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "spquant-study",
-        help="train FP / Quant / SpQuant SNNs on mnist5k and write the results table",
-        description=__doc__,
-    )
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument(
-        "--quant-init",
-        choices=("fp", "scratch"),
-        default="fp",
-        help="start the Quant-SNN from the FP SNN of the same seed (default) or from scratch",
-    )
-    p.add_argument("--fp-epochs", type=int, default=None, help="epochs of the FP SNN (recipe)")
-    p.add_argument("--quant-epochs", type=int, default=None, help="epochs of the Quant-SNN")
-    p.add_argument(
-        "--finetune-epochs", type=int, default=None, help="epochs of SpQuant from Quant (recipe)"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override applied to all three recipes, e.g. spquant.learn_threshold=false",
-    )
-    p.add_argument(
-        "--variant",
-        default=None,
-        help="run the SpQuant-SNN stage into spquant-VARIANT, reusing the work dir's FP and "
-        "Quant-SNN runs (for options that change only the pruning stage)",
-    )
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--test-subset", type=int, default=None)
-    p.add_argument("--work-dir", default="runs/spquant-study", help="checkpoints of the runs")
-    p.add_argument("--out", default=None, help="results folder (default docs/results)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run)
+    return run_study(ns)

@@ -1,0 +1,186 @@
+"""``spikequant study NAME``: train a declared study (``src/spikequant/studies/NAME.yaml``) and
+write its report; ``--render FILE.json`` rewrites a saved report without training."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0..2`` (inclusive), ``0,3,5`` or a mix (``0..4,7``)."""
+    from ...errors import ConfigError
+
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        match = re.fullmatch(r"(\d+)\s*\.\.\s*(\d+)", part)
+        if match:
+            lo, hi = int(match[1]), int(match[2])
+            seeds += list(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        elif part:
+            raise ConfigError(
+                f"--seeds takes non-negative integers and ranges like 0..2, got {text!r}"
+            )
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must name distinct seeds, got {text!r}")
+    return seeds
+
+
+def add_run_arguments(p, *, work_dir_flags=("--work-dir",), progress_flags=("--no-progress",)):
+    """The options shared by ``study`` and its aliases (``ablation``, ``spquant-study``,
+    ``demo``)."""
+    p.add_argument("--seeds", default=None, help="seeds, e.g. 0..2 or 0,3,5 (default: the study's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[ROW:]KEY=VALUE",
+        help="recipe override for every row (KEY=VALUE) or one row (ROW:KEY=VALUE)",
+    )
+    p.add_argument(
+        "--work-dir", *work_dir_flags[1:], dest="work_dir", type=Path, default=None,
+        help="run folders (default runs/study/NAME)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", type=Path, default=None, help="where the report goes (default: the work dir)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished runs of the identical recipe, continue interrupted ones",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="train N independent runs at once")
+    p.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local processes (default) or a ray cluster (needs ray installed)",
+    )  # fmt: skip
+    p.add_argument(
+        *progress_flags, dest="no_progress", action="store_true", help="no progress bars"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="train a declared study (rows x seeds, stages, comparisons, checks) and report it",
+        description=__doc__,
+    )
+    p.add_argument("name", nargs="?", default=None, help="a bundled study or a YAML path")
+    p.add_argument(
+        "--setting", default=None, help="a named setting of the study (A,B with --sweep)"
+    )
+    p.add_argument(
+        "--sweep", action="store_true", help="every setting (or those of --setting) in one report"
+    )
+    p.add_argument(
+        "--from-scratch", action="append", default=[], metavar="ROW",
+        help="train this stage from random weights, not from its init_from row",
+    )  # fmt: skip
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="train nothing: recompute a saved report's comparisons and checks",
+    )
+    p.add_argument("--list", action="store_true", help="list the bundled studies")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def canonical_command(args, name: str) -> str:
+    """The ``spikequant study`` command equivalent to ``args`` (aliases included), with the
+    thread count when it is set, since it can change the last bits of a run."""
+    parts = ["spikequant", "study", name]
+    if args.seeds is not None:
+        parts += ["--seeds", ",".join(map(str, parse_seeds(args.seeds)))]
+    if getattr(args, "setting", None):
+        parts += ["--setting", args.setting]
+    if getattr(args, "sweep", False):
+        parts.append("--sweep")
+    for item in args.overrides:
+        parts += ["--set", item]
+    for row in getattr(args, "from_scratch", []):
+        parts += ["--from-scratch", row]
+    if args.work_dir is not None:
+        parts += ["--work-dir", str(args.work_dir)]
+    if args.out is not None:
+        parts += ["--out", str(args.out)]
+    if args.jobs != 1:
+        parts += ["--jobs", str(args.jobs)]
+    if args.executor != "local":
+        parts += ["--executor", args.executor]
+    if args.resume:
+        parts.append("--resume")
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if k in os.environ]
+    return " ".join([*env, shlex.join(parts)])
+
+
+def _print(report: dict, paths, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report))
+        return
+    checks = (
+        report["checks"].items()
+        if report["kind"] == "study"
+        else (
+            (f"{s['name']}: {k}", c)
+            for s in report["settings"]
+            for k, c in s["report"]["checks"].items()
+        )
+    )
+    for name, c in checks:
+        print(
+            f"{name}: {'PASS' if c['pass'] else 'FAIL'} (mean {c['mean']:.3f}, "
+            f"{c['seeds_passing']}/{c['seeds']} seeds pass alone)"
+        )
+    print(f"wrote {paths[0]} and {paths[1]}")
+
+
+def run(args) -> int:
+    from ...errors import ConfigError
+    from ...study import list_studies, load_study, rerender, run_study, write_report
+
+    if args.list:
+        print("\n".join(list_studies()))
+        return 0
+    if args.render is not None:
+        if args.name is not None:
+            raise ConfigError("--render takes a saved report, not a study name")
+        parts = ["spikequant", "study", "--render", str(args.render)]
+        if args.out is not None:
+            parts += ["--out", str(args.out)]
+        report = rerender(args.render, shlex.join(parts))
+        paths = write_report(report, args.out if args.out is not None else args.render.parent)
+        _print(report, paths, args.json)
+        return 0
+    if args.name is None:
+        raise ConfigError("name a study (spikequant study --list) or give --render FILE.json")
+    study = load_study(args.name)
+    work_dir = args.work_dir if args.work_dir is not None else Path("runs/study") / study["name"]
+    report = run_study(
+        study,
+        command=canonical_command(args, args.name),
+        work_dir=work_dir,
+        setting=args.setting,
+        sweep=args.sweep,
+        seeds=None if args.seeds is None else parse_seeds(args.seeds),
+        overrides=args.overrides,
+        from_scratch=tuple(args.from_scratch),
+        jobs=args.jobs,
+        executor=args.executor,
+        resume=args.resume,
+        progress=not args.no_progress,
+        log=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
+    )
+    paths = write_report(report, args.out if args.out is not None else work_dir)
+    _print(report, paths, args.json)
+    return 0

@@ -1,0 +1,270 @@
+"""The study file schema: strict, so that a misspelt key is an error, never a silent default.
+
+A study file (YAML, ``src/spikequant/studies/NAME.yaml``) declares rows (a recipe + overrides
+each), the seeds every row is trained for, optional stages (a row initialised from another row's
+run of the same seed, ``init_from``), the fields summarised over seeds, paired comparisons between
+rows and checks on them, and named settings (override sets; ``--setting``). ``docs/studies.md``
+documents every key. :func:`validate_study` returns the study with every default filled in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from ..errors import ConfigError
+
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# Comparisons: ``difference`` is ``scale * (row - base)`` per seed, ``ratio`` is ``row / base``.
+OPS = ("difference", "ratio")
+LIMITS = ("at_most", "at_least", "greater_than", "less_than")
+
+
+def _where(path: str) -> str:
+    return path or "study"
+
+
+def _mapping(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{_where(path)} must be a mapping, got {value!r}")
+    return value
+
+
+def _keys(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    """Check a mapping's keys: an unknown one names its full path and the closest valid key."""
+    value = _mapping(value, path)
+    for key in value:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(allowed)}"
+            )
+            raise ConfigError(f"study: unknown key {where!r}{hint}")
+    for key in required:
+        if key not in value:
+            raise ConfigError(f"study: {_where(path)} is missing the required key {key!r}")
+    return value
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"study: {path} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ConfigError(
+            f"study: {path} must be a plain name (letters, digits, _ . -), got {value!r}"
+        )
+    return value
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"study: {path} must be a number, got {value!r}")
+    return float(value)
+
+
+def _overrides(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"study: {path} must be a list of 'key.sub=value' strings, got {value!r}")
+    return list(value)
+
+
+def _name_list(value: Any, path: str, known: dict | None = None, what: str = "row") -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"study: {path} must be a non-empty list of names, got {value!r}")
+    for i, item in enumerate(value):
+        _known(item, f"{path}[{i}]", known, what) if known is not None else _name(item, path)
+    return list(value)
+
+
+def _known(value: Any, path: str, known: dict | tuple, what: str) -> str:
+    if value not in known:
+        close = difflib.get_close_matches(str(value), list(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+        raise ConfigError(f"study: {path} names unknown {what} {value!r}{hint}")
+    return value
+
+
+def seeds_list(value: Any, path: str = "seeds") -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ConfigError(f"study: {path} must be a list of distinct non-negative integers")
+    return list(value)
+
+
+def _init_from(value: Any, path: str) -> dict | None:
+    if value is None:
+        return None
+    v = _keys(value, path, ("row", "key"), ("row", "key"))
+    return {"row": _name(v["row"], f"{path}.row"), "key": _str(v["key"], f"{path}.key")}
+
+
+def _row(value: Any, path: str, name: str) -> dict:
+    v = _keys(value, path, ("recipe", "label", "overrides", "init_from"), ("recipe",))
+    return {
+        "recipe": _str(v["recipe"], f"{path}.recipe"),
+        "label": _str(v.get("label", name), f"{path}.label"),
+        "overrides": _overrides(v.get("overrides"), f"{path}.overrides"),
+        "init_from": _init_from(v.get("init_from"), f"{path}.init_from"),
+    }
+
+
+def _field(value: Any, path: str) -> dict:
+    if isinstance(value, str):
+        value = {"field": value}
+    v = _keys(value, path, ("field", "label", "scale", "format"), ("field",))
+    field = _str(v["field"], f"{path}.field")
+    fmt = _str(v.get("format", ".4g"), f"{path}.format")
+    try:
+        format(1.0, fmt)
+    except ValueError:
+        raise ConfigError(f"study: {path}.format {fmt!r} is not a Python number format") from None
+    return {
+        "field": field,
+        "label": _str(v.get("label", field), f"{path}.label"),
+        "scale": _number(v.get("scale", 1), f"{path}.scale"),
+        "format": fmt,
+    }
+
+
+def _comparison(value: Any, path: str, rows: dict) -> dict:
+    v = _keys(
+        value, path, ("name", "label", "row", "base", "field", "scale", "op", "format"),
+        ("name", "row", "base", "field"),
+    )  # fmt: skip
+    base = v["base"]
+    if isinstance(base, list):
+        base = _name_list(base, f"{path}.base", rows)
+    else:
+        base = _known(base, f"{path}.base", rows, "row")
+    op = _known(v.get("op", "difference"), f"{path}.op", OPS, "op")
+    name = _name(v["name"], f"{path}.name")
+    return {
+        "name": name,
+        "label": _str(v.get("label", name), f"{path}.label"),
+        "row": _known(v["row"], f"{path}.row", rows, "row"),
+        "base": base,
+        "field": _str(v["field"], f"{path}.field"),
+        "scale": _number(v.get("scale", 1), f"{path}.scale"),
+        "op": op,
+        "format": _str(v.get("format", ".2f"), f"{path}.format"),
+    }
+
+
+def _check(value: Any, path: str, comparisons: dict) -> dict:
+    v = _keys(
+        value, path, ("name", "label", "comparison", "resolved", *LIMITS), ("name", "comparison")
+    )
+    limits = [k for k in LIMITS if k in v]
+    if len(limits) != 1:
+        raise ConfigError(f"study: {path} needs exactly one of {', '.join(LIMITS)}")
+    resolved = v.get("resolved", False)
+    if not isinstance(resolved, bool):
+        raise ConfigError(f"study: {path}.resolved must be true or false, got {resolved!r}")
+    name = _name(v["name"], f"{path}.name")
+    return {
+        "name": name,
+        "label": _str(v.get("label", name), f"{path}.label"),
+        "comparison": _known(v["comparison"], f"{path}.comparison", comparisons, "comparison"),
+        "limit": limits[0],
+        "value": _number(v[limits[0]], f"{path}.{limits[0]}"),
+        "resolved": resolved,
+    }
+
+
+def _setting(value: Any, path: str, rows: dict) -> dict:
+    v = _keys(value, path, ("description", "overrides", "rows"), ("description",))
+    own: dict[str, dict] = {}
+    for name, row in _mapping(v.get("rows") or {}, f"{path}.rows").items():
+        where = f"{path}.rows.{name}"
+        _known(name, where, rows, "row")
+        r = _keys(row, where, ("overrides", "init_from"))
+        own[name] = {"overrides": _overrides(r.get("overrides"), f"{where}.overrides")}
+        if "init_from" in r:  # null detaches the row from its stage (trained from scratch)
+            own[name]["init_from"] = _init_from(r["init_from"], f"{where}.init_from")
+    return {
+        "description": _str(v["description"], f"{path}.description"),
+        "overrides": _overrides(v.get("overrides"), f"{path}.overrides"),
+        "rows": own,
+    }
+
+
+TOP = (
+    "name", "title", "description", "seeds", "overrides", "rows", "summary", "details",
+    "collect", "comparisons", "checks", "analyses", "settings", "setting", "pooled", "extends",
+)  # fmt: skip
+
+
+def validate_study(raw: Any, name: str) -> dict:
+    """The study with defaults filled; :class:`ConfigError` naming the key path on any problem."""
+    from .plugins import ANALYSES, COLLECTORS
+
+    v = _keys(raw, "", TOP, ("title", "seeds", "rows", "summary"))
+    rows_raw = _mapping(v["rows"], "rows")
+    if not rows_raw:
+        raise ConfigError("study: rows must name at least one row")
+    rows = {_name(k, f"rows.{k}"): _row(r, f"rows.{k}", k) for k, r in rows_raw.items()}
+    for key, row in rows.items():
+        if row["init_from"]:
+            _known(row["init_from"]["row"], f"rows.{key}.init_from.row", rows, "row")
+    order = list(rows)  # a stage must come after the row it starts from (no cycles)
+    for key, row in rows.items():
+        if row["init_from"] and order.index(row["init_from"]["row"]) >= order.index(key):
+            raise ConfigError(f"study: rows.{key}.init_from must name an earlier row")
+    if not isinstance(v["summary"], list) or not v["summary"]:
+        raise ConfigError("study: summary must be a non-empty list of fields")
+    comparisons = {}
+    for i, c in enumerate(v.get("comparisons") or []):
+        comp = _comparison(c, f"comparisons[{i}]", rows)
+        comparisons[comp["name"]] = comp
+    checks = [_check(c, f"checks[{i}]", comparisons) for i, c in enumerate(v.get("checks") or [])]
+    settings = {
+        _name(k, f"settings.{k}"): _setting(s, f"settings.{k}", rows)
+        for k, s in _mapping(v.get("settings") or {}, "settings").items()
+    }
+    analyses = []
+    for i, a in enumerate(v.get("analyses") or []):
+        a = _keys(a, f"analyses[{i}]", ("kind", "row"), ("kind", "row"))
+        analyses.append(
+            {
+                "kind": _known(a["kind"], f"analyses[{i}].kind", ANALYSES, "analysis"),
+                "row": _known(a["row"], f"analyses[{i}].row", rows, "row"),
+            }
+        )
+    setting = v.get("setting")
+    if setting is not None:
+        _known(setting, "setting", settings, "setting")
+    return {
+        "name": _name(v.get("name", name), "name"),
+        "title": _str(v["title"], "title"),
+        "description": _str(v["description"], "description").strip() if "description" in v else "",
+        "seeds": seeds_list(v["seeds"]),
+        "overrides": _overrides(v.get("overrides"), "overrides"),
+        "rows": rows,
+        "summary": [_field(f, f"summary[{i}]") for i, f in enumerate(v["summary"])],
+        "details": [_str(d, f"details[{i}]") for i, d in enumerate(v.get("details") or [])],
+        "collect": [
+            _known(c, f"collect[{i}]", COLLECTORS, "collector")
+            for i, c in enumerate(v.get("collect") or [])
+        ],
+        "comparisons": list(comparisons.values()),
+        "checks": checks,
+        "analyses": analyses,
+        "settings": settings,
+        "setting": setting,
+        "pooled": [
+            _known(p, f"pooled[{i}]", comparisons, "comparison")
+            for i, p in enumerate(v.get("pooled") or [])
+        ],
+    }
