@@ -3,6 +3,9 @@
 Time is always the leading dimension: tensors are ``[T, B, ...]``.
 """
 
+# The built-in plugins register their models and neurons on import (the registry imports none).
+from . import models  # noqa: E402,F401,I001  (snn families)
+from .convert import models as _conversion_anns  # noqa: E402,F401  (ann families)
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -34,7 +37,9 @@ from .registry import (
     register_model,
     register_neuron,
 )
+from .spquant import neuron as _qlif  # noqa: E402,F401  (qlif)
 from .surrogate import Atan, Rectangle, Sigmoid, Surrogate, Triangle, create_surrogate
+from .temporal import models as _ttfs_models  # noqa: E402,F401  (ttfs families)
 
 __version__ = "0.1.0"
 

@@ -73,7 +73,7 @@ def _gate_modules(model: nn.Module) -> set[int]:
     }
 
 
-def weight_bits(module: nn.Module, default: int = 32) -> int:
+def weight_bits_of(module: nn.Module, default: int = 32) -> int:
     """Bits of a (possibly parametrized) conv/linear weight."""
     from torch.nn.utils import parametrize
 
@@ -189,7 +189,7 @@ def model_cost(
     layers = []
     for name, s in prof["synapses"].items():
         module = s["module"]
-        wb = weight_bits if weight_bits is not None else weight_bits(module, 32)
+        wb = weight_bits if weight_bits is not None else weight_bits_of(module, 32)
         n_weights += s["weights"]
         weight_bits_total += wb * s["weights"]
         macs = s["outputs_per_step"] * s["fan_in"] * s["calls"]

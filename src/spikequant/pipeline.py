@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,6 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
             log(f"resumed {out_dir} after epoch {trainer.epoch}")
         else:
             log(f"no checkpoint in {out_dir} yet: starting from epoch 1")
-    started = time.perf_counter()
     final = trainer.fit(stop_after=stop_after)
     if "stopped_after_epoch" in final:
         return final
@@ -135,7 +133,6 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
     result.update(method.final_metrics(trainer, final))
     result["history"] = trainer.history
     result["checkpoint"] = str(out_dir / runfolder.LATEST)
-    result["wall_seconds"] = time.perf_counter() - started
     write_json(out_dir / runfolder.METRICS, result)
     return result
 

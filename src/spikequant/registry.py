@@ -1,5 +1,9 @@
 """One registry for models, neurons, surrogates and recipes-level components (timm style).
 
+The registry imports no plugin: model and neuron modules import it and register themselves with
+a decorator; ``spikequant/__init__.py`` imports the built-in ones (as timm's models package
+does), so they are registered once ``spikequant`` is imported.
+
 Every registered entry is covered by the shared tests in ``tests/test_registry.py``.
 """
 
@@ -93,7 +97,6 @@ def create_model(name: str, pretrained: bool = False, in_chans: int | None = Non
 
     spikequant ships no pretrained weights: ``pretrained=True`` raises :class:`ConfigError`.
     """
-    _load_builtin_models()
     if pretrained:
         raise ConfigError(
             f"spikequant ships no pretrained weights (model {name!r}): create the model with "
@@ -113,7 +116,6 @@ def create_model(name: str, pretrained: bool = False, in_chans: int | None = Non
 
 def get_model_entry(name: str) -> Callable[..., Any]:
     """The factory registered as model ``name`` (to inspect its keywords)."""
-    _load_builtin_models()
     return MODELS.get(name)
 
 
@@ -121,7 +123,6 @@ def list_models(filter: str = "", family: str | None = None, pretrained: bool = 
     """Registered model names matching the ``fnmatch`` pattern ``filter`` (e.g. ``"resnet*"``),
     optionally only those of one family (``snn``, ``ann``, ``ttfs``). ``pretrained=True`` lists
     the models with shipped weights: none."""
-    _load_builtin_models()
     if filter in MODEL_FAMILIES and filter not in MODELS:
         raise ConfigError(f"list_models' first argument is a name pattern: use family={filter!r}")
     names = MODELS.names(family)
@@ -131,7 +132,6 @@ def list_models(filter: str = "", family: str | None = None, pretrained: bool = 
 
 
 def model_family(name: str) -> str:
-    _load_builtin_models()
     return MODELS.family(name)
 
 
@@ -143,21 +143,8 @@ def register_neuron(fn=None, *, name: str | None = None):
 
 def create_neuron(name: str, **kwargs: Any):
     """Build a registered spiking neuron module by name (e.g. ``"if"``, ``"lif"``, ``"atif_u"``)."""
-    _load_builtin_neurons()
     return NEURONS.create(name, **kwargs)
 
 
 def list_neurons() -> list[str]:
-    _load_builtin_neurons()
     return NEURONS.names()
-
-
-def _load_builtin_neurons() -> None:
-    from . import neurons  # noqa: F401  (registers the built-in neurons)
-    from .spquant import neuron  # noqa: F401  (registers qlif, the quantized-membrane LIF)
-
-
-def _load_builtin_models() -> None:
-    from . import models  # noqa: F401  (registers the built-in models)
-    from .convert import models as _conversion_anns  # noqa: F401  (ann_mlp, ann_lenet, ann_cnn)
-    from .temporal import models as _ttfs_models  # noqa: F401  (ttfs_fc, ttfs_scnn)

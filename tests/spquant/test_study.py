@@ -75,7 +75,7 @@ def test_study_trains_every_stage_per_seed_and_checks_the_mean(study):
             assert _runs(report, stage)[seed]["dir"] == str(run_dir)
     quant = _runs(report, "quant")[0]
     assert quant["init_from_row"] == "fp"
-    assert quant["recipe"]["spquant"]["init_from"] == _runs(report, "fp")[0]["dir"]
+    assert quant["recipe"]["method"]["init_from"] == _runs(report, "fp")[0]["dir"]
     # started from the FP SNN: only the quantizers' scales were not in its checkpoint
     missing = quant["metrics"]["initialised_missing_keys"]
     assert missing and all(key.endswith("log2_alpha") for key in missing)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spikequant import ConfigError
-from spikequant.cost import weight_bits
+from spikequant.cost import weight_bits_of as weight_bits
 from spikequant.quant.pow2 import PowerOfTwoQuantizer, pow2_grid, pow2_quantize
 from spikequant.quant.uniform import UniformQuantizer
 from spikequant.spquant.weights import bake_weights, quantize_weights

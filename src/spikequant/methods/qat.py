@@ -75,19 +75,8 @@ class QAT(Method):
             kwargs["bn"] = False
         return {"name": self.cfg["model"]["name"], "kwargs": kwargs}
 
-    def build_model(self) -> nn.Module:
-        from ..convert import models  # noqa: F401  (registers the conversion ANNs)
-
-        return super().build_model()
-
     def prepare_model(self, model, dataset) -> None:
         pass
-
-    @classmethod
-    def rebuild(cls, meta: dict) -> nn.Module:
-        from ..convert import models  # noqa: F401
-
-        return super().rebuild(meta)
 
     # -- hooks
     @staticmethod

@@ -169,7 +169,6 @@ class TTFS(Method):
 
     @classmethod
     def rebuild(cls, meta: dict) -> nn.Module:
-        from ..temporal import models  # noqa: F401  (registers ttfs_fc / ttfs_scnn)
         from ..temporal.layers import set_weight_bits
         from ..train.build import build_model
 
@@ -177,11 +176,6 @@ class TTFS(Method):
         if meta.get("weight_bits"):
             set_weight_bits(model, int(meta["weight_bits"]))
         return model
-
-    def build_model(self) -> nn.Module:
-        from ..temporal import models  # noqa: F401  (registers ttfs_fc / ttfs_scnn)
-
-        return super().build_model()
 
     def final_metrics(self, trainer, final: dict) -> dict[str, Any]:
         by_bits = {str(r["bits"]): r["test_accuracy"] for r in trainer.history}
