@@ -34,3 +34,8 @@ class CheckpointError(SpikequantError):
 
 class ConversionError(SpikequantError):
     """A network cannot be converted (e.g. it contains max pooling)."""
+
+
+class ProgramError(SpikequantError):
+    """An integer program cannot be built from a model, or a program file is corrupt or from an
+    unsupported format version."""
