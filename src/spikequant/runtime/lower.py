@@ -62,13 +62,13 @@ def _unit_and_levels(module: nn.Module, name: str) -> tuple[np.ndarray, np.ndarr
     last = chain[-1]
     if isinstance(last, RescaledPowerOfTwo):
         bits = last.bits
-        alpha = float(last.quantizer.alpha)
+        alpha = float(last.quantizer.alpha.detach())
         scale = float(original.std() + last.eps)
         unit = alpha * 2.0 ** -(2 ** (bits - 1) - 2) * scale / last.gain
         units = np.full(out, unit)
     elif isinstance(last, PowerOfTwoQuantizer):
         bits = last.bits
-        units = np.full(out, float(last.alpha) * 2.0 ** -(2 ** (bits - 1) - 2))
+        units = np.full(out, float(last.alpha.detach()) * 2.0 ** -(2 ** (bits - 1) - 2))
     elif isinstance(last, UniformQuantizer):
         bits = last.bits
         step = last.step.detach().double().reshape(-1).numpy()
