@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include <omp.h>
+
 namespace {
 
 struct Layer {
@@ -34,13 +36,16 @@ struct Layer {
   bool packed_state() const { return hi - lo + 1 <= 4; }
 };
 
+struct Scratch {  // one per thread: stays hot in cache across the samples a thread runs
+  std::vector<int32_t> acc;  // accumulator (HWC order)
+  std::vector<int64_t> pre;  // pre-fire membrane (HWC)
+  std::vector<std::pair<int64_t, int64_t>> score;
+  std::vector<uint8_t> keep;
+};
+
 struct Sample {
   std::vector<std::vector<uint8_t>> state;   // per spiking layer: membranes (packed or int8)
   std::vector<std::vector<uint64_t>> spikes;  // per spiking layer: output bitmap (CHW order)
-  std::vector<int32_t> acc;                   // scratch accumulator (HWC order)
-  std::vector<int64_t> pre;                   // scratch pre-fire membrane (HWC)
-  std::vector<std::pair<int64_t, int64_t>> score;
-  std::vector<uint8_t> keep;
   std::vector<int32_t> first_acc;             // cached analog accumulator (static input)
   bool first_cached = false;
 };
@@ -51,6 +56,7 @@ struct Engine {
   std::vector<Layer> layers;
   int64_t batch = 0, classes = 0;
   std::vector<Sample> samples;
+  std::vector<Scratch> scratch;
 };
 
 inline int get_level(const Layer& L, const std::vector<uint8_t>& st, int64_t i) {
@@ -148,16 +154,21 @@ void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
   }
 }
 
+inline int thread_index(const Engine* E) {
+  int t = omp_get_thread_num();
+  return t < int(E->scratch.size()) ? t : 0;
+}
+
 inline int64_t floor_shift(int64_t v, int64_t s) { return v >> s; }  // arithmetic shift (floor)
 
 // neuron update of one spiking layer: acc (HWC) -> state, spike bitmap (CHW)
-void neuron_update(const Layer& L, Sample& S, size_t li, const int32_t* acc) {
+void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int32_t* acc) {
   const int64_t co = L.cout, hw = L.hout * L.wout;
   auto& st = S.state[li];
   auto& bits = S.spikes[li];
   std::fill(bits.begin(), bits.end(), 0);
   const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
-  int64_t* pre = S.pre.data();
+  int64_t* pre = W.pre.data();
   for (int64_t p = 0; p < hw; ++p) {
     for (int64_t o = 0; o < co; ++o) {
       int64_t cur = floor_shift(L.mult[o] * int64_t(acc[p * co + o]) + L.offset[o], L.shift);
@@ -166,17 +177,17 @@ void neuron_update(const Layer& L, Sample& S, size_t li, const int32_t* acc) {
     }
   }
   if (L.drop > 0) {
-    auto& score = S.score;
+    auto& score = W.score;
     for (int64_t p = 0; p < hw; ++p) {
       int64_t s = 0;
       for (int64_t o = 0; o < co; ++o) s += pre[p * co + o];
       score[p] = {s, p};
     }
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
-    std::fill(S.keep.begin(), S.keep.begin() + hw, 1);
-    for (int64_t d = 0; d < L.drop; ++d) S.keep[score[d].second] = 0;
+    std::fill(W.keep.begin(), W.keep.begin() + hw, 1);
+    for (int64_t d = 0; d < L.drop; ++d) W.keep[score[d].second] = 0;
     for (int64_t p = 0; p < hw; ++p) {
-      if (S.keep[p]) continue;
+      if (W.keep[p]) continue;
       for (int64_t o = 0; o < co; ++o) pre[p * co + o] = get_level(L, st, o * hw + p) * leak_mul;
     }
   }
@@ -201,12 +212,13 @@ void neuron_update(const Layer& L, Sample& S, size_t li, const int32_t* acc) {
   }
 }
 
-void step_sample(Engine& E, Sample& S, const int32_t* input, int64_t* logits, bool reuse_first) {
+void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t* logits,
+                 bool reuse_first) {
   const Layer* prev = nullptr;
   size_t prev_index = 0;
   for (size_t li = 0; li < E.layers.size(); ++li) {
     const Layer& L = E.layers[li];
-    int32_t* acc = S.acc.data();
+    int32_t* acc = W.acc.data();
     const size_t acc_len = size_t(L.hout * L.wout * L.cout + 4);
     if (li == 0 && L.analog) {
       if (!(reuse_first && S.first_cached)) {
@@ -228,7 +240,7 @@ void step_sample(Engine& E, Sample& S, const int32_t* input, int64_t* logits, bo
       for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
       return;
     }
-    neuron_update(L, S, li, acc);
+    neuron_update(L, S, W, li, acc);
     prev = &L;
     prev_index = li;
   }
@@ -301,11 +313,14 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
         for (size_t j = 0; j < n; ++j) set_level(L, S.state.back(), int64_t(j), 0);
       }
     }
-    S.acc.assign(max_acc, 0);
-    S.pre.assign(max_acc, 0);
-    S.score.assign(max_hw, {0, 0});
-    S.keep.assign(max_hw, 1);
     S.first_acc.assign(E->layers[0].analog ? max_acc : 0, 0);
+  }
+  E->scratch.resize(size_t(std::max(1, omp_get_max_threads())));
+  for (auto& W : E->scratch) {
+    W.acc.assign(max_acc, 0);
+    W.pre.assign(max_acc, 0);
+    W.score.assign(max_hw, {0, 0});
+    W.keep.assign(max_hw, 1);
   }
   return E;
 }
@@ -328,9 +343,11 @@ void sq_reset(void* engine) {
 void sq_step(void* engine, const int32_t* input, int64_t* logits, int64_t threads) {
   Engine* E = static_cast<Engine*>(engine);
   const int64_t in_size = E->layers[0].inputs();
+  threads = std::min<int64_t>(threads, int64_t(E->scratch.size()));
 #pragma omp parallel for num_threads(int(threads)) schedule(dynamic, 1) if (threads > 1)
   for (int64_t b = 0; b < E->batch; ++b)
-    step_sample(*E, E->samples[size_t(b)], input + b * in_size, logits + b * E->classes, false);
+    step_sample(*E, E->samples[size_t(b)], E->scratch[size_t(thread_index(E))],
+                input + b * in_size, logits + b * E->classes, false);
 }
 
 // whole window: input [T][batch][inputs] (frames) or [batch][inputs] repeated T times (static);
@@ -341,12 +358,14 @@ void sq_run(void* engine, const int32_t* input, int64_t timesteps, int64_t is_st
   sq_reset(engine);
   const int64_t in_size = E->layers[0].inputs();
   std::memset(logits_sum, 0, sizeof(int64_t) * size_t(E->batch * E->classes));
+  threads = std::min<int64_t>(threads, int64_t(E->scratch.size()));
 #pragma omp parallel for num_threads(int(threads)) schedule(dynamic, 1) if (threads > 1)
   for (int64_t b = 0; b < E->batch; ++b) {
     std::vector<int64_t> step(size_t(E->classes));
     for (int64_t t = 0; t < timesteps; ++t) {
       const int32_t* x = is_static ? input + b * in_size : input + (t * E->batch + b) * in_size;
-      step_sample(*E, E->samples[size_t(b)], x, step.data(), is_static != 0);
+      step_sample(*E, E->samples[size_t(b)], E->scratch[size_t(thread_index(E))], x,
+                  step.data(), is_static != 0);
       for (int64_t o = 0; o < E->classes; ++o) logits_sum[b * E->classes + o] += step[size_t(o)];
     }
   }
@@ -377,9 +396,10 @@ void sq_bytes(void* engine, int64_t* out) {
   for (auto& S : E->samples) {
     for (auto& v : S.state) st += int64_t(v.size());
     for (auto& v : S.spikes) sp += int64_t(v.size() * sizeof(uint64_t));
-    scratch += int64_t(S.acc.size() * 4 + S.pre.size() * 8 + S.score.size() * 16 + S.keep.size() +
-                       S.first_acc.size() * 4);
+    scratch += int64_t(S.first_acc.size() * 4);
   }
+  for (auto& W : E->scratch)
+    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size());
   out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
 }
 
