@@ -7,7 +7,7 @@ the bias, the eval-mode batch norm and the membrane step ``k`` - folds into one 
 output channel ``current_c = a_c * acc + b_c`` (in membrane levels). The program computes it in
 fixed point with ``F`` fraction bits and ``S`` guard bits::
 
-    I = floor((M_c * acc + B_c) / 2^S),   M_c = round(a_c 2^(F+S)),  B_c = round(b_c 2^(F+S)) + 2^(S-1)
+    I = floor((M_c acc + B_c) / 2^S),  M_c = round(a_c 2^(F+S)),  B_c = round(b_c 2^(F+S)) + 2^(S-1)
 
 and the QLIF update of :func:`spikequant.spquant.neuron.qlif_integer_reference` in units of
 ``2^-(F+1)`` (tau = 2^-j as the leak shift ``j``)::
@@ -185,7 +185,8 @@ def _walk(model: nn.Module, in_shape: list[int]) -> list[dict]:
             if isinstance(module, nn.Conv2d):
                 if flat or len(shape) != 3:
                     raise ProgramError(f"{name!r}: a conv layer needs a [C, H, W] input")
-                if module.groups != 1 or module.dilation != (1, 1) or module.padding_mode != "zeros":
+                plain = module.dilation == (1, 1) and module.padding_mode == "zeros"
+                if module.groups != 1 or not plain:
                     raise ProgramError(f"{name!r}: grouped, dilated or non-zero-padded conv")
                 k, s, p = module.kernel_size, module.stride, module.padding
                 if k[0] != k[1] or s[0] != s[1] or not isinstance(p, tuple) or p[0] != p[1]:
@@ -214,7 +215,8 @@ def _walk(model: nn.Module, in_shape: list[int]) -> list[dict]:
         elif isinstance(module, nn.AvgPool2d):
             k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
             stride = module.stride if isinstance(module.stride, int) else module.stride[0]
-            if module.kernel_size not in (k, (k, k)) or stride != k or module.padding not in (0, (0, 0)) or module.ceil_mode:
+            padded = module.padding not in (0, (0, 0))
+            if module.kernel_size not in (k, (k, k)) or stride != k or padded or module.ceil_mode:
                 raise ProgramError(f"{name!r}: only non-overlapping k x k average pooling")
             if not layers or layers[-1]["neuron"] is None:
                 raise ProgramError(f"{name!r}: pooling must follow a spiking layer")
@@ -228,7 +230,8 @@ def _walk(model: nn.Module, in_shape: list[int]) -> list[dict]:
         elif isinstance(module, (nn.Identity, nn.Dropout)):
             continue
         else:
-            raise ProgramError(f"{name!r}: the integer runtime cannot lower {type(module).__name__}")
+            kind = type(module).__name__
+            raise ProgramError(f"{name!r}: the integer runtime cannot lower {kind}")
     if not layers or layers[-1]["neuron"] is not None:
         raise ProgramError("the network must end with a linear/conv read-out without a neuron")
     if layers[-1]["op"] != "linear":
@@ -305,7 +308,7 @@ def lower_model(
     timesteps = int(model.timesteps)
 
     # static channel removal: a layer's closed channels leave its outputs and the next inputs
-    for index, entry in enumerate(entries):
+    for entry in entries:
         keep = entry["neuron"]["keep"] if entry["neuron"] else None
         entry["keep_out"] = (
             np.arange(entry["out_shape"][0]) if keep is None else np.flatnonzero(keep)
