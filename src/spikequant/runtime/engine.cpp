@@ -41,6 +41,7 @@ struct Scratch {  // one per thread: stays hot in cache across the samples a thr
   std::vector<int64_t> pre;  // pre-fire membrane (HWC)
   std::vector<std::pair<int64_t, int64_t>> score;
   std::vector<uint8_t> keep;
+  std::vector<int32_t> head, fill, list;  // input events bucketed by pooled position
 };
 
 struct Sample {
@@ -51,6 +52,7 @@ struct Sample {
 };
 
 int8_t LUT[256][4];
+alignas(16) int32_t LUT32[256][4];
 
 struct Engine {
   std::vector<Layer> layers;
@@ -79,11 +81,13 @@ inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
   if (L.ternary) {
     const uint8_t* r = L.packed.data() + row * (L.row_len / 4);
     if (scale == 1) {
-      for (int64_t q = 0; q < L.row_len / 4; ++q) {
-        const int8_t* v = LUT[r[q]];
-        int64_t o = q * 4;
-        // row_len padding is zero; acc has room (allocated with row_len slack)
-        acc[o] += v[0]; acc[o + 1] += v[1]; acc[o + 2] += v[2]; acc[o + 3] += v[3];
+      // one byte = four weights = one 4 x int32 vector add (row_len padding is zero; acc has
+      // row_len slack)
+      const int64_t quads = L.row_len / 4;
+      for (int64_t q = 0; q < quads; ++q) {
+        const int32_t* v = LUT32[r[q]];
+        int32_t* a = acc + q * 4;
+        for (int j = 0; j < 4; ++j) a[j] += v[j];
       }
     } else {
       for (int64_t q = 0; q < L.row_len / 4; ++q) {
@@ -123,6 +127,50 @@ inline void scatter(const Layer& L, int64_t c, int64_t py, int64_t px, int32_t v
       if (ox >= L.wout) continue;
       int64_t row = (c * L.k + ky) * L.k + kx;
       add_row(L, row, acc + (oy * L.wout + ox) * L.cout, value);
+    }
+  }
+}
+
+// conv layers, output-stationary: bucket the input events by pooled position, then every
+// output sums the rows of the events in its receptive field into its own Cout accumulators
+// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs
+void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
+  const int64_t hw = L.hin * L.win, pooled = L.hp * L.wp;
+  int32_t* head = W.head.data();
+  int32_t* list = W.list.data();
+  std::fill(head, head + pooled + 1, 0);
+  auto for_each_event = [&](auto&& fn) {
+    for (size_t wi = 0; wi < bits.size(); ++wi) {
+      uint64_t word = bits[wi];
+      while (word) {
+        int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
+        word &= word - 1;
+        int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
+        int64_t py = y / L.pool, px = x / L.pool;
+        if (py >= L.hp || px >= L.wp) continue;
+        fn(c, py * L.wp + px);
+      }
+    }
+  };
+  for_each_event([&](int64_t, int64_t pos) { ++head[pos + 1]; });
+  for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
+  std::vector<int32_t>& fill = W.fill;
+  std::copy(head, head + pooled, fill.begin());
+  for_each_event([&](int64_t c, int64_t pos) { list[fill[size_t(pos)]++] = int32_t(c); });
+  for (int64_t oy = 0; oy < L.hout; ++oy) {
+    for (int64_t ox = 0; ox < L.wout; ++ox) {
+      int32_t* a = acc + (oy * L.wout + ox) * L.cout;
+      for (int64_t ky = 0; ky < L.k; ++ky) {
+        int64_t iy = oy * L.stride - L.pad + ky;
+        if (iy < 0 || iy >= L.hp) continue;
+        for (int64_t kx = 0; kx < L.k; ++kx) {
+          int64_t ix = ox * L.stride - L.pad + kx;
+          if (ix < 0 || ix >= L.wp) continue;
+          int64_t pos = iy * L.wp + ix;
+          for (int32_t e = head[pos]; e < head[pos + 1]; ++e)
+            add_row(L, (int64_t(list[e]) * L.k + ky) * L.k + kx, a, 1);
+        }
+      }
     }
   }
 }
@@ -233,7 +281,10 @@ void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t
         // binary input frame: build events from the codes directly
         accumulate_codes(L, input, acc);
       } else {
-        accumulate_spikes(L, S.spikes[prev_index], acc);
+        if (L.conv)
+          gather_conv(L, S.spikes[prev_index], W, acc);
+        else
+          accumulate_spikes(L, S.spikes[prev_index], acc);
       }
     }
     if (!L.spiking) {
@@ -263,10 +314,11 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     for (int j = 0; j < 4; ++j) {
       int code = (b >> (2 * j)) & 3;
       LUT[b][j] = int8_t(code == 1 ? 1 : (code == 3 ? -1 : 0));
+      LUT32[b][j] = LUT[b][j];
     }
   Engine* E = new Engine();
   E->batch = batch;
-  size_t max_acc = 0, max_hw = 0;
+  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0;
   for (int64_t i = 0; i < n_layers; ++i) {
     const int64_t* c = cfg + i * 22;
     Layer L{};
@@ -299,6 +351,8 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
     max_acc = std::max(max_acc, size_t(L.hout * L.wout * L.row_len + 4));
     max_hw = std::max(max_hw, size_t(L.hout * L.wout));
+    max_pooled = std::max(max_pooled, size_t(L.hp * L.wp + 1));
+    max_events = std::max(max_events, size_t(L.inputs()));
     E->layers.push_back(std::move(L));
   }
   E->classes = E->layers.back().cout;
@@ -321,6 +375,9 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     W.pre.assign(max_acc, 0);
     W.score.assign(max_hw, {0, 0});
     W.keep.assign(max_hw, 1);
+    W.head.assign(max_pooled, 0);
+    W.fill.assign(max_pooled, 0);
+    W.list.assign(max_events, 0);
   }
   return E;
 }
@@ -399,7 +456,8 @@ void sq_bytes(void* engine, int64_t* out) {
     scratch += int64_t(S.first_acc.size() * 4);
   }
   for (auto& W : E->scratch)
-    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size());
+    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size() +
+                       (W.head.size() + W.fill.size() + W.list.size()) * 4);
   out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
 }
 
