@@ -4,15 +4,13 @@ runner saves one, and a slice of the real MNIST test digits."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from spikequant.checkpoint import save_checkpoint
 from spikequant.data import get_dataset
 from spikequant.neurons import reset_state
-from spikequant.spquant.pruning import configure_pruning, qlif_layers
+from spikequant.spquant.pruning import qlif_layers
 from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
 CLOSED = (0, 3, 7)  # channels of the second conv layer whose gate is closed for every input
@@ -73,11 +71,10 @@ def calibration():
 
 
 @pytest.fixture(scope="session")
-def quant_model(spquant_run):
-    """The same trained network without spatial pruning (the Quant-SNN with channel gates)."""
-    model = copy.deepcopy(spquant_run[1])
-    configure_pruning(model, spatial=0.0)
-    return model
+def quant_model(calibration):
+    """The Quant-SNN with channel gates, no spatial pruning (trained on its own: the pruned
+    network's weights silence its last hidden layer once the pruning is switched off)."""
+    return build(0.0, calibration)[0]
 
 
 @pytest.fixture(scope="session")
