@@ -51,3 +51,8 @@ class StaleStateError(SpikequantError, RuntimeError):
     Call :func:`spikequant.reset_state` on the model before each batch (or
     :func:`spikequant.detach_state` to carry the state on without its graph).
     """
+
+
+class ProgramError(SpikequantError):
+    """An integer program cannot be built from a model, or a program file is corrupt or from an
+    unsupported format version."""

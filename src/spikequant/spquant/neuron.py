@@ -80,15 +80,18 @@ class _SeparatePathSpike(torch.autograd.Function):
 
 def spatial_keep_mask(pre: torch.Tensor, prune: float) -> torch.Tensor:
     """``[B, 1, H, W]`` mask dropping, per sample, the ``round(prune * H * W)`` locations with
-    the lowest channel-mean ``pre``."""
+    the lowest channel-mean ``pre``; equal scores drop the lower flat index first (a stable sort:
+    ``topk`` breaks ties differently per device and size, and the integer runtime needs one rule).
+    The score is the channel sum in float64 (same order as the mean): a sum of float32 values in
+    float64 is exact, so locations with equal membranes tie exactly whatever the reduction order."""
     if pre.ndim != 4:
         raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(pre.shape)}")
     b, _, h, w = pre.shape
     drop = int(round(prune * h * w))
     mask = torch.ones(b, h * w, dtype=pre.dtype, device=pre.device)
     if drop > 0:
-        score = pre.detach().mean(1).reshape(b, h * w)
-        lowest = torch.topk(score, drop, dim=1, largest=False).indices
+        score = pre.detach().to(torch.float64).sum(1).reshape(b, h * w)
+        lowest = torch.sort(score, dim=1, stable=True).indices[:, :drop]
         mask.scatter_(1, lowest, 0.0)
     return mask.view(b, 1, h, w)
 

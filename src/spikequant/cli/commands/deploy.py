@@ -1,0 +1,67 @@
+"""``spikequant deploy RUN --out model.sqrt``: lower a trained Quant-SNN / SpQuant-SNN run to an
+integer-only program (2-bit or int8 weight levels, ternary membranes, integer thresholds, leak as
+a shift, statically closed channels removed) in one safetensors file with a SHA-256 content hash.
+Run it with ``spikequant run model.sqrt INPUT``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import ConfigError
+
+# datasets whose samples are 8-bit pixels p stored as p / 255 (or 4-bit p / 16)
+INPUT_SCALES = {"mnist5k": 1.0 / 255.0, "digits8x8": 1.0 / 16.0}
+CODE_MAX = {"mnist5k": 255, "digits8x8": 16}
+
+
+def run(args) -> int:
+    from ...runtime.format import save_program
+    from ...runtime.lower import lower_model
+    from ...pipeline import load_run_model
+
+    target = Path(args.run)
+    if not target.exists():
+        raise ConfigError(f"no run folder or checkpoint at {target}")
+    model, meta = load_run_model(target)
+    dataset = meta.get("dataset")
+    kind = args.input_kind
+    scale = args.input_scale
+    code_max = args.code_max
+    if kind == "analog":
+        if scale is None:
+            scale = INPUT_SCALES.get(dataset)
+            if scale is None:
+                raise ConfigError(
+                    f"dataset {dataset!r}: give --input-scale (the float value of one input code)"
+                )
+        if code_max is None:
+            code_max = CODE_MAX.get(dataset, 255)
+    program = lower_model(
+        model,
+        input_kind=kind,
+        input_scale=scale if scale is not None else 1.0,
+        code_max=code_max if code_max is not None else 1,
+        source={"run": str(target), "recipe": meta.get("name"), "dataset": dataset},
+    )
+    digest = save_program(program, args.out)
+    removed = sum(len(layer["removed_channels"]) for layer in program.layers)
+    print(f"wrote {args.out}: {len(program.layers)} layers, T = {program.timesteps}, "
+          f"{program.weight_bytes():,} weight bytes, {removed} pruned channels removed")
+    print(f"sha256 {digest}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "deploy", help="lower a trained Quant/SpQuant-SNN run to an integer program (.sqrt)",
+        description=__doc__,
+    )
+    p.add_argument("run", help="run folder or checkpoint of a spquant recipe")
+    p.add_argument("--out", required=True, help="program file to write (e.g. model.sqrt)")
+    p.add_argument("--input-kind", choices=("analog", "spikes"), default="analog",
+                   help="analog codes repeated over T (default) or binary event frames")
+    p.add_argument("--input-scale", type=float, default=None,
+                   help="float value of one input code (default: from the dataset)")
+    p.add_argument("--code-max", type=int, default=None, help="largest input code")
+    p.set_defaults(func=run)

@@ -1,0 +1,464 @@
+// Integer runtime of a spikequant program (see spikequant/runtime/reference.py for the semantics;
+// this file must produce the same spikes, membranes and logits bit for bit).
+//
+// Plain C++17 with a C API (no PyTorch, no Python): loaded through ctypes so that a deployed
+// process needs neither. Per sample and time step, layer by layer:
+//   * spiking input: every set bit of the previous layer's spike bitmap (one event) adds one
+//     weight row (all output channels of one input channel and kernel tap) to the int32
+//     accumulators of the outputs it reaches -- additions only; ternary weights stay packed
+//     2 bits per weight and are expanded 4 at a time through a 256-entry table;
+//   * analog input (first layer, 8-bit codes): every non-zero code adds code * row;
+//   * integer membrane update with int64 fixed point, stored membranes packed 2 bits per neuron
+//     (levels lo..hi, at most 4 levels) or one int8 each.
+// Batched mode runs samples in parallel with OpenMP; streaming mode is one call per time step.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <omp.h>
+
+namespace {
+
+struct Layer {
+  // configuration (see CFG_* order in native.py)
+  int64_t conv, cin, hin, win, pool, hp, wp, cout, hout, wout, k, stride, pad;
+  int64_t spiking, frac, shift, leak_shift, lo, hi, binary, drop, ternary, analog;
+  int64_t row_len;  // cout rounded up to 4 for packed rows
+  std::vector<uint8_t> packed;  // ternary: [rows][row_len / 4]
+  std::vector<int8_t> dense;    // int8:    [rows][cout]
+  std::vector<int64_t> mult, offset, threshold;
+  int64_t neurons() const { return cout * hout * wout; }
+  int64_t inputs() const { return cin * hin * win; }
+  bool packed_state() const { return hi - lo + 1 <= 4; }
+};
+
+struct Scratch {  // one per thread: stays hot in cache across the samples a thread runs
+  std::vector<int32_t> acc;  // accumulator (HWC order)
+  std::vector<int64_t> pre;  // pre-fire membrane (HWC)
+  std::vector<std::pair<int64_t, int64_t>> score;
+  std::vector<uint8_t> keep;
+  std::vector<int32_t> head, fill, list;  // input events bucketed by pooled position
+};
+
+struct Sample {
+  std::vector<std::vector<uint8_t>> state;   // per spiking layer: membranes (packed or int8)
+  std::vector<std::vector<uint64_t>> spikes;  // per spiking layer: output bitmap (CHW order)
+  std::vector<int32_t> first_acc;             // cached analog accumulator (static input)
+  bool first_cached = false;
+};
+
+int8_t LUT[256][4];
+alignas(16) int32_t LUT32[256][4];
+
+struct Engine {
+  std::vector<Layer> layers;
+  int64_t batch = 0, classes = 0;
+  std::vector<Sample> samples;
+  std::vector<Scratch> scratch;
+};
+
+inline int get_level(const Layer& L, const std::vector<uint8_t>& st, int64_t i) {
+  if (L.packed_state()) return int((st[i >> 2] >> ((i & 3) * 2)) & 3) + int(L.lo);
+  return int(int8_t(st[i]));
+}
+
+inline void set_level(const Layer& L, std::vector<uint8_t>& st, int64_t i, int v) {
+  if (L.packed_state()) {
+    int sh = int((i & 3) * 2);
+    st[i >> 2] = uint8_t((st[i >> 2] & ~(3 << sh)) | ((v - int(L.lo)) << sh));
+  } else {
+    st[i] = uint8_t(int8_t(v));
+  }
+}
+
+// acc[out_pos * cout + o] += scale * W[row][o]
+inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
+  const int64_t co = L.cout;
+  if (L.ternary) {
+    const uint8_t* r = L.packed.data() + row * (L.row_len / 4);
+    if (scale == 1) {
+      // one byte = four weights = one 4 x int32 vector add (row_len padding is zero; acc has
+      // row_len slack)
+      const int64_t quads = L.row_len / 4;
+      for (int64_t q = 0; q < quads; ++q) {
+        const int32_t* v = LUT32[r[q]];
+        int32_t* a = acc + q * 4;
+        for (int j = 0; j < 4; ++j) a[j] += v[j];
+      }
+    } else {
+      for (int64_t q = 0; q < L.row_len / 4; ++q) {
+        const int8_t* v = LUT[r[q]];
+        int64_t o = q * 4;
+        acc[o] += scale * v[0]; acc[o + 1] += scale * v[1];
+        acc[o + 2] += scale * v[2]; acc[o + 3] += scale * v[3];
+      }
+    }
+  } else {
+    const int8_t* r = L.dense.data() + row * co;
+    if (scale == 1) {
+      for (int64_t o = 0; o < co; ++o) acc[o] += r[o];
+    } else {
+      for (int64_t o = 0; o < co; ++o) acc[o] += scale * int32_t(r[o]);
+    }
+  }
+}
+
+// one input event (channel c at pooled position py, px, weight `value`) into the accumulators
+inline void scatter(const Layer& L, int64_t c, int64_t py, int64_t px, int32_t value,
+                    int32_t* acc) {
+  if (!L.conv) {
+    int64_t row = (c * L.hp + py) * L.wp + px;
+    add_row(L, row, acc, value);
+    return;
+  }
+  for (int64_t ky = 0; ky < L.k; ++ky) {
+    int64_t ny = py + L.pad - ky;
+    if (ny < 0 || ny % L.stride) continue;
+    int64_t oy = ny / L.stride;
+    if (oy >= L.hout) continue;
+    for (int64_t kx = 0; kx < L.k; ++kx) {
+      int64_t nx = px + L.pad - kx;
+      if (nx < 0 || nx % L.stride) continue;
+      int64_t ox = nx / L.stride;
+      if (ox >= L.wout) continue;
+      int64_t row = (c * L.k + ky) * L.k + kx;
+      add_row(L, row, acc + (oy * L.wout + ox) * L.cout, value);
+    }
+  }
+}
+
+// conv layers, output-stationary: bucket the input events by pooled position, then every
+// output sums the rows of the events in its receptive field into its own Cout accumulators
+// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs
+void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
+  const int64_t hw = L.hin * L.win, pooled = L.hp * L.wp;
+  int32_t* head = W.head.data();
+  int32_t* list = W.list.data();
+  std::fill(head, head + pooled + 1, 0);
+  auto for_each_event = [&](auto&& fn) {
+    for (size_t wi = 0; wi < bits.size(); ++wi) {
+      uint64_t word = bits[wi];
+      while (word) {
+        int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
+        word &= word - 1;
+        int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
+        int64_t py = y / L.pool, px = x / L.pool;
+        if (py >= L.hp || px >= L.wp) continue;
+        fn(c, py * L.wp + px);
+      }
+    }
+  };
+  for_each_event([&](int64_t, int64_t pos) { ++head[pos + 1]; });
+  for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
+  std::vector<int32_t>& fill = W.fill;
+  std::copy(head, head + pooled, fill.begin());
+  for_each_event([&](int64_t c, int64_t pos) { list[fill[size_t(pos)]++] = int32_t(c); });
+  for (int64_t oy = 0; oy < L.hout; ++oy) {
+    for (int64_t ox = 0; ox < L.wout; ++ox) {
+      int32_t* a = acc + (oy * L.wout + ox) * L.cout;
+      for (int64_t ky = 0; ky < L.k; ++ky) {
+        int64_t iy = oy * L.stride - L.pad + ky;
+        if (iy < 0 || iy >= L.hp) continue;
+        for (int64_t kx = 0; kx < L.k; ++kx) {
+          int64_t ix = ox * L.stride - L.pad + kx;
+          if (ix < 0 || ix >= L.wp) continue;
+          int64_t pos = iy * L.wp + ix;
+          for (int32_t e = head[pos]; e < head[pos + 1]; ++e)
+            add_row(L, (int64_t(list[e]) * L.k + ky) * L.k + kx, a, 1);
+        }
+      }
+    }
+  }
+}
+
+void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, int32_t* acc) {
+  const int64_t hw = L.hin * L.win;
+  for (size_t wi = 0; wi < bits.size(); ++wi) {
+    uint64_t word = bits[wi];
+    while (word) {
+      int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
+      word &= word - 1;
+      int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
+      int64_t py = y / L.pool, px = x / L.pool;
+      if (py >= L.hp || px >= L.wp) continue;  // floor-mode pooling drops the last row/col
+      scatter(L, c, py, px, 1, acc);
+    }
+  }
+}
+
+void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
+  const int64_t hw = L.hin * L.win;
+  for (int64_t i = 0; i < L.inputs(); ++i) {
+    int32_t v = codes[i];
+    if (!v) continue;
+    int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
+    int64_t py = y / L.pool, px = x / L.pool;
+    if (py >= L.hp || px >= L.wp) continue;
+    scatter(L, c, py, px, v, acc);
+  }
+}
+
+inline int thread_index(const Engine* E) {
+  int t = omp_get_thread_num();
+  return t < int(E->scratch.size()) ? t : 0;
+}
+
+inline int64_t floor_shift(int64_t v, int64_t s) { return v >> s; }  // arithmetic shift (floor)
+
+// neuron update of one spiking layer: acc (HWC) -> state, spike bitmap (CHW)
+void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int32_t* acc) {
+  const int64_t co = L.cout, hw = L.hout * L.wout;
+  auto& st = S.state[li];
+  auto& bits = S.spikes[li];
+  std::fill(bits.begin(), bits.end(), 0);
+  const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
+  int64_t* pre = W.pre.data();
+  for (int64_t p = 0; p < hw; ++p) {
+    for (int64_t o = 0; o < co; ++o) {
+      int64_t cur = floor_shift(L.mult[o] * int64_t(acc[p * co + o]) + L.offset[o], L.shift);
+      int64_t n = get_level(L, st, o * hw + p);
+      pre[p * co + o] = n * leak_mul + 2 * cur;
+    }
+  }
+  if (L.drop > 0) {
+    auto& score = W.score;
+    for (int64_t p = 0; p < hw; ++p) {
+      int64_t s = 0;
+      for (int64_t o = 0; o < co; ++o) s += pre[p * co + o];
+      score[p] = {s, p};
+    }
+    std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
+    std::fill(W.keep.begin(), W.keep.begin() + hw, 1);
+    for (int64_t d = 0; d < L.drop; ++d) W.keep[score[d].second] = 0;
+    for (int64_t p = 0; p < hw; ++p) {
+      if (W.keep[p]) continue;
+      for (int64_t o = 0; o < co; ++o) pre[p * co + o] = get_level(L, st, o * hw + p) * leak_mul;
+    }
+  }
+  const int64_t half = int64_t(1) << L.frac;
+  for (int64_t p = 0; p < hw; ++p) {
+    for (int64_t o = 0; o < co; ++o) {
+      int64_t v = pre[p * co + o];
+      int64_t idx = o * hw + p;
+      int level;
+      if (v >= L.threshold[o]) {
+        bits[idx >> 6] |= uint64_t(1) << (idx & 63);
+        level = 0;
+      } else {
+        int64_t mag = (std::llabs(v) + half - 1) >> (L.frac + 1);
+        int64_t lv = v < 0 ? -mag : mag;
+        lv = std::min(std::max(lv, L.lo), L.hi);
+        if (L.binary && lv < 0) lv = 0;
+        level = int(lv);
+      }
+      set_level(L, st, idx, level);
+    }
+  }
+}
+
+void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t* logits,
+                 bool reuse_first) {
+  const Layer* prev = nullptr;
+  size_t prev_index = 0;
+  for (size_t li = 0; li < E.layers.size(); ++li) {
+    const Layer& L = E.layers[li];
+    int32_t* acc = W.acc.data();
+    const size_t acc_len = size_t(L.hout * L.wout * L.cout + 4);
+    if (li == 0 && L.analog) {
+      if (!(reuse_first && S.first_cached)) {
+        std::fill(S.first_acc.begin(), S.first_acc.end(), 0);
+        accumulate_codes(L, input, S.first_acc.data());
+        S.first_cached = true;
+      }
+      std::copy(S.first_acc.begin(), S.first_acc.begin() + acc_len, acc);
+    } else {
+      std::fill(acc, acc + acc_len, 0);
+      if (li == 0) {
+        // binary input frame: build events from the codes directly
+        accumulate_codes(L, input, acc);
+      } else {
+        if (L.conv)
+          gather_conv(L, S.spikes[prev_index], W, acc);
+        else
+          accumulate_spikes(L, S.spikes[prev_index], acc);
+      }
+    }
+    if (!L.spiking) {
+      for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
+      return;
+    }
+    neuron_update(L, S, W, li, acc);
+    prev = &L;
+    prev_index = li;
+  }
+  (void)prev;
+}
+
+}  // namespace
+
+extern "C" {
+
+int sq_abi_version() { return 1; }
+
+// cfg: n_layers * 22 int64 (conv, cin, hin, win, pool, cout, hout, wout, k, stride, pad,
+// spiking, frac, shift, leak_shift, lo, hi, binary, drop, ternary, analog, unused);
+// weights[i]: int8 levels [cout][cin][k][k] or [cout][in]; mult/offset/threshold int64 [cout].
+void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weights,
+                const int64_t* const* mult, const int64_t* const* offset,
+                const int64_t* const* threshold, int64_t batch) {
+  for (int b = 0; b < 256; ++b)
+    for (int j = 0; j < 4; ++j) {
+      int code = (b >> (2 * j)) & 3;
+      LUT[b][j] = int8_t(code == 1 ? 1 : (code == 3 ? -1 : 0));
+      LUT32[b][j] = LUT[b][j];
+    }
+  Engine* E = new Engine();
+  E->batch = batch;
+  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0;
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const int64_t* c = cfg + i * 22;
+    Layer L{};
+    L.conv = c[0]; L.cin = c[1]; L.hin = c[2]; L.win = c[3]; L.pool = c[4];
+    L.cout = c[5]; L.hout = c[6]; L.wout = c[7]; L.k = c[8]; L.stride = c[9]; L.pad = c[10];
+    L.spiking = c[11]; L.frac = c[12]; L.shift = c[13]; L.leak_shift = c[14];
+    L.lo = c[15]; L.hi = c[16]; L.binary = c[17]; L.drop = c[18]; L.ternary = c[19];
+    L.analog = c[20];
+    L.hp = L.hin / L.pool; L.wp = L.win / L.pool;
+    L.row_len = (L.cout + 3) / 4 * 4;
+    const int64_t taps = L.conv ? L.k * L.k : 1;
+    const int64_t in_rows = L.conv ? L.cin * taps : L.cin * L.hp * L.wp;
+    const int64_t fan_in = L.conv ? L.cin * taps : in_rows;
+    // re-layout [cout][fan_in] -> rows [fan_in][cout] so one event reads one contiguous row
+    if (L.ternary) {
+      L.packed.assign(size_t(in_rows * L.row_len / 4), 0);
+      for (int64_t o = 0; o < L.cout; ++o)
+        for (int64_t r = 0; r < in_rows; ++r) {
+          int8_t w = weights[i][o * fan_in + r];
+          uint8_t code = w == 1 ? 1 : (w == -1 ? 3 : 0);
+          L.packed[size_t(r * (L.row_len / 4) + o / 4)] |= uint8_t(code << ((o % 4) * 2));
+        }
+    } else {
+      L.dense.assign(size_t(in_rows * L.cout), 0);
+      for (int64_t o = 0; o < L.cout; ++o)
+        for (int64_t r = 0; r < in_rows; ++r) L.dense[size_t(r * L.cout + o)] = weights[i][o * fan_in + r];
+    }
+    L.mult.assign(mult[i], mult[i] + L.cout);
+    L.offset.assign(offset[i], offset[i] + L.cout);
+    if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
+    max_acc = std::max(max_acc, size_t(L.hout * L.wout * L.row_len + 4));
+    max_hw = std::max(max_hw, size_t(L.hout * L.wout));
+    max_pooled = std::max(max_pooled, size_t(L.hp * L.wp + 1));
+    max_events = std::max(max_events, size_t(L.inputs()));
+    E->layers.push_back(std::move(L));
+  }
+  E->classes = E->layers.back().cout;
+  E->samples.resize(size_t(batch));
+  for (auto& S : E->samples) {
+    for (auto& L : E->layers) {
+      size_t n = size_t(L.neurons());
+      S.state.emplace_back(L.spiking ? (L.packed_state() ? (n + 3) / 4 : n) : 0, 0);
+      S.spikes.emplace_back(L.spiking ? (n + 63) / 64 : 0, 0);
+      if (L.spiking && L.packed_state() && L.lo != 0) {
+        // level 0 is stored as the code -lo
+        for (size_t j = 0; j < n; ++j) set_level(L, S.state.back(), int64_t(j), 0);
+      }
+    }
+    S.first_acc.assign(E->layers[0].analog ? max_acc : 0, 0);
+  }
+  E->scratch.resize(size_t(std::max(1, omp_get_max_threads())));
+  for (auto& W : E->scratch) {
+    W.acc.assign(max_acc, 0);
+    W.pre.assign(max_acc, 0);
+    W.score.assign(max_hw, {0, 0});
+    W.keep.assign(max_hw, 1);
+    W.head.assign(max_pooled, 0);
+    W.fill.assign(max_pooled, 0);
+    W.list.assign(max_events, 0);
+  }
+  return E;
+}
+
+void sq_free(void* engine) { delete static_cast<Engine*>(engine); }
+
+void sq_reset(void* engine) {
+  Engine* E = static_cast<Engine*>(engine);
+  for (auto& S : E->samples) {
+    for (size_t li = 0; li < E->layers.size(); ++li) {
+      const Layer& L = E->layers[li];
+      std::fill(S.spikes[li].begin(), S.spikes[li].end(), 0);
+      for (int64_t j = 0; j < (L.spiking ? L.neurons() : 0); ++j) set_level(L, S.state[li], j, 0);
+    }
+    S.first_cached = false;
+  }
+}
+
+// one time step for every sample: input int32 [batch][inputs], logits int64 [batch][classes]
+void sq_step(void* engine, const int32_t* input, int64_t* logits, int64_t threads) {
+  Engine* E = static_cast<Engine*>(engine);
+  const int64_t in_size = E->layers[0].inputs();
+  threads = std::min<int64_t>(threads, int64_t(E->scratch.size()));
+#pragma omp parallel for num_threads(int(threads)) schedule(dynamic, 1) if (threads > 1)
+  for (int64_t b = 0; b < E->batch; ++b)
+    step_sample(*E, E->samples[size_t(b)], E->scratch[size_t(thread_index(E))],
+                input + b * in_size, logits + b * E->classes, false);
+}
+
+// whole window: input [T][batch][inputs] (frames) or [batch][inputs] repeated T times (static);
+// logits_sum int64 [batch][classes]. The state is reset before and left after.
+void sq_run(void* engine, const int32_t* input, int64_t timesteps, int64_t is_static,
+            int64_t* logits_sum, int64_t threads) {
+  Engine* E = static_cast<Engine*>(engine);
+  sq_reset(engine);
+  const int64_t in_size = E->layers[0].inputs();
+  std::memset(logits_sum, 0, sizeof(int64_t) * size_t(E->batch * E->classes));
+  threads = std::min<int64_t>(threads, int64_t(E->scratch.size()));
+#pragma omp parallel for num_threads(int(threads)) schedule(dynamic, 1) if (threads > 1)
+  for (int64_t b = 0; b < E->batch; ++b) {
+    std::vector<int64_t> step(size_t(E->classes));
+    for (int64_t t = 0; t < timesteps; ++t) {
+      const int32_t* x = is_static ? input + b * in_size : input + (t * E->batch + b) * in_size;
+      step_sample(*E, E->samples[size_t(b)], E->scratch[size_t(thread_index(E))], x,
+                  step.data(), is_static != 0);
+      for (int64_t o = 0; o < E->classes; ++o) logits_sum[b * E->classes + o] += step[size_t(o)];
+    }
+  }
+}
+
+// last step of spiking layer `li` for every sample: spikes int8 / membrane level int8 in CHW
+void sq_trace(void* engine, int64_t li, int8_t* spikes, int8_t* membranes) {
+  Engine* E = static_cast<Engine*>(engine);
+  const Layer& L = E->layers[size_t(li)];
+  const int64_t n = L.neurons();
+  for (int64_t b = 0; b < E->batch; ++b) {
+    const Sample& S = E->samples[size_t(b)];
+    for (int64_t j = 0; j < n; ++j) {
+      spikes[b * n + j] = int8_t((S.spikes[size_t(li)][size_t(j >> 6)] >> (j & 63)) & 1);
+      membranes[b * n + j] = int8_t(get_level(L, S.state[size_t(li)], j));
+    }
+  }
+}
+
+// bytes: [0] weights as held, [1] membrane state, [2] spike bitmaps, [3] scratch (all samples)
+void sq_bytes(void* engine, int64_t* out) {
+  Engine* E = static_cast<Engine*>(engine);
+  int64_t w = 0, st = 0, sp = 0, scratch = 0;
+  for (auto& L : E->layers) {
+    w += int64_t(L.packed.size() + L.dense.size());
+    w += int64_t(sizeof(int64_t) * (L.mult.size() + L.offset.size() + L.threshold.size()));
+  }
+  for (auto& S : E->samples) {
+    for (auto& v : S.state) st += int64_t(v.size());
+    for (auto& v : S.spikes) sp += int64_t(v.size() * sizeof(uint64_t));
+    scratch += int64_t(S.first_acc.size() * 4);
+  }
+  for (auto& W : E->scratch)
+    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size() +
+                       (W.head.size() + W.fill.size() + W.list.size()) * 4);
+  out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
+}
+
+}  // extern "C"

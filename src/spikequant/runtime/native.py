@@ -1,0 +1,216 @@
+r"""The C++ integer runtime (``engine.cpp``), loaded through ctypes.
+
+The engine is plain C++ with a C API and no PyTorch dependency, so a deployed process runs a
+program with numpy alone (the point of an integer runtime is a small, torch-free footprint). It is
+compiled on first use with the host C++ compiler (``$CXX`` or ``c++``, ``-O3 -fopenmp``) into
+``<spikequant cache>/runtime/<hash of source and compiler>/`` (the cache root of
+:func:`spikequant.kernels.cache_root`) and reused afterwards.
+
+:class:`NativeRuntime` offers a batched mode (``run``: a whole window, samples in parallel with
+OpenMP) and a streaming mode (``step``: one time step per call, membranes kept between calls,
+``reset`` between sequences). Semantics: :mod:`spikequant.runtime.reference`, bit for bit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ProgramError, ShapeError
+from .format import Program
+
+SOURCE = Path(__file__).with_name("engine.cpp")
+_CFG_WIDTH = 22
+_P64 = ctypes.POINTER(ctypes.c_int64)
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX", "c++")
+
+
+def library_dir(root: Path | None = None) -> Path:
+    if root is None:
+        from ..kernels.build import cache_root
+
+        root = cache_root()
+    key = hashlib.sha256(SOURCE.read_bytes())
+    key.update(_compiler().encode())
+    key.update(platform.machine().encode())
+    return Path(root) / "runtime" / key.hexdigest()[:16]
+
+
+def build_library(root: Path | None = None) -> Path:
+    """Compile ``engine.cpp`` once (cached); returns the shared library's path."""
+    out_dir = library_dir(root)
+    target = out_dir / "libspikequant_runtime.so"
+    if target.is_file():
+        return target
+    compiler = shutil.which(_compiler())
+    if compiler is None:
+        raise ProgramError(
+            f"the C++ runtime needs a C++ compiler ({_compiler()!r} not found; set CXX)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        flags.append("-march=native")
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            tail = (result.stderr.strip().splitlines() or ["?"])[-1]
+            raise ProgramError(f"compiling the C++ runtime failed: {tail}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load(path: Path):
+    lib = ctypes.CDLL(str(path))
+    lib.sq_create.restype = ctypes.c_void_p
+    lib.sq_create.argtypes = [
+        ctypes.c_int64, _P64, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64,
+    ]
+    lib.sq_free.argtypes = [ctypes.c_void_p]
+    lib.sq_reset.argtypes = [ctypes.c_void_p]
+    lib.sq_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.sq_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                           ctypes.c_void_p, ctypes.c_int64]
+    lib.sq_trace.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.sq_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return lib
+
+
+def _layer_config(layer: dict, first: bool, analog: bool) -> list[int]:
+    conv = layer["op"] == "conv"
+    shape = layer["in_shape"]
+    cin, hin, win = (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
+    out = layer["out_shape"]
+    cout, hout, wout = (out[0], out[1], out[2]) if len(out) == 3 else (out[0], 1, 1)
+    neuron = layer["neuron"] or {}
+    levels = neuron.get("levels", [0, 0])
+    if neuron and not -128 <= levels[0] <= 0 <= levels[1] <= 127:
+        raise ProgramError("membrane levels must fit int8")
+    return [
+        int(conv), cin, hin, win, layer["pool"], cout, hout, wout, layer["kernel"],
+        layer["stride"], layer["padding"], int(bool(neuron)), layer["frac_bits"], layer["shift"],
+        neuron.get("leak_shift", 0), levels[0], levels[1], int(neuron.get("binary_membrane", 0)),
+        neuron.get("spatial_drop", 0), int(layer["weight_encoding"] == "ternary2"),
+        int(first and analog), 0,
+    ]
+
+
+class NativeRuntime:
+    """A program loaded into the C++ engine for ``batch`` samples at a time."""
+
+    def __init__(self, program: Program, batch: int = 1, *, threads: int = 1,
+                 library: str | os.PathLike | None = None) -> None:
+        if batch < 1:
+            raise ProgramError(f"batch must be positive, got {batch}")
+        self.program = program
+        self.batch = int(batch)
+        self.threads = max(1, int(threads))
+        self._lib = _load(Path(library) if library else build_library())
+        layers = program.layers
+        analog = program.header["input"]["kind"] == "analog"
+        cfg = np.array([_layer_config(layer, i == 0, analog) for i, layer in enumerate(layers)],
+                       dtype=np.int64).reshape(-1)
+        # keep every array alive as long as the engine (it copies, but be safe during create)
+        self._keep = [cfg]
+        arrays = {"w": [], "m": [], "o": [], "t": []}
+        for i, layer in enumerate(layers):
+            weight = np.ascontiguousarray(program.weight(i).reshape(layer["out_shape"][0], -1),
+                                          dtype=np.int8)
+            mult = np.ascontiguousarray(program.tensors[f"layers.{i}.multiplier"], dtype=np.int64)
+            off = np.ascontiguousarray(program.tensors[f"layers.{i}.offset"], dtype=np.int64)
+            name = f"layers.{i}.threshold"
+            th = np.ascontiguousarray(program.tensors.get(name, np.zeros(1, np.int64)),
+                                      dtype=np.int64)
+            for key, arr in zip("wmot", (weight, mult, off, th), strict=True):
+                arrays[key].append(arr)
+                self._keep.append(arr)
+
+        def pointers(key):
+            return (ctypes.c_void_p * len(layers))(*[a.ctypes.data for a in arrays[key]])
+
+        self._handle = self._lib.sq_create(
+            len(layers), cfg.ctypes.data_as(_P64), pointers("w"), pointers("m"), pointers("o"),
+            pointers("t"), self.batch,
+        )
+        self._keep = []
+        spec = program.header["input"]
+        self.input_shape = tuple(spec["shape"])
+        self.input_size = int(np.prod(self.input_shape))
+        self.num_classes = int(program.header["num_classes"])
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            self._lib.sq_free(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _codes(self, codes, leading: tuple[int, ...]) -> np.ndarray:
+        array = np.ascontiguousarray(codes, dtype=np.int32)
+        expected = (*leading, *self.input_shape)
+        if array.shape != expected:
+            raise ShapeError(f"runtime input must be {expected} int codes, got {array.shape}")
+        return array
+
+    def reset(self) -> None:
+        self._lib.sq_reset(self._handle)
+
+    def step(self, codes) -> np.ndarray:
+        """Streaming: one time step ``codes[batch, C, H, W]`` -> this step's logits (int64)."""
+        x = self._codes(codes, (self.batch,))
+        out = np.zeros((self.batch, self.num_classes), np.int64)
+        self._lib.sq_step(self._handle, x.ctypes.data, out.ctypes.data, self.threads)
+        return out
+
+    def run(self, codes) -> np.ndarray:
+        """Batched: ``[batch, C, H, W]`` (static, repeated T times) or ``[T, batch, C, H, W]``
+        -> integer logits summed over the window ``[batch, K]``."""
+        array = np.asarray(codes)
+        static = array.ndim == len(self.input_shape) + 1
+        steps = self.program.timesteps if static else array.shape[0]
+        x = self._codes(array, (self.batch,) if static else (steps, self.batch))
+        out = np.zeros((self.batch, self.num_classes), np.int64)
+        self._lib.sq_run(self._handle, x.ctypes.data, steps, int(static), out.ctypes.data,
+                         self.threads)
+        return out
+
+    def trace(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Spikes and stored membrane levels of spiking layer ``index`` after the last step."""
+        layer = self.program.layers[index]
+        if layer["neuron"] is None:
+            raise ProgramError(f"layer {index} is the read-out (no neurons)")
+        shape = (self.batch, *layer["out_shape"])
+        spikes = np.zeros(shape, np.int8)
+        membranes = np.zeros(shape, np.int8)
+        self._lib.sq_trace(self._handle, index, spikes.ctypes.data, membranes.ctypes.data)
+        return spikes, membranes
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the engine holds: weights (+ per-channel integers), membranes, spikes, scratch."""
+        out = np.zeros(4, np.int64)
+        self._lib.sq_bytes(self._handle, out.ctypes.data)
+        keys = ("weights", "membranes", "spikes", "scratch")
+        return {k: int(v) for k, v in zip(keys, out, strict=True)}
+
+
+__all__ = ["NativeRuntime", "build_library", "library_dir"]
