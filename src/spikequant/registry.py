@@ -131,11 +131,15 @@ def list_models(filter: str = "", family: str | None = None, pretrained: bool = 
 
 
 def model_family(name: str) -> str:
+    """The family a registered model was registered with (e.g. ``"ann"`` for the conversion
+    ANNs)."""
     _load_builtin_models()
     return MODELS.family(name)
 
 
 def register_neuron(fn=None, *, name: str | None = None):
+    """Register a neuron factory under ``name`` (default: its own name); usable as
+    ``@register_neuron`` or ``@register_neuron(name=...)``."""
     if fn is None:
         return NEURONS.register(name)
     return NEURONS.register(name)(fn)
@@ -148,6 +152,7 @@ def create_neuron(name: str, **kwargs: Any):
 
 
 def list_neurons() -> list[str]:
+    """Names of the registered neurons (the built-in ones included), sorted."""
     _load_builtin_neurons()
     return NEURONS.names()
 

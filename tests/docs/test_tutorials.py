@@ -1,6 +1,7 @@
-"""Every tutorial page runs: its ```python blocks are executed in order, in one fresh namespace,
-in a temporary working directory (so a renamed function or recipe key breaks the test, not the
-reader). The tutorials train on the bundled 8x8 digits with tiny networks and one epoch."""
+"""Every tutorial page (and the quickstart) runs: its ```python blocks are executed in order,
+in one fresh namespace, in a temporary working directory, so a renamed function or recipe key
+breaks this test rather than the reader's session. The tutorials train on the bundled 8x8 digits
+with tiny networks for one or two epochs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TUTORIALS = sorted((DOCS / "tutorials").glob("*.md"))
+PAGES = [*TUTORIALS, DOCS / "quickstart.md"]
 PYTHON_BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -25,7 +27,7 @@ def test_every_tutorial_has_code():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_tutorial_runs(page: Path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     results = DOCS / "results"

@@ -53,6 +53,8 @@ ARCHITECTURE_PRESETS = {
 
 
 def msat_hyperparameters(preset: str = "vgg16", **overrides) -> dict[str, float]:
+    """The MSAT hyperparameters of a Table 2 ``preset`` with ``overrides`` applied (unknown
+    names are a ConfigError)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown MSAT preset {preset!r}; known: {', '.join(PRESETS)}")
     params = dict(PRESETS[preset])
