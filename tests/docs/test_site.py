@@ -37,7 +37,8 @@ def test_mkdocs_build_strict(tmp_path):
     )
     problems = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert done.returncode == 0, "\n".join(problems) or done.stderr[-3000:]
-    assert (site / "index.html").is_file()
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert 'id="spikequant"' in home and "README" not in home  # the README, put in by the hook
     for page in ("tutorials/atif", "api/pipeline", "reports/conversion", "conversion"):
         assert (site / page / "index.html").is_file(), page
     api = (site / "api" / "pipeline" / "index.html").read_text(encoding="utf-8")
