@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv demo test bench install-size lint clean
+.PHONY: venv demo test bench install-size lint docs clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[dev,all]'
+	$(PIP_INSTALL) -e '.[dev,all,docs]'
 	@touch $(STAMP)
 
 demo: venv
@@ -21,7 +21,7 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: venv
-	$(PIP_INSTALL) -e '.[dev,all,bench]'
+	$(PIP_INSTALL) -e '.[dev,all,docs,bench]'
 	$(PIP_INSTALL) --no-deps 'spikingjelly>=0.0.0.0.14' 'norse>=1.0'
 	$(BIN)/python -m benchmarks.run
 
@@ -29,8 +29,12 @@ bench: venv
 install-size: venv
 	$(BIN)/python -m benchmarks.install_size
 
+# The documentation site, into site/ (gitignored); any warning fails the build.
+docs: venv
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) site build *.egg-info src/*.egg-info

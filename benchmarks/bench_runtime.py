@@ -105,10 +105,10 @@ def _child_torch(work: Path, net: str, kind: str) -> dict:
 
     torch.set_num_threads(1)
     from safetensors.torch import load_file
+    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
     from spikequant.neurons import reset_state
     from spikequant.registry import create_model
-    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
     spec = NETWORKS[net]
     if kind == "fakequant":
@@ -151,12 +151,12 @@ def _prepare(work: Path, net: str) -> dict:
     import numpy as np
     import torch
     from safetensors.torch import save_file
+    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
     from spikequant.cost import model_cost
     from spikequant.neurons import reset_state
     from spikequant.runtime.format import save_program
     from spikequant.runtime.lower import lower_model, quantize_input
-    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
     torch.manual_seed(0)
     spec = NETWORKS[net]

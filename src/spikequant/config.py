@@ -34,6 +34,7 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def list_recipes() -> list[str]:
+    """Names of the bundled recipes, sorted."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
 
 

@@ -28,6 +28,8 @@ from .train.trainer import Trainer
 
 
 def create_method(cfg: dict):
+    """The training method named in ``cfg["method"]["name"]``, built for the validated recipe
+    ``cfg``."""
     from .methods import get_method
 
     return get_method(cfg["method"]["name"])(cfg)

@@ -132,10 +132,14 @@ def list_models(filter: str = "", family: str | None = None, pretrained: bool = 
 
 
 def model_family(name: str) -> str:
+    """The family a registered model was registered with (e.g. ``"ann"`` for the conversion
+    ANNs)."""
     return MODELS.family(name)
 
 
 def register_neuron(fn=None, *, name: str | None = None):
+    """Register a neuron factory under ``name`` (default: its own name); usable as
+    ``@register_neuron`` or ``@register_neuron(name=...)``."""
     if fn is None:
         return NEURONS.register(name)
     return NEURONS.register(name)(fn)
@@ -147,4 +151,5 @@ def create_neuron(name: str, **kwargs: Any):
 
 
 def list_neurons() -> list[str]:
+    """Names of the registered neurons (the built-in ones included), sorted."""
     return NEURONS.names()

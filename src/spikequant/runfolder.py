@@ -95,6 +95,8 @@ def epoch_folders(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds a run (a latest-checkpoint pointer, metrics, checkpoint
+    metadata or an epoch folder)."""
     return run_dir.is_dir() and (
         any((run_dir / m).exists() for m in RUN_MARKERS) or bool(epoch_folders(run_dir))
     )
@@ -229,6 +231,8 @@ def encode_state(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
 
 
 def decode_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Rebuild a trainer-state tree from its JSON form, putting back the tensors (``$tensor``)
+    and arrays it refers to."""
     def dec(value: Any) -> Any:
         if isinstance(value, list):
             return [dec(v) for v in value]
@@ -266,6 +270,8 @@ def state_files(state: Any) -> dict[str, bytes]:
 
 
 def read_state(folder: Path) -> Any:
+    """The trainer state (optimizer, schedule, random generators) stored in checkpoint
+    ``folder``."""
     try:
         tree = json.loads((folder / f"{TRAINER_STATE}.json").read_text(encoding="utf-8"))
         tensors = st_load((folder / f"{TRAINER_STATE}.safetensors").read_bytes())
@@ -349,10 +355,13 @@ def _warn(message: str) -> None:
 
 
 def write_run_file(run_dir: Path, record: dict) -> None:
+    """Write the run file of ``run_dir`` (the method and recipe of the run), atomically."""
     write_json(run_dir / RUN_FILE, {"format": RUN_FORMAT, **record})
 
 
 def read_run_file(run_dir: Path) -> dict | None:
+    """The run file of ``run_dir``, or ``None`` when there is none; a corrupt one raises
+    :class:`~spikequant.errors.CheckpointError`."""
     path = run_dir / RUN_FILE
     if not path.is_file():
         return None

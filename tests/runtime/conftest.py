@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
 from spikequant.checkpoint import save_checkpoint
 from spikequant.data import get_dataset
 from spikequant.neurons import reset_state
 from spikequant.spquant.pruning import qlif_layers
-from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
 CLOSED = (0, 3, 7)  # channels of the second conv layer whose gate is closed for every input
 

@@ -62,6 +62,8 @@ class ConversionTracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
+    """Trace a copy of ``model`` (in eval mode) into a ``torch.fx.GraphModule``; untraceable
+    control flow is a ConversionError."""
     model = copy.deepcopy(model).eval()
     try:
         graph = ConversionTracer().trace(model)

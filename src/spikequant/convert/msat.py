@@ -53,6 +53,8 @@ ARCHITECTURE_PRESETS = {
 
 
 def msat_hyperparameters(preset: str = "vgg16", **overrides) -> dict[str, float]:
+    """The MSAT hyperparameters of a Table 2 ``preset`` with ``overrides`` applied (unknown
+    names are a ConfigError)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown MSAT preset {preset!r}; known: {', '.join(PRESETS)}")
     params = dict(PRESETS[preset])
@@ -86,13 +88,15 @@ class MSAT(SpikingNeuron):
 
     Args:
         scale: layer scale ``lambda`` (scalar or per channel).
-        preset / hyperparameters: Table 2 row and overrides (alpha, k_a, k_i, C, tau_mp, tau_rd).
+        preset: Table 2 row the hyperparameters come from.
         det_delta: ``"input"`` (default) or ``"membrane"``.
         confidence: Bernoulli keep-probability ``p`` for the first ``confidence_steps`` steps
             (``None``: off).
         reset_filtered: reset with the filtered spike (paper) or the raw one.
         initial_membrane: membrane at t = 0 as a fraction of the base threshold (default 0).
         units: ``"normalised"`` (default, msat.md) or ``"real"`` (the authors' code).
+        generator: random generator of the confidence draws (``None``: torch's global one).
+        **hyperparameters: overrides of the preset (alpha, k_a, k_i, C, tau_mp, tau_rd).
     """
 
     def __init__(

@@ -100,6 +100,7 @@ def available() -> bool:
 
 
 def unavailable_reason() -> str | None:
+    """Why the C++ kernels cannot be used (``None`` when they can); tries to build them first."""
     load_extension()
     return NEURON_EXTENSION.error
 

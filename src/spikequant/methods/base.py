@@ -23,6 +23,7 @@ _METHODS: dict[str, type[Method]] = {}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a :class:`Method` subclass under its ``name``."""
     if cls.name in _METHODS and _METHODS[cls.name] is not cls:
         raise ConfigError(f"a training method named {cls.name!r} is already registered")
     _METHODS[cls.name] = cls
@@ -30,6 +31,8 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def get_method(name: Any) -> type[Method]:
+    """The registered method class called ``name``; an unknown name is a ConfigError naming the
+    closest one."""
     if not isinstance(name, str) or name not in _METHODS:
         import difflib
 
@@ -40,6 +43,7 @@ def get_method(name: Any) -> type[Method]:
 
 
 def list_methods() -> list[str]:
+    """Names of the registered training methods, sorted."""
     return sorted(_METHODS)
 
 

@@ -8,4 +8,6 @@ from .base import Method, register_method
 
 @register_method
 class Direct(Method):
+    """``method: {name: direct}``: surrogate-gradient BPTT of the recipe's spiking model, no
+    options."""
     name = "direct"

@@ -26,6 +26,8 @@ CONVERT_KEYS = ("methods", "timesteps", "options", "out")
 
 @dataclasses.dataclass(frozen=True)
 class QATOptions:
+    """Options of ``method: {name: qat}``: BN-folding fine-tune epochs and learning rate, and
+    the optional ``convert`` section (methods, timesteps, options, out)."""
     fold_epochs: int = 2
     fold_lr: float | None = None  # default optim.lr / 10
     convert: dict | None = None  # {methods: [...], timesteps: [...], options: {...}, out: DIR}
@@ -48,6 +50,8 @@ class QATOptions:
 
 @register_method
 class QAT(Method):
+    """``method: {name: qat}``: train a (quantization-aware) ANN, fold BN, then optionally
+    convert it (module docstring)."""
     name = "qat"
     Options = QATOptions
     spiking_model = False

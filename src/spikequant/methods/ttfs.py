@@ -27,6 +27,8 @@ from .base import Method, register_method, subset
 
 @dataclasses.dataclass(frozen=True)
 class TTFSOptions:
+    """Options of ``method: {name: ttfs}``: loss form and weights, gradient clipping, learning-
+    rate schedule and the weight-precision stages ``bits``."""
     form: str = "code"
     K: float = 100.0
     beta: float = 1.0
@@ -64,6 +66,8 @@ class TTFSOptions:
 
 @register_method
 class TTFS(Method):
+    """``method: {name: ttfs}``: TTFS training with exact spike-time gradients (module
+    docstring)."""
     name = "ttfs"
     Options = TTFSOptions
     spiking_model = False

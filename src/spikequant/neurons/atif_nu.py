@@ -88,8 +88,10 @@ class ATIFnu(SpikingNeuron):
         threshold: the uniform threshold the levels start from (ATIF-u with this ``V_th``).
         num_channels: ``None`` for per-layer levels, else per-channel levels ``[T, C]``.
         learn_levels: train the levels.
-        surrogate, reset: as for :class:`~spikequant.neurons.IF` (soft reset only).
+        surrogate: as for :class:`~spikequant.neurons.IF`.
+        reset: as for :class:`~spikequant.neurons.IF` (soft reset only).
         scale_output: emit ``p_1 z`` (default) instead of ``z``.
+        levels: start from these levels instead of the uniform ``threshold`` ones.
     """
 
     def __init__(

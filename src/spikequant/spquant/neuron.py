@@ -146,10 +146,14 @@ class QLIF(SpikingNeuron):
         tau: multiplicative leak, default 0.5 (``u = tau u~ + I``).
         membrane: ``"ternary"`` (levels {c..V_th} step 1), ``"fp"``/``None``, bits, or a dict
             ``{low, high, step, smoothness}`` / :class:`MembraneLevels`.
-        clip_low: ``c`` for ``"ternary"``; with ``membrane="fp"``, ``clip`` clips without rounding.
+        clip_low: ``c`` for ``"ternary"``.
+        clip: with ``membrane="fp"``, clip the stored membrane at ``clip`` from below (no rounding).
         surrogate: spike surrogate, default ``Triangle(alpha=1)`` (g = 1).
-        learn_threshold, min_threshold: trainable per-layer ``V_th`` with the separate path.
-        binary_membrane, spatial_prune: pruning options (module docstring).
+        learn_threshold: trainable per-layer ``V_th`` with the separate path.
+        min_threshold: the learned ``V_th`` is clamped at this value in the forward pass.
+        binary_membrane: store ``Q(u) * 1[Q(u) >= 0]`` (the -1 level pruned).
+        spatial_prune: fraction ``p`` of locations pruned per sample and step (module docstring).
+        num_channels: ``None`` for a per-layer threshold, else one per channel.
     """
 
     def __init__(

@@ -62,6 +62,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, optim: dict) -> torch.optim.Optimizer:
+    """The optimizer of the recipe's ``optim`` section (SGD, Adam or AdamW) over
+    :func:`parameter_groups` (weight decay on conv/linear weights only)."""
     groups = parameter_groups(model, float(optim["weight_decay"]))
     lr = float(optim["lr"])
     if optim["name"] == "sgd":
@@ -138,6 +140,7 @@ def batches(
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -164,6 +167,7 @@ def accept_frame_sequences(model: nn.Module, dataset: Dataset) -> bool:
 
 
 def num_batches(dataset: Dataset, batch_size: int) -> int:
+    """Batches per epoch: ``ceil(len(dataset) / batch_size)``."""
     return math.ceil(len(dataset) / batch_size)
 
 
@@ -171,6 +175,7 @@ def num_batches(dataset: Dataset, batch_size: int) -> int:
 
 
 def has_spiking_neurons(model: nn.Module) -> bool:
+    """Whether the model holds any :class:`~spikequant.neurons.SpikingNeuron`."""
     return any(isinstance(m, SpikingNeuron) for m in model.modules())
 
 
@@ -225,6 +230,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """The torch, data-order, numpy and python random states (saved with every checkpoint)."""
     return {
         "torch": torch.get_rng_state(),
         "data": generator.get_state(),
@@ -234,6 +240,7 @@ def capture_rng(generator: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back random states captured by :func:`capture_rng`."""
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
     np.random.set_state(state["numpy"])
@@ -241,6 +248,7 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and python with ``seed``; returns the data-order generator."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)

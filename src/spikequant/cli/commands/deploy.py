@@ -16,9 +16,9 @@ CODE_MAX = {"mnist5k": 255, "digits8x8": 16}
 
 
 def run(args) -> int:
+    from ...pipeline import load_run_model
     from ...runtime.format import save_program
     from ...runtime.lower import lower_model
-    from ...pipeline import load_run_model
 
     target = Path(args.run)
     if not target.exists():
