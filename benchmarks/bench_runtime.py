@@ -105,16 +105,17 @@ def _child_torch(work: Path, net: str, kind: str) -> dict:
 
     torch.set_num_threads(1)
     from safetensors.torch import load_file
-    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
+    from spikequant.methods.spquant import spquant_options
     from spikequant.neurons import reset_state
     from spikequant.registry import create_model
+    from spikequant.spquant.build import build_spquant_model
 
     spec = NETWORKS[net]
     if kind == "fakequant":
         model = build_spquant_model(
             {"name": spec["name"], "kwargs": {**spec["kwargs"], **_qlif_kwargs()}},
-            validate_spquant(SPQ),
+            spquant_options(**SPQ),
         )
         model.load_state_dict(load_file(str(work / f"{net}_state.safetensors")))
     else:
@@ -151,18 +152,19 @@ def _prepare(work: Path, net: str) -> dict:
     import numpy as np
     import torch
     from safetensors.torch import save_file
-    from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
     from spikequant.cost import model_cost
+    from spikequant.methods.spquant import spquant_options
     from spikequant.neurons import reset_state
     from spikequant.runtime.format import save_program
     from spikequant.runtime.lower import lower_model, quantize_input
+    from spikequant.spquant.build import build_spquant_model
 
     torch.manual_seed(0)
     spec = NETWORKS[net]
     model = build_spquant_model(
         {"name": spec["name"], "kwargs": {**spec["kwargs"], **_qlif_kwargs()}},
-        validate_spquant(SPQ),
+        spquant_options(**SPQ),
     )
     timesteps = spec["kwargs"]["timesteps"]
     if net == "digits":

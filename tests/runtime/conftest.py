@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from spikequant.spquant.runner import build_spquant_model, validate_spquant
 
 from spikequant.checkpoint import save_checkpoint
 from spikequant.data import get_dataset
+from spikequant.methods.spquant import spquant_options
 from spikequant.neurons import reset_state
+from spikequant.spquant.build import build_spquant_model
 from spikequant.spquant.pruning import qlif_layers
 
 CLOSED = (0, 3, 7)  # channels of the second conv layer whose gate is closed for every input
@@ -24,7 +25,7 @@ def spec(spatial_prune: float) -> tuple[dict, dict]:
             "neuron": "qlif", "neuron_kwargs": {"membrane": "ternary", "learn_threshold": True},
         },
     }
-    spq = validate_spquant({
+    spq = spquant_options(**{
         "weight_bits": 2, "weight_alpha": 4.0, "weight_rescale": True, "learn_threshold": True,
         "spatial_prune": spatial_prune, "channel_gates": True,
     })

@@ -37,6 +37,10 @@ def _train(recipe, sets, out, extra=()):
     return cmd
 
 
+def total_epochs(run):
+    return json.loads((run / "latest.json").read_text())["epoch"]
+
+
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_killed_run_resumes_bit_identically(tmp_path, method):
     recipe, sets = CASES[method]
@@ -44,20 +48,26 @@ def test_killed_run_resumes_bit_identically(tmp_path, method):
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
     done = subprocess.run(_train(recipe, sets, tmp_path / "a"), **quiet)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    proc = subprocess.Popen(_train(recipe, sets, tmp_path / "b"), **quiet)
     pointer = tmp_path / "b" / "latest.json"
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and not pointer.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(random.Random(method).uniform(0.0, 0.3))  # somewhere in epoch 2 or its save
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(pointer.read_text())["epoch"]
+    delay = random.Random(method).uniform(0.0, 0.3)  # somewhere in epoch 2 or its save
+    for _attempt in range(4):  # a run that finished before the kill is no test: kill sooner
+        proc = subprocess.Popen(_train(recipe, sets, tmp_path / "b", ["--overwrite"]), **quiet)
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and not pointer.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = json.loads(pointer.read_text())["epoch"]
+        if killed_at < total_epochs(tmp_path / "a"):
+            break
+        pointer.unlink()
+        delay /= 4
     resumed = subprocess.run(_train(recipe, sets, tmp_path / "b", ["--resume"]), **quiet)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     wa, meta_a = load_checkpoint(resolve(tmp_path / "a"))
     wb, meta_b = load_checkpoint(resolve(tmp_path / "b"))
-    total = meta_a["epoch"]
+    total = total_epochs(tmp_path / "a")
     assert meta_b["epoch"] == total and 1 <= killed_at < total  # really killed mid-run
     assert wa.keys() == wb.keys()
     for key in wa:

@@ -115,3 +115,9 @@ class SpQuant(Method):
             "initialised_missing_keys": getattr(self, "initialised_missing_keys", None),
             **learned_scales(trainer.model),
         }
+
+
+def spquant_options(**given: Any) -> dict[str, Any]:
+    """Validated SpQuant options with their defaults filled in (a recipe's ``method`` section
+    without ``name``), as :func:`spikequant.spquant.build.build_spquant_model` takes them."""
+    return dataclasses.asdict(SpQuantOptions(**given))
