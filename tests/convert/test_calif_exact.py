@@ -15,7 +15,13 @@ from torch import nn
 
 from spikequant.convert.network import calif_agreement, convert
 from spikequant.errors import ConversionError
-from spikequant.quant.qat import QuantInput, QuantLinear, QuantReLU
+from spikequant.quant.qat import (
+    QuantInput,
+    QuantLinear,
+    QuantReLU,
+    quantize_weight,
+    weight_scale,
+)
 
 
 def _layer(n_in: int, n_out: int, bits: int, w_int: torch.Tensor, exponent: int, bias):
@@ -59,6 +65,28 @@ def test_half_way_values_from_unsaturated_pixels_are_exact_on_both_sides():
     snn = convert(model, "calif")
     agreement = calif_agreement(model, snn, x, 256)
     assert snn.codes()["2"][0].flatten().tolist() == [2.0] * 254
+    assert agreement["layers"]["2"]["mismatch_vs_decoded_input"] == 0
+    assert agreement["layers"]["2"]["mismatch_vs_original_input"] == 0
+
+
+def test_reference_uses_the_integer_weights_of_the_float32_model():
+    # a row of a trained layer: w / Sw is 78.5 in float32 (wQ = 78) but 78.5000042 in float64
+    # (wQ = 79); the SNN takes the float32 model's weights, so must the reference
+    amax, w = float.fromhex("0x1.1dc6bap-3"), float.fromhex("0x1.614852p-4")
+    layer = QuantLinear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[amax, w]]))
+    wq32 = quantize_weight(layer.weight, 8)[0]
+    wq64 = quantize_weight(layer.weight.double(), 8)[0]
+    assert wq32.tolist() == [[127, 78]] and wq64.tolist() == [[127, 79]]
+    step = float(weight_scale(layer.weight, 8))  # Sy = Sw: the code is wQ of the lit input
+    model = nn.Sequential(QuantInput(), layer, QuantReLU(8, init_step=step)).eval()
+    x = torch.tensor([[0.0, 1.0]])
+    with torch.no_grad():
+        assert round(model(x).item() / step) == 78  # the float32 ANN
+    snn = convert(model, "calif")
+    agreement = calif_agreement(model, snn, x, 256)
+    assert snn.codes()["2"][0].item() == 78
     assert agreement["layers"]["2"]["mismatch_vs_decoded_input"] == 0
     assert agreement["layers"]["2"]["mismatch_vs_original_input"] == 0
 
