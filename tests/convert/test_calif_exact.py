@@ -15,7 +15,14 @@ from torch import nn
 
 from spikequant.convert.network import calif_agreement, convert
 from spikequant.errors import ConversionError
-from spikequant.quant.qat import QuantInput, QuantLinear, QuantReLU
+from spikequant.quant.qat import (
+    QuantInput,
+    QuantLinear,
+    QuantReLU,
+    fake_quant_weight,
+    quantize_weight,
+    weight_scale,
+)
 
 
 def _layer(n_in: int, n_out: int, bits: int, w_int: torch.Tensor, exponent: int, bias):
@@ -59,6 +66,28 @@ def test_half_way_values_from_unsaturated_pixels_are_exact_on_both_sides():
     snn = convert(model, "calif")
     agreement = calif_agreement(model, snn, x, 256)
     assert snn.codes()["2"][0].flatten().tolist() == [2.0] * 254
+    assert agreement["layers"]["2"]["mismatch_vs_decoded_input"] == 0
+    assert agreement["layers"]["2"]["mismatch_vs_original_input"] == 0
+
+
+def test_reference_uses_the_integer_weights_of_the_float32_model():
+    # a row of a trained layer: w / Sw is 78.5 in float32 (wQ = 78) but 78.5000042 in float64
+    # (wQ = 79); the SNN takes the float32 model's weights, so must the reference
+    amax, w = float.fromhex("0x1.1dc6bap-3"), float.fromhex("0x1.614852p-4")
+    layer = QuantLinear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[amax, w]]))
+    wq32 = quantize_weight(layer.weight, 8)[0]
+    wq64 = quantize_weight(layer.weight.double(), 8)[0]
+    assert wq32.tolist() == [[127, 78]] and wq64.tolist() == [[127, 79]]
+    step = float(weight_scale(layer.weight, 8))  # Sy = Sw: the code is wQ of the lit input
+    model = nn.Sequential(QuantInput(), layer, QuantReLU(8, init_step=step)).eval()
+    x = torch.tensor([[0.0, 1.0]])
+    with torch.no_grad():
+        assert round(model(x).item() / step) == 78  # the float32 ANN
+    snn = convert(model, "calif")
+    agreement = calif_agreement(model, snn, x, 256)
+    assert snn.codes()["2"][0].item() == 78
     assert agreement["layers"]["2"]["mismatch_vs_decoded_input"] == 0
     assert agreement["layers"]["2"]["mismatch_vs_original_input"] == 0
 
@@ -151,3 +180,76 @@ def test_input_added_to_hidden_spikes_is_refused():
 
     with pytest.raises(ConversionError, match="skip connection from the input"):
         convert(InputSkip().eval(), "calif")
+
+
+def _exact_forward(model: nn.Sequential, pixels: list[int], budget: int):
+    """Codes of every QuantReLU and the logits of a QAT MLP in exact rationals, from the model's
+    own float32 fake-quantized weights, biases and steps (input ``floor(K pix / 255) / K``)."""
+    x = [Fraction(budget * p // 255, budget) for p in pixels]
+    codes, z = [], None
+    for m in model:
+        if isinstance(m, QuantLinear):
+            w = fake_quant_weight(m.weight, m.bits).tolist()
+            z = [
+                sum(Fraction(wi) * xi for wi, xi in zip(row, x, strict=True)) + Fraction(b)
+                for row, b in zip(w, m.bias.tolist(), strict=True)
+            ]
+        elif isinstance(m, QuantReLU):
+            sy = Fraction(float(m.step_size))
+            q = [min(max(floor(zi / sy + Fraction(1, 2)), 0), m.qmax) for zi in z]
+            codes.append(q)
+            x = [qi * sy for qi in q]
+    return codes, z
+
+
+def _trained_like_mlp(seed: int, power_of_two: bool) -> nn.Sequential:
+    """Arbitrary float32 weights and biases (no power-of-two scales), learned steps 0.3 and 0.7."""
+    g = torch.Generator().manual_seed(seed)
+    modules: list[nn.Module] = [QuantInput()]
+    for i, (n_in, n_out) in enumerate(((12, 10), (10, 8), (8, 4))):
+        layer = QuantLinear(n_in, n_out)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(n_out, n_in, generator=g) * 0.6)
+            layer.bias.copy_(torch.randn(n_out, generator=g) * 0.3)
+        modules.append(layer)
+        if i < 2:
+            modules.append(QuantReLU(8, init_step=(0.3, 0.7)[i], power_of_two=power_of_two))
+    return nn.Sequential(*modules).eval()
+
+
+def test_power_of_two_steps_make_hidden_layers_exact_by_construction():
+    reads: dict[bool, list[bool]] = {True: [], False: []}
+    for seed in range(3):
+        g = torch.Generator().manual_seed(100 + seed)
+        pix = torch.randint(0, 256, (16, 12), generator=g)
+        for power_of_two in (True, False):
+            model = _trained_like_mlp(seed, power_of_two)
+            snn = convert(model, "calif")
+            agreement = calif_agreement(model, snn, pix.float() / 255, 256)
+            held = snn.codes()
+            exact_logits = []
+            for b, pixels in enumerate(pix.tolist()):
+                codes, logits = _exact_forward(model, pixels, 255)
+                for name, expected in zip(("2", "4"), codes, strict=True):
+                    assert held[name][0][b].tolist() == expected, (seed, name, b)
+                exact_logits.append(logits)
+            assert all(l["mismatch_vs_decoded_input"] == 0 for l in agreement["layers"].values())
+            reads[power_of_two] += [
+                Fraction(v) == e
+                for row, exact in zip(agreement["logits"].tolist(), exact_logits, strict=True)
+                for v, e in zip(row, exact, strict=True)
+            ]
+    # with Sy = 2^k every sum of the SNN is exact: its read-out c Vth + V is the exact rational
+    assert all(reads[True])
+    # with arbitrary steps the float64 sums round (codes still agree: no z / Sy that close to 1/2)
+    assert not all(reads[False])
+
+
+def test_power_of_two_step_value_and_gradient():
+    act = QuantReLU(4, init_step=0.3, power_of_two=True)
+    assert act.step_size.item() == 0.25 and "power_of_two=True" in repr(act)
+    x = torch.tensor([0.1, 0.13, 0.6, 5.0])
+    y = act(x)
+    assert y.tolist() == [0.0, 0.25, 0.5, 1.75]
+    y.sum().backward()
+    assert act.step.grad is not None and act.step.grad.item() != 0

@@ -120,3 +120,17 @@ def test_calif_refuses_float_networks():
 
     with pytest.raises(ConversionError, match="quantized"):
         convert(create_model("ann_mlp"), "calif")
+
+
+def test_models_pass_power_of_two_steps_to_every_quantized_relu():
+    from spikequant.registry import create_model
+
+    for name in ("ann_mlp", "ann_lenet", "ann_cnn"):
+        model = create_model(name, qat=True, power_of_two_steps=True)
+        relus = [m for m in model.modules() if isinstance(m, QuantReLU)]
+        assert relus and all(m.power_of_two for m in relus), name
+        assert not any(
+            m.power_of_two
+            for m in create_model(name, qat=True).modules()
+            if isinstance(m, QuantReLU)
+        )

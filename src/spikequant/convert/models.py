@@ -2,8 +2,9 @@
 
 Every factory takes ``qat`` (fake-quantized weights + LSQ quantized ReLU, see
 :mod:`spikequant.quant.qat`), ``bits``, ``bn`` (BatchNorm after each conv; folded away after QAT)
-and ``pool`` (``"avg"``; ``"max"`` exists only to show that conversion refuses it). Inputs are
-images ``[B, C, H, W]`` in [0, 1]; outputs are logits ``[B, classes]``.
+and ``pool`` (``"avg"``; ``"max"`` exists only to show that conversion refuses it); with ``qat``,
+``power_of_two_steps`` restricts the LSQ steps to powers of two (exact Ca-LIF hidden layers).
+Inputs are images ``[B, C, H, W]`` in [0, 1]; outputs are logits ``[B, classes]``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from ..registry import MODELS, register_model
 
 
 class _Builder:
-    def __init__(self, qat: bool, bits: int, bn: bool, pool: str) -> None:
+    def __init__(
+        self, qat: bool, bits: int, bn: bool, pool: str, power_of_two_steps: bool = False
+    ) -> None:
         if pool not in ("avg", "max"):
             raise ConfigError(f"pool must be 'avg' or 'max', got {pool!r}")
         if pool == "max" and qat:
             raise ConfigError("quantized (qat) models use average pooling only")
         self.qat, self.bits, self.bn, self.pool = bool(qat), check_bits(bits), bool(bn), pool
+        self.power_of_two_steps = bool(power_of_two_steps)
 
     def conv(self, cin, cout, k=3, padding=1, stride=1):
         if self.qat:
@@ -34,7 +38,7 @@ class _Builder:
     def act(self, pool: int = 1) -> list[nn.Module]:
         """ReLU (then pooling); the QAT ReLU pools its integer codes itself."""
         if self.qat:
-            return [QuantReLU(self.bits, pool=pool)]
+            return [QuantReLU(self.bits, pool=pool, power_of_two=self.power_of_two_steps)]
         layers: list[nn.Module] = [nn.ReLU()]
         if pool > 1:
             layers.append(nn.AvgPool2d(pool) if self.pool == "avg" else nn.MaxPool2d(pool))
@@ -72,10 +76,17 @@ def _spec(**kwargs):
 
 @register_model(name="ann_mlp", family="ann")
 def ann_mlp(
-    in_shape=(1, 28, 28), hidden=(128, 64), num_classes=10, qat=False, bits=8, bn=False, pool="avg"
+    in_shape=(1, 28, 28),
+    hidden=(128, 64),
+    num_classes=10,
+    qat=False,
+    bits=8,
+    bn=False,
+    pool="avg",
+    power_of_two_steps=False,
 ):
     """MLP: flatten -> [Linear -> ReLU] * len(hidden) -> Linear (no BN)."""
-    b = _Builder(qat, bits, False, pool)
+    b = _Builder(qat, bits, False, pool, power_of_two_steps)
     fan_in = 1
     for d in in_shape:
         fan_in *= int(d)
@@ -88,9 +99,11 @@ def ann_mlp(
 
 
 @register_model(name="ann_lenet", family="ann")
-def ann_lenet(in_channels=1, num_classes=10, qat=False, bits=8, bn=True, pool="avg"):
+def ann_lenet(
+    in_channels=1, num_classes=10, qat=False, bits=8, bn=True, pool="avg", power_of_two_steps=False
+):
     """LeNet-5 for 28x28: 6C5-AP2-16C5-AP2-FC120-FC84-FC10 (ReLU, average pooling)."""
-    b = _Builder(qat, bits, bn, pool)
+    b = _Builder(qat, bits, bn, pool, power_of_two_steps)
     return nn.Sequential(
         *b.head(),
         *b.conv_block(in_channels, 6, 5, padding=2, pool=2),
@@ -115,9 +128,10 @@ def ann_cnn(
     pool="avg",
     residual=False,
     image_size=28,
+    power_of_two_steps=False,
 ):
     """VGG-style CNN: wC3-wC3-AP2-2wC3-AP2-[residual 2w block]-FC10 for 28x28 inputs."""
-    b = _Builder(qat, bits, bn, pool)
+    b = _Builder(qat, bits, bn, pool, power_of_two_steps)
     layers = [
         *b.head(),
         *b.conv_block(in_channels, width, pool=1),

@@ -506,19 +506,23 @@ def convert(
     return snn
 
 
-def _integer_input_hook(levels: int):
-    """Forward hook of a weight layer fed by the image ``n / levels``: recompute its output as
-    ``(W n) / levels + b`` (integer pixel counts ``n``, the step ``1/levels`` applied once), the
-    exact value wherever the float64 sum can be exact (``1/levels`` has no binary form)."""
+def _quantized_weight_hook(weight: torch.Tensor, levels: int | None):
+    """Forward hook of a weight layer: recompute its output with the given fake-quantized
+    ``weight`` (``W x + b``). With ``levels`` (a layer fed by the image ``n / levels``) it computes
+    ``(W n) / levels + b`` from the integer pixel counts ``n``, the step ``1/levels`` applied once,
+    the exact value wherever the float64 sum can be exact (``1/levels`` has no binary form)."""
 
     def hook(layer, args, out):
-        counts = torch.round(args[0] * levels)
-        weight = fake_quant_weight(layer.weight, layer.bits)
+        x = args[0] if levels is None else torch.round(args[0] * levels)
         if isinstance(layer, nn.Conv2d):
-            pre = layer._conv_forward(counts, weight, None) / levels
-            return pre if layer.bias is None else pre + layer.bias.view(-1, 1, 1)
-        pre = F.linear(counts, weight) / levels
-        return pre if layer.bias is None else pre + layer.bias
+            pre = layer._conv_forward(x, weight, None)
+        else:
+            pre = F.linear(x, weight)
+        if levels is not None:
+            pre = pre / levels
+        if layer.bias is None:
+            return pre
+        return pre + (layer.bias.view(-1, 1, 1) if isinstance(layer, nn.Conv2d) else layer.bias)
 
     return hook
 
@@ -537,15 +541,29 @@ def quantized_codes(
     (the ISI-decoded image ``N / K``, ``input_levels = K``), which is what the Ca-LIF network
     receives. The weight layers fed by the image compute ``(W n) / input_levels + b`` from the
     integer counts ``n`` (as the Ca-LIF network does), not ``W (n / input_levels) + b``.
+
+    The integer weights are those of the model in its own precision (``fake_quant_weight`` of the
+    float32 parameters, as :func:`replace_calif` takes them): quantizing again in float64 would
+    move a weight whose ``w / Sw`` is a float32 tie (e.g. ``78.5``, but ``78.5000042`` in float64)
+    to the other integer.
     """
-    gm = validate(model).double().eval()
+    gm = validate(model).eval()
+    weights = {
+        name: fake_quant_weight(m.weight, m.bits).detach().double()
+        for name, m in gm.named_modules()
+        if isinstance(m, (QuantConv2d, QuantLinear))
+    }
+    gm = gm.double()
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
     sources = signal_sources(gm, lambda m: isinstance(m, QuantReLU))
     for node in gm.graph.nodes:
         m = _module(gm, node)
-        if isinstance(m, (QuantConv2d, QuantLinear)) and _fed_by(sources, node) == {"input"}:
-            handles.append(m.register_forward_hook(_integer_input_hook(input_levels)))
+        if isinstance(m, (QuantConv2d, QuantLinear)):
+            levels = input_levels if _fed_by(sources, node) == {"input"} else None
+            handles.append(
+                m.register_forward_hook(_quantized_weight_hook(weights[node.target], levels))
+            )
     for node in activation_nodes(gm):
         m = gm.get_submodule(node.target)
         if isinstance(m, QuantReLU):

@@ -119,6 +119,11 @@ class QuantReLU(nn.Module):
     ``codes = clamp(round_half_up(x / Sy), 0, qmax)``; output ``Sy * codes`` (or, with ``pool=p``,
     ``Sy * round_half_up(avgpool_p(codes))``). The step is initialised on the first training batch
     to ``2 mean(|x|) / sqrt(qmax)`` (LSQ).
+
+    ``power_of_two=True`` uses ``Sy = 2^round(log2 s)`` of the learned ``s`` (gradient straight
+    through to ``s``). A hidden Ca-LIF layer then sums spikes worth ``Sy_prev`` in float64 without
+    rounding, so its codes equal the quantized ANN's by construction; with an arbitrary 24-bit
+    step, ``Sy_prev sum_i w_i c_i`` needs up to ~70 bits and both sides round (at ~1e-16).
     """
 
     def __init__(
@@ -128,9 +133,11 @@ class QuantReLU(nn.Module):
         qmax: int | None = None,
         pool: int = 1,
         init_step: float | None = None,
+        power_of_two: bool = False,
     ) -> None:
         super().__init__()
         self.bits = check_bits(bits)
+        self.power_of_two = bool(power_of_two)
         self.qmax = int(qmax) if qmax is not None else 2 ** (self.bits - 1) - 1
         if self.qmax < 1:
             raise ConfigError(f"qmax must be >= 1, got {qmax!r}")
@@ -143,7 +150,13 @@ class QuantReLU(nn.Module):
     @property
     def step_size(self) -> torch.Tensor:
         """The positive step ``Sy`` (the sign of the raw parameter is ignored)."""
-        return self.step.detach().abs().clamp(min=1e-6)
+        return self._effective(self.step.detach().abs().clamp(min=1e-6))
+
+    def _effective(self, step: torch.Tensor) -> torch.Tensor:
+        if not self.power_of_two:
+            return step
+        exact = torch.exp2(torch.round(torch.log2(step.detach())))
+        return exact + (step - step.detach())  # value exactly 2^k, gradient to the learned step
 
     @property
     def clip(self) -> float:
@@ -165,14 +178,15 @@ class QuantReLU(nn.Module):
                 )
                 self.initialized.fill_(True)
         scale = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
-        step = _LSQGrad.apply(self.step.abs().clamp(min=1e-6), scale)
+        step = self._effective(_LSQGrad.apply(self.step.abs().clamp(min=1e-6), scale))
         codes = torch.clamp(round_half_up(x / step), 0, self.qmax)
         if self.pool > 1:
             codes = round_half_up(F.avg_pool2d(codes, self.pool))
         return codes * step
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, qmax={self.qmax}, pool={self.pool}"
+        pow2 = ", power_of_two=True" if self.power_of_two else ""
+        return f"bits={self.bits}, qmax={self.qmax}, pool={self.pool}{pow2}"
 
 
 def fold_bn_into(
