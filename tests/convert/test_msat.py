@@ -8,7 +8,8 @@ import torch
 from spikequant.convert.evaluate import first_within, method_variants, settled_within
 from spikequant.convert.graph import collect_activations, prepare
 from spikequant.convert.msat import MSAT, PRESETS, msat_hyperparameters, resting_threshold
-from spikequant.convert.network import PrechargedIF, convert
+from spikequant.convert import convert
+from spikequant.convert.network import PrechargedIF
 from spikequant.convert.runner import train_epochs
 from spikequant.data import load_arrays
 from spikequant.errors import ConfigError
