@@ -194,17 +194,26 @@ class CaLIF(SpikingNeuron):
 
 
 class CaPool(CaLIF):
-    """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p``, no leak and no gate.
+    """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p`` (``p`` for 1-D pooling), no
+    leak and no gate.
 
-    Its input is the sum of the ``p x p`` window of bipolar spikes (sum pooling before it);
+    Its input is the sum of the ``p x p`` (or ``p``) window of bipolar spikes (sum pooling before it);
     after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded mean.
     """
 
-    def __init__(self, kernel_size: int, *, tie: str = "up") -> None:
+    def __init__(self, kernel_size: int, *, tie: str = "up", spatial_dims: int = 2) -> None:
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ConfigError(f"pool kernel_size must be a positive integer, got {kernel_size!r}")
-        super().__init__(float(kernel_size * kernel_size), 0.0, qmax=None, gate=False, tie=tie)
+        super().__init__(float(kernel_size**spatial_dims), 0.0, qmax=None, gate=False, tie=tie)
         self.kernel_size = kernel_size
+        self.set_spatial_dims(spatial_dims)
+
+    def set_spatial_dims(self, spatial_dims: int) -> None:
+        """Window of ``p`` (1-D) or ``p x p`` (2-D) inputs: ``Vth = p^dims``."""
+        if spatial_dims not in (1, 2):
+            raise ConfigError(f"spatial_dims must be 1 or 2, got {spatial_dims!r}")
+        self.spatial_dims = spatial_dims
+        self.threshold.fill_(float(self.kernel_size**spatial_dims))
 
 
 class EventLIF(SpikingNeuron):

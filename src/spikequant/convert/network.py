@@ -122,6 +122,8 @@ class CaBlock(nn.Module):
 
     def forward(self, x):
         if self.mode == "probe":
+            if self.pool_neuron is not None:
+                self.pool_neuron.set_spatial_dims(x.ndim - 2)
             self.bias_current = x[0].detach().clone()
             out = torch.zeros_like(x)
             return self._sum_pool(out) if self.pool_neuron is not None else out

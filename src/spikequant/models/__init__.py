@@ -6,19 +6,24 @@ registered neuron name or ``"relu"`` for the ANN baseline, which runs with T = 1
 per-timestep logits ``[T, B, num_classes]``.
 """
 
-from . import resnet, small, vgg  # noqa: F401  (registration side effects)
-from .common import ANN_NEURON, NeuronFactory, SpikingModel
+from . import audio, mobilenet, resnet, small, vgg  # noqa: F401  (registration side effects)
+from .audio import M5
+from .common import ANN_NEURON, NeuronFactory, SpikingModel, static_form
+from .mobilenet import MobileNet
 from .resnet import BasicBlock, ResNet
 from .small import MLP, DigitsCNN
 from .vgg import VGG
 
 __all__ = [
     "ANN_NEURON",
+    "M5",
     "MLP",
+    "MobileNet",
     "BasicBlock",
     "DigitsCNN",
     "NeuronFactory",
     "ResNet",
     "SpikingModel",
     "VGG",
+    "static_form",
 ]
