@@ -131,8 +131,8 @@ def list_neurons(family: str | None = None) -> list[str]:
 
 def _load_builtin_neurons() -> None:
     from . import neurons  # noqa: F401  (registers the built-in neurons)
-    from .spquant import neuron  # noqa: F401  (registers qlif, the quantized-membrane LIF)
     from .convert import calif, msat  # noqa: F401  (registers msat and ca_lif)
+    from .spquant import neuron  # noqa: F401  (registers qlif, the quantized-membrane LIF)
 
 
 def _load_builtin_models() -> None:

@@ -5,8 +5,8 @@ import torch
 
 from spikequant.checkpoint import load_model
 from spikequant.config import get_runner
-from spikequant.convert.evaluate import accuracy_vs_timesteps, ann_accuracy
 from spikequant.convert import convert
+from spikequant.convert.evaluate import accuracy_vs_timesteps, ann_accuracy
 from spikequant.convert.network import calif_agreement
 from spikequant.data import load_arrays
 from spikequant.errors import ConfigError, ConversionError

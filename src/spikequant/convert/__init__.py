@@ -4,7 +4,15 @@ each a recipe of four stages (prepare, calibrate, replace, finalize) over a ``to
 Importing registers the small ANNs ``ann_mlp``, ``ann_lenet`` and ``ann_cnn``."""
 
 from . import models  # noqa: F401  (registers the conversion ANNs)
-from .calif import CaLIF, CaPool, EventLIF, calif_step, isi_encode, isi_spike_counts, pixels_from_unit
+from .calif import (
+    CaLIF,
+    CaPool,
+    EventLIF,
+    calif_step,
+    isi_encode,
+    isi_spike_counts,
+    pixels_from_unit,
+)
 from .graph import calibrate, prepare, trace, validate
 from .methods import (
     CONVERSION_METHODS,

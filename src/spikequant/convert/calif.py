@@ -197,8 +197,9 @@ class CaPool(CaLIF):
     """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p`` (``p`` for 1-D pooling), no
     leak and no gate.
 
-    Its input is the sum of the ``p x p`` (or ``p``) window of bipolar spikes (sum pooling before it);
-    after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded mean.
+    Its input is the sum of the ``p x p`` (or ``p``) window of bipolar spikes (sum pooling before
+    it); after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded
+    mean.
     """
 
     def __init__(self, kernel_size: int, *, tie: str = "up", spatial_dims: int = 2) -> None:

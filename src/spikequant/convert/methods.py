@@ -112,7 +112,9 @@ class MSATOptions(CalibratedOptions):
         "input", "DET on the input current or the membrane change", choices=("input", "membrane")
     )
     units: str = option(
-        "normalised", "threshold dynamics in normalised or real units", choices=("normalised", "real")
+        "normalised",
+        "threshold dynamics in normalised or real units",
+        choices=("normalised", "real"),
     )
     seed: int = option(0, "seed of the spike-confidence filter")
 
@@ -127,7 +129,9 @@ class CaLIFOptions:
     """Options of ``calif`` conversion (quantized ANN -> Ca-LIF, exact)."""
 
     tie: str = option(
-        "up", "rounding of a membrane exactly at Vth/2 (the QAT rounds half up)", choices=("up", "down")
+        "up",
+        "rounding of a membrane exactly at Vth/2 (the QAT rounds half up)",
+        choices=("up", "down"),
     )
 
     def __post_init__(self) -> None:
@@ -142,7 +146,9 @@ def make_options(options_class: type, options=None, **overrides):
     elif isinstance(options, Mapping) or options is None:
         base = dict(options or {})
     else:
-        raise ConfigError(f"options must be a {options_class.__name__} or a mapping, got {options!r}")
+        raise ConfigError(
+            f"options must be a {options_class.__name__} or a mapping, got {options!r}"
+        )
     values = {**base, **overrides}
     known = [f.name for f in dataclasses.fields(options_class)]
     unknown = sorted(set(values) - set(known))
@@ -293,9 +299,7 @@ class MSATConversion(_Calibrated):
         info = {**self.info(statistics), "preset": statistics["preset"], "units": o.units}
         snn = SpikingNetwork(graph, self.name, info)
         if data is not None and len(data):
-            sin = sin_statistics(
-                snn, ann, data, steps=o.confidence_steps, batch_size=o.batch_size
-            )
+            sin = sin_statistics(snn, ann, data, steps=o.confidence_steps, batch_size=o.batch_size)
             snn.info["sin"] = sin
             if o.confidence and sin:
                 last = list(sin)[-1]
@@ -325,9 +329,7 @@ def list_methods() -> list[str]:
 
 def method_class(name: str) -> type[ConversionMethod]:
     if name not in CONVERSION_METHODS:
-        raise ConfigError(
-            f"unknown conversion method {name!r}; known: {', '.join(list_methods())}"
-        )
+        raise ConfigError(f"unknown conversion method {name!r}; known: {', '.join(list_methods())}")
     return CONVERSION_METHODS.get(name)
 
 

@@ -62,7 +62,9 @@ def _single(value, what: str, target: str) -> int:
     """An int from an int or a tuple of equal ints (square pooling)."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(set(values)) != 1:
-        raise ConversionError(f"{target}: {what} {value!r} is not square; calif pools square windows")
+        raise ConversionError(
+            f"{target}: {what} {value!r} is not square; calif pools square windows"
+        )
     return int(values[0])
 
 

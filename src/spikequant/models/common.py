@@ -190,7 +190,7 @@ class Flatten(nn.Module):
 
 
 class GlobalAvgPool(nn.Module):
-    """``[T, B, C, H, W] -> [T, B, C]`` (mean over space; ``spatial_dims=1`` for ``[T, B, C, L]``)."""
+    """``[T, B, C, H, W] -> [T, B, C]``: mean over space (``spatial_dims=1``: ``[T, B, C, L]``)."""
 
     def __init__(self, spatial_dims: int = 2) -> None:
         super().__init__()
@@ -218,7 +218,9 @@ def static_form(module: nn.Module) -> nn.Module:
         return nn.Sequential(*[static_form(m) for m in module])
     if isinstance(module, nn.ReLU) or not any(True for _ in module.children()):
         if hasattr(module, "state"):  # a spiking neuron
-            raise ConversionError(f"{type(module).__name__} has no ANN form; build with neuron='relu'")
+            raise ConversionError(
+                f"{type(module).__name__} has no ANN form; build with neuron='relu'"
+            )
         return module
     raise ConversionError(f"{type(module).__name__} has no ANN form")
 
