@@ -40,6 +40,7 @@ FAMILIES = {
     "ann_mlp": (dict(hidden=(32, 16)), 28),
     "ann_lenet": ({}, 28),
     "ann_cnn": (dict(width=4, residual=True), 28),
+    "ann_resnet20": (dict(width=0.25), 28),
 }
 #: no square pooling window, so no Ca-LIF pool neuron (rate and MSAT only)
 CALIF_REFUSED = {"resnet8_kws": "not square"}

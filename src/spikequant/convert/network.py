@@ -4,7 +4,7 @@ A converted network is the traced ANN graph with its activations replaced by sin
 stages; it runs one timestep per graph call (all layers in order, zero delay) and keeps neuron state
 between calls. The read-out accumulates the output layer over time and takes the argmax.
 
-Methods (recipes):
+The registered methods (:mod:`spikequant.convert.methods`) build it with these replacements:
 
 * ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer
   (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out =
@@ -12,7 +12,8 @@ Methods (recipes):
   ``v0 lambda`` (Bu et al. 2022), for rate and MSAT alike.
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
-* ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
+* ``calif``: a QAT network (QuantInput/QuantConv1d/QuantConv2d/QuantLinear/QuantReLU; any ANN
+  through :func:`~spikequant.convert.quantize_for_calif`) to Ca-LIF neurons in real
   units: synapse ``Sw wQ``, a spike of the input worth ``1/K`` (ISI budget ``K = min(T, 255)``), a
   hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the bias current found by probing
   the graph with all spikes zero), rounding phase after step T, read-out ``c Vth + V`` of the
