@@ -6,6 +6,7 @@ Time is always the leading dimension: tensors are ``[T, B, ...]``.
 # The built-in plugins register their models and neurons on import (the registry imports none).
 from . import models  # noqa: E402,F401,I001  (snn families)
 from .convert import models as _conversion_anns  # noqa: E402,F401  (ann families)
+from .convert import calif as _calif, msat as _msat  # noqa: E402,F401  (ca_lif, msat neurons)
 from .errors import (
     CheckpointError,
     ConfigError,

@@ -38,19 +38,16 @@ class Registry:
 
         return decorator
 
-    def create(self, name: str, **kwargs: Any) -> Any:
+    def get(self, name: str) -> Callable[..., Any]:
+        """The registered factory (or class) itself."""
         try:
-            factory = self._entries[name]
+            return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
-        return factory(**kwargs)
 
-    def get(self, name: str) -> Callable[..., Any]:
-        if name not in self._entries:
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}")
-        return self._entries[name]
+    def create(self, name: str, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)
 
     def names(self, family: str | None = None) -> list[str]:
         return sorted(k for k in self._entries if family is None or self._families[k] == family)
@@ -137,12 +134,20 @@ def model_family(name: str) -> str:
     return MODELS.family(name)
 
 
-def register_neuron(fn=None, *, name: str | None = None):
-    """Register a neuron factory under ``name`` (default: its own name); usable as
-    ``@register_neuron`` or ``@register_neuron(name=...)``."""
+NEURON_FAMILIES = {
+    "": "integrate-and-fire family for direct training (if, lif, atif_u, atif_nu, qlif)",
+    "conversion": "neurons of ANN-to-SNN conversion (msat, ca_lif), pure step functions",
+}
+
+
+def register_neuron(fn=None, *, name: str | None = None, family: str = ""):
+    """Decorator registering a neuron factory; ``family`` groups neurons (see
+    :data:`NEURON_FAMILIES`)."""
+    if family not in NEURON_FAMILIES:
+        raise ConfigError(f"neuron family must be one of {sorted(NEURON_FAMILIES)}, got {family!r}")
     if fn is None:
-        return NEURONS.register(name)
-    return NEURONS.register(name)(fn)
+        return NEURONS.register(name, family=family)
+    return NEURONS.register(name, family=family)(fn)
 
 
 def create_neuron(name: str, **kwargs: Any):
@@ -150,6 +155,6 @@ def create_neuron(name: str, **kwargs: Any):
     return NEURONS.create(name, **kwargs)
 
 
-def list_neurons() -> list[str]:
-    """Names of the registered neurons (the built-in ones included), sorted."""
-    return NEURONS.names()
+def list_neurons(family: str | None = None) -> list[str]:
+    """Registered neuron names, optionally only those of one family (see NEURON_FAMILIES)."""
+    return NEURONS.names(family)

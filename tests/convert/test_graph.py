@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikequant.convert import convert
 from spikequant.convert.graph import calibrate, prepare, validate
-from spikequant.convert.network import convert
 from spikequant.errors import ConfigError, ConversionError
 from spikequant.registry import create_model
 

@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 
+from spikequant.convert import convert
+from spikequant.convert.ann import train_epochs
 from spikequant.convert.evaluate import first_within, method_variants, settled_within
 from spikequant.convert.graph import collect_activations, prepare
 from spikequant.convert.msat import MSAT, PRESETS, msat_hyperparameters, resting_threshold
-from spikequant.convert.network import PrechargedIF, convert
-from spikequant.convert.runner import train_epochs
+from spikequant.convert.network import PrechargedIF
 from spikequant.data import load_arrays
 from spikequant.errors import ConfigError
 from spikequant.neurons import IF

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from spikequant.config import run_recipe
+from spikequant.convert import convert
 from spikequant.convert.evaluate import accuracy_vs_timesteps, ann_accuracy
-from spikequant.convert.network import calif_agreement, convert
+from spikequant.convert.network import calif_agreement
 from spikequant.data import load_arrays
 from spikequant.errors import ConfigError, ConversionError
 from spikequant.pipeline import load_run_model
@@ -71,7 +72,7 @@ def test_calif_low_T_exact_up_to_input_coding(qat_mlp):
 
 def test_calif_cnn_with_pool_neurons_is_exact():
     torch.manual_seed(0)
-    from spikequant.convert.runner import train_epochs
+    from spikequant.convert.ann import train_epochs
     from spikequant.registry import create_model
 
     x, y = load_arrays("mnist5k", "train")

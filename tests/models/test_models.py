@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import spikequant as sq
-from spikequant.errors import ConfigError, ShapeError
+from spikequant.errors import ConfigError, ConversionError, ShapeError
 from spikequant.neurons import SpikingNeuron
 
 # The smallest inputs each model accepts (kept small so the whole file runs in seconds).
@@ -16,6 +16,9 @@ SMALL = {
     "rsnn_kws": dict(in_channels=1, input_size=(6, 4)),
     "cnn_digits": dict(in_channels=1, input_size=8),
     "mlp": dict(in_channels=1, input_size=8),
+    "mobilenet_v1": dict(input_size=8, width=0.125),
+    "mobilenet20": dict(input_size=8, width=0.25),
+    "m5": dict(in_channels=1, input_size=400, width=4),
 }
 
 
@@ -28,6 +31,8 @@ def own_models():
 def small_input(model_name, batch=2):
     kw = SMALL.get(model_name, dict(input_size=8))
     size = kw["input_size"]
+    if model_name == "m5":  # raw audio [B, 1, samples]
+        return kw, torch.rand(batch, 1, size)
     h, w = (size, size) if isinstance(size, int) else size
     return kw, torch.rand(batch, kw.get("in_channels", 3), h, w)
 
@@ -80,7 +85,8 @@ def test_no_max_pooling_anywhere():
         kw, _ = small_input(name)
         model = sq.create_model(name, timesteps=1, neuron="if", **kw)
         assert not any(
-            isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)) for m in model.modules()
+            isinstance(m, (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d))
+            for m in model.modules()
         ), name
 
 
@@ -164,4 +170,44 @@ def test_the_zoo_is_registered():
         "cnn_digits",
         "mlp",
         "rsnn_kws",
+        "mobilenet_v1",
+        "mobilenet20",
+        "m5",
     }
+
+
+@pytest.mark.parametrize("name", own_models())
+def test_ann_form_computes_the_relu_model(name):
+    """The ANN form (for conversion) shares the layers and computes the same function."""
+    torch.manual_seed(0)
+    kw, x = small_input(name, batch=3)
+    model = sq.create_model(name, num_classes=5, timesteps=1, neuron="relu", **kw).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    ann = model.ann_form()
+    assert not any(isinstance(m, SpikingNeuron) for m in ann.modules())
+    assert {id(p) for p in ann.parameters()} == {id(p) for p in model.parameters()}
+    with torch.no_grad():
+        torch.testing.assert_close(ann(x), model(x)[0])
+    torch.fx.symbolic_trace(ann)  # the converter traces it
+
+
+def test_ann_form_needs_the_relu_model():
+    model = sq.create_model("cnn_digits", input_size=8, timesteps=2, neuron="if")
+    with pytest.raises(ConversionError, match="neuron='relu'"):
+        model.ann_form()
+
+
+def test_widths_scale_resnets_and_mobilenets():
+    def convs(name, **kw):
+        model = sq.create_model(name, timesteps=1, neuron="relu", input_size=8, **kw)
+        return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert [c.out_channels for c in convs("resnet20", width=0.5)][:2] == [8, 8]
+    depthwise = [c for c in convs("mobilenet20", width=0.5) if c.groups > 1]
+    assert len(depthwise) == 9 and all(c.groups == c.in_channels for c in depthwise)
+    assert len(convs("mobilenet20")) == 19  # + the linear read-out: 20 weight layers
+    with pytest.raises(ConfigError, match="too short"):
+        sq.create_model("m5", input_size=300)

@@ -26,11 +26,39 @@ import torch
 from ..coding import IsiEncoder, isi_encode, isi_spike_counts, pixels_from_unit  # noqa: F401
 from ..errors import ConfigError, ShapeError
 from ..neurons.base import SpikingNeuron, channel_view
+from ..registry import register_neuron
+from ..surrogate import Surrogate, create_surrogate
 
 
 class CaState(NamedTuple):
     v: torch.Tensor
     count: torch.Tensor
+
+
+class CaLIFParams(NamedTuple):
+    threshold: torch.Tensor  # Vth > 0, broadcast against the step
+    leak: torch.Tensor  # lam, broadcast against the step
+    qmax: int | None  # saturation of the count (None: unbounded)
+    gate: bool  # a negative spike needs c > 0
+    surrogate: Surrogate  # gradient of the two threshold crossings
+
+
+def calif_step(x: torch.Tensor, state: CaState, p: CaLIFParams):
+    r"""One Ca-LIF step: ``V += x - lam``; ``+1`` if ``V >= Vth`` (and ``c < qmax``), ``-1`` if
+    ``V <= -Vth`` (and ``c > 0`` when gated); ``V -= Vth out``, ``c += out``.
+
+    Computes in the dtype of ``state.v``; the crossings carry the surrogate's gradient (forward
+    exactly ``1[V - Vth >= 0]`` and ``1[-V - Vth >= 0]``)."""
+    th = p.threshold.to(state.v.dtype)
+    v = state.v + x.to(state.v.dtype) - p.leak.to(state.v.dtype)
+    pos = p.surrogate(v - th)
+    neg = p.surrogate(-v - th)  # disjoint from pos because Vth > 0
+    if p.qmax is not None:
+        pos = pos * (state.count < p.qmax).to(v.dtype)
+    if p.gate:
+        neg = neg * (state.count > 0).to(v.dtype)
+    out = pos - neg
+    return out, CaState(v - out * th, state.count + out.detach())
 
 
 def _broadcast(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +88,11 @@ class CaLIF(SpikingNeuron):
         tie: ``"up"`` (default: a membrane exactly at ``+Vth/2`` fires in the rounding phase) or
             ``"down"``.
 
-    Simulation runs in float64 so that the integer counts match the quantized ANN exactly.
+    surrogate: gradient of the threshold crossings (training through a Ca-LIF layer).
+        dtype: dtype of the membrane and count (default float64, so that the integer counts
+            match the quantized ANN exactly; ``None``: the input's dtype).
+
+    The step is the pure function :func:`calif_step`.
     """
 
     def __init__(
@@ -71,6 +103,8 @@ class CaLIF(SpikingNeuron):
         qmax: int | None = None,
         gate: bool = True,
         tie: str = "up",
+        surrogate: Surrogate | str | dict | None = None,
+        dtype: torch.dtype | None = torch.float64,
     ) -> None:
         super().__init__()
         threshold = _as_buffer(threshold, "threshold")
@@ -85,9 +119,11 @@ class CaLIF(SpikingNeuron):
         self.qmax = qmax
         self.gate = bool(gate)
         self.tie = tie
+        self.surrogate = create_surrogate(surrogate)
+        self.dtype = dtype
 
     def initial_state(self, x: torch.Tensor) -> CaState:
-        zeros = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        zeros = torch.zeros(x.shape, dtype=self.dtype or x.dtype, device=x.device)
         return CaState(zeros, zeros.clone())
 
     def _gates(self, count: torch.Tensor):
@@ -95,21 +131,17 @@ class CaLIF(SpikingNeuron):
         can_fall = count > 0 if self.gate else None
         return can_rise, can_fall
 
+    def params(self, x: torch.Tensor) -> CaLIFParams:
+        return CaLIFParams(
+            _broadcast(self.threshold, x),
+            _broadcast(self.leak, x),
+            self.qmax,
+            self.gate,
+            self.surrogate,
+        )
+
     def step(self, x: torch.Tensor, state: CaState):
-        th = _broadcast(self.threshold, x)
-        v = state.v + x.to(torch.float64)
-        if self.leak.ndim or float(self.leak) != 0.0:
-            v = v - _broadcast(self.leak, x)
-        can_rise, can_fall = self._gates(state.count)
-        pos = v >= th
-        if can_rise is not None:
-            pos &= can_rise
-        neg = v <= -th  # disjoint from pos because Vth > 0
-        if can_fall is not None:
-            neg &= can_fall
-        out = pos.to(torch.float64)
-        out -= neg.to(torch.float64)
-        return out, CaState(v.sub_(out * th), state.count + out)
+        return calif_step(x, state, self.params(x))
 
     def round_phase(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Integrate the previous layer's (net) rounding spikes ``x[B, ...]``, then fire rounding
@@ -162,17 +194,27 @@ class CaLIF(SpikingNeuron):
 
 
 class CaPool(CaLIF):
-    """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p``, no leak and no gate.
+    """Average-pool neuron: a Ca-LIF with unit weights, ``Vth = p*p`` (``p`` for 1-D pooling), no
+    leak and no gate.
 
-    Its input is the sum of the ``p x p`` window of bipolar spikes (sum pooling before it);
-    after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded mean.
+    Its input is the sum of the ``p x p`` (or ``p``) window of bipolar spikes (sum pooling before
+    it); after the rounding phase its count is ``round_half_up(window_sum / p^2)``, the rounded
+    mean.
     """
 
-    def __init__(self, kernel_size: int, *, tie: str = "up") -> None:
+    def __init__(self, kernel_size: int, *, tie: str = "up", spatial_dims: int = 2) -> None:
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ConfigError(f"pool kernel_size must be a positive integer, got {kernel_size!r}")
-        super().__init__(float(kernel_size * kernel_size), 0.0, qmax=None, gate=False, tie=tie)
+        super().__init__(float(kernel_size**spatial_dims), 0.0, qmax=None, gate=False, tie=tie)
         self.kernel_size = kernel_size
+        self.set_spatial_dims(spatial_dims)
+
+    def set_spatial_dims(self, spatial_dims: int) -> None:
+        """Window of ``p`` (1-D) or ``p x p`` (2-D) inputs: ``Vth = p^dims``."""
+        if spatial_dims not in (1, 2):
+            raise ConfigError(f"spatial_dims must be 1 or 2, got {spatial_dims!r}")
+        self.spatial_dims = spatial_dims
+        self.threshold.fill_(float(self.kernel_size**spatial_dims))
 
 
 class EventLIF(SpikingNeuron):
@@ -198,3 +240,10 @@ class EventLIF(SpikingNeuron):
         v = state.v + x.to(torch.float64) - _broadcast(self.leak, x)
         out = (v >= th).to(torch.float64)
         return out, CaState(v - out * th, state.count + out)
+
+
+@register_neuron(name="ca_lif", family="conversion")
+def _make_ca_lif(**kwargs) -> CaLIF:
+    """Ca-LIF: calcium-gated bipolar LIF of exact QAT conversion (computes in the input dtype)."""
+    kwargs.setdefault("dtype", None)
+    return CaLIF(**kwargs)

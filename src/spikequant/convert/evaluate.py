@@ -11,7 +11,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..io import results_dir, write_json, write_text
-from .network import SpikingNetwork, compare_codes, convert, merge_agreements
+from .methods import convert
+from .network import SpikingNetwork, compare_codes, merge_agreements
 
 
 @torch.no_grad()

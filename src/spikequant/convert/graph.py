@@ -5,9 +5,11 @@
 ``replace`` (activations -> spiking neurons, method specific) and ``finalize`` (recompile and wrap
 into a :class:`~spikequant.convert.network.SpikingNetwork`).
 
-Supported graph: Conv2d/Linear (also their QAT versions), BatchNorm directly after a weight layer
-(folded), ReLU / clipped ReLU (ReLU6, Hardtanh(0, m)) / QuantReLU, AvgPool2d, residual ``+``,
-flatten/view/reshape, Dropout/Identity. Max pooling is refused (use average pooling).
+Supported graph: Conv1d/Conv2d (grouped and depthwise included) and Linear (also their QAT
+versions), BatchNorm directly after a weight layer (folded), ReLU / clipped ReLU (ReLU6,
+Hardtanh(0, m)) / QuantReLU, AvgPool1d/AvgPool2d and global average pooling
+(``AdaptiveAvgPool{1,2}d(1)``), residual ``+``, flatten/view/reshape, Dropout/Identity. Max pooling
+is refused (use average pooling).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from ..errors import ConversionError
 from ..quant.qat import (
+    QuantConv1d,
     QuantConv2d,
     QuantInput,
     QuantLinear,
@@ -31,12 +34,21 @@ from ..quant.qat import (
     fold_bn_into,
 )
 
-LEAF_TYPES = (QuantConv2d, QuantLinear, QuantReLU, QuantInput)
-WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
+LEAF_TYPES = (QuantConv1d, QuantConv2d, QuantLinear, QuantReLU, QuantInput)
+QUANT_WEIGHT_TYPES = (QuantConv1d, QuantConv2d, QuantLinear)
+WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, QuantReLU)
-PASS_TYPES = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout2d, QuantInput, nn.AvgPool2d)
-MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
+POOL_TYPES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+PASS_TYPES = (nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, QuantInput)
+PASS_TYPES = PASS_TYPES + POOL_TYPES
+MAXPOOL_TYPES = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+)
 ADD_FUNCTIONS = (operator.add, torch.add, operator.iadd)
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 MAXPOOL_FUNCTIONS = (
@@ -44,6 +56,7 @@ MAXPOOL_FUNCTIONS = (
     F.max_pool2d,
     F.max_pool3d,
     torch.max_pool2d,
+    F.adaptive_max_pool1d,
     F.adaptive_max_pool2d,
 )
 SHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
@@ -103,13 +116,21 @@ def validate(model: nn.Module | fx.GraphModule) -> fx.GraphModule:
                 raise ConversionError(
                     f"{node.target}: Hardtanh must clip at 0 from below to convert"
                 )
-            if isinstance(m, nn.AvgPool2d) and (m.padding not in (0, (0, 0))):
+            if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)) and (m.padding not in (0, (0,), (0, 0))):
                 raise ConversionError(f"{node.target}: padded average pooling is not supported")
+            if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)) and (
+                m.output_size not in (1, (1,), (1, 1))
+            ):
+                raise ConversionError(
+                    f"{node.target}: adaptive average pooling converts only as global pooling "
+                    "(output_size 1)"
+                )
             if not isinstance(m, WEIGHT_TYPES + BN_TYPES + ACT_TYPES + PASS_TYPES):
                 raise ConversionError(
-                    f"{node.target}: {type(m).__name__} is not convertible (supported: Conv2d, "
-                    "Linear, BatchNorm, ReLU/ReLU6/Hardtanh(0,m)/QuantReLU, AvgPool2d, Flatten, "
-                    "Dropout, residual add)"
+                    f"{node.target}: {type(m).__name__} is not convertible (supported: Conv1d, "
+                    "Conv2d (grouped/depthwise too), Linear, BatchNorm, ReLU/ReLU6/Hardtanh(0,m)/"
+                    "QuantReLU, AvgPool1d/2d, global average pooling, Flatten, Dropout, "
+                    "residual add)"
                 )
             if is_activation(gm, node):
                 used[node.target] = used.get(node.target, 0) + 1
@@ -127,9 +148,10 @@ def validate(model: nn.Module | fx.GraphModule) -> fx.GraphModule:
                     new = gm.graph.call_module(name, (node.args[0],))
                 node.replace_all_uses_with(new)
                 gm.graph.erase_node(node)
-            elif node.target in (F.avg_pool2d,):
+            elif node.target in (F.avg_pool1d, F.avg_pool2d):
                 raise ConversionError(
-                    f"{node.name}: use the nn.AvgPool2d module instead of F.avg_pool2d"
+                    f"{node.name}: use the nn.AvgPool1d/nn.AvgPool2d module instead of "
+                    f"F.{node.target.__name__}"
                 )
             elif node.target not in ADD_FUNCTIONS + SHAPE_FUNCTIONS and node.target is not getattr:
                 raise ConversionError(
@@ -150,30 +172,30 @@ def validate(model: nn.Module | fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+def plain_layer(m: nn.Module) -> nn.Module:
+    """A QuantConv1d/QuantConv2d/QuantLinear as the plain layer holding its effective
+    (fake-quantized) weights; other modules are returned unchanged."""
+    if not isinstance(m, QUANT_WEIGHT_TYPES):
+        return m
+    plain = copy.deepcopy(m)
+    with torch.no_grad():
+        plain.weight.copy_(fake_quant_weight(m.weight, m.bits))
+    if isinstance(m, QuantConv1d):
+        plain.__class__ = nn.Conv1d
+    elif isinstance(m, QuantConv2d):
+        plain.__class__ = nn.Conv2d
+    else:
+        plain.__class__ = nn.Linear
+    del plain.bits
+    return plain
+
+
 def dequantize_weights(gm: fx.GraphModule) -> fx.GraphModule:
-    """QuantConv2d/QuantLinear -> plain layers holding their effective (fake-quantized) weights."""
+    """QuantConv1d/QuantConv2d/QuantLinear -> plain layers holding their effective weights."""
     for node in gm.graph.nodes:
         m = _module(gm, node)
-        if isinstance(m, (QuantConv2d, QuantLinear)):
-            plain = (
-                nn.Conv2d(
-                    m.in_channels,
-                    m.out_channels,
-                    m.kernel_size,
-                    m.stride,
-                    m.padding,
-                    m.dilation,
-                    m.groups,
-                    m.bias is not None,
-                )
-                if isinstance(m, QuantConv2d)
-                else nn.Linear(m.in_features, m.out_features, m.bias is not None)
-            )
-            with torch.no_grad():
-                plain.weight.copy_(fake_quant_weight(m.weight, m.bits))
-                if m.bias is not None:
-                    plain.bias.copy_(m.bias)
-            _set_module(gm, node.target, plain)
+        if isinstance(m, QUANT_WEIGHT_TYPES):
+            _set_module(gm, node.target, plain_layer(m))
     return gm
 
 
@@ -189,7 +211,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
             raise ConversionError(
                 f"{node.target}: BatchNorm must directly follow a Conv/Linear to be folded"
             )
-        if isinstance(layer, (QuantConv2d, QuantLinear)):
+        if isinstance(layer, QUANT_WEIGHT_TYPES):
             raise ConversionError(
                 f"{node.target}: dequantize the QAT layer before folding BatchNorm"
             )

@@ -145,5 +145,22 @@ def ann_cnn(
     return nn.Sequential(*layers)
 
 
-ANN_MODELS = ("ann_mlp", "ann_lenet", "ann_cnn")
+@register_model(name="ann_resnet20", family="ann")
+def ann_resnet20(in_channels=1, input_size=28, num_classes=10, width=0.5):
+    """ResNet-20 (He et al.; ``width`` scales 16/32/64) as a static ANN for conversion (the ANN
+    form of the zoo's ``resnet20`` with ``neuron="relu"``: residual adds, global avg pooling)."""
+    from ..models.resnet import resnet20
+
+    model = resnet20(
+        in_channels=in_channels,
+        input_size=input_size,
+        num_classes=num_classes,
+        timesteps=1,
+        neuron="relu",
+        width=width,
+    )
+    return model.ann_form()
+
+
+ANN_MODELS = ("ann_mlp", "ann_lenet", "ann_cnn", "ann_resnet20")
 assert all(name in MODELS for name in ANN_MODELS)

@@ -35,6 +35,8 @@ import torch
 
 from ..errors import ConfigError
 from ..neurons.base import SpikingNeuron
+from ..registry import register_neuron
+from ..surrogate import Surrogate, create_surrogate
 
 #: Table 2 of the paper; spikequant's small plain CNNs/MLPs use the VGG16 row by default.
 PRESETS: dict[str, dict[str, float]] = {
@@ -83,6 +85,44 @@ class MSATState(NamedTuple):
     t: int
 
 
+class MSATParams(NamedTuple):
+    divisor: torch.Tensor  # input divisor: lambda (normalised units) or 1 (real units)
+    base: torch.Tensor  # base threshold: 1 (normalised units) or lambda (real units)
+    alpha: float
+    k_a: float
+    k_i: float
+    C: float
+    tau_mp: float
+    tau_rd: float
+    det_delta: str  # "input" or "membrane"
+    reset_filtered: bool
+    surrogate: Surrogate
+    keep: torch.Tensor | None  # this step's spike-confidence mask (None: every spike passes)
+
+
+def msat_step(x: torch.Tensor, state: MSATState, p: MSATParams):
+    """One MSAT step (module docstring): threshold from DTT(t-1) and DET(t), soft reset,
+    output ``keep s thr divisor``. The spike carries the surrogate's gradient (forward exactly
+    ``1[pre - thr >= 0]``)."""
+    x = x / p.divisor
+    t = state.t + 1
+    pre = state.mem + x
+    if t == 1:
+        thr = p.base * torch.ones_like(x)
+    else:
+        delta = x if p.det_delta == "input" else pre - state.prev_pre
+        det = torch.exp(-delta / p.C)
+        thr = p.base * torch.sigmoid(p.tau_mp * state.dtt + p.tau_rd * det)
+    spike = p.surrogate(pre - thr)
+    kept = spike if p.keep is None else spike * p.keep.to(x.dtype)
+    mem = pre - thr * (kept if p.reset_filtered else spike)
+    vm_sum = state.vm_sum + mem
+    dev = mem - vm_sum / t
+    softplus = torch.nn.functional.softplus(dev / p.k_i)
+    dtt = p.alpha * dev - p.base + p.k_a * softplus  # V_T = -base threshold
+    return kept * thr * p.divisor, MSATState(mem, thr, dtt, vm_sum, pre, t)
+
+
 class MSAT(SpikingNeuron):
     """MSAT neuron in real units: input ``x / scale`` is normalised, the output is ``scale thr s``.
 
@@ -111,6 +151,7 @@ class MSAT(SpikingNeuron):
         initial_membrane: float = 0.0,
         units: str = "normalised",
         generator: torch.Generator | None = None,
+        surrogate: Surrogate | str | dict | None = None,
         **hyperparameters,
     ) -> None:
         super().__init__()
@@ -135,6 +176,7 @@ class MSAT(SpikingNeuron):
         self.initial_membrane = float(initial_membrane)
         self.units = units
         self.generator = generator
+        self.surrogate = create_surrogate(surrogate)
 
     def _scale(self, x):
         s = self.scale
@@ -153,29 +195,30 @@ class MSAT(SpikingNeuron):
         mem = self.initial_membrane * base * torch.ones_like(x)
         return MSATState(mem, base * torch.ones_like(x), zeros, zeros, zeros, 0)
 
-    def step(self, x, state: MSATState):
-        hp = self.hp
+    def params(self, x: torch.Tensor, t: int) -> MSATParams:
+        """Parameters of step ``t`` (1-based), with the spike-confidence mask drawn for it."""
         divisor, base = self._units(x)
-        x = x / divisor
-        t = state.t + 1
-        pre = state.mem + x
-        if t == 1:
-            thr = base * torch.ones_like(x)
-        else:
-            delta = x if self.det_delta == "input" else pre - state.prev_pre
-            det = torch.exp(-delta / hp["C"])
-            thr = base * torch.sigmoid(hp["tau_mp"] * state.dtt + hp["tau_rd"] * det)
-        spike = (pre >= thr).to(x.dtype)
-        kept = spike
+        keep = None
         if self.confidence is not None and t <= self.confidence_steps:
-            mask = torch.rand(x.shape, generator=self.generator, device=x.device) < self.confidence
-            kept = spike * mask.to(x.dtype)
-        mem = pre - thr * (kept if self.reset_filtered else spike)
-        vm_sum = state.vm_sum + mem
-        dev = mem - vm_sum / t
-        softplus = torch.nn.functional.softplus(dev / hp["k_i"])
-        dtt = hp["alpha"] * dev - base + hp["k_a"] * softplus  # V_T = -base threshold
-        return kept * thr * divisor, MSATState(mem, thr, dtt, vm_sum, pre, t)
+            keep = torch.rand(x.shape, generator=self.generator, device=x.device) < self.confidence
+        hp = self.hp
+        return MSATParams(
+            divisor,
+            base,
+            hp["alpha"],
+            hp["k_a"],
+            hp["k_i"],
+            hp["C"],
+            hp["tau_mp"],
+            hp["tau_rd"],
+            self.det_delta,
+            self.reset_filtered,
+            self.surrogate,
+            keep,
+        )
+
+    def step(self, x, state: MSATState):
+        return msat_step(x, state, self.params(x, state.t + 1))
 
     def extra_repr(self) -> str:
         return (
@@ -183,3 +226,9 @@ class MSAT(SpikingNeuron):
             f"E={self.confidence_steps}, initial_membrane={self.initial_membrane}, "
             f"units={self.units}"
         )
+
+
+@register_neuron(name="msat", family="conversion")
+def _make_msat(**kwargs) -> MSAT:
+    """MSAT: IF with a multi-stage adaptive threshold (conversion; base threshold = scale)."""
+    return MSAT(**kwargs)

@@ -4,7 +4,7 @@ A converted network is the traced ANN graph with its activations replaced by sin
 stages; it runs one timestep per graph call (all layers in order, zero delay) and keeps neuron state
 between calls. The read-out accumulates the output layer over time and takes the argmax.
 
-Methods (recipes):
+The registered methods (:mod:`spikequant.convert.methods`) build it with these replacements:
 
 * ``rate``: IF neurons with soft reset, threshold = calibrated scale ``lambda`` of the layer
   (threshold balancing); each spike carries ``lambda``. Analog input every step; read-out =
@@ -12,9 +12,10 @@ Methods (recipes):
   ``v0 lambda`` (Bu et al. 2022), for rate and MSAT alike.
 * ``msat``: :class:`~spikequant.convert.msat.MSAT` neurons with base threshold ``lambda`` and spike
   confidence on the last spiking layer (p from the SIN statistics of the calibration data).
-* ``calif``: a QAT network (QuantInput/QuantConv2d/QuantLinear/QuantReLU) to Ca-LIF neurons in real
-  units: synapse ``Sw wQ``, a hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the
-  bias current found by probing the graph with all spikes zero), rounding phase after step T,
+* ``calif``: a QAT network (QuantInput/QuantConv1d/QuantConv2d/QuantLinear/QuantReLU; any ANN
+  through :func:`~spikequant.convert.quantize_for_calif`) to Ca-LIF neurons in real units:
+  synapse ``Sw wQ``, a hidden spike worth ``Sy``, ``Vth = Sy``, leak ``lam = -b/T`` (the bias
+  current found by probing the graph with all spikes zero), rounding phase after step T,
   read-out ``c Vth + V`` of the output layer (accumulated current plus bias). An input spike is
   worth ``1/K`` (ISI budget ``K = min(T, 255)``), but ``1/K`` has no exact binary form: 255 spikes
   of ``0.75/255`` do not add up to ``0.75``. So the layers fed by the input count input spikes as
@@ -27,7 +28,6 @@ Methods (recipes):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -38,21 +38,29 @@ from torch import nn
 from ..errors import ConfigError, ConversionError
 from ..neurons import IF, reset_state
 from ..neurons.integrate_fire import MembraneState
-from ..quant.qat import QuantConv2d, QuantInput, QuantLinear, QuantReLU, fake_quant_weight
+from ..quant.qat import (
+    QuantConv1d,
+    QuantConv2d,
+    QuantInput,
+    QuantLinear,
+    QuantReLU,
+    avg_pool,
+    fake_quant_weight,
+)
 from .calif import CaLIF, CaPool, IsiEncoder, pixels_from_unit
 from .graph import (
     BN_TYPES,
+    POOL_TYPES,
+    QUANT_WEIGHT_TYPES,
+    WEIGHT_TYPES,
     _module,
     _set_module,
     activation_nodes,
-    calibrate,
     collect_activations,
-    prepare,
+    plain_layer,
     validate,
 )
-from .msat import ARCHITECTURE_PRESETS, MSAT
-
-METHODS = ("rate", "msat", "calif")
+from .msat import MSAT
 
 
 class NeuronStage(nn.Module):
@@ -77,7 +85,7 @@ class NeuronStage(nn.Module):
         self.neurons = fired[0].numel()
         if self.track_neurons:
             self.per_neuron = fired if self.per_neuron is None else self.per_neuron + fired
-        return F.avg_pool2d(out, self.pool) if self.pool > 1 else out
+        return avg_pool(out, self.pool) if self.pool > 1 else out
 
 
 class PrechargedIF(IF):
@@ -97,14 +105,14 @@ class PrechargedIF(IF):
 class Synapse(nn.Module):
     """Weight layer of a Ca-LIF network; the bias is used only when probing the bias currents."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear) -> None:
         super().__init__()
         self.layer = layer
         self.mode = "step"
 
     def forward(self, x):
         bias = self.layer.bias if self.mode == "probe" else None
-        if isinstance(self.layer, nn.Conv2d):
+        if isinstance(self.layer, (nn.Conv1d, nn.Conv2d)):
             return self.layer._conv_forward(x, self.layer.weight, bias)
         return F.linear(x, self.layer.weight, bias)
 
@@ -130,10 +138,12 @@ class CaBlock(nn.Module):
         self.neurons = 0
 
     def _sum_pool(self, s):
-        return F.avg_pool2d(s, self.pool) * (self.pool * self.pool)
+        return avg_pool(s, self.pool) * (self.pool ** (s.ndim - 2))
 
     def forward(self, x):
         if self.mode == "probe":
+            if self.pool_neuron is not None:
+                self.pool_neuron.set_spatial_dims(x.ndim - 2)
             self.bias_current = x[0].detach().clone()
             out = torch.zeros_like(x)
             return self._sum_pool(out) if self.pool_neuron is not None else out
@@ -341,23 +351,21 @@ def replace_calif(gm: fx.GraphModule, *, tie: str = "up") -> fx.GraphModule:
             continue
         if isinstance(m, BN_TYPES):
             raise ConversionError(
-                f"{node.target}: calif needs BN folded during QAT (train with the qat runner)"
+                f"{node.target}: calif needs BN folded during QAT (train with the qat runner, or "
+                "build the QAT form with spikequant.convert.quantize_for_calif)"
             )
         if isinstance(m, QuantInput):
             saw_input = True
             _set_module(gm, node.target, nn.Identity())
-        elif isinstance(m, (QuantConv2d, QuantLinear)):
-            plain = copy.deepcopy(m)
-            with torch.no_grad():
-                plain.weight.copy_(fake_quant_weight(m.weight, m.bits))
-            plain.__class__ = nn.Conv2d if isinstance(m, QuantConv2d) else nn.Linear
-            _set_module(gm, node.target, Synapse(plain))
+        elif isinstance(m, QUANT_WEIGHT_TYPES):
+            _set_module(gm, node.target, Synapse(plain_layer(m)))
         elif isinstance(m, QuantReLU):
             _set_module(gm, node.target, CaBlock(float(m.step_size), m.qmax, m.pool, tie=tie))
-        elif isinstance(m, (nn.Conv2d, nn.Linear, nn.ReLU, nn.Hardtanh, nn.AvgPool2d)):
+        elif isinstance(m, WEIGHT_TYPES + POOL_TYPES + (nn.ReLU, nn.Hardtanh)):
             raise ConversionError(
-                f"{node.target}: calif converts quantized networks only (QuantConv2d/QuantLinear/"
-                f"QuantReLU with pool=...), found {type(m).__name__}; train with `kind: qat`"
+                f"{node.target}: calif converts quantized networks only (QuantConv1d/QuantConv2d/"
+                f"QuantLinear/QuantReLU with pool=...), found {type(m).__name__}; train with "
+                "`kind: qat` or build the QAT form with spikequant.convert.quantize_for_calif"
             )
     if not saw_input:
         raise ConversionError("calif needs the 8-bit input quantizer (QuantInput) as first layer")
@@ -423,89 +431,7 @@ def sin_statistics(
     return report
 
 
-def convert(
-    model: nn.Module,
-    method: str = "rate",
-    calibration: torch.Tensor | None = None,
-    *,
-    calibration_method: str = "max",
-    percentile: float = 99.9,
-    per_channel: bool = False,
-    preset: str | None = None,
-    architecture: str | None = None,
-    confidence: bool = True,
-    confidence_steps: int = 16,
-    reset_filtered: bool = True,
-    det_delta: str = "input",
-    initial_membrane: float = 0.0,
-    units: str = "normalised",
-    seed: int = 0,
-    batch_size: int = 256,
-    tie: str = "up",
-) -> SpikingNetwork:
-    """Convert an ANN (``[B, ...] -> [B, classes]``) into a :class:`SpikingNetwork`.
-
-    ``calibration`` (training images) is required by ``rate`` and ``msat`` unless every activation
-    is clipped/quantized; ``calif`` needs none (its scales come from QAT). ``initial_membrane``
-    (rate and msat) starts every membrane at that fraction of its base threshold; ``units``
-    (msat) selects normalised (default) or real-unit threshold dynamics.
-    """
-    if method not in METHODS:
-        raise ConfigError(f"unknown conversion method {method!r}; known: {', '.join(METHODS)}")
-    if method == "calif":
-        gm = replace_calif(validate(model), tie=tie)
-        gm.recompile()
-        return SpikingNetwork(gm, "calif", {"method": "calif"})
-    ann = prepare(model)
-    batches = list(_batches(calibration, batch_size)) if calibration is not None else []
-    needs_data = any(
-        not isinstance(ann.get_submodule(n.target), (QuantReLU, nn.ReLU6, nn.Hardtanh))
-        for n in activation_nodes(ann)
-    )
-    if needs_data and not batches:
-        raise ConfigError(f"{method} conversion needs calibration data for its ReLU layers")
-    scales = calibrate(
-        ann, batches, method=calibration_method, percentile=percentile, per_channel=per_channel
-    )
-    gm = copy.deepcopy(ann)
-    info = {
-        "method": method,
-        "calibration": calibration_method,
-        "per_channel": per_channel,
-        "initial_membrane": float(initial_membrane),
-        "scales": {k: v.tolist() for k, v in scales.items()},
-    }
-    if method == "rate":
-        gm = replace_rate(gm, scales, initial_membrane=initial_membrane)
-        gm.recompile()
-        return SpikingNetwork(gm, "rate", info)
-    preset = preset or ARCHITECTURE_PRESETS.get(architecture or "", "vgg16")
-    generator = torch.Generator().manual_seed(seed)
-    gm = replace_msat(
-        gm,
-        scales,
-        preset=preset,
-        generator=generator,
-        det_delta=det_delta,
-        confidence_steps=confidence_steps,
-        reset_filtered=reset_filtered,
-        initial_membrane=initial_membrane,
-        units=units,
-    )
-    gm.recompile()
-    snn = SpikingNetwork(gm, "msat", {**info, "preset": preset, "units": units})
-    if batches:
-        sin = sin_statistics(
-            snn, ann, torch.cat(batches), steps=confidence_steps, batch_size=batch_size
-        )
-        snn.info["sin"] = sin
-        if confidence and sin:
-            last = list(sin)[-1]
-            snn.stages()[last].neuron.confidence = sin[last]["confidence"]
-            snn.info["confidence_layer"] = last
-    return snn
-
-
+@torch.no_grad()
 def _quantized_weight_hook(weight: torch.Tensor, levels: int | None):
     """Forward hook of a weight layer: recompute its output with the given fake-quantized
     ``weight`` (``W x + b``). With ``levels`` (a layer fed by the image ``n / levels``) it computes
@@ -514,20 +440,21 @@ def _quantized_weight_hook(weight: torch.Tensor, levels: int | None):
 
     def hook(layer, args, out):
         x = args[0] if levels is None else torch.round(args[0] * levels)
-        if isinstance(layer, nn.Conv2d):
-            pre = layer._conv_forward(x, weight, None)
-        else:
+        if isinstance(layer, nn.Linear):
             pre = F.linear(x, weight)
+        else:
+            pre = layer._conv_forward(x, weight, None)
         if levels is not None:
             pre = pre / levels
         if layer.bias is None:
             return pre
-        return pre + (layer.bias.view(-1, 1, 1) if isinstance(layer, nn.Conv2d) else layer.bias)
+        if isinstance(layer, nn.Linear):
+            return pre + layer.bias
+        return pre + layer.bias.view(-1, *([1] * (pre.ndim - 2)))
 
     return hook
 
 
-@torch.no_grad()
 def quantized_codes(
     model: nn.Module,
     x: torch.Tensor,
@@ -551,7 +478,7 @@ def quantized_codes(
     weights = {
         name: fake_quant_weight(m.weight, m.bits).detach().double()
         for name, m in gm.named_modules()
-        if isinstance(m, (QuantConv2d, QuantLinear))
+        if isinstance(m, (QuantConv1d, QuantConv2d, QuantLinear))
     }
     gm = gm.double()
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -559,7 +486,7 @@ def quantized_codes(
     sources = signal_sources(gm, lambda m: isinstance(m, QuantReLU))
     for node in gm.graph.nodes:
         m = _module(gm, node)
-        if isinstance(m, (QuantConv2d, QuantLinear)):
+        if isinstance(m, (QuantConv1d, QuantConv2d, QuantLinear)):
             levels = input_levels if _fed_by(sources, node) == {"input"} else None
             handles.append(
                 m.register_forward_hook(_quantized_weight_hook(weights[node.target], levels))

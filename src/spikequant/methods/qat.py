@@ -124,7 +124,7 @@ class QAT(Method):
         return {**self.cfg["optim"], "lr": lr}
 
     def _fold(self, trainer, model: nn.Module) -> None:
-        from ..convert.runner import fold_model
+        from ..convert.ann import fold_model
 
         folded, _ = fold_model(model, self.cfg["model"]["name"], dict(self.cfg["model"]["kwargs"]))
         self.folded = True

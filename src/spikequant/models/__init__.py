@@ -6,8 +6,10 @@ registered neuron name or ``"relu"`` for the ANN baseline, which runs with T = 1
 per-timestep logits ``[T, B, num_classes]``.
 """
 
-from . import recurrent, resnet, small, vgg  # noqa: F401  (registration side effects)
-from .common import ANN_NEURON, NeuronFactory, SpikingModel
+from . import audio, mobilenet, recurrent, resnet, small, vgg  # noqa: F401  (registration)
+from .audio import M5
+from .common import ANN_NEURON, NeuronFactory, SpikingModel, static_form
+from .mobilenet import MobileNet
 from .recurrent import RecurrentSNN
 from .resnet import BasicBlock, ResNet
 from .small import MLP, DigitsCNN
@@ -15,7 +17,9 @@ from .vgg import VGG
 
 __all__ = [
     "ANN_NEURON",
+    "M5",
     "MLP",
+    "MobileNet",
     "BasicBlock",
     "DigitsCNN",
     "NeuronFactory",
@@ -23,4 +27,5 @@ __all__ = [
     "ResNet",
     "SpikingModel",
     "VGG",
+    "static_form",
 ]

@@ -7,6 +7,10 @@ is the rate decoding ``argmax_c mean_t logits[t, b, c]``.
 
 Stateless layers (conv, BN, pooling, linear) run over all ``T * B`` samples at once through
 :class:`~spikequant.layers.TimeFold`; only the neurons loop over time.
+
+A model built with ``neuron="relu"`` has an ANN form, :meth:`SpikingModel.ann_form`: the same
+layers (shared parameters) as a static network ``[B, C, ...] -> [B, classes]`` made of plain
+``torch.nn`` modules that ``torch.fx`` traces, which is what ANN-to-SNN conversion takes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ConversionError, ShapeError
 from ..layers import RepeatTime, TimeFold
 from ..registry import create_neuron, list_neurons
 
@@ -120,6 +124,16 @@ class SpikingModel(nn.Module):
     def body(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def ann_form(self) -> nn.Module:
+        """The static ANN ``[B, C, ...] -> [B, classes]`` of a model built with ``neuron="relu"``,
+        sharing this model's layers (and so its parameters and BN statistics)."""
+        if self.make_neuron.spiking:
+            raise ConversionError(
+                f"{type(self).__name__} was built with neuron {self.neuron!r}; its ANN form (for "
+                "conversion) needs neuron='relu' (train the ANN, then convert it)"
+            )
+        return static_form(self.net)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == self.static_ndim:
             x = self.encode(x)
@@ -155,18 +169,60 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> TimeFold:
     return TimeFold(nn.Linear(in_features, out_features, bias=bias))
 
 
+def conv1d_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> TimeFold:
+    """1-D conv (no bias: BN follows, ``padding = kernel // 2``) + BatchNorm1d."""
+    return TimeFold(
+        nn.Sequential(
+            nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm1d(out_ch),
+        )
+    )
+
+
 class Flatten(nn.Module):
     """``[T, B, C, H, W] -> [T, B, C*H*W]``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2)
 
+    def ann_form(self) -> nn.Module:
+        return nn.Flatten(1)
+
 
 class GlobalAvgPool(nn.Module):
-    """``[T, B, C, H, W] -> [T, B, C]`` (mean over space)."""
+    """``[T, B, C, H, W] -> [T, B, C]``: mean over space (``spatial_dims=1``: ``[T, B, C, L]``)."""
+
+    def __init__(self, spatial_dims: int = 2) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2):
+            raise ConfigError(f"spatial_dims must be 1 or 2, got {spatial_dims!r}")
+        self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
+        return x.mean(dim=tuple(range(-self.spatial_dims, 0)))
+
+    def ann_form(self) -> nn.Module:
+        pool = nn.AdaptiveAvgPool1d(1) if self.spatial_dims == 1 else nn.AdaptiveAvgPool2d(1)
+        return nn.Sequential(pool, nn.Flatten(1))
+
+
+def static_form(module: nn.Module) -> nn.Module:
+    """The static (``[B, ...]``) ANN equivalent of a time-aware zoo layer: ``TimeFold(m) -> m``,
+    blocks and time-aware layers through their ``ann_form()``, containers recursively."""
+    if isinstance(module, TimeFold):
+        return module.module
+    own = getattr(module, "ann_form", None)
+    if callable(own):
+        return own()
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(*[static_form(m) for m in module])
+    if isinstance(module, nn.ReLU) or not any(True for _ in module.children()):
+        if hasattr(module, "state"):  # a spiking neuron
+            raise ConversionError(
+                f"{type(module).__name__} has no ANN form; build with neuron='relu'"
+            )
+        return module
+    raise ConversionError(f"{type(module).__name__} has no ANN form")
 
 
 ModelFactory = Callable[..., SpikingModel]

@@ -22,7 +22,20 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register_model
-from .common import GlobalAvgPool, SpikingModel, TimeFold, conv_bn, linear, pair
+from .common import GlobalAvgPool, SpikingModel, TimeFold, conv_bn, linear, pair, static_form
+
+
+class ResidualANN(nn.Module):
+    """ANN form of a residual block: ``out(body(x) + shortcut(x))``."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module, out: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+        self.out = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
 
 
 class BasicBlock(nn.Module):
@@ -44,6 +57,12 @@ class BasicBlock(nn.Module):
         out = self.conv2(self.neuron1(self.conv1(x)))
         return self.neuron2(out + self.shortcut(x))
 
+    def ann_form(self) -> ResidualANN:
+        body = nn.Sequential(
+            static_form(self.conv1), static_form(self.neuron1), static_form(self.conv2)
+        )
+        return ResidualANN(body, static_form(self.shortcut), static_form(self.neuron2))
+
 
 class ResNet(SpikingModel):
     """Stem conv (+ optional avg pool), stages of basic blocks, global avg pool, head."""
@@ -63,6 +82,7 @@ class ResNet(SpikingModel):
         timesteps: int = 4,
         neuron: str = "atif_u",
         neuron_kwargs: dict | None = None,
+        width: float = 1.0,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -72,6 +92,12 @@ class ResNet(SpikingModel):
             neuron=neuron,
             neuron_kwargs=neuron_kwargs,
         )
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ConfigError(f"width must be a positive number, got {width!r}")
+        stem_width = max(1, round(stem_width * width))
+        stage_widths = [max(1, round(w * width)) for w in stage_widths]
+        if hidden_fc:
+            hidden_fc = max(1, round(hidden_fc * width))
         height, breadth = pair(input_size)
         layers: list[nn.Module] = [conv_bn(in_channels, stem_width), self.make_neuron(stem_width)]
         if stem_pool is not None:
@@ -97,7 +123,8 @@ class ResNet(SpikingModel):
 
 @register_model(name="resnet18")
 def resnet18(**kwargs) -> ResNet:
-    """ResNet-18, CIFAR stem: stages 2x64, 2x128, 2x256, 2x512 (ATIF paper, CIFAR and GSC)."""
+    """ResNet-18, CIFAR stem: stages 2x64, 2x128, 2x256, 2x512 (ATIF paper, CIFAR and GSC);
+    ``width`` scales every layer."""
     return ResNet(
         stem_width=64,
         stage_widths=[64, 128, 256, 512],

@@ -58,6 +58,25 @@ def fake_quant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return q * view
 
 
+class QuantConv1d(nn.Conv1d):
+    """Conv1d whose forward pass uses per-channel fake-quantized weights."""
+
+    def __init__(self, *args, bits: int = 8, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bits = check_bits(bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, fake_quant_weight(self.weight, self.bits), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bits={self.bits}"
+
+
+def avg_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Average pooling over the spatial dims of ``x[B, C, L]`` or ``x[B, C, H, W]``."""
+    return F.avg_pool1d(x, kernel) if x.ndim == 3 else F.avg_pool2d(x, kernel)
+
+
 class QuantConv2d(nn.Conv2d):
     """Conv2d whose forward pass uses per-channel fake-quantized weights."""
 
@@ -167,7 +186,7 @@ class QuantReLU(nn.Module):
         """Integer activations before and after the pooling (equal without pooling)."""
         with torch.no_grad():
             pre = torch.clamp(torch.floor(x / self.step_size + 0.5), 0, self.qmax)
-            post = torch.floor(F.avg_pool2d(pre, self.pool) + 0.5) if self.pool > 1 else pre
+            post = torch.floor(avg_pool(pre, self.pool) + 0.5) if self.pool > 1 else pre
         return pre, post
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +200,7 @@ class QuantReLU(nn.Module):
         step = self._effective(_LSQGrad.apply(self.step.abs().clamp(min=1e-6), scale))
         codes = torch.clamp(round_half_up(x / step), 0, self.qmax)
         if self.pool > 1:
-            codes = round_half_up(F.avg_pool2d(codes, self.pool))
+            codes = round_half_up(avg_pool(codes, self.pool))
         return codes * step
 
     def extra_repr(self) -> str:

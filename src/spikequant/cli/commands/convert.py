@@ -2,14 +2,21 @@
 
 Converts a trained ANN checkpoint into an SNN, sweeps the number of timesteps on the test split and
 prints/saves accuracy vs T, spikes per neuron and the gap to the ANN (Markdown + JSON + PNG in
-docs/results/). Several methods separated by commas are compared in one table.
+docs/results/). Several methods separated by commas are compared in one table. The method options
+(--calibration, --per-channel, --preset, --no-confidence, ...) are the fields of each registered
+method's options dataclass; an option applies to every chosen method that has it.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from pathlib import Path
 
 from ...errors import ConfigError
+
+#: option fields the command fills itself (from the checkpoint and --seed)
+AUTOMATIC_FIELDS = ("architecture", "seed")
 
 
 def parse_timesteps(text: str) -> list[int]:
@@ -56,22 +63,7 @@ def register(sub) -> None:
         help="rate, msat or calif; a comma list compares several (default rate)",
     )
     p.add_argument("--timesteps", default="1,2,4,...,256", help="e.g. 1,2,4,...,256 or 8,16,32")
-    p.add_argument(
-        "--calibration",
-        choices=("max", "percentile"),
-        default="max",
-        help="threshold calibration for rate/msat (default max activation)",
-    )
-    p.add_argument("--percentile", type=float, default=99.9)
-    p.add_argument("--per-channel", action="store_true", help="one threshold per channel")
-    p.add_argument("--preset", default=None, help="MSAT hyperparameters: vgg16, resnet20, resnet34")
-    p.add_argument("--no-confidence", action="store_true", help="MSAT without spike confidence")
-    p.add_argument(
-        "--initial-membrane",
-        type=float,
-        default=0.0,
-        help="rate/msat: membrane at t = 0 as a fraction of the threshold (default 0, classic)",
-    )
+    add_method_options(p)
     p.add_argument("--calibration-samples", type=int, default=512)
     p.add_argument(
         "--test-samples", type=int, default=None, help="evaluate on the first N test images"
@@ -90,20 +82,68 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def method_option_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """CLI flag -> (options field, methods having it), over every registered method."""
+    from ...convert import list_methods, method_class
+
+    flags: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for method in list_methods():
+        for f in dataclasses.fields(method_class(method).Options):
+            if f.name in AUTOMATIC_FIELDS:
+                continue
+            flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+            flags.setdefault(flag, (f, []))[1].append(method)
+    return flags
+
+
+def add_method_options(p) -> None:
+    for flag, (f, methods) in method_option_fields().items():
+        help_text = f"{f.metadata.get('help', f.name)} ({', '.join(methods)}; default {f.default})"
+        dest = f"option_{f.name}"
+        if isinstance(f.default, bool):
+            p.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        choices = [c for c in f.metadata.get("choices", ()) if c is not None] or None
+        kind = type(f.default) if f.default is not None else str
+        p.add_argument(flag, dest=dest, type=kind, choices=choices, default=None, help=help_text)
+
+
+def method_options(args, methods: list[str], architecture: str) -> dict[str, dict]:
+    """Per method, the options given on the command line (plus architecture and seed)."""
+    from ...convert import method_class
+
+    options = {}
+    for method in methods:
+        own = {}
+        for f in dataclasses.fields(method_class(method).Options):
+            if f.name == "architecture":
+                own[f.name] = architecture
+            elif f.name == "seed":
+                own[f.name] = args.seed
+            elif getattr(args, f"option_{f.name}", None) is not None:
+                own[f.name] = getattr(args, f"option_{f.name}")
+        options[method] = own
+    return options
+
+
 def run(args) -> int:
     import torch
 
     from ..._optional import require
-    from ...convert import METHODS
+    from ...convert import list_methods
     from ...convert.evaluate import compare_methods, write_report
     from ...data import load_arrays
     from ...pipeline import load_run_model, require_ann
 
     require("matplotlib", "the conversion report's plot")  # before the sweep, not after it
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in list_methods()]
     if not methods or unknown:
-        raise ConfigError(f"--method must be among {', '.join(METHODS)}, got {args.method!r}")
+        raise ConfigError(
+            f"--method must be among {', '.join(list_methods())}, got {args.method!r}"
+        )
     timesteps = parse_timesteps(args.timesteps)
     if args.test_samples is not None and args.test_samples < 1:
         raise ConfigError("--test-samples must be >= 1")
@@ -124,23 +164,7 @@ def run(args) -> int:
     arch = meta["model"]["name"]
     if arch == "ann_cnn" and meta["model"].get("kwargs", {}).get("residual"):
         arch = "ann_cnn_residual"
-    common = {
-        "calibration_method": args.calibration,
-        "percentile": args.percentile,
-        "per_channel": args.per_channel,
-        "initial_membrane": args.initial_membrane,
-        "seed": args.seed,
-    }
-    options = {
-        "rate": common,
-        "msat": {
-            **common,
-            "preset": args.preset,
-            "architecture": arch,
-            "confidence": not args.no_confidence,
-        },
-        "calif": {},
-    }
+    options = method_options(args, methods, arch)
     report = compare_methods(
         model,
         methods,
@@ -156,8 +180,7 @@ def run(args) -> int:
             "checkpoint": str(args.checkpoint),
             "model": meta["model"],
             "dataset": dataset,
-            "calibration": args.calibration,
-            "per_channel": args.per_channel,
+            "options": options,
         }
     )
     stem = args.name or f"convert-{Path(args.checkpoint).name}-{'-'.join(methods)}"
