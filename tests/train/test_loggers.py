@@ -18,7 +18,12 @@ def small_recipe(**train):
         "name": "log",
         "seed": 1,
         "data": {"name": "digits8x8", "batch_size": 32, "train_subset": 96, "test_subset": 64},
-        "model": {"name": "mlp", "timesteps": 2, "neuron": "if", "kwargs": {"hidden": [16], "input_size": 8}},
+        "model": {
+            "name": "mlp",
+            "timesteps": 2,
+            "neuron": "if",
+            "kwargs": {"hidden": [16], "input_size": 8},
+        },
         "optim": {"name": "adam", "lr": 0.01},
         "train": {"epochs": 3, **train},
     }
@@ -76,7 +81,7 @@ def test_csv_and_tensorboard_survive_resume_without_duplicates(tmp_path):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     jsonl = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    for row, record in zip(rows, jsonl):
+    for row, record in zip(rows, jsonl, strict=True):
         assert float(row["train_loss"]) == record["train_loss"]
         assert float(row["test_accuracy"]) == record["test_accuracy"]
     events = EventAccumulator(str(out / "tensorboard"))
