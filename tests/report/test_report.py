@@ -127,6 +127,19 @@ def test_report_of_one_run_lists_what_is_missing_and_honours_out(runs, tmp_path)
     assert "Accuracy against timesteps T" in text.split('id="not-shown"')[1]
 
 
+def test_report_reads_a_run_in_progress_from_its_epoch_log(runs, tmp_path):
+    running = tmp_path / "running"
+    running.mkdir()
+    lines = (runs / "direct" / "metrics.jsonl").read_text().splitlines()[:2]
+    (running / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["report", str(running)]) == 0
+    page = Page()
+    text = (running / "report.html").read_text()
+    page.feed(text)
+    assert list(page.figures) == ["loss", "accuracy", "thresholds"]
+    assert "in progress (metrics.jsonl)" in text
+
+
 def test_report_refuses_a_folder_without_results(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
