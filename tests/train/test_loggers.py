@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from spikequant.errors import ConfigError
+from spikequant.errors import ConfigError, MissingDependencyError
 from spikequant.pipeline import run as run_recipe
 from spikequant.train import loggers
 from spikequant.train.recipe import validate_recipe
@@ -50,7 +50,7 @@ def test_missing_tensorboard_is_one_line(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "tensorboard" else real(name, *a),
     )
-    with pytest.raises(ConfigError, match="pip install tensorboard") as info:
+    with pytest.raises(MissingDependencyError, match="pip install tensorboard") as info:
         validate_recipe(small_recipe(loggers=["tensorboard"]))
     assert "\n" not in str(info.value)
 

@@ -3,7 +3,8 @@
 Everything comes from the run folders (:mod:`spikequant.runfolder`): ``metrics.json`` (final
 metrics with the epoch history), or ``metrics.jsonl`` for a run that has not finished yet, and
 ``run.json`` (recipe). Plots are drawn with matplotlib (object API, no global pyplot state) and
-embedded as base64 PNG, so the page is one file with no external reference. Each plot is a
+embedded as base64 PNG (matplotlib is the ``plots`` extra; without it the command says so in one
+line), so the page is one file with no external reference. Each plot is a
 ``<figure class="plot" data-plot="NAME">``; a plot for which no run has data is left out and
 listed under "Not shown".
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._optional import require
 from ..errors import ConfigError, RunFolderError
 
 PLOTS = ("loss", "accuracy", "accuracy_vs_T", "firing_rates", "thresholds", "synops")
@@ -93,13 +95,7 @@ def load_runs(folders: list[str | Path]) -> list[Run]:
 
 
 def _matplotlib():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConfigError(
-            "spikequant report draws with matplotlib: pip install matplotlib"
-        ) from None
-    return Figure
+    return require("matplotlib.figure", "spikequant report").Figure
 
 
 def _png(fig) -> str:
@@ -119,10 +115,9 @@ def _numbers(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def _epoch_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
+    ticker = require("matplotlib.ticker", "spikequant report")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
 
 
 def _curves(runs: list[Run], keys: dict[str, str], ylabel: str, scale: float = 1.0):

@@ -36,18 +36,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nir
 import numpy as np
 from torch import nn
 
+from .._optional import require
 from ..errors import ConversionError
 from .mapping import inclusive_threshold
+
+nir = require("nir", "NIR export")
 
 IF_AS_LIF_TAU_STEPS = 1e12  # 1 - 1/1e12 rounds to 1.0 in float32: no leak
 
 
 @dataclass(frozen=True)
 class Target:
+    """One reader's conventions (see the module docstring for each flag)."""
+
     name: str
     dt: float
     reader: str  # how the reader is called, for docs and messages
@@ -96,6 +100,7 @@ TARGETS: dict[str, Target] = {
 
 
 def get_target(name: str) -> Target:
+    """The preset called ``name``; an unknown name is a :class:`ConversionError`."""
     if name not in TARGETS:
         raise ConversionError(f"unknown export target {name!r} (known: {', '.join(TARGETS)})")
     return TARGETS[name]

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import MissingDependencyError
 from ..io import atomic_write_bytes
 
 LOGGERS = ("jsonl", "csv", "tensorboard")
@@ -30,9 +30,9 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def check_available(names: list[str]) -> None:
-    """Raise a one-line :class:`ConfigError` if a chosen logger's package is missing."""
+    """Raise a one-line :class:`MissingDependencyError` if a chosen logger's package is missing."""
     if "tensorboard" in names and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(
+        raise MissingDependencyError(
             "recipe: train.loggers includes tensorboard but the tensorboard package is not "
             "installed: pip install tensorboard"
         )
