@@ -12,6 +12,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e '.[dev,all,docs]'
+	# the NIR export presets are tested against these readers; their metadata pulls torchvision
+	$(PIP_INSTALL) --no-deps 'spikingjelly>=2.0' 'norse>=1.1'
 	@touch $(STAMP)
 
 demo: venv

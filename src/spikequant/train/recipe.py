@@ -11,7 +11,8 @@ A recipe after :func:`validate_recipe` has every section and key filled in::
     model:    {name, timesteps, neuron, neuron_kwargs, kwargs}
     optim:    {name: sgd|adam|adamw, lr, momentum, nesterov, weight_decay, grad_clip}
     schedule: {name: cosine|step|constant, step_size, gamma, min_lr_ratio}
-    train:    {epochs, eval_every, threads}
+    train:    {epochs, eval_every, threads, device, precision, bptt, bptt_chunk,
+               sync_batchnorm, loggers: [jsonl, csv, tensorboard]}
     method:   {name: direct|spquant|qat|ttfs|..., <that method's options>}
 
 Unknown keys are errors everywhere, naming the key path and the closest valid key (a typo must
@@ -94,6 +95,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "bptt": _f(str, "full", choices=("full", "checkpointed")),
         "bptt_chunk": _f(int, 4, low=1),  # timesteps per recomputed chunk (checkpointed)
         "sync_batchnorm": _f(bool, False),  # under DDP: BN statistics over the global batch
+        # per-epoch metric files (spikequant.train.loggers); jsonl is always written
+        "loggers": _f(list, ["jsonl"], choices=("jsonl", "csv", "tensorboard")),
     },
 }
 AUGMENT_KEYS = {"crop_padding": (int, 0), "random_resize": (bool, False), "flip": (bool, False)}
@@ -119,10 +122,12 @@ def _check(where: str, value: Any, field: Field) -> Any:
             raise ConfigError(f"recipe: {where} must be >= {field.low}, got {value!r}")
         if field.high is not None and value > field.high:
             raise ConfigError(f"recipe: {where} must be <= {field.high}, got {value!r}")
-    if field.choices is not None and value not in field.choices:
-        raise ConfigError(
-            f"recipe: {where} must be one of {', '.join(field.choices)}, got {value!r}"
-        )
+    for item in value if isinstance(value, list) else [value]:
+        if field.choices is not None and item not in field.choices:
+            raise ConfigError(
+                f"recipe: {where} must {'hold only' if isinstance(value, list) else 'be one of'} "
+                f"{', '.join(field.choices)}, got {item!r}"
+            )
     return value
 
 
@@ -181,6 +186,12 @@ def validate_recipe(cfg: dict) -> dict:
     device = cfg["train"]["device"]
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"recipe: train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    loggers = cfg["train"]["loggers"]
+    if len(set(loggers)) != len(loggers):
+        raise ConfigError(f"recipe: train.loggers names a logger twice: {loggers!r}")
+    from .loggers import check_available
+
+    check_available(loggers)  # a missing tensorboard fails now, not after the first epoch
     augment = cfg["data"]["augment"]
     check_keys("data.augment", augment, AUGMENT_KEYS)
     for key, (typ, default) in AUGMENT_KEYS.items():

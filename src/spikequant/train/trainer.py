@@ -39,7 +39,7 @@ from .. import runfolder
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
-from . import distributed
+from . import distributed, loggers
 
 LATEST = runfolder.LATEST
 
@@ -599,6 +599,7 @@ class Trainer:
                         trainer_state=self.trainer_state(),
                     )
                     runfolder.write_epoch_log(self.out_dir, self.history)
+                    loggers.log_epoch(self)  # train.loggers: csv, tensorboard
                 distributed.barrier()
                 run_epochs += 1
         final = self.final_eval

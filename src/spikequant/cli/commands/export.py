@@ -28,8 +28,16 @@ def register(sub) -> None:
     p.add_argument(
         "--dt",
         type=float,
-        default=1.0,
-        help="simulation step the NIR time constants refer to (tau_NIR = dt * tau)",
+        default=None,
+        help="simulation step the NIR time constants refer to (tau_NIR = dt * tau; default 1, "
+        "or the --target's)",
+    )
+    p.add_argument(
+        "--target",
+        choices=("snntorch", "norse", "spikingjelly", "lava"),
+        default=None,
+        help="write the graph for this reader: its dt, reset, threshold, pooling and Flatten "
+        "conventions (docs/export.md, 'Export presets')",
     )
     p.add_argument(
         "--soft-reset",
@@ -97,7 +105,24 @@ def run(args) -> int:
         sample = torch.zeros(1, *size)  # a static sample: the model repeats it over its T steps
     else:
         sample = torch.zeros(1, 1, *size)  # one step of one sample, time-first
+    if args.target is not None:
+        from ...errors import ConfigError
+        from ...export.targets import TARGETS, adapt_graph
+
+        preset = TARGETS[args.target]
+        if args.dt is not None and args.dt != preset.dt:
+            raise ConfigError(f"--target {args.target} writes dt = {preset.dt:g}; drop --dt")
+        if args.verify:
+            raise ConfigError(
+                "--verify checks the plain NIR file with spikequant's reader; export without "
+                "--target to verify (the presets are tested against each library)"
+            )
+        args.dt = preset.dt
+    elif args.dt is None:
+        args.dt = 1.0
     graph = to_nir(model, sample, dt=args.dt, soft_reset=args.soft_reset)
+    if args.target is not None:
+        graph = adapt_graph(graph, preset)
     path = write_nir(args.out, graph)
     kinds = Counter(type(node).__name__ for node in graph.nodes.values())
     result = {
@@ -109,6 +134,7 @@ def run(args) -> int:
         "input_shape": [int(v) for v in graph.nodes["input"].input_type["input"]],
         "output_shape": [int(v) for v in graph.nodes["output"].output_type["output"]],
         "dt": args.dt,
+        "target": args.target,
         "nodes": dict(sorted(kinds.items())),
     }
     if args.verify:
@@ -122,6 +148,7 @@ def run(args) -> int:
         print(
             f"wrote {path} ({result['bytes']} bytes): {counts}; input {result['input_shape']}, "
             f"output {result['output_shape']}, dt = {args.dt}"
+            + (f", for {args.target}" if args.target else "")
         )
         if args.verify:
             v = result["verify"]
