@@ -191,13 +191,18 @@ def refuse_changed_settings(out_dir: Path, cfg: dict, force: bool) -> None:
         runfolder.write_run_file(out_dir, {**record, "recipe": cfg})
 
 
-def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
+def _differing_keys(stored: Any, now: Any, prefix: str = "") -> list[str]:
+    """Key paths whose values differ. A key the stored recipe lacks is not a difference: the run
+    was made before that option existed and so ran with its default."""
+    if isinstance(stored, dict) and isinstance(now, dict):
         keys = []
-        for key in sorted(set(a) | set(b)):
-            keys += _differing_keys(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        for key in sorted(set(stored) | set(now)):
+            if key not in stored and prefix:
+                continue
+            path = f"{prefix}.{key}" if prefix else key
+            keys += _differing_keys(stored.get(key), now.get(key), path)
         return keys
-    return [] if a == b else [prefix or "(recipe)"]
+    return [] if stored == now else [prefix or "(recipe)"]
 
 
 @contextlib.contextmanager
