@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..io import results_dir, write_json, write_text
+from ..io import command_header, command_line, results_dir, write_json, write_text
 from .methods import convert
 from .network import SpikingNetwork, compare_codes, merge_agreements
 
@@ -278,8 +278,8 @@ def write_report(
         "markdown": folder / f"{stem}.md",
         "png": folder / f"{stem}.png",
     }
-    write_json(paths["json"], _finite(report))
-    write_text(paths["markdown"], markdown_table(report, title))
+    write_json(paths["json"], _finite({"command": command_line(), **report}))
+    write_text(paths["markdown"], command_header() + markdown_table(report, title))
     plot_report(report, paths["png"], title)
     return {k: str(v) for k, v in paths.items()}
 
