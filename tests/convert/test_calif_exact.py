@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spikequant.convert.network import calif_agreement, convert
+from spikequant.convert import convert
+from spikequant.convert.network import calif_agreement
 from spikequant.errors import ConversionError
 from spikequant.quant.qat import (
     QuantInput,

@@ -28,7 +28,8 @@ import torch
 from ..io import command_line, results_dir, write_json, write_text
 from ..quant.qat import QuantInput, QuantLinear, QuantReLU, fake_quant_weight, quantize_weight
 from .calif import pixels_from_unit
-from .network import compare_codes, convert
+from .methods import convert
+from .network import compare_codes
 
 RECIPE = {
     "name": "calif-margin-mlp",

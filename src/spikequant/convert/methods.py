@@ -324,10 +324,12 @@ class CaLIFConversion(ConversionMethod):
 
 
 def list_methods() -> list[str]:
+    """Names of the registered conversion methods, sorted."""
     return CONVERSION_METHODS.names()
 
 
 def method_class(name: str) -> type[ConversionMethod]:
+    """The registered conversion method class ``name`` (ConfigError naming the known ones)."""
     if name not in CONVERSION_METHODS:
         raise ConfigError(f"unknown conversion method {name!r}; known: {', '.join(list_methods())}")
     return CONVERSION_METHODS.get(name)

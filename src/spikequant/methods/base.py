@@ -148,7 +148,12 @@ class Method(TrainingHooks):
         return {}
 
     def checkpoint_meta(self, trainer: Trainer) -> dict:
-        return {**trainer.meta, "method": self.name, "method_options": self.cfg["method"]}
+        return {
+            **trainer.meta,
+            "model": self.model_spec(),  # the current architecture (QAT folds BN mid-run)
+            "method": self.name,
+            "method_options": self.cfg["method"],
+        }
 
 
 def example_batch(dataset: Dataset) -> torch.Tensor:

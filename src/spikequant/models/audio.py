@@ -16,6 +16,9 @@ from .common import GlobalAvgPool, SpikingModel, TimeFold, check_positive_int, c
 
 
 class M5(SpikingModel):
+    """M5 on raw audio ``[B, 1, samples]``: Conv1d layers with average pooling, global average
+    pooling and a linear read-out (see :func:`m5`)."""
+
     def __init__(
         self,
         *,

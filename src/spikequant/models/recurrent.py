@@ -82,6 +82,16 @@ class RecurrentSNN(SpikingModel):
             outputs.append(h)
         return self.readout(torch.stack(outputs)).mean(0, keepdim=True)
 
+    def ann_form(self) -> nn.Module:
+        """Refused: a recurrent network has no feed-forward ANN form; recurrent ANNs (LSTM,
+        bi-LSTM) convert with :func:`spikequant.convert.recurrent.convert_lstm`."""
+        from ..errors import ConversionError
+
+        raise ConversionError(
+            f"{type(self).__name__} is recurrent and has no feed-forward ANN form; convert an "
+            "LSTM with spikequant.convert.recurrent.convert_lstm instead"
+        )
+
 
 @register_model(name="rsnn_kws")
 def rsnn_kws(**kwargs) -> RecurrentSNN:
