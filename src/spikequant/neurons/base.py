@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, StaleStateError, StateShapeError
+from ..errors import ConfigError, NonFiniteError, ShapeError, StaleStateError, StateShapeError
 from ..kernels import BACKENDS
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
@@ -120,6 +120,16 @@ class SpikingNeuron(nn.Module):
                 f"{type(self).__name__} expects time-first input [T, B, ...], got shape "
                 f"{tuple(x_seq.shape)}"
             )
+        if x_seq.shape[0] == 0 or x_seq.shape[1] == 0 or x_seq.numel() == 0:
+            raise ShapeError(
+                f"{type(self).__name__} received an empty input of shape {tuple(x_seq.shape)} "
+                "(needs T >= 1 steps of B >= 1 samples)"
+            )
+        if not x_seq.is_floating_point():
+            raise ShapeError(
+                f"{type(self).__name__} takes floating-point input, got {x_seq.dtype}"
+            )
+        check_finite_parameters(self)
         if x_seq.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
             x_seq.device.type
         ):
@@ -162,6 +172,44 @@ class SpikingNeuron(nn.Module):
     def detach_state(self) -> None:
         if self.state is not None:
             self.state = _map_state(self.state, torch.Tensor.detach)
+
+
+def _tracing() -> bool:
+    """True while torch.compile / torch.jit / ONNX export trace the forward: a data-dependent
+    check cannot be traced (and the traced graph is checked when it runs eagerly)."""
+    import sys
+
+    onnx = sys.modules.get("torch.onnx")
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or (onnx is not None and onnx.is_in_onnx_export())
+    )
+
+
+def check_finite_parameters(neuron: nn.Module) -> None:
+    """Raise :class:`NonFiniteError` naming ``neuron`` and the parameter when one of its own
+    parameters (thresholds, levels, time constants) holds NaN or infinity: a NaN threshold
+    silently stops every spike (``h - NaN >= 0`` is false), so the layer must refuse it.
+
+    One fused reduction per forward over the neuron's few parameter values; on the input NaN
+    is not checked here (that would read every activation again): the trainer checks each batch
+    and the loss.
+    """
+    params = [p for p in neuron.parameters(recurse=False) if p.is_floating_point()]
+    if not params or _tracing():
+        return
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(p).all() for p in params])
+        if bool(finite.all()):
+            return
+    names = [n for n, p in neuron.named_parameters(recurse=False) if p.is_floating_point()]
+    bad = [n for n, ok in zip(names, finite.tolist(), strict=True) if not ok]
+    raise NonFiniteError(
+        f"{neuron.__class__.__name__} layer ({neuron.extra_repr() or 'no options'}): parameter "
+        f"{', '.join(bad)} holds NaN or infinity"
+    )
 
 
 def _stateful_modules(model: nn.Module):

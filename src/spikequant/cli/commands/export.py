@@ -98,6 +98,9 @@ def run(args) -> int:
     from ...pipeline import load_run_model
     from ...train.trainer import resolve_checkpoint
 
+    from ...io import check_output_file
+
+    check_output_file(args.out)
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
