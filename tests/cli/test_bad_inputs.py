@@ -259,6 +259,10 @@ def rows():
     add("ablation-render-not-utf8", lambda c: (["ablation", "--render", str(c.recipe_bytes(b"\xff\xfe{")), "--out", str(c.folder())], c.tmp))
     add("spquant-study-seeds-abc", lambda c: (["spquant-study", "--seeds", "abc", "--out", str(c.folder()), "--work-dir", str(c.tmp / "sq")], c.tmp))
     add("spquant-study-fp-epochs-zero", lambda c: (["spquant-study", "--fp-epochs", "0", "--out", str(c.folder()), "--work-dir", str(c.tmp / "sq")], c.tmp))
+    add("study-unknown-name", lambda c: (["study", "no-such-study", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
+    add("study-seeds-abc", lambda c: (["study", "atif-ablation", "--seeds", "abc", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
+    add("study-jobs-zero", lambda c: (["study", "atif-ablation", "--jobs", "0", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
+    add("study-render-other-schema", lambda c: (["study", "--render", str(_render_other(c)), "--out", str(c.folder())], c.tmp))
     add("seqdigits-unknown-model", lambda c: (["seqdigits", "--models", "gru", "--out", str(c.folder())], c.tmp))
     add("seqdigits-timesteps-zero", lambda c: (["seqdigits", "--timesteps", "0", "--out", str(c.folder())], c.tmp))
     return r
@@ -296,7 +300,7 @@ MATCH = {
     "robustness--jitter--1": "--jitter",
     "sqnr-lr-inf": "lr",
     "demo-seeds-abc": "--seeds",
-    "ablation-render-other-schema": "not an atif_ablation.json",
+    "ablation-render-other-schema": "not a report written by",
 }
 
 

@@ -32,7 +32,10 @@ def run(args) -> int:
     from .ablation import study_args
     from .study import run as run_study
 
-    ablation.parse_seeds(args.seeds)  # bad input is refused before the SQNR study runs
+    from .study import parse_seeds
+
+    if args.seeds is not None:
+        parse_seeds(args.seeds)  # bad input is refused before the SQNR study runs
     console = Console()
     start = time.perf_counter()
     if not args.skip_sqnr:
