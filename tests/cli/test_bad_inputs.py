@@ -181,90 +181,538 @@ def rows():
         r.append(pytest.param(build, id=name))
 
     # ---- train: recipes and overrides
-    add("train-recipe-not-utf8", lambda c: (["train", str(_garbage_recipe(c)), "--out", str(c.folder())], c.folder()))
+    add(
+        "train-recipe-not-utf8",
+        lambda c: (["train", str(_garbage_recipe(c)), "--out", str(c.folder())], c.folder()),
+    )
     for method, (recipe, _) in METHOD_RECIPES.items():
         add(
             f"train-epochs-abc-{method}",  # every method's recipe goes through one validation
-            lambda c, recipe=recipe: (["train", recipe, "--out", str(c.folder()), "--set", "train.epochs=abc"], c.folder()),
+            lambda c, recipe=recipe: (
+                ["train", recipe, "--out", str(c.folder()), "--set", "train.epochs=abc"],
+                c.folder(),
+            ),
         )
-    add("train-num-classes-3", lambda c: (["train", "mnist-quick", "--out", str(c.folder()), *T, "--set", "model.kwargs.num_classes=3"], c.folder()))
-    add("train-input-size-32", lambda c: (["train", "mnist-quick", "--out", str(c.folder()), *T, "--set", "model.kwargs.input_size=32"], c.folder()))
-    add("train-set-unknown-section", lambda c: (["train", "mnist-quick", "--out", str(c.folder()), "--set", "trian.epochs=1"], c.folder()))
-    add("train-set-no-equals", lambda c: (["train", "mnist-quick", "--out", str(c.folder()), "--set", "train.epochs"], c.folder()))
-    add("train-unknown-recipe", lambda c: (["train", "no-such-recipe", "--out", str(c.folder())], c.folder()))
-    add("train-out-is-file", lambda c: (["train", "mnist-quick", "--out", str(c.file()), *T], c.tmp))
-    add("train-out-read-only", lambda c: (["train", "mnist-quick", "--out", str(c.readonly() / "run"), *T], c.tmp))
-    add("train-out-symlink-loop", lambda c: (["train", "mnist-quick", "--out", str(c.loop()), *T], c.tmp))
-    add("train-out-holds-run", lambda c: (["train", "mnist-quick", "--out", str(c.copy("direct")), *T], c.tmp))
-    add("train-overwrite-locked-run", lambda c: (["train", "mnist-quick", "--overwrite", "--out", str(_lock_held_by_me(c)), *T], c.tmp))
-    add("train-resume-truncated-trainer-state", lambda c: (["train", "mnist-quick", "--resume", "--out", str(c.damage("direct", "trainer_state.safetensors")), *T], c.tmp))
-    add("train-resume-garbage-trainer-json", lambda c: (["train", "mnist-quick", "--resume", "--out", str(c.damage("direct", "trainer_state.json", b"\xff{garbage")), *T], c.tmp))
-    add("train-resume-truncated-weights", lambda c: (["train", "mnist-quick", "--resume", "--out", str(c.damage("direct", "model.safetensors")), *T], c.tmp))
-    add("train-resume-other-settings", lambda c: (["train", "mnist-quick", "--resume", "--out", str(c.copy("direct")), *T, "--set", "optim.lr=0.5"], c.tmp))
-    add("train-force-without-resume", lambda c: (["train", "mnist-quick", "--force", "--out", str(c.folder())], c.folder()))
-    add("train-nproc-zero", lambda c: (["train", "mnist-quick", "--nproc", "0", "--out", str(c.folder())], c.folder()))
+    add(
+        "train-num-classes-3",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--out",
+                str(c.folder()),
+                *T,
+                "--set",
+                "model.kwargs.num_classes=3",
+            ],
+            c.folder(),
+        ),
+    )
+    add(
+        "train-input-size-32",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--out",
+                str(c.folder()),
+                *T,
+                "--set",
+                "model.kwargs.input_size=32",
+            ],
+            c.folder(),
+        ),
+    )
+    add(
+        "train-set-unknown-section",
+        lambda c: (
+            ["train", "mnist-quick", "--out", str(c.folder()), "--set", "trian.epochs=1"],
+            c.folder(),
+        ),
+    )
+    add(
+        "train-set-no-equals",
+        lambda c: (
+            ["train", "mnist-quick", "--out", str(c.folder()), "--set", "train.epochs"],
+            c.folder(),
+        ),
+    )
+    add(
+        "train-unknown-recipe",
+        lambda c: (["train", "no-such-recipe", "--out", str(c.folder())], c.folder()),
+    )
+    add(
+        "train-out-is-file", lambda c: (["train", "mnist-quick", "--out", str(c.file()), *T], c.tmp)
+    )
+    add(
+        "train-out-read-only",
+        lambda c: (["train", "mnist-quick", "--out", str(c.readonly() / "run"), *T], c.tmp),
+    )
+    add(
+        "train-out-symlink-loop",
+        lambda c: (["train", "mnist-quick", "--out", str(c.loop()), *T], c.tmp),
+    )
+    add(
+        "train-out-holds-run",
+        lambda c: (["train", "mnist-quick", "--out", str(c.copy("direct")), *T], c.tmp),
+    )
+    add(
+        "train-overwrite-locked-run",
+        lambda c: (
+            ["train", "mnist-quick", "--overwrite", "--out", str(_lock_held_by_me(c)), *T],
+            c.tmp,
+        ),
+    )
+    add(
+        "train-resume-truncated-trainer-state",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--resume",
+                "--out",
+                str(c.damage("direct", "trainer_state.safetensors")),
+                *T,
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "train-resume-garbage-trainer-json",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--resume",
+                "--out",
+                str(c.damage("direct", "trainer_state.json", b"\xff{garbage")),
+                *T,
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "train-resume-truncated-weights",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--resume",
+                "--out",
+                str(c.damage("direct", "model.safetensors")),
+                *T,
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "train-resume-other-settings",
+        lambda c: (
+            [
+                "train",
+                "mnist-quick",
+                "--resume",
+                "--out",
+                str(c.copy("direct")),
+                *T,
+                "--set",
+                "optim.lr=0.5",
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "train-force-without-resume",
+        lambda c: (["train", "mnist-quick", "--force", "--out", str(c.folder())], c.folder()),
+    )
+    add(
+        "train-nproc-zero",
+        lambda c: (["train", "mnist-quick", "--nproc", "0", "--out", str(c.folder())], c.folder()),
+    )
     # ---- eval
-    add("eval-truncated-weights", lambda c: (["eval", str(c.damage("direct", "model.safetensors"))], c.tmp))
+    add(
+        "eval-truncated-weights",
+        lambda c: (["eval", str(c.damage("direct", "model.safetensors"))], c.tmp),
+    )
     add("eval-garbage-weights-unhashed", lambda c: (["eval", str(_unhashed_garbage(c))], c.tmp))
-    add("eval-latest-not-utf8", lambda c: (["eval", str(_latest_bytes(c, b'{"epoch": 1, "checkpoint": "\xff\xfe"}'))], c.tmp))
-    add("eval-latest-outside", lambda c: (["eval", str(_latest_bytes(c, b'{"epoch": 1, "checkpoint": "../../etc"}'))], c.tmp))
-    add("eval-digits8x8-on-28x28", lambda c: (["eval", str(c.runs["direct"]), "--dataset", "digits8x8"], c.runs["direct"]))
-    add("eval-meta-unknown-model-keyword", lambda c: (["eval", str(c.meta_edit("direct", lambda m: m["model"]["kwargs"].update(bogus_width=3)))], c.tmp))
-    add("eval-meta-kwargs-list", lambda c: (["eval", str(c.meta_edit("direct", lambda m: m["model"].update(kwargs=[1, 2])))], c.tmp))
-    add("eval-meta-unknown-model", lambda c: (["eval", str(c.meta_edit("direct", lambda m: m["model"].update(name="no_such_net")))], c.tmp))
+    add(
+        "eval-latest-not-utf8",
+        lambda c: (
+            ["eval", str(_latest_bytes(c, b'{"epoch": 1, "checkpoint": "\xff\xfe"}'))],
+            c.tmp,
+        ),
+    )
+    add(
+        "eval-latest-outside",
+        lambda c: (
+            ["eval", str(_latest_bytes(c, b'{"epoch": 1, "checkpoint": "../../etc"}'))],
+            c.tmp,
+        ),
+    )
+    add(
+        "eval-digits8x8-on-28x28",
+        lambda c: (["eval", str(c.runs["direct"]), "--dataset", "digits8x8"], c.runs["direct"]),
+    )
+    add(
+        "eval-meta-unknown-model-keyword",
+        lambda c: (
+            [
+                "eval",
+                str(c.meta_edit("direct", lambda m: m["model"]["kwargs"].update(bogus_width=3))),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "eval-meta-kwargs-list",
+        lambda c: (
+            ["eval", str(c.meta_edit("direct", lambda m: m["model"].update(kwargs=[1, 2])))],
+            c.tmp,
+        ),
+    )
+    add(
+        "eval-meta-unknown-model",
+        lambda c: (
+            ["eval", str(c.meta_edit("direct", lambda m: m["model"].update(name="no_such_net")))],
+            c.tmp,
+        ),
+    )
     add("eval-missing-folder", lambda c: (["eval", str(c.tmp / "nothing-here")], c.tmp))
-    add("eval-subset-zero", lambda c: (["eval", str(c.runs["direct"]), "--subset", "0"], c.runs["direct"]))
-    add("eval-batch-size-zero", lambda c: (["eval", str(c.runs["direct"]), "--batch-size", "0"], c.runs["direct"]))
+    add(
+        "eval-subset-zero",
+        lambda c: (["eval", str(c.runs["direct"]), "--subset", "0"], c.runs["direct"]),
+    )
+    add(
+        "eval-batch-size-zero",
+        lambda c: (["eval", str(c.runs["direct"]), "--batch-size", "0"], c.runs["direct"]),
+    )
     # ---- export
-    add("export-out-is-folder", lambda c: (["export", str(c.runs["direct"]), "--out", str(c.folder())], c.tmp))
-    add("export-out-under-file", lambda c: (["export", str(c.runs["direct"]), "--out", str(c.file() / "m.nir")], c.tmp))
-    add("export-out-read-only", lambda c: (["export", str(c.runs["direct"]), "--out", str(c.readonly() / "m.nir")], c.tmp))
-    add("export-out-symlink-loop", lambda c: (["export", str(c.runs["direct"]), "--out", str(c.loop())], c.tmp))
-    add("export-truncated-weights", lambda c: (["export", str(c.damage("direct", "model.safetensors")), "--out", str(c.tmp / "m.nir")], c.tmp))
-    add("export-input-size-garbage", lambda c: (["export", str(c.runs["direct"]), "--out", str(c.tmp / "m.nir"), "--input-size", "1,x"], c.tmp))
+    add(
+        "export-out-is-folder",
+        lambda c: (["export", str(c.runs["direct"]), "--out", str(c.folder())], c.tmp),
+    )
+    add(
+        "export-out-under-file",
+        lambda c: (["export", str(c.runs["direct"]), "--out", str(c.file() / "m.nir")], c.tmp),
+    )
+    add(
+        "export-out-read-only",
+        lambda c: (["export", str(c.runs["direct"]), "--out", str(c.readonly() / "m.nir")], c.tmp),
+    )
+    add(
+        "export-out-symlink-loop",
+        lambda c: (["export", str(c.runs["direct"]), "--out", str(c.loop())], c.tmp),
+    )
+    add(
+        "export-truncated-weights",
+        lambda c: (
+            ["export", str(c.damage("direct", "model.safetensors")), "--out", str(c.tmp / "m.nir")],
+            c.tmp,
+        ),
+    )
+    add(
+        "export-input-size-garbage",
+        lambda c: (
+            ["export", str(c.runs["direct"]), "--out", str(c.tmp / "m.nir"), "--input-size", "1,x"],
+            c.tmp,
+        ),
+    )
     # ---- cost
-    add("cost-timesteps-huge", lambda c: (["cost", "vgg9", "--input-size", "3,32,32", "--timesteps", "100000000"], c.tmp))
-    add("cost-input-size-huge", lambda c: (["cost", "vgg9", "--input-size", "3,100000,100000"], c.tmp))
+    add(
+        "cost-timesteps-huge",
+        lambda c: (["cost", "vgg9", "--input-size", "3,32,32", "--timesteps", "100000000"], c.tmp),
+    )
+    add(
+        "cost-input-size-huge",
+        lambda c: (["cost", "vgg9", "--input-size", "3,100000,100000"], c.tmp),
+    )
     add("cost-unknown-model", lambda c: (["cost", "no_such_net", "--input-size", "3,32,32"], c.tmp))
-    add("cost-out-is-folder", lambda c: (["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.folder())], c.tmp))
-    add("cost-out-read-only", lambda c: (["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.readonly() / "c.json")], c.tmp))
-    add("cost-out-symlink-loop", lambda c: (["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.loop())], c.tmp))
-    add("cost-truncated-weights", lambda c: (["cost", str(c.damage("direct", "model.safetensors"))], c.tmp))
+    add(
+        "cost-out-is-folder",
+        lambda c: (["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.folder())], c.tmp),
+    )
+    add(
+        "cost-out-read-only",
+        lambda c: (
+            ["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.readonly() / "c.json")],
+            c.tmp,
+        ),
+    )
+    add(
+        "cost-out-symlink-loop",
+        lambda c: (["cost", "vgg9", "--input-size", "2,8,8", "--out", str(c.loop())], c.tmp),
+    )
+    add(
+        "cost-truncated-weights",
+        lambda c: (["cost", str(c.damage("direct", "model.safetensors"))], c.tmp),
+    )
     # ---- convert
-    add("convert-timesteps-huge", lambda c: (["convert", str(c.runs["qat"]), "--timesteps", "100000000", "--out", str(c.folder())], c.tmp))
-    add("convert-out-is-file", lambda c: (["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.file())], c.tmp))
-    add("convert-out-read-only", lambda c: (["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.readonly())], c.tmp))
-    add("convert-out-symlink-loop", lambda c: (["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.loop())], c.tmp))
-    add("convert-unknown-method", lambda c: (["convert", str(c.runs["qat"]), "--method", "magic"], c.tmp))
-    add("convert-spiking-run", lambda c: (["convert", str(c.runs["direct"]), "--timesteps", "1", "--out", str(c.folder())], c.tmp))
+    add(
+        "convert-timesteps-huge",
+        lambda c: (
+            ["convert", str(c.runs["qat"]), "--timesteps", "100000000", "--out", str(c.folder())],
+            c.tmp,
+        ),
+    )
+    add(
+        "convert-out-is-file",
+        lambda c: (
+            ["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.file())],
+            c.tmp,
+        ),
+    )
+    add(
+        "convert-out-read-only",
+        lambda c: (
+            ["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.readonly())],
+            c.tmp,
+        ),
+    )
+    add(
+        "convert-out-symlink-loop",
+        lambda c: (
+            ["convert", str(c.runs["qat"]), "--timesteps", "1", "--out", str(c.loop())],
+            c.tmp,
+        ),
+    )
+    add(
+        "convert-unknown-method",
+        lambda c: (["convert", str(c.runs["qat"]), "--method", "magic"], c.tmp),
+    )
+    add(
+        "convert-spiking-run",
+        lambda c: (
+            ["convert", str(c.runs["direct"]), "--timesteps", "1", "--out", str(c.folder())],
+            c.tmp,
+        ),
+    )
     # ---- robustness
-    for flag, value in (("--snr", "nan"), ("--jitter", "nan"), ("--jitter", "-1"), ("--snr", "inf")):
+    for flag, value in (
+        ("--snr", "nan"),
+        ("--jitter", "nan"),
+        ("--jitter", "-1"),
+        ("--snr", "inf"),
+    ):
         add(
             f"robustness{flag}-{value}",
-            lambda c, flag=flag, value=value: (["robustness", str(c.runs["ttfs"]), flag, value, "--test-limit", "8", "--out", str(c.folder())], c.tmp),
+            lambda c, flag=flag, value=value: (
+                [
+                    "robustness",
+                    str(c.runs["ttfs"]),
+                    flag,
+                    value,
+                    "--test-limit",
+                    "8",
+                    "--out",
+                    str(c.folder()),
+                ],
+                c.tmp,
+            ),
         )
-    add("robustness-not-ttfs", lambda c: (["robustness", str(c.runs["direct"]), "--out", str(c.folder())], c.tmp))
+    add(
+        "robustness-not-ttfs",
+        lambda c: (["robustness", str(c.runs["direct"]), "--out", str(c.folder())], c.tmp),
+    )
     # ---- sqnr
-    add("sqnr-lr-inf", lambda c: (["sqnr", "--lr", "inf", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.folder())], c.tmp))
-    add("sqnr-sigma-nan", lambda c: (["sqnr", "--sigma", "nan", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.folder())], c.tmp))
-    add("sqnr-timesteps-zero", lambda c: (["sqnr", "--timesteps", "0", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.folder())], c.tmp))
-    add("sqnr-out-is-file", lambda c: (["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.file())], c.tmp))
-    add("sqnr-out-read-only", lambda c: (["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.readonly())], c.tmp))
-    add("sqnr-out-symlink-loop", lambda c: (["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.loop())], c.tmp))
+    add(
+        "sqnr-lr-inf",
+        lambda c: (
+            [
+                "sqnr",
+                "--lr",
+                "inf",
+                "--iterations",
+                "2",
+                "--eval-samples",
+                "1000",
+                "--out",
+                str(c.folder()),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "sqnr-sigma-nan",
+        lambda c: (
+            [
+                "sqnr",
+                "--sigma",
+                "nan",
+                "--iterations",
+                "2",
+                "--eval-samples",
+                "1000",
+                "--out",
+                str(c.folder()),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "sqnr-timesteps-zero",
+        lambda c: (
+            [
+                "sqnr",
+                "--timesteps",
+                "0",
+                "--iterations",
+                "2",
+                "--eval-samples",
+                "1000",
+                "--out",
+                str(c.folder()),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "sqnr-out-is-file",
+        lambda c: (
+            ["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.file())],
+            c.tmp,
+        ),
+    )
+    add(
+        "sqnr-out-read-only",
+        lambda c: (
+            ["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.readonly())],
+            c.tmp,
+        ),
+    )
+    add(
+        "sqnr-out-symlink-loop",
+        lambda c: (
+            ["sqnr", "--iterations", "2", "--eval-samples", "1000", "--out", str(c.loop())],
+            c.tmp,
+        ),
+    )
     # ---- list, demo, ablation, spquant-study, seqdigits
     add("list-unknown-kind", lambda c: (["list", "bogus"], c.tmp))
-    add("demo-seeds-abc", lambda c: (["demo", "--seeds", "abc", "--out", str(c.folder()), "--runs", str(c.tmp / "demo-runs")], c.tmp))
-    add("ablation-seeds-abc", lambda c: (["ablation", "--seeds", "abc", "--out", str(c.folder()), "--runs", str(c.tmp / "abl-runs")], c.tmp))
-    add("ablation-render-other-schema", lambda c: (["ablation", "--render", str(_render_other(c)), "--out", str(c.folder())], c.tmp))
-    add("ablation-render-not-utf8", lambda c: (["ablation", "--render", str(c.recipe_bytes(b"\xff\xfe{")), "--out", str(c.folder())], c.tmp))
-    add("spquant-study-seeds-abc", lambda c: (["spquant-study", "--seeds", "abc", "--out", str(c.folder()), "--work-dir", str(c.tmp / "sq")], c.tmp))
-    add("spquant-study-fp-epochs-zero", lambda c: (["spquant-study", "--fp-epochs", "0", "--out", str(c.folder()), "--work-dir", str(c.tmp / "sq")], c.tmp))
-    add("study-unknown-name", lambda c: (["study", "no-such-study", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
-    add("study-seeds-abc", lambda c: (["study", "atif-ablation", "--seeds", "abc", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
-    add("study-jobs-zero", lambda c: (["study", "atif-ablation", "--jobs", "0", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")], c.tmp))
-    add("study-render-other-schema", lambda c: (["study", "--render", str(_render_other(c)), "--out", str(c.folder())], c.tmp))
-    add("seqdigits-unknown-model", lambda c: (["seqdigits", "--models", "gru", "--out", str(c.folder())], c.tmp))
-    add("seqdigits-timesteps-zero", lambda c: (["seqdigits", "--timesteps", "0", "--out", str(c.folder())], c.tmp))
+    add(
+        "demo-seeds-abc",
+        lambda c: (
+            [
+                "demo",
+                "--seeds",
+                "abc",
+                "--out",
+                str(c.folder()),
+                "--runs",
+                str(c.tmp / "demo-runs"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "ablation-seeds-abc",
+        lambda c: (
+            [
+                "ablation",
+                "--seeds",
+                "abc",
+                "--out",
+                str(c.folder()),
+                "--runs",
+                str(c.tmp / "abl-runs"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "ablation-render-other-schema",
+        lambda c: (
+            ["ablation", "--render", str(_render_other(c)), "--out", str(c.folder())],
+            c.tmp,
+        ),
+    )
+    add(
+        "ablation-render-not-utf8",
+        lambda c: (
+            ["ablation", "--render", str(c.recipe_bytes(b"\xff\xfe{")), "--out", str(c.folder())],
+            c.tmp,
+        ),
+    )
+    add(
+        "spquant-study-seeds-abc",
+        lambda c: (
+            [
+                "spquant-study",
+                "--seeds",
+                "abc",
+                "--out",
+                str(c.folder()),
+                "--work-dir",
+                str(c.tmp / "sq"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "spquant-study-fp-epochs-zero",
+        lambda c: (
+            [
+                "spquant-study",
+                "--fp-epochs",
+                "0",
+                "--out",
+                str(c.folder()),
+                "--work-dir",
+                str(c.tmp / "sq"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "study-unknown-name",
+        lambda c: (
+            ["study", "no-such-study", "--out", str(c.folder()), "--work-dir", str(c.tmp / "st")],
+            c.tmp,
+        ),
+    )
+    add(
+        "study-seeds-abc",
+        lambda c: (
+            [
+                "study",
+                "atif-ablation",
+                "--seeds",
+                "abc",
+                "--out",
+                str(c.folder()),
+                "--work-dir",
+                str(c.tmp / "st"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "study-jobs-zero",
+        lambda c: (
+            [
+                "study",
+                "atif-ablation",
+                "--jobs",
+                "0",
+                "--out",
+                str(c.folder()),
+                "--work-dir",
+                str(c.tmp / "st"),
+            ],
+            c.tmp,
+        ),
+    )
+    add(
+        "study-render-other-schema",
+        lambda c: (["study", "--render", str(_render_other(c)), "--out", str(c.folder())], c.tmp),
+    )
+    add(
+        "seqdigits-unknown-model",
+        lambda c: (["seqdigits", "--models", "gru", "--out", str(c.folder())], c.tmp),
+    )
+    add(
+        "seqdigits-timesteps-zero",
+        lambda c: (["seqdigits", "--timesteps", "0", "--out", str(c.folder())], c.tmp),
+    )
     return r
 
 
@@ -364,8 +812,18 @@ def test_commands_on_every_method_work_or_refuse(command, method, runs, tmp_path
         "eval": ["eval", str(run), "--subset", "16", "--json"],
         "export": ["export", str(run), "--out", str(tmp_path / "m.nir"), "--json"],
         "cost": ["cost", str(run), "--samples", "8", "--json"],
-        "convert": ["convert", str(run), "--timesteps", "1,2", "--test-samples", "16",
-                    "--calibration-samples", "16", "--out", str(tmp_path / "conv")],
+        "convert": [
+            "convert",
+            str(run),
+            "--timesteps",
+            "1,2",
+            "--test-samples",
+            "16",
+            "--calibration-samples",
+            "16",
+            "--out",
+            str(tmp_path / "conv"),
+        ],
     }[command]
     code, out, err = quiet_main(argv)
     assert "Traceback" not in err, err

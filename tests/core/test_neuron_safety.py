@@ -90,12 +90,22 @@ def test_kernel_refuses_non_finite_threshold(backend, bad):
         )
     with pytest.raises(NonFiniteError, match="spike value"):
         kernels.integrate_fire(
-            x, v0, torch.tensor(1.0), surrogate_kind="sigmoid", alpha=4.0, backend=backend,
+            x,
+            v0,
+            torch.tensor(1.0),
+            surrogate_kind="sigmoid",
+            alpha=4.0,
+            backend=backend,
             spike_value=torch.tensor(bad),
         )
     with pytest.raises(NonFiniteError, match="finite"):
         kernels.integrate_fire(
-            x, v0, torch.tensor(1.0), surrogate_kind="sigmoid", alpha=4.0, backend=backend,
+            x,
+            v0,
+            torch.tensor(1.0),
+            surrogate_kind="sigmoid",
+            alpha=4.0,
+            backend=backend,
             decay=bad,
         )
 

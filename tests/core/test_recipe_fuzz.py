@@ -15,12 +15,22 @@ from spikequant.errors import ConfigError
 from spikequant.methods import list_methods
 from spikequant.train.recipe import SCHEMA, TOP_LEVEL, validate_recipe
 
-FUZZ = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KNOWN_KEYS = sorted(
-    {*TOP_LEVEL, *(k for fields in SCHEMA.values() for k in fields), "kind", "kwargs", "bits",
-     "fold_epochs", "weight_bits", "K", "form", "crop_padding", "num_classes", "input_size"}
+    {
+        *TOP_LEVEL,
+        *(k for fields in SCHEMA.values() for k in fields),
+        "kind",
+        "kwargs",
+        "bits",
+        "fold_epochs",
+        "weight_bits",
+        "K",
+        "form",
+        "crop_padding",
+        "num_classes",
+        "input_size",
+    }
 )
 scalars = st.one_of(
     st.none(),
@@ -85,9 +95,22 @@ def test_random_text_loads_or_raises_config_error(text):
 
 override_keys = st.one_of(
     st.sampled_from(
-        ["train.epochs", "optim.lr", "model.kwargs.num_classes", "model.timesteps", "seed",
-         "method.name", "method.fold_epochs", "data.augment", "data.augment.flip", "name",
-         "train", "model.kwargs", "schedule.name", "train.precision"]
+        [
+            "train.epochs",
+            "optim.lr",
+            "model.kwargs.num_classes",
+            "model.timesteps",
+            "seed",
+            "method.name",
+            "method.fold_epochs",
+            "data.augment",
+            "data.augment.flip",
+            "name",
+            "train",
+            "model.kwargs",
+            "schedule.name",
+            "train.precision",
+        ]
     ),
     st.text(max_size=16),
 )

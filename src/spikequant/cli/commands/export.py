@@ -94,11 +94,10 @@ def run(args) -> int:
     import torch
 
     from ...export import to_nir, write_nir
+    from ...io import check_output_file
     from ...models.common import SpikingModel
     from ...pipeline import load_run_model
     from ...train.trainer import resolve_checkpoint
-
-    from ...io import check_output_file
 
     check_output_file(args.out)
     folder = resolve_checkpoint(args.checkpoint)

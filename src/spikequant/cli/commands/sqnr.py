@@ -31,7 +31,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..._optional import require
     from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
-    from ...io import check_output_dir, command_header, command_line, results_dir, write_json, write_text
+    from ...io import (
+        check_output_dir,
+        command_header,
+        command_line,
+        results_dir,
+        write_json,
+        write_text,
+    )
 
     require("matplotlib", "the SQNR study's plot")  # before the study, not after it
     out = results_dir(check_output_dir(args.out) if args.out is not None else None)
