@@ -705,6 +705,38 @@ def rows():
         "study-render-other-schema",
         lambda c: (["study", "--render", str(_render_other(c)), "--out", str(c.folder())], c.tmp),
     )
+    # ---- deploy, run (the integer runtime)
+    add(
+        "deploy-direct-run",
+        lambda c: (["deploy", str(c.runs["direct"]), "--out", str(c.tmp / "m.sqrt")], c.tmp),
+    )
+    add(
+        "deploy-out-is-folder",
+        lambda c: (["deploy", str(c.runs["spquant"]), "--out", str(c.folder())], c.tmp),
+    )
+    add(
+        "deploy-out-symlink-loop",
+        lambda c: (["deploy", str(c.runs["spquant"]), "--out", str(c.loop())], c.tmp),
+    )
+    add(
+        "deploy-truncated-weights",
+        lambda c: (
+            ["deploy", str(c.damage("spquant", "model.safetensors")), "--out", str(c.tmp / "m")],
+            c.tmp,
+        ),
+    )
+    add(
+        "run-garbage-program",
+        lambda c: (["run", str(c.recipe_bytes(b"\x00garbage")), str(_npy(c))], c.tmp),
+    )
+    add(
+        "run-missing-program",
+        lambda c: (["run", str(c.tmp / "none.sqrt"), str(_npy(c))], c.tmp),
+    )
+    add(
+        "run-garbage-input",
+        lambda c: (["run", str(c.recipe_bytes(b"\x00garbage")), str(c.file())], c.tmp),
+    )
     add(
         "seqdigits-unknown-model",
         lambda c: (["seqdigits", "--models", "gru", "--out", str(c.folder())], c.tmp),
@@ -714,6 +746,14 @@ def rows():
         lambda c: (["seqdigits", "--timesteps", "0", "--out", str(c.folder())], c.tmp),
     )
     return r
+
+
+def _npy(ctx: Ctx) -> Path:
+    import numpy as np
+
+    path = ctx.tmp / "input.npy"
+    np.save(path, np.zeros((1, 28, 28), dtype=np.float32))
+    return path
 
 
 def _unhashed_garbage(ctx: Ctx) -> Path:

@@ -46,14 +46,28 @@ def test_empty_sequence_is_a_shape_error(name, shape):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list_neurons())
-def test_half_precision_input_integrates_like_its_float32_value(name, dtype):
-    """Half inputs are integrated in float32: the result equals the float32 reference run on the
-    same (rounded) values, bit for bit."""
+def test_half_precision_input_under_autocast_integrates_in_float32(name, dtype):
+    """Under mixed precision (autocast hands neurons half-precision conv outputs) the membrane
+    integrates in float32: the result equals the float32 run on the same rounded values, bit
+    for bit."""
+    x = drive(dtype=dtype)
+    with torch.autocast("cpu", dtype=dtype):
+        got = make(name)(x)
+    assert torch.equal(got.float(), make(name)(x.float()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", list_neurons())
+def test_half_precision_input_keeps_its_dtype_and_stays_close(name, dtype):
+    """A plain half-precision call computes in that precision: same dtype, finite, and the
+    same spikes as float32 except where rounding moves a membrane across the threshold."""
     x = drive(dtype=dtype)
     got = make(name)(x)
     want = make(name)(x.float())
-    assert got.dtype == torch.float32
-    assert torch.equal(got, want)
+    assert got.dtype == dtype
+    assert torch.isfinite(got.float()).all()
+    differing = (got.float() != want).float().mean().item()
+    assert differing <= 0.1, f"{differing:.0%} of the outputs differ from float32"
 
 
 @pytest.mark.parametrize("name", list_neurons())

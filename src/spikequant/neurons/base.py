@@ -98,6 +98,10 @@ class SpikingNeuron(nn.Module):
 
     Subclasses implement :meth:`initial_state` and :meth:`step` (usually a call into a pure step
     function with the module's parameters); :meth:`forward` runs them over time and keeps state.
+
+    :meth:`forward` refuses empty input (:class:`ShapeError`) and non-finite parameters
+    (:class:`NonFiniteError` naming the layer). NaN *input* is not checked here: that would read
+    every activation a second time; the trainer checks every batch, loss and gradient instead.
     """
 
     def __init__(self) -> None:
