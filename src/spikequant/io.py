@@ -78,6 +78,8 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give a file name")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{option} {path} is a broken or looping symbolic link")
     check_output_dir(path.parent, option)
     return path
 
