@@ -148,7 +148,13 @@ class Method(TrainingHooks):
         return {}
 
     def checkpoint_meta(self, trainer: Trainer) -> dict:
-        return {**trainer.meta, "method": self.name, "method_options": self.cfg["method"]}
+        # the model as it is now (QAT folds BN mid-run): what a loader must rebuild
+        return {
+            **trainer.meta,
+            "model": self.model_spec(),
+            "method": self.name,
+            "method_options": self.cfg["method"],
+        }
 
 
 def example_batch(dataset: Dataset) -> torch.Tensor:
