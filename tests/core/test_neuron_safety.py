@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spikequant import kernels
-from spikequant.errors import NonFiniteError, ShapeError
+from spikequant.errors import ConfigError, NonFiniteError, ShapeError
 from spikequant.registry import create_neuron, list_neurons
 
 T = 4
@@ -17,7 +17,7 @@ T = 4
 def make(name: str, **kwargs):
     try:
         return create_neuron(name, timesteps=T, **kwargs)
-    except TypeError:
+    except (TypeError, ConfigError):  # neurons without a fixed number of steps
         return create_neuron(name, **kwargs)
 
 
@@ -30,7 +30,10 @@ def drive(shape=(T, 3, 5), dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("name", list_neurons())
 def test_non_finite_parameter_is_refused_naming_the_layer(name, bad):
     neuron = make(name)
-    pname, param = next(iter(neuron.named_parameters()))
+    pname, param = next(
+        (n, t) for n, t in (*neuron.named_parameters(), *neuron.named_buffers())
+        if t.is_floating_point()
+    )  # fmt: skip
     with torch.no_grad():
         param.view(-1)[0] = bad
     with pytest.raises(NonFiniteError, match=rf"{type(neuron).__name__} layer .*{pname}"):
@@ -66,7 +69,8 @@ def test_half_precision_input_keeps_its_dtype_and_stays_close(name, dtype):
     want = make(name)(x.float())
     assert got.dtype == dtype
     assert torch.isfinite(got.float()).all()
-    differing = (got.float() != want).float().mean().item()
+    eps = torch.finfo(dtype).eps * 8  # graded outputs (MSAT) round at the dtype's precision
+    differing = (~torch.isclose(got.float(), want, rtol=eps, atol=eps)).float().mean().item()
     assert differing <= 0.1, f"{differing:.0%} of the outputs differ from float32"
 
 

@@ -194,22 +194,25 @@ def _tracing() -> bool:
 
 def check_finite_parameters(neuron: nn.Module) -> None:
     """Raise :class:`NonFiniteError` naming ``neuron`` and the parameter when one of its own
-    parameters (thresholds, levels, time constants) holds NaN or infinity: a NaN threshold
+    parameters or buffers (thresholds, levels, time constants) holds NaN or infinity: a NaN threshold
     silently stops every spike (``h - NaN >= 0`` is false), so the layer must refuse it.
 
     One fused reduction per forward over the neuron's few parameter values; on the input NaN
     is not checked here (that would read every activation again): the trainer checks each batch
     and the loss.
     """
-    params = [p for p in neuron.parameters(recurse=False) if p.is_floating_point()]
-    if not params or _tracing():
+    named = [
+        (n, t)
+        for n, t in (*neuron.named_parameters(recurse=False), *neuron.named_buffers(recurse=False))
+        if t.is_floating_point()
+    ]  # calibrated thresholds (conversion neurons) are buffers
+    if not named or _tracing():
         return
     with torch.no_grad():
-        finite = torch.stack([torch.isfinite(p).all() for p in params])
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named])
         if bool(finite.all()):
             return
-    names = [n for n, p in neuron.named_parameters(recurse=False) if p.is_floating_point()]
-    bad = [n for n, ok in zip(names, finite.tolist(), strict=True) if not ok]
+    bad = [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
     raise NonFiniteError(
         f"{neuron.__class__.__name__} layer ({neuron.extra_repr() or 'no options'}): parameter "
         f"{', '.join(bad)} holds NaN or infinity"
