@@ -194,8 +194,8 @@ def _tracing() -> bool:
 
 def check_finite_parameters(neuron: nn.Module) -> None:
     """Raise :class:`NonFiniteError` naming ``neuron`` and the parameter when one of its own
-    parameters or buffers (thresholds, levels, time constants) holds NaN or infinity: a NaN threshold
-    silently stops every spike (``h - NaN >= 0`` is false), so the layer must refuse it.
+    parameters or buffers (thresholds, levels, time constants) holds NaN or infinity: a NaN
+    threshold silently stops every spike (``h - NaN >= 0`` is false), so the layer refuses it.
 
     One fused reduction per forward over the neuron's few parameter values; on the input NaN
     is not checked here (that would read every activation again): the trainer checks each batch
