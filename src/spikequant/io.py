@@ -68,3 +68,34 @@ def command_line() -> str:
 def command_header() -> str:
     """First lines of a markdown results file: the exact command that wrote it."""
     return f"Command: `{command_line()}`\n\n"
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Prove before any work that a file can be written at ``path`` (its folder is created):
+    not a folder, not below a file, not in a read-only or looping location."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{option} {path} is a broken or looping symbolic link")
+    check_output_dir(path.parent, option)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the folder ``path`` and prove it writable now, before any work starts."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{option} {path} exists and is not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} is not writable ({exc.strerror or exc})") from None
+    return path

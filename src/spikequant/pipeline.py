@@ -60,8 +60,9 @@ def run(
     problem = None
     if here.main:  # rank 0 owns the run folder; the others stop with its error, if any
         try:
+            runfolder.check_writable(out_dir)
+            lock.__enter__()  # before prepare: --overwrite must not delete a running run's files
             runfolder.prepare(out_dir, resume=resume, overwrite=overwrite)
-            lock.__enter__()
             if resume:
                 refuse_changed_settings(out_dir, cfg, force)
         except RunFolderError as exc:

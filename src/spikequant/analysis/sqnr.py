@@ -46,12 +46,18 @@ class SQNRConfig:
             ),
             (math.isfinite(self.sigma) and self.sigma > 0, "sigma must be a positive number"),
             (isinstance(self.iterations, int) and self.iterations >= 1, "iterations must be >= 1"),
-            (self.alpha > 0 and self.lr > 0, "alpha and lr must be positive"),
+            (
+                all(math.isfinite(v) and v > 0 for v in (self.alpha, self.lr)),
+                "alpha and lr must be positive finite numbers",
+            ),
             (
                 self.batch_size >= 1 and self.eval_samples >= 1000,
                 "batch >= 1 and eval_samples >= 1000",
             ),
-            (self.initial_threshold > 0, "initial threshold must be positive"),
+            (
+                math.isfinite(self.initial_threshold) and self.initial_threshold > 0,
+                "initial threshold must be positive",
+            ),
         ]
         for ok, message in checks:
             if not ok:

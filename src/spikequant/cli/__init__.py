@@ -17,8 +17,16 @@ from ..errors import SpikequantError
 from . import commands
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="spikequant",
         description="Low-latency, low-precision spiking neural networks "
         "(ATIF, MSAT, Ca-LIF, TTFS, SpQuant).",
@@ -31,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="version",
         version=f"%(prog)s {importlib.import_module('spikequant').__version__}",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -45,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in raw  # accepted anywhere on the line, not only before the command
-    args = parser.parse_args([a for a in raw if a != "--debug"])
+    try:
+        args = parser.parse_args([a for a in raw if a != "--debug"])
+    except SystemExit as exc:  # --help (0) or a bad option (2, already said in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     args.debug = debug
     args.argv = None if argv is None else [a for a in raw if a != "--debug"]
     if argv is None:

@@ -27,6 +27,7 @@ tensors and plain numbers; the neurons hand over their own parameters.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 import platform
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError, ShapeError
 from ._common import SURROGATE_KINDS, KernelSpec, kernel_layout
 from .build import CompiledExtension, cache_root, cpu_model, import_built_extension  # noqa: F401
 
@@ -212,6 +213,16 @@ def integrate_fire(
             f"fused kernels implement the surrogates {sorted(SURROGATE_KINDS)}, "
             f"not {surrogate_kind!r}"
         )
+    if x_seq.ndim >= 2 and x_seq.numel() == 0:
+        raise ShapeError(f"integrate_fire: empty input of shape {tuple(x_seq.shape)}")
+    _check_finite("threshold", threshold)
+    if spike_value is not None:
+        _check_finite("spike value", spike_value)
+    if not all(math.isfinite(float(v)) for v in (decay, input_scale, v_reset, alpha)):
+        raise NonFiniteError(
+            "integrate_fire: decay, input_scale, v_reset and alpha must be finite, got "
+            f"{decay}, {input_scale}, {v_reset}, {alpha}"
+        )
     chosen = choose_backend(x_seq, backend)
     if chosen is None:
         return None
@@ -251,6 +262,15 @@ def integrate_fire(
         x_seq, v0, threshold, spike_value, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach,
         spec.kind, spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner,
     )
+
+
+def _check_finite(what: str, tensor: torch.Tensor) -> None:
+    """A NaN/inf threshold makes every comparison false (no spike ever): refuse it. A few values
+    per layer; skipped while torch.compile traces (a data-dependent branch cannot be traced)."""
+    if torch.compiler.is_compiling() or _onnx_exporting():
+        return
+    if not bool(torch.isfinite(tensor.detach()).all()):
+        raise NonFiniteError(f"integrate_fire: the {what} holds NaN or infinity")
 
 
 def _prepare(x_seq, v0, threshold, spike_value, per_step_threshold):

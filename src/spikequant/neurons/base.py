@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, StaleStateError, StateShapeError
+from ..errors import ConfigError, NonFiniteError, ShapeError, StaleStateError, StateShapeError
 from ..kernels import BACKENDS
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
@@ -98,6 +98,10 @@ class SpikingNeuron(nn.Module):
 
     Subclasses implement :meth:`initial_state` and :meth:`step` (usually a call into a pure step
     function with the module's parameters); :meth:`forward` runs them over time and keeps state.
+
+    :meth:`forward` refuses empty input (:class:`ShapeError`) and non-finite parameters
+    (:class:`NonFiniteError` naming the layer). NaN *input* is not checked here: that would read
+    every activation a second time; the trainer checks every batch, loss and gradient instead.
     """
 
     def __init__(self) -> None:
@@ -120,6 +124,16 @@ class SpikingNeuron(nn.Module):
                 f"{type(self).__name__} expects time-first input [T, B, ...], got shape "
                 f"{tuple(x_seq.shape)}"
             )
+        if x_seq.shape[0] == 0 or x_seq.shape[1] == 0 or x_seq.numel() == 0:
+            raise ShapeError(
+                f"{type(self).__name__} received an empty input of shape {tuple(x_seq.shape)} "
+                "(needs T >= 1 steps of B >= 1 samples)"
+            )
+        if not x_seq.is_floating_point():
+            raise ShapeError(
+                f"{type(self).__name__} takes floating-point input, got {x_seq.dtype}"
+            )
+        check_finite_parameters(self)
         if x_seq.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
             x_seq.device.type
         ):
@@ -162,6 +176,47 @@ class SpikingNeuron(nn.Module):
     def detach_state(self) -> None:
         if self.state is not None:
             self.state = _map_state(self.state, torch.Tensor.detach)
+
+
+def _tracing() -> bool:
+    """True while torch.compile / torch.jit / ONNX export trace the forward: a data-dependent
+    check cannot be traced (and the traced graph is checked when it runs eagerly)."""
+    import sys
+
+    onnx = sys.modules.get("torch.onnx")
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or (onnx is not None and onnx.is_in_onnx_export())
+    )
+
+
+def check_finite_parameters(neuron: nn.Module) -> None:
+    """Raise :class:`NonFiniteError` naming ``neuron`` and the parameter when one of its own
+    parameters or buffers (thresholds, levels, time constants) holds NaN or infinity: a NaN
+    threshold silently stops every spike (``h - NaN >= 0`` is false), so the layer refuses it.
+
+    One fused reduction per forward over the neuron's few parameter values; on the input NaN
+    is not checked here (that would read every activation again): the trainer checks each batch
+    and the loss.
+    """
+    named = [
+        (n, t)
+        for n, t in (*neuron.named_parameters(recurse=False), *neuron.named_buffers(recurse=False))
+        if t.is_floating_point()
+    ]  # calibrated thresholds (conversion neurons) are buffers
+    if not named or _tracing():
+        return
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+        if bool(finite.all()):
+            return
+    bad = [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+    raise NonFiniteError(
+        f"{neuron.__class__.__name__} layer ({neuron.extra_repr() or 'no options'}): parameter "
+        f"{', '.join(bad)} holds NaN or infinity"
+    )
 
 
 def _stateful_modules(model: nn.Module):

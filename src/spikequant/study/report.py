@@ -375,7 +375,7 @@ def rerender(path: Path, command: str) -> dict:
         else:
             evaluate_report(report)
         report["stem"]  # noqa: B018 - the file name of the rendered report comes from it
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON, UTF-8
         raise ConfigError(
             f"{path} is not a report written by `spikequant study`: {exc!r}"
         ) from None

@@ -19,6 +19,9 @@ from ...errors import ConfigError
 AUTOMATIC_FIELDS = ("architecture", "seed")
 
 
+MAX_CONVERT_TIMESTEPS = 4096  # the bound of method.convert.timesteps in QAT recipes
+
+
 def parse_timesteps(text: str) -> list[int]:
     """``"1,2,4,...,256"`` -> 1, 2, ..., 256. The ellipsis continues the integer ratio of the last
     two values (``8,16,...,128``) unless three values before it are evenly spaced
@@ -45,8 +48,10 @@ def parse_timesteps(text: str) -> list[int]:
         raise ConfigError(
             f"--timesteps must be integers separated by commas, got {text!r}"
         ) from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"--timesteps must be positive integers, got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_CONVERT_TIMESTEPS:
+        raise ConfigError(
+            f"--timesteps must be integers in 1..{MAX_CONVERT_TIMESTEPS}, got {text!r}"
+        )
     return sorted(set(values))
 
 
@@ -149,6 +154,10 @@ def run(args) -> int:
         raise ConfigError("--test-samples must be >= 1")
     if args.calibration_samples < 1:
         raise ConfigError("--calibration-samples must be >= 1")
+    if args.out is not None:
+        from ...io import check_output_dir
+
+        check_output_dir(args.out)
     torch.manual_seed(args.seed)
     model, meta = load_run_model(args.checkpoint)
     require_ann(meta, args.checkpoint)

@@ -26,10 +26,48 @@ def _parse_size(text: str) -> tuple[int, int, int]:
     return parts
 
 
+def available_memory_bytes() -> int:
+    """MemAvailable of this machine (Linux), else its physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_bounds(model: str, c: int, h: int, w: int, timesteps: int) -> None:
+    """Refuse sizes that cannot be profiled, before building anything: T in 1..MAX_TIMESTEPS
+    (the recipe bound), and a memory estimate within this machine's available memory.
+
+    The estimate is a lower bound: the probe holds the input of T steps and the first spiking
+    layer's membrane and spikes (at least as many values as the input), float32 each.
+    """
+    from ...train.recipe import MAX_TIMESTEPS
+
+    if not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise ConfigError(f"--timesteps must be in 1..{MAX_TIMESTEPS}, got {timesteps}")
+    need = 3 * 4 * timesteps * c * h * w
+    have = available_memory_bytes()
+    if need > have:
+        raise ConfigError(
+            f"model {model} at input {c}x{h}x{w}, T = {timesteps} needs at least "
+            f"{need / 2**30:.1f} GiB for its activations, more than the {have / 2**30:.1f} GiB "
+            "available; use a smaller --input-size or --timesteps"
+        )
+
+
 def run(args) -> int:
     from ...cost import measure_activity, model_cost
     from ...registry import create_model
 
+    if args.out:
+        from ...io import check_output_file
+
+        check_output_file(args.out)
     target = Path(args.model)
     sparsity = None
     if target.exists():
@@ -57,8 +95,7 @@ def run(args) -> int:
         if not args.input_size:
             raise ConfigError("--input-size C,H,W is required for a model name")
         c, h, w = _parse_size(args.input_size)
-        if args.timesteps < 1:
-            raise ConfigError(f"--timesteps must be positive, got {args.timesteps}")
+        check_bounds(args.model, c, h, w, args.timesteps)
         try:
             model = create_model(
                 args.model,

@@ -30,8 +30,11 @@ def run(args) -> int:
 
     from .. import build_parser
     from .ablation import study_args
+    from .study import parse_seeds
     from .study import run as run_study
 
+    if args.seeds is not None:
+        parse_seeds(args.seeds)  # bad input is refused before the SQNR study runs
     console = Console()
     start = time.perf_counter()
     if not args.skip_sqnr:

@@ -23,6 +23,9 @@ def run(args) -> int:
     target = Path(args.run)
     if not target.exists():
         raise ConfigError(f"no run folder or checkpoint at {target}")
+    from ...io import check_output_file
+
+    check_output_file(args.out)  # before any work
     model, meta = load_run_model(target)
     dataset = meta.get("dataset")
     kind = args.input_kind

@@ -94,10 +94,12 @@ def run(args) -> int:
     import torch
 
     from ...export import to_nir, write_nir
+    from ...io import check_output_file
     from ...models.common import SpikingModel
     from ...pipeline import load_run_model
     from ...train.trainer import resolve_checkpoint
 
+    check_output_file(args.out)
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)

@@ -68,6 +68,11 @@ def run(args) -> int:
         write_report,
     )
 
+    check_study_values(args)
+    if args.out is not None:
+        from ...io import check_output_dir
+
+        check_output_dir(args.out)
     model, meta = load_run_model(args.checkpoint)
     if not isinstance(model, TTFSNet):
         raise CheckpointError(
@@ -112,3 +117,21 @@ def run(args) -> int:
         print(f"  jitter in {100 * r['input_jitter']:.1f}% -> out {100 * r['output_jitter']:.3f}%")
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
     return 0
+
+
+def check_study_values(args) -> None:
+    """Refuse non-finite or out-of-range study values before any work."""
+    import math
+
+    from ...errors import ConfigError
+
+    for value in args.snr or []:
+        if not math.isfinite(value):
+            raise ConfigError(f"--snr takes finite dB values, got {value}")
+    for value in args.jitter or []:
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise ConfigError(f"--jitter takes relative jitters in [0, 1), got {value}")
+    if not (math.isfinite(args.range_quantile) and 0 < args.range_quantile <= 1):
+        raise ConfigError(f"--range-quantile must be in (0, 1], got {args.range_quantile}")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")

@@ -31,9 +31,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..._optional import require
     from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
-    from ...io import command_header, command_line, results_dir, write_json, write_text
+    from ...io import (
+        check_output_dir,
+        command_header,
+        command_line,
+        results_dir,
+        write_json,
+        write_text,
+    )
 
     require("matplotlib", "the SQNR study's plot")  # before the study, not after it
+    out = results_dir(check_output_dir(args.out) if args.out is not None else None)
     cfg = SQNRConfig(
         timesteps=args.timesteps,
         sigma=args.sigma,
@@ -45,7 +53,6 @@ def run(args) -> int:
         eval_every=max(1, args.iterations // 80),
     )
     result = run_sqnr_study(cfg)
-    out = results_dir(args.out)
     suffix = "" if (cfg.timesteps, cfg.sigma) == (4, 0.1) else f"_T{cfg.timesteps}_s{cfg.sigma:g}"
     write_json(out / f"sqnr{suffix}.json", {"command": command_line(), **result})
     plot_sqnr_study(result, out / f"sqnr{suffix}.png")

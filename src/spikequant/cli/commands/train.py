@@ -58,6 +58,8 @@ def run(args) -> int:
         raise ConfigError("--force goes with --resume")
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume exclude each other")
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"train.device={args.device}")
