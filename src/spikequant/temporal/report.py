@@ -21,7 +21,7 @@ def markdown(metrics: dict, cfg: dict, command: str) -> str:
         "",
         f"# TTFS training report: {metrics['name']}",
         "",
-        "Dataset `{metrics['dataset']}`, model `{metrics['model']['name']}` "
+        f"Dataset `{metrics['dataset']}`, model `{metrics['model']['name']}` "
         f"{metrics['model']['kwargs']}, batch {cfg['data']['batch_size']}.",
         "",
         f"Final ({metrics['weight_bits']}-bit weights): test accuracy "
