@@ -745,6 +745,14 @@ def rows():
         "seqdigits-timesteps-zero",
         lambda c: (["seqdigits", "--timesteps", "0", "--out", str(c.folder())], c.tmp),
     )
+    add(
+        "report-missing-run",
+        lambda c: (["report", str(c.tmp / "no-such-run"), "--out", str(c.tmp / "r.html")], c.tmp),
+    )
+    add(
+        "report-folder-without-metrics",
+        lambda c: (["report", str(c.folder()), "--out", str(c.tmp / "r.html")], c.tmp),
+    )
     return r
 
 
