@@ -381,7 +381,7 @@ def render_markdown(res: dict) -> str:
     ]
     checks = res.get("targets") or []
     if checks:
-        lines += ["## Targets of issue 7 on this run", "", "| target | measured | met |",
+        lines += ["## Speed targets on this run", "", "| target | measured | met |",
                   "|---|---|---|"]
         lines += [f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
                   for c in checks]
