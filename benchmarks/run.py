@@ -1,6 +1,6 @@
 """``make bench``: spikequant against SpikingJelly, snnTorch and Norse, side by side in one run.
 
-Workloads (issue 7):
+Workloads:
   (a) a multi-step LIF and IF layer on [T=8, B=64, N=4096], forward and forward+backward, with a
       bandwidth floor (bytes that must move / measured copy bandwidth);
   (b) a training step of a 3-conv spiking CNN on [T=4, B=32, 3, 32, 32];
