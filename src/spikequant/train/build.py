@@ -77,12 +77,8 @@ def build_augment(cfg: dict):
     wanted = aug["crop_padding"] or aug["random_resize"] or aug["flip"] or data["mixup_alpha"] > 0
     if not wanted:
         return None
-    try:
-        from ..data import augment as augment_module
-    except ImportError:
-        raise ConfigError(
-            "this recipe asks for augmentation/mixup but spikequant.data.augment is not available"
-        ) from None
+    from ..data import augment as augment_module
+
     return augment_module.build_batch_augment(
         crop_padding=aug["crop_padding"],
         random_resize=aug["random_resize"],
