@@ -87,7 +87,7 @@ def checkpointed_forward(model: nn.Module, x_seq: torch.Tensor, chunk: int) -> t
     neurons = _neurons(model)
     outputs = []
     for start in range(0, steps, chunk):
-        x_chunk = x_seq[start:start + chunk]
+        x_chunk = x_seq[start : start + chunk]
         templates = [n.state for n in neurons]
         if all(t is None for t in templates):
             state_tensors: list[torch.Tensor] = []

@@ -42,12 +42,26 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def results_dir(override: str | os.PathLike | None = None) -> Path:
-    """Where commands write reports: ``--out`` if given, else ``$SPIKEQUANT_RESULTS`` or
-    ``docs/results`` under the current directory."""
-    path = Path(override or os.environ.get("SPIKEQUANT_RESULTS", "docs/results"))
+def results_dir(override: str | os.PathLike | None, default: str | os.PathLike) -> Path:
+    """Where a command writes its report: ``--out`` if given, else the command's own default (a
+    run's ``reports/`` folder, or ``spikequant-reports/`` for commands without a run), never the
+    current directory's ``docs/``. Created if missing."""
+    path = Path(override if override is not None else default)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: the report folder of commands that do not read a run (sqnr, data report, seqdigits, ...)
+DEFAULT_REPORTS = Path("spikequant-reports")
+
+
+def run_reports_dir(checkpoint: str | os.PathLike) -> Path:
+    """``RUN/reports`` for a run folder or one of its ``RUN/checkpoints/epoch_NNNN`` folders; a
+    standalone checkpoint folder gets its own ``reports/``."""
+    folder = Path(checkpoint)
+    if folder.parent.name == "checkpoints":
+        folder = folder.parent.parent
+    return folder / "reports"
 
 
 def command_line() -> str:

@@ -158,8 +158,7 @@ def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
     except (RuntimeError, ValueError, IndexError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"model {name!r} does not fit the data (sample shape "
-            f"{list(x.shape[1:])}): {reason}"
+            f"model {name!r} does not fit the data (sample shape {list(x.shape[1:])}): {reason}"
         ) from None
     finally:
         reset_state(model)

@@ -233,6 +233,7 @@ def encode_state(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
 def decode_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Rebuild a trainer-state tree from its JSON form, putting back the tensors (``$tensor``)
     and arrays it refers to."""
+
     def dec(value: Any) -> Any:
         if isinstance(value, list):
             return [dec(v) for v in value]

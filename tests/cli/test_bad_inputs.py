@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from spikequant.cli import build_parser, main
@@ -753,6 +754,38 @@ def rows():
         "report-folder-without-metrics",
         lambda c: (["report", str(c.folder()), "--out", str(c.tmp / "r.html")], c.tmp),
     )
+    # ---- --device on every command that computes (an unknown kind; CUDA where there is none)
+    devices = ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        add(
+            f"train-device-{device}",
+            lambda c, d=device: (
+                ["train", "mnist-quick", "--out", str(c.folder()), *T, "--device", d],
+                c.folder(),
+            ),
+        )
+        add(
+            f"eval-device-{device}",
+            lambda c, d=device: (["eval", str(c.runs["direct"]), "--device", d], c.runs["direct"]),
+        )
+        add(
+            f"robustness-device-{device}",
+            lambda c, d=device: (
+                ["robustness", str(c.runs["ttfs"]), "--out", str(c.folder()), "--device", d],
+                c.runs["ttfs"],
+            ),
+        )
+        add(
+            f"sqnr-device-{device}",
+            lambda c, d=device: (["sqnr", "--out", str(c.folder()), "--device", d], c.folder()),
+        )
+        add(
+            f"study-device-{device}",
+            lambda c, d=device: (
+                ["study", "demo", "--work-dir", str(c.folder()), "--seeds", "0", "--device", d],
+                c.folder(),
+            ),
+        )
     return r
 
 
@@ -797,6 +830,11 @@ MATCH = {
     "sqnr-lr-inf": "lr",
     "demo-seeds-abc": "--seeds",
     "ablation-render-other-schema": "not a report written by",
+    **{
+        f"{command}-device-{device}": repr(device)
+        for command in ("train", "eval", "robustness", "sqnr", "study")
+        for device in ("tpu", "cuda")
+    },
 }
 
 
@@ -868,7 +906,7 @@ def test_commands_on_every_method_work_or_refuse(command, method, runs, tmp_path
     run = runs[method]
     before = tree_hashes(run)
     argv = {
-        "eval": ["eval", str(run), "--subset", "16", "--json"],
+        "eval": ["eval", str(run), "--subset", "16", "--device", "cpu", "--json"],
         "export": ["export", str(run), "--out", str(tmp_path / "m.nir"), "--json"],
         "cost": ["cost", str(run), "--samples", "8", "--json"],
         "convert": [

@@ -105,15 +105,18 @@ def test_resume_reconverts_with_labelled_variants(tmp_path):
     variants = {
         **cfg,
         "name": "tiny-variants",
-        "method": {"name": "qat", "convert": {
-            "methods": [
-                "rate",
-                {"label": "rate-v0.5", "method": "rate", "initial_membrane": 0.5},
-                {"label": "msat-noconf", "method": "msat", "confidence": False},
-            ],
-            "timesteps": [1, 2, 4],
-            "out": str(tmp_path),
-        }},
+        "method": {
+            "name": "qat",
+            "convert": {
+                "methods": [
+                    "rate",
+                    {"label": "rate-v0.5", "method": "rate", "initial_membrane": 0.5},
+                    {"label": "msat-noconf", "method": "msat", "confidence": False},
+                ],
+                "timesteps": [1, 2, 4],
+                "out": str(tmp_path),
+            },
+        },
     }
     with pytest.raises(RunFolderError, match="method.convert"):  # other settings: refused ...
         run_recipe(variants, out_dir=run, resume=True, progress=False)

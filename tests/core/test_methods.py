@@ -34,5 +34,6 @@ def test_method_contract(name):
 
 def test_unknown_method_names_the_closest():
     with pytest.raises(ConfigError, match="did you mean spquant"):
-        validate_recipe({"data": {"name": "mnist5k"}, "model": {"name": "mlp"},
-                         "method": {"name": "spqant"}})
+        validate_recipe(
+            {"data": {"name": "mnist5k"}, "model": {"name": "mlp"}, "method": {"name": "spqant"}}
+        )

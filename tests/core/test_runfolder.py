@@ -46,8 +46,12 @@ def test_trainer_state_round_trips_without_pickle(tmp_path):
     assert saved[0] == "MT19937" and saved[1].dtype == np.uint32
     np.random.set_state(saved)  # numpy accepts it back
     files = sorted(p.name for p in (tmp_path / "checkpoints" / "epoch_0001").iterdir())
-    assert files == ["meta.json", "model.safetensors", "trainer_state.json",
-                     "trainer_state.safetensors"]
+    assert files == [
+        "meta.json",
+        "model.safetensors",
+        "trainer_state.json",
+        "trainer_state.safetensors",
+    ]
 
 
 def test_a_pickled_payload_in_the_run_folder_is_never_unpickled(tmp_path):
@@ -61,8 +65,18 @@ def test_a_pickled_payload_in_the_run_folder_is_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("pointer", ["/", "..", ".", "checkpoints/../..", "checkpoints",
-                                     "/tmp/victim", "checkpoints/epoch_0001/../../x"])
+@pytest.mark.parametrize(
+    "pointer",
+    [
+        "/",
+        "..",
+        ".",
+        "checkpoints/../..",
+        "checkpoints",
+        "/tmp/victim",
+        "checkpoints/epoch_0001/../../x",
+    ],
+)
 def test_latest_json_cannot_point_outside_the_checkpoints(tmp_path, pointer):
     run = tmp_path / "run"
     victim = tmp_path / "victim"

@@ -31,7 +31,8 @@ def test_atif_nu_gains_over_atif_u(study):
 
 def test_cli_json_and_files(tmp_path, capsys):
     rc = main(
-        ["sqnr", "--iterations", "200", "--eval-samples", "20000", "--out", str(tmp_path), "--json"]
+        ["sqnr", "--iterations", "200", "--eval-samples", "20000", "--out", str(tmp_path)]
+        + ["--device", "cpu", "--json"]
     )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)

@@ -48,7 +48,6 @@ def test_mkdocs_build_strict(tmp_path):
     assert "msat-mnist.png" in results and (site / "results" / "msat-mnist.png").is_file()
 
 
-
 def test_public_api_has_docstrings():
     """Every public function and class on the API pages has a docstring (mkdocstrings hides the
     ones without, so a missing docstring would silently drop it from the reference)."""

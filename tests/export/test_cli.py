@@ -69,7 +69,7 @@ def test_missing_checkpoint_exits_with_code_2(tmp_path, capsys):
 
 
 def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SPIKEQUANT_RESULTS", str(tmp_path / "results"))
+    monkeypatch.chdir(tmp_path)
     make_checkpoint(tmp_path / "ckpt", "if_hard")
     argv = [
         "export",
@@ -92,6 +92,8 @@ def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys
     assert report["prediction_agreement"] == 1.0 and report["spike_agreement"] > 0.999
     assert len(report["layers"]) == 3
     assert report["nir_semantics"]["prediction_agreement"] == 1.0
-    saved = json.loads((tmp_path / "results" / "roundtrip.json").read_text())
+    reports = tmp_path / "ckpt" / "reports"  # the checkpoint's own folder, not ./docs/results
+    saved = json.loads((reports / "roundtrip.json").read_text())
     assert saved["verify"]["layers"] == report["layers"]
-    assert "| accuracy, imported |" in (tmp_path / "results" / "roundtrip.md").read_text()
+    assert "| accuracy, imported |" in (reports / "roundtrip.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.nir"]

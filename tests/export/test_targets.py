@@ -140,8 +140,9 @@ def test_presets_rewrite_only_what_each_reader_needs(digits):
     sj = to_nir_for(model, x[:1], "spikingjelly")
     assert sj.metadata["dt"] == 1e-4 and sj.metadata["target"] == "spikingjelly"
     assert np.all(sj.nodes["net.1"].v_threshold == np.float32(1.0))  # V_th itself (fires on >=)
-    snn = to_nir_for(sq.create_model("mlp", input_size=8, neuron="if_hard", hidden=[8]).eval(),
-                     x[:1], "snntorch")
+    snn = to_nir_for(
+        sq.create_model("mlp", input_size=8, neuron="if_hard", hidden=[8]).eval(), x[:1], "snntorch"
+    )
     lif = [n for n in snn.nodes.values() if isinstance(n, nir.LIF)][0]
     assert np.float32(1 - 1e-4 / float(lif.tau.flat[0])) == np.float32(1.0)  # no leak
     nir.NIRGraph(nodes=snn.nodes, edges=snn.edges)  # still a type-checked NIR graph
@@ -170,8 +171,9 @@ def test_cli_target_soft_reset_and_dt(tmp_path, capsys):
     torch.manual_seed(0)
     kwargs = {"neuron": "atif_u", "input_size": 8, "timesteps": 4}
     model = sq.create_model("cnn_digits", **kwargs)
-    save_checkpoint(tmp_path / "ckpt", model.state_dict(),
-                    {"model": {"name": "cnn_digits", "kwargs": kwargs}})
+    save_checkpoint(
+        tmp_path / "ckpt", model.state_dict(), {"model": {"name": "cnn_digits", "kwargs": kwargs}}
+    )
     out = tmp_path / "m.nir"
     argv = ["export", str(tmp_path / "ckpt"), "--out", str(out), "--target", "spikingjelly"]
     assert main(argv) == 2  # ATIF-u: soft reset refused, naming the opt-in

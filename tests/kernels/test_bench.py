@@ -89,6 +89,10 @@ def test_gpu_rows_say_in_one_line_that_there_is_no_gpu(capsys):
     result = bench_gpu(repeats=1)
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed == [result["skipped"]] and "no CUDA device" in printed[0]
-    res = {"date": "now", "libraries": {}, "gpu": result,
-           "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0}}
+    res = {
+        "date": "now",
+        "libraries": {},
+        "gpu": result,
+        "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0},
+    }
     assert result["skipped"] in render_markdown(res)

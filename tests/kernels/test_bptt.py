@@ -60,8 +60,7 @@ def test_checkpointed_gradients_equal_plain_bptt(backend, chunk):
     assert torch.equal(out, ref_out)
     torch.testing.assert_close(gx, ref_x, rtol=1e-5, atol=1e-6)
     for name in ref_params:
-        torch.testing.assert_close(params[name], ref_params[name], rtol=1e-5, atol=1e-6,
-                                   msg=name)
+        torch.testing.assert_close(params[name], ref_params[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_batchnorm_eval_mode_equal_and_running_stats_updated_once():

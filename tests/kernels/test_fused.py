@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 def test_extension_builds():
     assert kernels.available(), f"fused kernels did not build: {kernels.unavailable_reason()}"
 
+
 SURROGATES = [Sigmoid, Triangle, Atan, Rectangle]
 
 
@@ -118,8 +119,14 @@ def test_ties_at_threshold_fire_identically(surrogate, reset):
     # Inputs on a grid of exact binary fractions make h == V_th happen often (>= must fire).
     gen = torch.Generator().manual_seed(3)
     x = torch.randint(-2, 5, (6, 3, 4, 5), generator=gen).float() * 0.25
-    neuron = LIF(tau=2.0, threshold=0.5, learn_threshold=True, num_channels=4,
-                 surrogate=surrogate(), reset=reset)
+    neuron = LIF(
+        tau=2.0,
+        threshold=0.5,
+        learn_threshold=True,
+        num_channels=4,
+        surrogate=surrogate(),
+        reset=reset,
+    )
     weights = torch.randn(x.shape, generator=gen)
     _compare(neuron, x, torch.zeros(x.shape[1:]), weights, torch.zeros(x.shape[1:]))
 
@@ -200,8 +207,13 @@ def test_channels_last_and_strided_inputs(per_channel):
     for name, tensor in layouts.items():
         x = tensor.view(steps, batch, channels, 5, 6)
         assert torch.equal(x, folded.view(steps, batch, channels, 5, 6))
-        neuron = LIF(tau=2.0, learn_threshold=True, num_channels=channels if per_channel else None,
-                     surrogate=Atan(), reset=Subtract())
+        neuron = LIF(
+            tau=2.0,
+            learn_threshold=True,
+            num_channels=channels if per_channel else None,
+            surrogate=Atan(),
+            reset=Subtract(),
+        )
         if per_channel:
             with torch.no_grad():
                 neuron.threshold.copy_(torch.tensor([0.5, 0.8, 1.0, 1.3]))
@@ -222,8 +234,12 @@ def test_atif_nu_matches_reference(per_channel, surrogate):
 
     gen = torch.Generator().manual_seed(31)
     steps, channels = 5, 3
-    neuron = ATIFnu(timesteps=steps, threshold=1.0, surrogate=surrogate(),
-                    num_channels=channels if per_channel else None)
+    neuron = ATIFnu(
+        timesteps=steps,
+        threshold=1.0,
+        surrogate=surrogate(),
+        num_channels=channels if per_channel else None,
+    )
     with torch.no_grad():
         neuron.raw_increments.add_(torch.randn(neuron.raw_increments.shape, generator=gen) * 0.3)
     x = torch.rand(steps, 4, channels, 6, generator=gen) * 1.2

@@ -58,14 +58,31 @@ in_process = pytest.mark.skipif(PREIMPORTED, reason="run by test_in_a_fresh_proc
 def test_in_a_fresh_process():
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         __file__], env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            __file__,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-SURROGATES = {"sigmoid": Sigmoid(4.0), "triangle": Triangle(1.0), "atan": Atan(2.0),
-              "rectangle": Rectangle(1.0)}
+SURROGATES = {
+    "sigmoid": Sigmoid(4.0),
+    "triangle": Triangle(1.0),
+    "atan": Atan(2.0),
+    "rectangle": Rectangle(1.0),
+}
 CHANNELS = 3
 
 
@@ -75,18 +92,32 @@ def _make(kind: str, surrogate, reset: str, per_channel: bool, gen: torch.Genera
     soft = Subtract(detach=kind == "lif_in")
     reset_obj = hard if reset == "hard" else soft
     if kind == "if":
-        neuron = IF(threshold=0.8, learn_threshold=True, num_channels=channels,
-                    surrogate=surrogate, reset=reset_obj, scale_output=True)
+        neuron = IF(
+            threshold=0.8,
+            learn_threshold=True,
+            num_channels=channels,
+            surrogate=surrogate,
+            reset=reset_obj,
+            scale_output=True,
+        )
     elif kind in ("lif", "lif_in"):
-        neuron = LIF(tau=2.5, decay_input=kind == "lif_in", threshold=0.7, learn_threshold=True,
-                     num_channels=channels, surrogate=surrogate, reset=reset_obj)
+        neuron = LIF(
+            tau=2.5,
+            decay_input=kind == "lif_in",
+            threshold=0.7,
+            learn_threshold=True,
+            num_channels=channels,
+            surrogate=surrogate,
+            reset=reset_obj,
+        )
     elif kind == "atif_u":
         neuron = ATIFu(threshold=0.9, num_channels=channels, surrogate=surrogate, reset=soft)
     else:
         neuron = ATIFnu(timesteps=5, threshold=1.0, num_channels=channels, surrogate=surrogate)
         with torch.no_grad():
             neuron.raw_increments.add_(
-                torch.randn(neuron.raw_increments.shape, generator=gen) * 0.3)
+                torch.randn(neuron.raw_increments.shape, generator=gen) * 0.3
+            )
         return neuron
     if per_channel:
         with torch.no_grad():
@@ -140,8 +171,10 @@ def test_triton_matches_reference(kind, surrogate, reset, per_channel):
     gen = torch.Generator().manual_seed(CASES.index((kind, surrogate, reset, per_channel)))
     neuron = _make(kind, SURROGATES[surrogate], reset, per_channel, gen)
     x, v0, weights, weights_v = _inputs(gen)
-    _assert_same(_run(neuron, x, v0, weights, weights_v, "torch"),
-                 _run(neuron, x, v0, weights, weights_v, "triton"))
+    _assert_same(
+        _run(neuron, x, v0, weights, weights_v, "torch"),
+        _run(neuron, x, v0, weights, weights_v, "triton"),
+    )
 
 
 @in_process
@@ -150,13 +183,22 @@ def test_more_steps_than_one_register_segment():
     gen = torch.Generator().manual_seed(2)
     neuron = _make("atif_u", Atan(2.0), "soft", True, gen)
     x, v0, weights, weights_v = _inputs(gen, steps=35, shape=(1, CHANNELS, 2))
-    _assert_same(_run(neuron, x, v0, weights, weights_v, "torch"),
-                 _run(neuron, x, v0, weights, weights_v, "triton"))
+    _assert_same(
+        _run(neuron, x, v0, weights, weights_v, "torch"),
+        _run(neuron, x, v0, weights, weights_v, "triton"),
+    )
 
 
 @in_process
-@pytest.mark.parametrize("kind,dtype", [("lif", torch.bfloat16), ("atif_u", torch.bfloat16),
-                                        ("atif_nu", torch.bfloat16), ("atif_u", torch.float16)])
+@pytest.mark.parametrize(
+    "kind,dtype",
+    [
+        ("lif", torch.bfloat16),
+        ("atif_u", torch.bfloat16),
+        ("atif_nu", torch.bfloat16),
+        ("atif_u", torch.float16),
+    ],
+)
 def test_half_precision_input_is_computed_in_float32(kind, dtype):
     # bf16/fp16 in, float32 arithmetic: equal to the float32 reference on the same input values
     gen = torch.Generator().manual_seed(3)
@@ -263,6 +305,11 @@ def test_kernels_compile_for_a_gpu_without_fma():
     # Without a GPU: compile the most general forward and backward for sm_90 (Triton ships the
     # NVIDIA toolchain), outside the interpreter, and check that no multiply-add was fused.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPU], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_GPU],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -72,8 +72,9 @@ class Page(HTMLParser):
                 self.figures[self.current].append(attrs.get("src", ""))
             if not attrs.get("src", "").startswith("data:"):
                 self.external.append(attrs.get("src"))
-        elif tag in ("script", "link") or (tag == "img" and "src" in attrs and
-                                            "://" in attrs["src"]):
+        elif tag in ("script", "link") or (
+            tag == "img" and "src" in attrs and "://" in attrs["src"]
+        ):
             self.external.append(attrs)
 
     def handle_endtag(self, tag):
@@ -84,7 +85,7 @@ class Page(HTMLParser):
 def decode_png(src: str) -> np.ndarray:
     prefix = "data:image/png;base64,"
     assert src.startswith(prefix)
-    return imread(io.BytesIO(base64.b64decode(src[len(prefix):])), format="png")
+    return imread(io.BytesIO(base64.b64decode(src[len(prefix) :])), format="png")
 
 
 def not_blank(image: np.ndarray) -> bool:

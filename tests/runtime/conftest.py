@@ -21,14 +21,24 @@ def spec(spatial_prune: float) -> tuple[dict, dict]:
     model = {
         "name": "cnn_digits",
         "kwargs": {
-            "num_classes": 10, "in_channels": 1, "input_size": 28, "timesteps": 4,
-            "neuron": "qlif", "neuron_kwargs": {"membrane": "ternary", "learn_threshold": True},
+            "num_classes": 10,
+            "in_channels": 1,
+            "input_size": 28,
+            "timesteps": 4,
+            "neuron": "qlif",
+            "neuron_kwargs": {"membrane": "ternary", "learn_threshold": True},
         },
     }
-    spq = spquant_options(**{
-        "weight_bits": 2, "weight_alpha": 4.0, "weight_rescale": True, "learn_threshold": True,
-        "spatial_prune": spatial_prune, "channel_gates": True,
-    })
+    spq = spquant_options(
+        **{
+            "weight_bits": 2,
+            "weight_alpha": 4.0,
+            "weight_rescale": True,
+            "learn_threshold": True,
+            "spatial_prune": spatial_prune,
+            "channel_gates": True,
+        }
+    )
     return model, spq
 
 
@@ -88,7 +98,12 @@ def spquant_run(calibration, tmp_path_factory):
     """A run folder holding a checkpoint like the spquant runner writes."""
     model, model_spec, spq = build(0.35, calibration)
     folder = tmp_path_factory.mktemp("run") / "checkpoint"
-    meta = {"kind": "spquant", "name": "test-spquant", "dataset": "mnist5k",
-            "model": model_spec, "spquant": spq}
+    meta = {
+        "kind": "spquant",
+        "name": "test-spquant",
+        "dataset": "mnist5k",
+        "model": model_spec,
+        "spquant": spq,
+    }
     save_checkpoint(folder, model.state_dict(), meta)
     return folder, model

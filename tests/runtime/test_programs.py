@@ -41,25 +41,41 @@ def random_program(draw) -> Program:
             stride = draw(st.sampled_from([1, 2]))
             pad = k // 2
             h, w = shape[1] // pool, shape[2] // pool
-            out = [draw(st.integers(1, 6)), (h + 2 * pad - k) // stride + 1,
-                   (w + 2 * pad - k) // stride + 1]
+            out = [
+                draw(st.integers(1, 6)),
+                (h + 2 * pad - k) // stride + 1,
+                (w + 2 * pad - k) // stride + 1,
+            ]
             fan_in = shape[0] * k * k
         else:
             k, stride, pad = 1, 1, 0
-            fan_in = shape[0] if len(shape) == 1 else shape[0] * (shape[1] // pool) * (
-                shape[2] // pool)
+            fan_in = (
+                shape[0] if len(shape) == 1 else shape[0] * (shape[1] // pool) * (shape[2] // pool)
+            )
             out = [draw(st.integers(2, 7))]
         ternary = draw(st.booleans())
-        levels = rng.integers(-1, 2, size=(out[0], fan_in)) if ternary else rng.integers(
-            -8, 9, size=(out[0], fan_in))
+        levels = (
+            rng.integers(-1, 2, size=(out[0], fan_in))
+            if ternary
+            else rng.integers(-8, 9, size=(out[0], fan_in))
+        )
         frac = draw(st.integers(4, 20))
         shift = draw(st.integers(1, 6)) if not readout else 0
         layer = {
-            "name": f"l{index}", "op": "conv" if conv else "linear", "in_shape": list(shape),
-            "pool": pool, "out_shape": out, "kernel": k, "stride": stride, "padding": pad,
+            "name": f"l{index}",
+            "op": "conv" if conv else "linear",
+            "in_shape": list(shape),
+            "pool": pool,
+            "out_shape": out,
+            "kernel": k,
+            "stride": stride,
+            "padding": pad,
             "weight_bits": 2 if ternary else 4,
-            "weight_encoding": "ternary2" if ternary else "int8", "frac_bits": frac,
-            "shift": shift, "removed_channels": [], "neuron": None,
+            "weight_encoding": "ternary2" if ternary else "int8",
+            "frac_bits": frac,
+            "shift": shift,
+            "removed_channels": [],
+            "neuron": None,
         }
         weight = levels.reshape(out[0], shape[0], k, k) if conv else levels
         tensors[f"layers.{index}.weight"] = (
@@ -75,17 +91,25 @@ def random_program(draw) -> Program:
             if conv and draw(st.booleans()):
                 drop = draw(st.integers(0, out[1] * out[2] - 1))
             layer["neuron"] = {
-                "leak_shift": draw(st.integers(1, 3)), "levels": [lo, hi],
-                "binary_membrane": draw(st.booleans()), "spatial_drop": drop,
+                "leak_shift": draw(st.integers(1, 3)),
+                "levels": [lo, hi],
+                "binary_membrane": draw(st.booleans()),
+                "spatial_drop": drop,
             }
             tensors[f"layers.{index}.threshold"] = rng.integers(1, 3 * 2 ** (frac + 1), out[0])
         header_layers.append(layer)
         shape = out
     header = {
-        "timesteps": draw(st.integers(1, 4)), "num_classes": shape[0],
-        "input": {"shape": [channels, size, size], "kind": "analog" if analog else "spikes",
-                  "scale": 1 / 255 if analog else 1.0, "code_max": 255 if analog else 1},
-        "layers": header_layers, "source": {},
+        "timesteps": draw(st.integers(1, 4)),
+        "num_classes": shape[0],
+        "input": {
+            "shape": [channels, size, size],
+            "kind": "analog" if analog else "spikes",
+            "scale": 1 / 255 if analog else 1.0,
+            "code_max": 255 if analog else 1,
+        },
+        "layers": header_layers,
+        "source": {},
     }
     return Program(header, {k: np.asarray(v) for k, v in tensors.items()})
 
@@ -151,8 +175,12 @@ def test_unknown_version_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(ProgramError, match="no spikequant program header"):
         load_program(foreign)
     future = tmp_path / "future.sqrt"
-    future.write_bytes(save({"x": np.zeros(2, np.int8)},
-                            metadata={"spikequant_program": "{}", "format_version": "99"}))
+    future.write_bytes(
+        save(
+            {"x": np.zeros(2, np.int8)},
+            metadata={"spikequant_program": "{}", "format_version": "99"},
+        )
+    )
     with pytest.raises(ProgramError, match="version '99'"):
         load_program(future)
     text = tmp_path / "text.sqrt"

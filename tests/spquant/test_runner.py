@@ -98,8 +98,15 @@ def test_event_frames_are_fed_time_first():
     frames = torch.zeros(4, 3, 2, 8, 8)  # 4 samples of [T=3, 2, 8, 8]
     frames[:, 0, 0, 0, 0] = 1.0  # an event at the first step only
     dataset = torch.utils.data.TensorDataset(frames, torch.zeros(4, dtype=torch.long))
-    model = create_model("cnn_digits", neuron="qlif", timesteps=3, in_channels=2, input_size=8,
-                         widths=[2, 2], hidden=4)
+    model = create_model(
+        "cnn_digits",
+        neuron="qlif",
+        timesteps=3,
+        in_channels=2,
+        input_size=8,
+        widths=[2, 2],
+        hidden=4,
+    )
     accept_frame_sequences(model, dataset)
     assert model(frames).shape == (3, 4, 10)  # [T, B, classes]
     assert example_input_from(dataset).shape == (1, 2, 8, 8)

@@ -36,8 +36,8 @@ def test_robustness_cli_writes_reports(small_checkpoint, tmp_path, capsys):
         [
             "robustness",
             str(small_checkpoint),
-            "--out",
-            str(tmp_path),
+            "--device",
+            "cpu",
             "--test-limit",
             "200",
             "--bits",
@@ -57,9 +57,10 @@ def test_robustness_cli_writes_reports(small_checkpoint, tmp_path, capsys):
         ]
     )
     assert code == 0
-    result = json.loads((tmp_path / "rob.json").read_text())
-    assert (tmp_path / "rob.png").stat().st_size > 0 and "| bits |" in (
-        tmp_path / "rob.md"
+    reports = small_checkpoint / "reports"  # the run's own folder when --out is not given
+    result = json.loads((reports / "rob.json").read_text())
+    assert (reports / "rob.png").stat().st_size > 0 and "| bits |" in (
+        reports / "rob.md"
     ).read_text()
     assert [r["bits"] for r in result["accuracy_vs_bits"]] == [32, 8, 2]
     by_bits = {r["bits"]: r["accuracy"] for r in result["accuracy_vs_bits"]}

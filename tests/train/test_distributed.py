@@ -33,8 +33,21 @@ SETS = [
 
 
 def _cmd(out, epochs, nproc=2, extra=()):
-    cmd = [sys.executable, "-m", "spikequant.cli", "train", "mnist-quick", "--out", str(out),
-           "--no-progress", "--nproc", str(nproc), "--set", f"train.epochs={epochs}", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikequant.cli",
+        "train",
+        "mnist-quick",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--nproc",
+        str(nproc),
+        "--set",
+        f"train.epochs={epochs}",
+        *extra,
+    ]
     for item in SETS:
         cmd += ["--set", item]
     return cmd
@@ -64,8 +77,13 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
 def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     done = subprocess.run(_cmd(tmp_path / "a", 3), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen(_cmd(tmp_path / "b", 3), env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(tmp_path / "b", 3),
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     pointer = tmp_path / "b" / "latest.json"
     deadline = time.monotonic() + 600
     while proc.poll() is None and not pointer.exists() and time.monotonic() < deadline:
@@ -75,8 +93,9 @@ def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     killed_at = json.loads(pointer.read_text())["epoch"]
     lock = tmp_path / "b" / ".lock"
     assert lock.exists()  # left by the killed rank 0; its pid is gone, so it is taken over
-    resumed = subprocess.run(_cmd(tmp_path / "b", 3, extra=["--resume"]), env=ENV,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        _cmd(tmp_path / "b", 3, extra=["--resume"]), env=ENV, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 1 <= killed_at < 3
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")

@@ -19,19 +19,52 @@ pytestmark = pytest.mark.slow
 
 SMALL = ["data.train_subset=160", "data.test_subset=64"]
 CASES = {
-    "direct": ("mnist-atif-nu", [*SMALL, "train.epochs=3", "model.timesteps=2",
-                                 "model.kwargs.widths=[4,8]", "model.kwargs.hidden=16"]),
-    "spquant": ("spquant-mnist-spquant", [*SMALL, "train.epochs=3", "model.timesteps=2",
-                                          "model.kwargs.widths=[4,8]", "model.kwargs.hidden=16"]),
+    "direct": (
+        "mnist-atif-nu",
+        [
+            *SMALL,
+            "train.epochs=3",
+            "model.timesteps=2",
+            "model.kwargs.widths=[4,8]",
+            "model.kwargs.hidden=16",
+        ],
+    ),
+    "spquant": (
+        "spquant-mnist-spquant",
+        [
+            *SMALL,
+            "train.epochs=3",
+            "model.timesteps=2",
+            "model.kwargs.widths=[4,8]",
+            "model.kwargs.hidden=16",
+        ],
+    ),
     "qat": ("qat-mnist", [*SMALL, "train.epochs=2", "method.fold_epochs=2"]),
-    "ttfs": ("ttfs-fc100", ["data.train_subset=300", "data.test_subset=50", "train.epochs=2",
-                            "method.bits=[32, 4]", "model.kwargs.sizes=[784, 16, 10]"]),
+    "ttfs": (
+        "ttfs-fc100",
+        [
+            "data.train_subset=300",
+            "data.test_subset=50",
+            "train.epochs=2",
+            "method.bits=[32, 4]",
+            "model.kwargs.sizes=[784, 16, 10]",
+        ],
+    ),
 }
 
 
 def _train(recipe, sets, out, extra=()):
-    cmd = [sys.executable, "-m", "spikequant.cli", "train", recipe, "--out", str(out),
-           "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikequant.cli",
+        "train",
+        recipe,
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     for item in sets:
         cmd += ["--set", item]
     return cmd

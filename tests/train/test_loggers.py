@@ -72,9 +72,7 @@ def test_csv_and_tensorboard_survive_resume_without_duplicates(tmp_path):
 
     cfg = small_recipe(loggers=["jsonl", "csv", "tensorboard"])
     out = tmp_path / "run"
-    assert run_recipe(cfg, out_dir=out, progress=False, stop_after=1) == {
-        "stopped_after_epoch": 1
-    }
+    assert run_recipe(cfg, out_dir=out, progress=False, stop_after=1) == {"stopped_after_epoch": 1}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]
     run_recipe(cfg, out_dir=out, progress=False, resume=True)

@@ -28,8 +28,13 @@ def _spikes(model, x, autocast: bool):
     return outputs
 
 
-SETS = ["train.epochs=1", "data.train_subset=1024", "data.test_subset=256",
-        "model.kwargs.widths=[8,16]", "model.kwargs.hidden=32"]
+SETS = [
+    "train.epochs=1",
+    "data.train_subset=1024",
+    "data.test_subset=256",
+    "model.kwargs.widths=[8,16]",
+    "model.kwargs.hidden=32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +43,10 @@ def runs(tmp_path_factory):
     out = {}
     for precision in ("32", "bf16"):
         cfg = load_recipe("mnist-quick", [*SETS, f"train.precision={precision}"])
-        out[precision] = (root / precision, run_recipe(cfg, out_dir=root / precision,
-                                                      progress=False))
+        out[precision] = (
+            root / precision,
+            run_recipe(cfg, out_dir=root / precision, progress=False),
+        )
     return out
 
 

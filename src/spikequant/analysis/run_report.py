@@ -78,8 +78,9 @@ def load_run(folder: str | Path) -> Run:
         except (OSError, ValueError, AttributeError):
             recipe = {}
     label = str(metrics.get("name") or recipe.get("name") or folder.name)
-    return Run(folder, label, metrics, [r for r in history if isinstance(r, dict)], recipe,
-               finished)
+    return Run(
+        folder, label, metrics, [r for r in history if isinstance(r, dict)], recipe, finished
+    )
 
 
 def load_runs(folders: list[str | Path]) -> list[Run]:
@@ -130,8 +131,15 @@ def _curves(runs: list[Run], keys: dict[str, str], ylabel: str, scale: float = 1
         for key, style in keys.items():
             xs, ys = _numbers(run.history, key)
             if xs:
-                ax.plot(xs, [scale * y for y in ys], style, color=color, marker="o", ms=3,
-                        label=f"{run.label}: {key}")
+                ax.plot(
+                    xs,
+                    [scale * y for y in ys],
+                    style,
+                    color=color,
+                    marker="o",
+                    ms=3,
+                    label=f"{run.label}: {key}",
+                )
                 drawn += 1
     if not drawn:
         return None
@@ -173,8 +181,13 @@ def plot_accuracy_vs_t(runs):
     drawn = 0
     for run in runs:
         for method, points in conversion_rows(run).items():
-            ax.plot([t for t, _ in points], [a for _, a in points], marker="o", ms=3,
-                    label=f"{run.label}: {method}")
+            ax.plot(
+                [t for t, _ in points],
+                [a for _, a in points],
+                marker="o",
+                ms=3,
+                label=f"{run.label}: {method}",
+            )
             drawn += 1
     if not drawn:
         return None
@@ -253,8 +266,15 @@ def plot_thresholds(runs):
                 for i, r in enumerate(run.history, start=1)
                 if isinstance(r.get("v_th"), dict) and layer in r["v_th"]
             ]
-            ax.plot([e for e, _ in points], [v for _, v in points], styles[j % 4],
-                    color=f"C{index % 10}", marker="o", ms=3, label=f"{run.label}: {layer}")
+            ax.plot(
+                [e for e, _ in points],
+                [v for _, v in points],
+                styles[j % 4],
+                color=f"C{index % 10}",
+                marker="o",
+                ms=3,
+                label=f"{run.label}: {layer}",
+            )
             drawn += 1
     if not drawn:
         return None
@@ -268,15 +288,27 @@ def plot_thresholds(runs):
 PLOTTERS = {
     "loss": (plot_loss, "Loss per epoch", "solid: train, dashed: test"),
     "accuracy": (plot_accuracy, "Accuracy per epoch", "solid: train, dashed: test"),
-    "accuracy_vs_T": (plot_accuracy_vs_t, "Accuracy against timesteps T",
-                      "conversion sweeps recorded in metrics.json"),
-    "firing_rates": (plot_firing_rates, "Firing rate per layer",
-                     "final test pass: spikes per neuron per timestep"),
-    "thresholds": (plot_thresholds, "Threshold evolution",
-                   "mean trained V_th per layer at the end of each epoch"),
-    "synops": (plot_synops, "Synaptic operations",
-               "SynOps per sample (spike-driven accumulates) against the dense MACs of the "
-               "same network; log scale"),
+    "accuracy_vs_T": (
+        plot_accuracy_vs_t,
+        "Accuracy against timesteps T",
+        "conversion sweeps recorded in metrics.json",
+    ),
+    "firing_rates": (
+        plot_firing_rates,
+        "Firing rate per layer",
+        "final test pass: spikes per neuron per timestep",
+    ),
+    "thresholds": (
+        plot_thresholds,
+        "Threshold evolution",
+        "mean trained V_th per layer at the end of each epoch",
+    ),
+    "synops": (
+        plot_synops,
+        "Synaptic operations",
+        "SynOps per sample (spike-driven accumulates) against the dense MACs of the "
+        "same network; log scale",
+    ),
 }
 
 

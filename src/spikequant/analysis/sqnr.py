@@ -96,7 +96,7 @@ def _train(neuron, cfg: SQNRConfig, eval_x: torch.Tensor, generator: torch.Gener
     optimizer = torch.optim.Adam([p for p in neuron.parameters() if p.requires_grad], lr=cfg.lr)
     history = []
     for it in range(1, cfg.iterations + 1):
-        x = torch.randn(cfg.batch_size, generator=generator) * cfg.sigma
+        x = torch.randn(cfg.batch_size, generator=generator).to(eval_x.device) * cfg.sigma
         y_hat = simulate(neuron, x, cfg.timesteps)
         loss = torch.sqrt(torch.mean((torch.relu(x) - y_hat) ** 2) + 1e-12)
         optimizer.zero_grad()
@@ -110,30 +110,33 @@ def _train(neuron, cfg: SQNRConfig, eval_x: torch.Tensor, generator: torch.Gener
     return history
 
 
-def run_sqnr_study(cfg: SQNRConfig | None = None) -> dict:
-    """Run the study; returns a JSON-able dict (see ``spikequant sqnr --json``)."""
+def run_sqnr_study(cfg: SQNRConfig | None = None, device: torch.device | str = "cpu") -> dict:
+    """Run the study on ``device``; returns a JSON-able dict (see ``spikequant sqnr --json``).
+    Inputs are drawn by CPU generators and moved, so every device sees the same samples."""
     cfg = (cfg or SQNRConfig()).validate()
     T = cfg.timesteps
     torch.manual_seed(cfg.seed)
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    eval_x = torch.randn(cfg.eval_samples, generator=eval_gen) * cfg.sigma
+    eval_x = (torch.randn(cfg.eval_samples, generator=eval_gen) * cfg.sigma).to(device)
     monitor_x = eval_x[: min(cfg.eval_samples, 65536)]
     surrogate = Sigmoid(alpha=cfg.alpha)
 
     fixed_db = fixed_threshold_sqnr(eval_x, 1.0, T)
 
-    atif_u = ATIFu(cfg.initial_threshold, surrogate=surrogate)
+    atif_u = ATIFu(cfg.initial_threshold, surrogate=surrogate).to(device)
     u_history = _train(atif_u, cfg, monitor_x, torch.Generator().manual_seed(cfg.seed + 2))
     with torch.no_grad():
         u_db = sqnr_db(torch.relu(eval_x), simulate(atif_u, eval_x, T))
     u_vth = float(atif_u.threshold.detach())
 
-    atif_nu = ATIFnu(T, cfg.initial_threshold, surrogate=surrogate)
+    atif_nu = ATIFnu(T, cfg.initial_threshold, surrogate=surrogate).to(device)
     nu_history = _train(atif_nu, cfg, monitor_x, torch.Generator().manual_seed(cfg.seed + 3))
     with torch.no_grad():
         nu_db = sqnr_db(torch.relu(eval_x), simulate(atif_nu, eval_x, T))
         levels = atif_nu.levels.detach()
-        curve_x = torch.linspace(-0.1 * float(levels[0]), 1.3 * float(levels[0]), 2001)
+        curve_x = torch.linspace(
+            -0.1 * float(levels[0]), 1.3 * float(levels[0]), 2001, device=levels.device
+        )
         counts = atif_nu_transfer(levels, curve_x)
         monotone = bool((counts[1:] >= counts[:-1]).all())
 

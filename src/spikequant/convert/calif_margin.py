@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import command_line, results_dir, write_json, write_text
+from ..io import DEFAULT_REPORTS, command_line, results_dir, write_json, write_text
 from ..quant.qat import QuantInput, QuantLinear, QuantReLU, fake_quant_weight, quantize_weight
 from .calif import pixels_from_unit
 from .methods import convert
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="runs/calif-margin-mlp")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training order)")
-    parser.add_argument("--out", default=None, help="results folder (default docs/results)")
+    parser.add_argument("--out", default=None, help="results folder (default spikequant-reports)")
     args = parser.parse_args(argv)
     from ..config import run_recipe
     from ..data import load_arrays
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "tiny_bias_case": tiny_bias_case(),
     }
-    out = results_dir(args.out) / "calif-margin"
+    out = results_dir(args.out, DEFAULT_REPORTS) / "calif-margin"
     write_json(out.with_suffix(".json"), report)
     lines = [
         f"Command: `{report['command']}`. QAT MLP 784-64-32-10 (8 bit, recipe in the module), "

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..io import command_header, command_line, results_dir, write_json, write_text
+from ..io import DEFAULT_REPORTS, command_header, command_line, results_dir, write_json, write_text
 from .methods import convert
 from .network import SpikingNetwork, compare_codes, merge_agreements
 
@@ -271,7 +271,7 @@ def plot_report(report: dict, path: Path, title: str) -> Path:
 def write_report(
     report: dict, stem: str, out: str | Path | None = None, title: str | None = None
 ) -> dict[str, str]:
-    folder = results_dir(out)
+    folder = results_dir(out, DEFAULT_REPORTS)
     title = title or stem
     paths = {
         "json": folder / f"{stem}.json",

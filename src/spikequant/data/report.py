@@ -1,4 +1,5 @@
-"""Measure the data front ends and write ``docs/results/data_frontends.{json,md}``.
+"""Measure the data front ends and write ``data_frontends.{json,md}`` (into ``--out``, default
+``spikequant-reports/``).
 
 Run: ``python -m spikequant.data.report [--out DIR]``. It needs no dataset: it feeds the real
 front-end code synthetic input (a 1 s noise clip for the MFCCs, a DVS128-sized random event
@@ -22,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from ..io import command_header, command_line, results_dir, write_json, write_text
+from ..io import DEFAULT_REPORTS, command_header, command_line, results_dir, write_json, write_text
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:
@@ -136,7 +137,7 @@ def _markdown(report: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output folder (default docs/results)")
+    parser.add_argument("--out", default=None, help="output folder (default spikequant-reports)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     report = {
@@ -147,7 +148,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "threads": 1,
     }
-    out = results_dir(args.out)
+    out = results_dir(args.out, DEFAULT_REPORTS)
     write_json(out / "data_frontends.json", {"command": command_line(), **report})
     write_text(out / "data_frontends.md", command_header() + _markdown(report))
     print(_markdown(report))

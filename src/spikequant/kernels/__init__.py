@@ -106,7 +106,6 @@ def unavailable_reason() -> str | None:
     return NEURON_EXTENSION.error
 
 
-
 _fallback_said = False
 
 
@@ -259,8 +258,21 @@ def integrate_fire(
     # one operator node (torch.compile / torch.export see it whole); backward recomputes h from
     # x and v0 instead of keeping a [T, ...] copy of it
     return ops.integrate_fire_forward(
-        x_seq, v0, threshold, spike_value, spec.a, spec.b, spec.hard, spec.v_reset, spec.detach,
-        spec.kind, spec.alpha, spec.c1, spec.c2, spec.per_sample, spec.inner,
+        x_seq,
+        v0,
+        threshold,
+        spike_value,
+        spec.a,
+        spec.b,
+        spec.hard,
+        spec.v_reset,
+        spec.detach,
+        spec.kind,
+        spec.alpha,
+        spec.c1,
+        spec.c2,
+        spec.per_sample,
+        spec.inner,
     )
 
 
@@ -306,6 +318,11 @@ def fused_integrate_fire(x_seq, v0, threshold, *, surrogate, backend: str = "fus
     """:func:`integrate_fire` with a surrogate object (its ``kind`` and ``alpha``) and an explicit
     backend (default: the fused kernel of the tensor's device)."""
     return integrate_fire(
-        x_seq, v0, threshold, surrogate_kind=getattr(surrogate, "kind", repr(surrogate)),
-        alpha=getattr(surrogate, "alpha", 1.0), backend=backend, **params,
+        x_seq,
+        v0,
+        threshold,
+        surrogate_kind=getattr(surrogate, "kind", repr(surrogate)),
+        alpha=getattr(surrogate, "alpha", 1.0),
+        backend=backend,
+        **params,
     )

@@ -45,8 +45,9 @@ class KernelSpec:
         "th_rows",
     )
 
-    def __init__(self, *, a, b, hard, v_reset, detach, surrogate_kind, alpha, per_sample, inner,
-                 th_rows):
+    def __init__(
+        self, *, a, b, hard, v_reset, detach, surrogate_kind, alpha, per_sample, inner, th_rows
+    ):
         self.a, self.b, self.hard, self.v_reset, self.detach = a, b, hard, v_reset, detach
         self.per_sample, self.inner, self.th_rows = per_sample, inner, th_rows
         self.kind = SURROGATE_KINDS[surrogate_kind]

@@ -90,8 +90,13 @@ class CompiledExtension:
 
     def build_dir(self) -> pathlib.Path:
         key = hashlib.sha256()
-        for part in (self._text(), torch.__version__.encode(), platform.machine().encode(),
-                     cpu_model().encode(), " ".join(self.cflags).encode()):
+        for part in (
+            self._text(),
+            torch.__version__.encode(),
+            platform.machine().encode(),
+            cpu_model().encode(),
+            " ".join(self.cflags).encode(),
+        ):
             key.update(part)
         return cache_root() / self.subdir / key.hexdigest()[:16]
 

@@ -83,8 +83,26 @@ def integrate_fire_backward(
     """Gradients w.r.t. ``x``, ``v0``, ``threshold`` (``[rows, C]``) and the spike value
     (``[C]``); the ones not asked for are empty tensors."""
     grads = _extension().backward(
-        grad_out, grad_v_final, x, v0, threshold, spike_value, a, b, hard, v_reset, detach, kind,
-        alpha, c1, c2, per_sample, inner, need_v0, need_th, need_sv,
+        grad_out,
+        grad_v_final,
+        x,
+        v0,
+        threshold,
+        spike_value,
+        a,
+        b,
+        hard,
+        v_reset,
+        detach,
+        kind,
+        alpha,
+        c1,
+        c2,
+        per_sample,
+        inner,
+        need_v0,
+        need_th,
+        need_sv,
     )
     # outputs may not alias each other: a fresh empty tensor for each gradient not asked for
     return tuple(x.new_empty(0) if g is None else g for g in grads)
@@ -115,7 +133,14 @@ def _backward(ctx, grad_out, grad_v_final):
     grad_x, grad_v0, grad_th, grad_sv = integrate_fire_backward(
         None if grad_out is None else _common.in_layout(grad_out, x),
         None if grad_v_final is None else _common.in_layout(grad_v_final, v0),
-        x, v0, threshold, spike_value, *ctx.numbers, bool(need_v0), bool(need_th), need_sv,
+        x,
+        v0,
+        threshold,
+        spike_value,
+        *ctx.numbers,
+        bool(need_v0),
+        bool(need_th),
+        need_sv,
     )
     rest = (None,) * len(ctx.numbers)
     return (

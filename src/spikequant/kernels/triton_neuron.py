@@ -122,9 +122,27 @@ if triton is not None:
 
     # sizes equal to 1 must not become compile-time constants (N.to() below, fewer recompiles)
     @triton.jit(do_not_specialize=["N", "T", "P", "S", "C"])
-    def _forward_kernel(x_ptr, v0_ptr, th_ptr, sv_ptr, out_ptr, vt_ptr, N, T, P, S, C,
-                        a, b, v_reset, HARD: tl.constexpr, SCALED: tl.constexpr,
-                        PER_CHANNEL: tl.constexpr, PER_STEP: tl.constexpr, BLOCK: tl.constexpr):
+    def _forward_kernel(
+        x_ptr,
+        v0_ptr,
+        th_ptr,
+        sv_ptr,
+        out_ptr,
+        vt_ptr,
+        N,
+        T,
+        P,
+        S,
+        C,
+        a,
+        b,
+        v_reset,
+        HARD: tl.constexpr,
+        SCALED: tl.constexpr,
+        PER_CHANNEL: tl.constexpr,
+        PER_STEP: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         v = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -146,13 +164,42 @@ if triton is not None:
         tl.store(vt_ptr + offs, _as_element_of(v, vt_ptr), mask=mask)
 
     @triton.jit(do_not_specialize=["N", "T", "P", "S", "C"])
-    def _backward_kernel(go_ptr, gvt_ptr, x_ptr, v0_ptr, th_ptr, sv_ptr, gx_ptr, gv0_ptr,
-                         dth_ptr, dsv_ptr, N, T, P, S, C, a, b, v_reset, alpha, c1, c2,
-                         KIND: tl.constexpr, HARD: tl.constexpr, SCALED: tl.constexpr,
-                         DETACH: tl.constexpr, PER_CHANNEL: tl.constexpr,
-                         PER_STEP: tl.constexpr, HAS_GO: tl.constexpr, HAS_GVT: tl.constexpr,
-                         NEED_V0: tl.constexpr, NEED_TH: tl.constexpr, NEED_SV: tl.constexpr,
-                         SEG: tl.constexpr, BLOCK: tl.constexpr):
+    def _backward_kernel(
+        go_ptr,
+        gvt_ptr,
+        x_ptr,
+        v0_ptr,
+        th_ptr,
+        sv_ptr,
+        gx_ptr,
+        gv0_ptr,
+        dth_ptr,
+        dsv_ptr,
+        N,
+        T,
+        P,
+        S,
+        C,
+        a,
+        b,
+        v_reset,
+        alpha,
+        c1,
+        c2,
+        KIND: tl.constexpr,
+        HARD: tl.constexpr,
+        SCALED: tl.constexpr,
+        DETACH: tl.constexpr,
+        PER_CHANNEL: tl.constexpr,
+        PER_STEP: tl.constexpr,
+        HAS_GO: tl.constexpr,
+        HAS_GVT: tl.constexpr,
+        NEED_V0: tl.constexpr,
+        NEED_TH: tl.constexpr,
+        NEED_SV: tl.constexpr,
+        SEG: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         stride = N.to(tl.int64)  # t * N overflows int32 for tensors over 2^31 elements
@@ -263,10 +310,26 @@ class _TritonIntegrateFire(torch.autograd.Function):
         seg, block = _block(steps)
         with _device_guard(x):
             _forward_kernel[(triton.cdiv(n, block),)](
-                x, v0, th2d, th2d if sv is None else sv, out, v_final, n, steps,
-                spec.per_sample, spec.inner, channels, spec.a, spec.b, spec.v_reset,
-                HARD=spec.hard, SCALED=sv is not None, PER_CHANNEL=channels > 1,
-                PER_STEP=spec.th_rows > 1, BLOCK=block, enable_fp_fusion=False,
+                x,
+                v0,
+                th2d,
+                th2d if sv is None else sv,
+                out,
+                v_final,
+                n,
+                steps,
+                spec.per_sample,
+                spec.inner,
+                channels,
+                spec.a,
+                spec.b,
+                spec.v_reset,
+                HARD=spec.hard,
+                SCALED=sv is not None,
+                PER_CHANNEL=channels > 1,
+                PER_STEP=spec.th_rows > 1,
+                BLOCK=block,
+                enable_fp_fusion=False,
             )
         ctx.set_materialize_grads(False)
         if any(ctx.needs_input_grad[:4]):
@@ -299,15 +362,41 @@ class _TritonIntegrateFire(torch.autograd.Function):
         dummy = th2d
         with _device_guard(x):
             _backward_kernel[(triton.cdiv(n, block),)](
-                dummy if go is None else go, dummy if gvt is None else gvt, x, v0, th2d,
-                dummy if sv is None else sv, grad_x, dummy if grad_v0 is None else grad_v0,
-                dummy if dth is None else dth, dummy if dsv is None else dsv,
-                n, steps, spec.per_sample, spec.inner, channels, spec.a, spec.b, spec.v_reset,
-                spec.alpha, spec.c1, spec.c2,
-                KIND=spec.kind, HARD=spec.hard, SCALED=sv is not None, DETACH=spec.detach,
-                PER_CHANNEL=channels > 1, PER_STEP=per_step, HAS_GO=go is not None,
-                HAS_GVT=gvt is not None, NEED_V0=bool(need_v0), NEED_TH=bool(need_th),
-                NEED_SV=need_sv, SEG=seg, BLOCK=block, enable_fp_fusion=False,
+                dummy if go is None else go,
+                dummy if gvt is None else gvt,
+                x,
+                v0,
+                th2d,
+                dummy if sv is None else sv,
+                grad_x,
+                dummy if grad_v0 is None else grad_v0,
+                dummy if dth is None else dth,
+                dummy if dsv is None else dsv,
+                n,
+                steps,
+                spec.per_sample,
+                spec.inner,
+                channels,
+                spec.a,
+                spec.b,
+                spec.v_reset,
+                spec.alpha,
+                spec.c1,
+                spec.c2,
+                KIND=spec.kind,
+                HARD=spec.hard,
+                SCALED=sv is not None,
+                DETACH=spec.detach,
+                PER_CHANNEL=channels > 1,
+                PER_STEP=per_step,
+                HAS_GO=go is not None,
+                HAS_GVT=gvt is not None,
+                NEED_V0=bool(need_v0),
+                NEED_TH=bool(need_th),
+                NEED_SV=need_sv,
+                SEG=seg,
+                BLOCK=block,
+                enable_fp_fusion=False,
             )
         grad_th = grad_sv = None
         if need_th:

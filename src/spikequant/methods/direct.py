@@ -24,6 +24,7 @@ def learned_thresholds(model) -> dict[str, float]:
 class Direct(Method):
     """``method: {name: direct}``: surrogate-gradient BPTT of the recipe's spiking model, no
     options."""
+
     name = "direct"
 
     def on_epoch_end(self, trainer, record: dict) -> None:

@@ -28,6 +28,7 @@ CONVERT_KEYS = ("methods", "timesteps", "options", "out")
 class QATOptions:
     """Options of ``method: {name: qat}``: BN-folding fine-tune epochs and learning rate, and
     the optional ``convert`` section (methods, timesteps, options, out)."""
+
     fold_epochs: int = 2
     fold_lr: float | None = None  # default optim.lr / 10
     convert: dict | None = None  # {methods: [...], timesteps: [...], options: {...}, out: DIR}
@@ -52,6 +53,7 @@ class QATOptions:
 class QAT(Method):
     """``method: {name: qat}``: train a (quantization-aware) ANN, fold BN, then optionally
     convert it (module docstring)."""
+
     name = "qat"
     Options = QATOptions
     spiking_model = False
@@ -157,8 +159,7 @@ class QAT(Method):
         metrics: dict[str, Any] = {}
         if "calif_exactness" in report:  # compared at the sweep's largest T
             metrics["calif_layer_mismatches"] = sum(
-                v["mismatch_vs_decoded_input"]
-                for v in report["calif_exactness"]["layers"].values()
+                v["mismatch_vs_decoded_input"] for v in report["calif_exactness"]["layers"].values()
             )
         out = ccfg.get("out") or trainer.out_dir / "conversion"
         paths = write_report(report, self.cfg["name"], out)

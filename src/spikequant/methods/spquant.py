@@ -23,6 +23,7 @@ from .base import Method, register_method
 class SpQuantOptions:
     """Options of ``method: {name: spquant}``: weight quantization, pruning, channel gates,
     learned threshold, TET weight and ``init_from``."""
+
     weight_bits: int = 32  # 32 = float weights; <= 4 power-of-two, else uniform
     weight_alpha: float = 4.0  # power-of-two clip scale (on standardised weights)
     weight_standardize: bool = True
@@ -60,6 +61,7 @@ class SpQuantOptions:
 @register_method
 class SpQuant(Method):
     """``method: {name: spquant}``: quantization-aware training with pruning (module docstring)."""
+
     name = "spquant"
     Options = SpQuantOptions
     default_neuron = "qlif"

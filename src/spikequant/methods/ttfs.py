@@ -29,6 +29,7 @@ from .base import Method, register_method, subset
 class TTFSOptions:
     """Options of ``method: {name: ttfs}``: loss form and weights, gradient clipping, learning-
     rate schedule and the weight-precision stages ``bits``."""
+
     form: str = "code"
     K: float = 100.0
     beta: float = 1.0
@@ -68,6 +69,7 @@ class TTFSOptions:
 class TTFS(Method):
     """``method: {name: ttfs}``: TTFS training with exact spike-time gradients (module
     docstring)."""
+
     name = "ttfs"
     Options = TTFSOptions
     spiking_model = False

@@ -28,6 +28,7 @@ from .common import SpikingModel, check_positive_int, pair
 class RecurrentSNN(SpikingModel):
     """A recurrent spiking network over a sequence of frames (registered model; see
     :mod:`spikequant.models`)."""
+
     def __init__(
         self,
         *,

@@ -41,6 +41,7 @@ class ResidualANN(nn.Module):
 class BasicBlock(nn.Module):
     """Residual block ``neuron(conv_bn(neuron(conv_bn(x))) + shortcut(x))`` over ``[T, B, C, H,
     W]``."""
+
     def __init__(
         self, in_ch: int, out_ch: int, stride: int, make_neuron: Callable[[int], nn.Module]
     ):

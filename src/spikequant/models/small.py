@@ -36,6 +36,7 @@ def _conv(in_ch: int, out_ch: int, norm: bool) -> TimeFold:
 class DigitsCNN(SpikingModel):
     """Small spiking CNN for digits: two ``conv -> BN -> neuron -> avg-pool`` stages, a hidden
     ``linear -> neuron`` layer and a linear readout (registered as ``cnn_digits``)."""
+
     def __init__(
         self,
         *,
@@ -78,6 +79,7 @@ class DigitsCNN(SpikingModel):
 class MLP(SpikingModel):
     """Spiking MLP: flatten, then ``Linear -> BN -> neuron`` per hidden layer, then a linear
     readout (registered as ``mlp``)."""
+
     def __init__(
         self,
         *,

@@ -175,8 +175,10 @@ class ATIFnu(SpikingNeuron):
         backend = getattr(self, "backend", "auto")
         steps = x_seq.shape[0]
         # past the schedule's end the reference loop raises the precise ShapeError
-        if backend != "torch" and isinstance(state, StepState) and (
-            state.t + steps <= self.timesteps
+        if (
+            backend != "torch"
+            and isinstance(state, StepState)
+            and (state.t + steps <= self.timesteps)
         ):
             if state.v.shape != x_seq.shape[1:]:
                 params = "state is not an ATIF-nu membrane of the step shape"

@@ -130,9 +130,7 @@ class SpikingNeuron(nn.Module):
                 "(needs T >= 1 steps of B >= 1 samples)"
             )
         if not x_seq.is_floating_point():
-            raise ShapeError(
-                f"{type(self).__name__} takes floating-point input, got {x_seq.dtype}"
-            )
+            raise ShapeError(f"{type(self).__name__} takes floating-point input, got {x_seq.dtype}")
         check_finite_parameters(self)
         if x_seq.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
             x_seq.device.type

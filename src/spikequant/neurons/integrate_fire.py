@@ -35,11 +35,13 @@ from .reset import Subtract, Zero, create_reset
 
 class MembraneState(NamedTuple):
     """State of the IF / LIF / ATIF-u step functions: the membrane ``v`` after the reset."""
+
     v: torch.Tensor
 
 
 class IFParams(NamedTuple):
     """Parameters of :func:`if_step`: threshold ``V_th``, spike surrogate and reset."""
+
     threshold: torch.Tensor | float
     surrogate: Surrogate
     reset: Subtract | Zero
@@ -48,6 +50,7 @@ class IFParams(NamedTuple):
 class LIFParams(NamedTuple):
     """Parameters of :func:`lif_step`: those of :class:`IFParams` plus the leak ``decay`` (``v
     <- (1 - decay) v + x``, or ``+ decay x`` with ``decay_input``)."""
+
     threshold: torch.Tensor | float
     surrogate: Surrogate
     reset: Subtract | Zero

@@ -180,8 +180,14 @@ def _walk(model: nn.Module, in_shape: list[int]) -> list[dict]:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             if layers and layers[-1]["neuron"] is None:
                 raise ProgramError(f"{name!r}: two synapse layers without a neuron in between")
-            entry = {"name": name, "module": module, "in_shape": shape, "pool": pool,
-                     "bn": None, "neuron": None}
+            entry = {
+                "name": name,
+                "module": module,
+                "in_shape": shape,
+                "pool": pool,
+                "bn": None,
+                "neuron": None,
+            }
             if isinstance(module, nn.Conv2d):
                 if flat or len(shape) != 3:
                     raise ProgramError(f"{name!r}: a conv layer needs a [C, H, W] input")
@@ -194,18 +200,28 @@ def _walk(model: nn.Module, in_shape: list[int]) -> list[dict]:
                 h, w = shape[1] // pool, shape[2] // pool
                 ho = (h + 2 * p[0] - k[0]) // s[0] + 1
                 wo = (w + 2 * p[0] - k[0]) // s[0] + 1
-                entry.update(op="conv", kernel=k[0], stride=s[0], padding=p[0],
-                             out_shape=[module.out_channels, ho, wo])
+                entry.update(
+                    op="conv",
+                    kernel=k[0],
+                    stride=s[0],
+                    padding=p[0],
+                    out_shape=[module.out_channels, ho, wo],
+                )
             else:
                 if len(shape) == 3 and not flat:
                     raise ProgramError(f"{name!r}: a linear layer after a conv needs a Flatten")
-                fan_in = shape[0] if len(shape) == 1 else shape[0] * (shape[1] // pool) * (
-                    shape[2] // pool)
+                fan_in = (
+                    shape[0]
+                    if len(shape) == 1
+                    else shape[0] * (shape[1] // pool) * (shape[2] // pool)
+                )
                 if fan_in != module.in_features:
-                    raise ProgramError(f"{name!r}: expects {module.in_features} inputs, gets "
-                                       f"{fan_in}")
-                entry.update(op="linear", kernel=1, stride=1, padding=0,
-                             out_shape=[module.out_features])
+                    raise ProgramError(
+                        f"{name!r}: expects {module.in_features} inputs, gets {fan_in}"
+                    )
+                entry.update(
+                    op="linear", kernel=1, stride=1, padding=0, out_shape=[module.out_features]
+                )
             layers.append(entry)
             shape, pool, flat = entry["out_shape"], 1, False
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -340,8 +356,9 @@ def lower_model(
         out_shape = list(entry["out_shape"])
         out_shape[0] = int(len(keep_out))
         fan_in = int(np.prod(levels.shape[1:]))
-        acc_bound = fan_in * max(1, int(np.abs(levels).max(initial=0))) * max_in * entry[
-            "pool"] ** 2
+        acc_bound = (
+            fan_in * max(1, int(np.abs(levels).max(initial=0))) * max_in * entry["pool"] ** 2
+        )
         if acc_bound >= 2**31:
             raise ProgramError(f"{entry['name']!r}: accumulator may overflow 32 bits")
         neuron = entry["neuron"]
@@ -371,9 +388,7 @@ def lower_model(
         tensors[f"layers.{index}.offset"] = offset
         if neuron is not None:
             threshold = neuron["threshold"][keep_out] / neuron["step"]
-            codes = np.array(
-                [math.ceil(v * 2.0 ** (frac + 1)) for v in threshold], dtype=np.int64
-            )
+            codes = np.array([math.ceil(v * 2.0 ** (frac + 1)) for v in threshold], dtype=np.int64)
             if codes.size and codes.min() <= 0:
                 raise ProgramError(f"{entry['name']!r}: thresholds must be positive")
             drop = 0

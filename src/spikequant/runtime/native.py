@@ -82,14 +82,25 @@ def _load(path: Path):
     lib = ctypes.CDLL(str(path))
     lib.sq_create.restype = ctypes.c_void_p
     lib.sq_create.argtypes = [
-        ctypes.c_int64, _P64, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64,
+        ctypes.c_int64,
+        _P64,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_int64,
     ]
     lib.sq_free.argtypes = [ctypes.c_void_p]
     lib.sq_reset.argtypes = [ctypes.c_void_p]
     lib.sq_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    lib.sq_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                           ctypes.c_void_p, ctypes.c_int64]
+    lib.sq_run.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+    ]
     lib.sq_trace.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     lib.sq_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     return lib
@@ -106,19 +117,42 @@ def _layer_config(layer: dict, first: bool, analog: bool) -> list[int]:
     if neuron and not -128 <= levels[0] <= 0 <= levels[1] <= 127:
         raise ProgramError("membrane levels must fit int8")
     return [
-        int(conv), cin, hin, win, layer["pool"], cout, hout, wout, layer["kernel"],
-        layer["stride"], layer["padding"], int(bool(neuron)), layer["frac_bits"], layer["shift"],
-        neuron.get("leak_shift", 0), levels[0], levels[1], int(neuron.get("binary_membrane", 0)),
-        neuron.get("spatial_drop", 0), int(layer["weight_encoding"] == "ternary2"),
-        int(first and analog), 0,
+        int(conv),
+        cin,
+        hin,
+        win,
+        layer["pool"],
+        cout,
+        hout,
+        wout,
+        layer["kernel"],
+        layer["stride"],
+        layer["padding"],
+        int(bool(neuron)),
+        layer["frac_bits"],
+        layer["shift"],
+        neuron.get("leak_shift", 0),
+        levels[0],
+        levels[1],
+        int(neuron.get("binary_membrane", 0)),
+        neuron.get("spatial_drop", 0),
+        int(layer["weight_encoding"] == "ternary2"),
+        int(first and analog),
+        0,
     ]
 
 
 class NativeRuntime:
     """A program loaded into the C++ engine for ``batch`` samples at a time."""
 
-    def __init__(self, program: Program, batch: int = 1, *, threads: int = 1,
-                 library: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        program: Program,
+        batch: int = 1,
+        *,
+        threads: int = 1,
+        library: str | os.PathLike | None = None,
+    ) -> None:
         if batch < 1:
             raise ProgramError(f"batch must be positive, got {batch}")
         self.program = program
@@ -127,19 +161,22 @@ class NativeRuntime:
         self._lib = _load(Path(library) if library else build_library())
         layers = program.layers
         analog = program.header["input"]["kind"] == "analog"
-        cfg = np.array([_layer_config(layer, i == 0, analog) for i, layer in enumerate(layers)],
-                       dtype=np.int64).reshape(-1)
+        cfg = np.array(
+            [_layer_config(layer, i == 0, analog) for i, layer in enumerate(layers)], dtype=np.int64
+        ).reshape(-1)
         # keep every array alive as long as the engine (it copies, but be safe during create)
         self._keep = [cfg]
         arrays = {"w": [], "m": [], "o": [], "t": []}
         for i, layer in enumerate(layers):
-            weight = np.ascontiguousarray(program.weight(i).reshape(layer["out_shape"][0], -1),
-                                          dtype=np.int8)
+            weight = np.ascontiguousarray(
+                program.weight(i).reshape(layer["out_shape"][0], -1), dtype=np.int8
+            )
             mult = np.ascontiguousarray(program.tensors[f"layers.{i}.multiplier"], dtype=np.int64)
             off = np.ascontiguousarray(program.tensors[f"layers.{i}.offset"], dtype=np.int64)
             name = f"layers.{i}.threshold"
-            th = np.ascontiguousarray(program.tensors.get(name, np.zeros(1, np.int64)),
-                                      dtype=np.int64)
+            th = np.ascontiguousarray(
+                program.tensors.get(name, np.zeros(1, np.int64)), dtype=np.int64
+            )
             for key, arr in zip("wmot", (weight, mult, off, th), strict=True):
                 arrays[key].append(arr)
                 self._keep.append(arr)
@@ -148,8 +185,13 @@ class NativeRuntime:
             return (ctypes.c_void_p * len(layers))(*[a.ctypes.data for a in arrays[key]])
 
         self._handle = self._lib.sq_create(
-            len(layers), cfg.ctypes.data_as(_P64), pointers("w"), pointers("m"), pointers("o"),
-            pointers("t"), self.batch,
+            len(layers),
+            cfg.ctypes.data_as(_P64),
+            pointers("w"),
+            pointers("m"),
+            pointers("o"),
+            pointers("t"),
+            self.batch,
         )
         self._keep = []
         spec = program.header["input"]
@@ -190,8 +232,9 @@ class NativeRuntime:
         steps = self.program.timesteps if static else array.shape[0]
         x = self._codes(array, (self.batch,) if static else (steps, self.batch))
         out = np.zeros((self.batch, self.num_classes), np.int64)
-        self._lib.sq_run(self._handle, x.ctypes.data, steps, int(static), out.ctypes.data,
-                         self.threads)
+        self._lib.sq_run(
+            self._handle, x.ctypes.data, steps, int(static), out.ctypes.data, self.threads
+        )
         return out
 
     def trace(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,8 +42,9 @@ def _accumulate(layer: dict, weight: torch.Tensor, x: torch.Tensor) -> torch.Ten
         hp, wp = h // p, w // p
         x = x[:, :, : hp * p, : wp * p].reshape(b, c, hp, p, wp, p).sum((3, 5))
     if layer["op"] == "conv":
-        acc = F.conv2d(x.double(), weight.double(), stride=layer["stride"],
-                       padding=layer["padding"])
+        acc = F.conv2d(
+            x.double(), weight.double(), stride=layer["stride"], padding=layer["padding"]
+        )
     else:
         acc = x.reshape(x.shape[0], -1).double() @ weight.double().t()
     return acc.round().to(torch.int64)
@@ -53,8 +54,9 @@ def _channel_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.view(1, -1, *([1] * (ndim - 2)))
 
 
-def qlif_integer_step(pre: torch.Tensor, threshold: torch.Tensor, frac: int, lo: int, hi: int,
-                      binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def qlif_integer_step(
+    pre: torch.Tensor, threshold: torch.Tensor, frac: int, lo: int, hi: int, binary: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes and stored indices from the pre-fire membrane codes (units ``2^-(F+1)``)."""
     fired = pre >= threshold
     magnitude = (pre.abs() + (1 << frac) - 1) >> (frac + 1)
@@ -70,15 +72,21 @@ class ReferenceInterpreter:
 
     def __init__(self, program: Program) -> None:
         self.program = program
-        self.weights = [torch.from_numpy(program.weight(i).astype(np.int64))
-                        for i in range(len(program.layers))]
+        self.weights = [
+            torch.from_numpy(program.weight(i).astype(np.int64)) for i in range(len(program.layers))
+        ]
         t = program.tensors
-        self.multipliers = [torch.from_numpy(t[f"layers.{i}.multiplier"].astype(np.int64))
-                            for i in range(len(program.layers))]
-        self.offsets = [torch.from_numpy(t[f"layers.{i}.offset"].astype(np.int64))
-                        for i in range(len(program.layers))]
+        self.multipliers = [
+            torch.from_numpy(t[f"layers.{i}.multiplier"].astype(np.int64))
+            for i in range(len(program.layers))
+        ]
+        self.offsets = [
+            torch.from_numpy(t[f"layers.{i}.offset"].astype(np.int64))
+            for i in range(len(program.layers))
+        ]
         self.thresholds = [
-            torch.from_numpy(t[f"layers.{i}.threshold"].astype(np.int64)) if layer["neuron"]
+            torch.from_numpy(t[f"layers.{i}.threshold"].astype(np.int64))
+            if layer["neuron"]
             else None
             for i, layer in enumerate(program.layers)
         ]
@@ -92,8 +100,9 @@ class ReferenceInterpreter:
         codes = torch.as_tensor(codes).to(torch.int64)
         shape = tuple(self.program.header["input"]["shape"])
         if codes.ndim != 4 or tuple(codes.shape[1:]) != shape:
-            raise ShapeError(f"program input is [B, {', '.join(map(str, shape))}], got "
-                             f"{tuple(codes.shape)}")
+            raise ShapeError(
+                f"program input is [B, {', '.join(map(str, shape))}], got {tuple(codes.shape)}"
+            )
         batch = codes.shape[0]
         if self.state is None or self.state[0].shape[0] != batch:
             self.state = [
@@ -121,8 +130,9 @@ class ReferenceInterpreter:
                 current = current * keep.view(batch, 1, *acc.shape[2:])
             pre = leak + 2 * current
             th = _channel_view(self.thresholds[i], acc.ndim)
-            spikes, index = qlif_integer_step(pre, th, frac, *neuron["levels"],
-                                              neuron["binary_membrane"])
+            spikes, index = qlif_integer_step(
+                pre, th, frac, *neuron["levels"], neuron["binary_membrane"]
+            )
             self.state[i] = index
             if trace is not None:
                 trace.spikes[i].append(spikes)

@@ -50,8 +50,9 @@ class RescaledPowerOfTwo(nn.Module):
     that no BN follows, whose logits would otherwise be ``gain / std`` times larger).
     """
 
-    def __init__(self, bits: int, alpha: float, gain: float, learn_alpha: bool = True,
-                 eps: float = 1e-5) -> None:
+    def __init__(
+        self, bits: int, alpha: float, gain: float, learn_alpha: bool = True, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.quantizer = PowerOfTwoQuantizer(bits, alpha, learn_alpha=learn_alpha)
         self.bits = bits

@@ -23,17 +23,20 @@ def evaluate(
     batch_size: int = 250,
     z_input: torch.Tensor | None = None,
 ) -> dict:
-    """Accuracy and spike statistics on ``(X, y)``; ``z_input`` overrides the encoder (jitter)."""
+    """Accuracy and spike statistics on ``(X, y)``; ``z_input`` overrides the encoder (jitter).
+    Batches move to the model's device; the data may stay on the CPU."""
+    device = next(iter(model.parameters()), torch.zeros(0)).device
     was_training = model.training
     model.eval()
     correct, neurons_fired, neurons_total = 0, None, None
     layer_fired: list[float] = []
     layer_sizes: list[int] = []
     for start in range(0, len(X), batch_size):
-        xb = X[start : start + batch_size]
-        zb = None if z_input is None else z_input[start : start + batch_size]
+        xb = X[start : start + batch_size].to(device, non_blocking=True)
+        zb = None if z_input is None else z_input[start : start + batch_size].to(device)
+        yb = y[start : start + batch_size].to(device, non_blocking=True)
         outputs = model.layer_outputs(xb, zb)
-        correct += int((model.predict(outputs[-1]) == y[start : start + batch_size]).sum())
+        correct += int((model.predict(outputs[-1]) == yb).sum())
         fired = [float((z < model.z_max).sum()) for z in outputs]
         if not layer_fired:
             layer_fired = [0.0] * len(outputs)

@@ -1,4 +1,4 @@
-"""Train a TTFS recipe and write its report to docs/results (JSON + Markdown).
+"""Train a TTFS recipe and write its report (JSON + Markdown) into the run folder or ``--out``.
 
     python -m spikequant.temporal.report ttfs-fc100 [--set train.epochs=6] [--run-dir runs/x]
         [--out docs/results]
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stem = args.name or f"ttfs_{str(cfg['name']).removeprefix('ttfs-').replace('-', '_')}"
-    out = results_dir(args.out or run_dir)
+    out = results_dir(args.out, run_dir)
     write_json(
         out / f"{stem}.json",
         {"command": command, "run_dir": str(run_dir), "recipe": cfg, **metrics},

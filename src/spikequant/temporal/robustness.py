@@ -87,8 +87,11 @@ def accuracy_vs_noise(
                     [layer.weight.reshape(layer.weight.shape[0], -1), layer.bias[:, None]], 1
                 )
                 sigma = float(full.pow(2).mean().sqrt()) * 10 ** (-snr / 20)
-                layer.weight.add_(sigma * torch.randn(layer.weight.shape, generator=gen))
-                layer.bias.add_(sigma * torch.randn(layer.bias.shape, generator=gen))
+                # drawn on the CPU so every device sees the same noise for a seed
+                noise_w = torch.randn(layer.weight.shape, generator=gen)
+                noise_b = torch.randn(layer.bias.shape, generator=gen)
+                layer.weight.add_(sigma * noise_w.to(layer.weight.device))
+                layer.bias.add_(sigma * noise_b.to(layer.bias.device))
             accs.append(evaluate(clone, X, y, batch_size)["accuracy"])
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
@@ -101,6 +104,8 @@ def output_jitter(
     model: TTFSNet, X, y, jitters=DEFAULT_JITTER, seed: int = 0, batch_size: int = 250
 ) -> list[dict]:
     model = _full_precision_copy(model).eval()
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    X, y = X.to(device), y.to(device)
     times = model.encoder.times(model._check_input(X))
     clean = torch.cat(
         [
@@ -111,7 +116,7 @@ def output_jitter(
     rows = []
     for r in jitters:
         gen = torch.Generator().manual_seed(seed)
-        sign = torch.where(torch.rand(times.shape, generator=gen) < 0.5, -1.0, 1.0)
+        sign = torch.where(torch.rand(times.shape, generator=gen) < 0.5, -1.0, 1.0).to(device)
         jittered = times * (1 + r * sign)
         z_in = torch.exp(jittered)
         out = torch.cat(

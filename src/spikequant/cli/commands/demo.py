@@ -2,7 +2,7 @@
 (the ATIF ablation on the digits ResNet-8, the ``resnet8`` setting of ``atif-ablation``).
 
 The ablation uses the bundled MNIST digits, so the demo needs no download. Its report goes to
-``--out`` (default: the study's work dir); the SQNR table to ``--out`` or ``docs/results``.
+``--out`` (default: the study's work dir); the SQNR table there too.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ def run(args) -> int:
     start = time.perf_counter()
     if not args.skip_sqnr:
         console.rule("1/2  single-neuron SQNR study (ATIF paper, Gaussian input, T = 4)")
-        sqnr_argv = ["sqnr", "--iterations", str(args.sqnr_iterations)]
-        if args.out is not None:
-            sqnr_argv += ["--out", str(Path(args.out))]
+        sqnr_out = args.out if args.out is not None else (args.work_dir or Path("runs/study/demo"))
+        sqnr_argv = ["sqnr", "--iterations", str(args.sqnr_iterations), "--out", str(sqnr_out)]
         sqnr_args = build_parser().parse_args(sqnr_argv)
         sqnr_args.func(sqnr_args)
         console.print(f"[dim]{time.perf_counter() - start:.0f} s so far[/dim]")

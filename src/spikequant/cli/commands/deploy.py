@@ -49,22 +49,33 @@ def run(args) -> int:
     )
     digest = save_program(program, args.out)
     removed = sum(len(layer["removed_channels"]) for layer in program.layers)
-    print(f"wrote {args.out}: {len(program.layers)} layers, T = {program.timesteps}, "
-          f"{program.weight_bytes():,} weight bytes, {removed} pruned channels removed")
+    print(
+        f"wrote {args.out}: {len(program.layers)} layers, T = {program.timesteps}, "
+        f"{program.weight_bytes():,} weight bytes, {removed} pruned channels removed"
+    )
     print(f"sha256 {digest}")
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "deploy", help="lower a trained Quant/SpQuant-SNN run to an integer program (.sqrt)",
+        "deploy",
+        help="lower a trained Quant/SpQuant-SNN run to an integer program (.sqrt)",
         description=__doc__,
     )
     p.add_argument("run", help="run folder or checkpoint of a spquant recipe")
     p.add_argument("--out", required=True, help="program file to write (e.g. model.sqrt)")
-    p.add_argument("--input-kind", choices=("analog", "spikes"), default="analog",
-                   help="analog codes repeated over T (default) or binary event frames")
-    p.add_argument("--input-scale", type=float, default=None,
-                   help="float value of one input code (default: from the dataset)")
+    p.add_argument(
+        "--input-kind",
+        choices=("analog", "spikes"),
+        default="analog",
+        help="analog codes repeated over T (default) or binary event frames",
+    )
+    p.add_argument(
+        "--input-scale",
+        type=float,
+        default=None,
+        help="float value of one input code (default: from the dataset)",
+    )
     p.add_argument("--code-max", type=int, default=None, help="largest input code")
     p.set_defaults(func=run)

@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--subset", type=int, default=None, help="evaluate on the first N samples only")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -31,10 +32,13 @@ def run(args) -> int:
     from ...errors import ConfigError
     from ...pipeline import check_model_fits_data, load_run_model, run_scores
     from ...registry import model_family
+    from ...train.distributed import resolve_device
     from ...train.trainer import accept_frame_sequences, evaluate, resolve_checkpoint
 
+    device = resolve_device(args.device)
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
+    model.to(device)
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise ConfigError(f"{folder} does not record its dataset; pass --dataset")
@@ -85,13 +89,17 @@ def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
             "dense_macs": None,
             **r,
         }
+    device = next(iter(model.parameters()), torch.zeros(0)).device
     model.eval()
     with torch.no_grad():
         pred = torch.cat(
-            [model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)]
+            [
+                model(X[i : i + batch_size].to(device)).argmax(1)
+                for i in range(0, len(X), batch_size)
+            ]
         )
     return {
-        "accuracy": float((pred == y).float().mean()),
+        "accuracy": float((pred == y.to(device)).float().mean()),
         "samples": len(y),
         "timesteps": 1,
         "theta": None,

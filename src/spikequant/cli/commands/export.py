@@ -61,7 +61,13 @@ def register(sub) -> None:
         "--report",
         default=None,
         metavar="NAME",
-        help="also write the result to docs/results/NAME.json and NAME.md",
+        help="also write the result to NAME.json and NAME.md in --report-dir",
+    )
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="folder of the --report files (default: the run's reports/ folder)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -94,12 +100,14 @@ def run(args) -> int:
     import torch
 
     from ...export import to_nir, write_nir
-    from ...io import check_output_file
+    from ...io import check_output_dir, check_output_file, results_dir, run_reports_dir
     from ...models.common import SpikingModel
     from ...pipeline import load_run_model
     from ...train.trainer import resolve_checkpoint
 
     check_output_file(args.out)
+    if args.report_dir is not None:
+        check_output_dir(args.report_dir, "--report-dir")
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
@@ -142,7 +150,7 @@ def run(args) -> int:
     if args.verify:
         result["verify"] = verify(args, model, meta, path)
     if args.report:
-        write_report(args.report, result)
+        write_report(args.report, result, results_dir(args.report_dir, run_reports_dir(folder)))
     if args.json:
         print(json.dumps(result))
     else:
@@ -192,10 +200,9 @@ def verify(args, model, meta: dict, path: Path) -> dict:
     return {"dataset": dataset, "split": "test", **report}
 
 
-def write_report(name: str, result: dict) -> None:
-    from ...io import results_dir, write_json, write_text
+def write_report(name: str, result: dict, folder: Path) -> None:
+    from ...io import write_json, write_text
 
-    folder = results_dir()
     write_json(folder / f"{name}.json", result)
     nodes = ", ".join(f"{n} {k}" for k, n in result["nodes"].items())
     lines = [

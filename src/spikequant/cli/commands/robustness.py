@@ -1,5 +1,6 @@
 """``spikequant robustness CHECKPOINT``: a trained TTFS network under weight quantization, weight
-noise and input timing jitter, without retraining (JSON + Markdown + PNG in docs/results)."""
+noise and input timing jitter, without retraining (JSON + Markdown + PNG in the run's reports/
+folder, or --out)."""
 
 from __future__ import annotations
 
@@ -47,17 +48,20 @@ def register(sub) -> None:
         "--test-limit", type=int, default=None, help="evaluate on the first N test samples"
     )
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument(
         "--name", default=None, help="file stem (default ttfs_robustness_<checkpoint folder>)"
     )
-    p.add_argument("--out", type=Path, default=None, help="output folder (default docs/results)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default the run's reports/)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ...data import load_arrays
     from ...errors import CheckpointError, ConfigError
-    from ...io import results_dir
+    from ...io import results_dir, run_reports_dir
     from ...pipeline import load_run_model
     from ...temporal import TTFSNet
     from ...temporal.robustness import (
@@ -67,12 +71,14 @@ def run(args) -> int:
         robustness_study,
         write_report,
     )
+    from ...train.distributed import resolve_device
 
     check_study_values(args)
     if args.out is not None:
         from ...io import check_output_dir
 
         check_output_dir(args.out)
+    device = resolve_device(args.device)
     model, meta = load_run_model(args.checkpoint)
     if not isinstance(model, TTFSNet):
         raise CheckpointError(
@@ -80,6 +86,7 @@ def run(args) -> int:
         )
     if args.batch_size < 1 or (args.test_limit is not None and args.test_limit < 1):
         raise ConfigError("--batch-size and --test-limit must be >= 1")
+    model.to(device)
     dataset = args.dataset or meta.get("dataset", "mnist5k")
     X, y = load_arrays(dataset, "test")
     if args.test_limit:
@@ -103,7 +110,7 @@ def run(args) -> int:
         **result,
     }
     stem = args.name or f"ttfs_robustness_{Path(args.checkpoint).resolve().name}"
-    paths = write_report(result, results_dir(args.out), stem)
+    paths = write_report(result, results_dir(args.out, run_reports_dir(args.checkpoint)), stem)
     base = result["baseline"]
     print(
         f"baseline accuracy {base['accuracy']:.4f}, spiking {base['fraction_spiking']:.3f}, "

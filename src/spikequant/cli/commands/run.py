@@ -34,12 +34,16 @@ def run(args) -> int:
     steps = program.timesteps if static else codes.shape[0]
     print(f"prediction {int(logits[0].argmax())}")
     print(f"logits (integer, summed over T = {steps}) {logits[0].tolist()}")
-    print(f"latency {statistics.median(times) * 1e3:.3f} ms (median of {args.repeat}, batch 1, "
-          f"{args.threads} thread{'s' if args.threads > 1 else ''})")
-    print(f"memory: runtime holds {sum(held.values()):,} B (weights {held['weights']:,}, "
-          f"membranes {held['membranes']:,}, spikes {held['spikes']:,}, scratch "
-          f"{held['scratch']:,}); process peak RSS {peak_kib / 1024:.1f} MiB (this Python CLI "
-          "process includes PyTorch)")
+    print(
+        f"latency {statistics.median(times) * 1e3:.3f} ms (median of {args.repeat}, batch 1, "
+        f"{args.threads} thread{'s' if args.threads > 1 else ''})"
+    )
+    print(
+        f"memory: runtime holds {sum(held.values()):,} B (weights {held['weights']:,}, "
+        f"membranes {held['membranes']:,}, spikes {held['spikes']:,}, scratch "
+        f"{held['scratch']:,}); process peak RSS {peak_kib / 1024:.1f} MiB (this Python CLI "
+        "process includes PyTorch)"
+    )
     return 0
 
 

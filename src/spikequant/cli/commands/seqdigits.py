@@ -38,7 +38,7 @@ def register(sub) -> None:
         default=None,
         help="torch CPU threads (step loops of small tensors run fastest with 1 on a busy machine)",
     )
-    p.add_argument("--out", default=None, help="output folder (default docs/results)")
+    p.add_argument("--out", default=None, help="output folder (default spikequant-reports)")
     p.add_argument(
         "--name", default="seq-digits-lstm", help="file stem of the report (default %(default)s)"
     )
@@ -61,7 +61,7 @@ def run(args) -> int:
     from ...convert.recurrent import LSTMClassifier, accuracy_by_timesteps, convert_lstm
     from ...data import load_arrays
     from ...errors import ConfigError
-    from ...io import results_dir, write_json, write_text
+    from ...io import DEFAULT_REPORTS, results_dir, write_json, write_text
 
     models = _parse_list(args.models, ("lstm", "bilstm"), "models")
     neurons = _parse_list(args.neurons, ("msat", "if"), "neurons")
@@ -108,7 +108,7 @@ def run(args) -> int:
                 print(f"  {neuron} T={r['timesteps']:>4}: {r['accuracy']:.2f} %")
         report["models"][name] = entry
 
-    out = results_dir(args.out)
+    out = results_dir(args.out, DEFAULT_REPORTS)
     write_json(out / f"{args.name}.json", report)
     write_text(out / f"{args.name}.md", markdown(report))
     print(f"wrote {out / args.name}.md")

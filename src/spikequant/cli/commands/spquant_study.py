@@ -56,7 +56,17 @@ def run(args) -> int:
     for name in ("train_subset", "test_subset"):
         if getattr(args, name) is not None:
             overrides.append(f"data.{name}={getattr(args, name)}")
-    keep = ("seeds", "work_dir", "out", "jobs", "executor", "no_progress", "json", "setting")
+    keep = (
+        "seeds",
+        "work_dir",
+        "out",
+        "device",
+        "jobs",
+        "executor",
+        "no_progress",
+        "json",
+        "setting",
+    )
     ns = argparse.Namespace(
         **{k: getattr(args, k) for k in keep},
         name="spquant-study",

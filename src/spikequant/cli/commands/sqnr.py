@@ -21,7 +21,10 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=8.0, help="sigmoid surrogate slope (default 8)")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--eval-samples", type=int, default=1_000_000)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default docs/results)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default spikequant-reports)"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object to stdout instead of a table"
     )
@@ -32,6 +35,7 @@ def run(args) -> int:
     from ..._optional import require
     from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
     from ...io import (
+        DEFAULT_REPORTS,
         check_output_dir,
         command_header,
         command_line,
@@ -39,9 +43,10 @@ def run(args) -> int:
         write_json,
         write_text,
     )
+    from ...train.distributed import resolve_device
 
     require("matplotlib", "the SQNR study's plot")  # before the study, not after it
-    out = results_dir(check_output_dir(args.out) if args.out is not None else None)
+    out = results_dir(check_output_dir(args.out) if args.out is not None else None, DEFAULT_REPORTS)
     cfg = SQNRConfig(
         timesteps=args.timesteps,
         sigma=args.sigma,
@@ -52,7 +57,7 @@ def run(args) -> int:
         eval_samples=args.eval_samples,
         eval_every=max(1, args.iterations // 80),
     )
-    result = run_sqnr_study(cfg)
+    result = run_sqnr_study(cfg, device=resolve_device(args.device))
     suffix = "" if (cfg.timesteps, cfg.sigma) == (4, 0.1) else f"_T{cfg.timesteps}_s{cfg.sigma:g}"
     write_json(out / f"sqnr{suffix}.json", {"command": command_line(), **result})
     plot_sqnr_study(result, out / f"sqnr{suffix}.png")

@@ -56,6 +56,9 @@ def add_run_arguments(p, *, work_dir_flags=("--work-dir",), progress_flags=("--n
         action="store_true",
         help="reuse finished runs of the identical recipe, continue interrupted ones",
     )
+    p.add_argument(
+        "--device", default=None, help="auto | cpu | cuda | cuda:N for every run (train.device)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="train N independent runs at once")
     p.add_argument(
         "--executor", choices=("local", "ray"), default="local",
@@ -108,6 +111,8 @@ def canonical_command(args, name: str) -> str:
         parts.append("--sweep")
     for item in args.overrides:
         parts += ["--set", item]
+    if getattr(args, "device", None):
+        parts += ["--device", args.device]
     for row in getattr(args, "from_scratch", []):
         parts += ["--from-scratch", row]
     if args.work_dir is not None:
@@ -122,6 +127,12 @@ def canonical_command(args, name: str) -> str:
         parts.append("--resume")
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if k in os.environ]
     return " ".join([*env, shlex.join(parts)])
+
+
+def run_overrides(args) -> list[str]:
+    """The ``--set`` items for every run, with ``--device`` as ``train.device``."""
+    device = getattr(args, "device", None)
+    return [*args.overrides, *([f"train.device={device}"] if device else [])]
 
 
 def _print(report: dict, paths, as_json: bool) -> None:
@@ -165,6 +176,10 @@ def run(args) -> int:
     if args.name is None:
         raise ConfigError("name a study (spikequant study --list) or give --render FILE.json")
     study = load_study(args.name)
+    if getattr(args, "device", None):
+        from ...train.distributed import resolve_device
+
+        resolve_device(args.device)  # refused before the first run starts
     work_dir = args.work_dir if args.work_dir is not None else Path("runs/study") / study["name"]
     report = run_study(
         study,
@@ -173,7 +188,7 @@ def run(args) -> int:
         setting=args.setting,
         sweep=args.sweep,
         seeds=None if args.seeds is None else parse_seeds(args.seeds),
-        overrides=args.overrides,
+        overrides=run_overrides(args),
         from_scratch=tuple(args.from_scratch),
         jobs=args.jobs,
         executor=args.executor,

@@ -34,9 +34,7 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a run already in the --out folder"
     )
-    p.add_argument(
-        "--device", default=None, help="auto | cpu | cuda | cuda:N (sets train.device)"
-    )
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (sets train.device)")
     p.add_argument(
         "--nproc",
         type=int,
