@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
     result = run(args.numpy_samples, args.full, threads=args.threads)
-    path = results_dir() / "bench_ttfs.json"
+    path = results_dir(None, "docs/results") / "bench_ttfs.json"
     write_json(path, result)
     for key, value in result.items():
         print(f"{key}: {value}")

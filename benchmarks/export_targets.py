@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                     }
                 )
                 print(rows[-1], flush=True)
-    folder = results_dir(args.out)
+    folder = results_dir(args.out, "docs/results")
     command = "python -m benchmarks.export_targets" + (
         f" --epochs {args.epochs}" if args.epochs != 3 else ""
     )

@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="only rewrite docs/benchmarks.md from an existing bench.json")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    out_dir = results_dir(args.out)
+    out_dir = results_dir(args.out, "docs/results")
     if args.render:
         res = json.loads((out_dir / "bench.json").read_text())
         res["targets"] = check_targets(res)
