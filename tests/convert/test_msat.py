@@ -183,3 +183,44 @@ def test_msat_fires_no_later_than_rate_on_digits(digits_mlp):
     # by T = 8 more neurons have sent a spike, and every one of them is active in the ANN
     assert (t_msat <= steps).sum() > (t_rate <= steps).sum()
     assert not ((t_msat <= steps) & ~active).any()
+
+
+def _trace(neuron, x_seq):
+    state = neuron.initial_state(x_seq[0])
+    outputs, thresholds = [], []
+    for x in x_seq:
+        out, state = neuron.step(x, state)
+        outputs.append(out)
+        thresholds.append(state.thr)
+    return torch.stack(outputs), torch.stack(thresholds)
+
+
+def test_ablation_adaptations_equal_the_full_dynamics_with_one_term_removed():
+    """Fig. 4's ablation: DTT only is the full neuron with tau_rd = 0, DET only the full neuron
+    with tau_mp = 0 (both presets, both DET definitions, random positive and negative input)."""
+    x_seq = torch.randn(24, 4, 32, generator=torch.Generator().manual_seed(3)) * 0.4 + 0.2
+    for preset in ("vgg16", "resnet20"):
+        for det_delta in ("input", "membrane"):
+            kw = {"preset": preset, "det_delta": det_delta}
+            dtt, _ = _trace(MSAT(1.5, adaptation="dtt", **kw), x_seq * 1.5)
+            full_no_det, _ = _trace(MSAT(1.5, tau_rd=0.0, **kw), x_seq * 1.5)
+            det, _ = _trace(MSAT(1.5, adaptation="det", **kw), x_seq * 1.5)
+            full_no_dtt, _ = _trace(MSAT(1.5, tau_mp=0.0, **kw), x_seq * 1.5)
+            both, _ = _trace(MSAT(1.5, **kw), x_seq * 1.5)
+            assert torch.equal(dtt, full_no_det) and torch.equal(det, full_no_dtt)
+            assert not torch.equal(dtt, both) and not torch.equal(det, both)
+
+
+def test_ablation_fixed_scaled_threshold_is_a_soft_reset_if_neuron():
+    """adaptation="fixed": threshold f * lambda at every step, output f * lambda per spike: an IF
+    neuron with soft reset and that threshold."""
+    x_seq = torch.rand(20, 3, 16, generator=torch.Generator().manual_seed(4)) * 2.0
+    for fraction in (0.2, 0.5, 1.0):
+        out, thr = _trace(MSAT(2.0, adaptation="fixed", fixed_fraction=fraction), x_seq)
+        assert torch.equal(thr, torch.full_like(thr, fraction))
+        reference = IF(threshold=2.0 * fraction, reset="subtract")(x_seq) * (2.0 * fraction)
+        assert torch.allclose(out, reference, atol=1e-6)
+    with pytest.raises(ConfigError, match="adaptation"):
+        MSAT(1.0, adaptation="dte")
+    with pytest.raises(ConfigError, match="fixed_fraction"):
+        MSAT(1.0, adaptation="fixed", fixed_fraction=0.0)

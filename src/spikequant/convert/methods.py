@@ -111,6 +111,13 @@ class MSATOptions(CalibratedOptions):
     det_delta: str = option(
         "input", "DET on the input current or the membrane change", choices=("input", "membrane")
     )
+    adaptation: str = option(
+        "both",
+        "threshold dynamics: DTT and DET (paper), one of them, or a fixed scaled threshold "
+        "(ablation)",
+        choices=("both", "dtt", "det", "fixed"),
+    )
+    fixed_fraction: float = option(1.0, "threshold f * V_th for --adaptation fixed")
     units: str = option(
         "normalised",
         "threshold dynamics in normalised or real units",
@@ -287,6 +294,8 @@ class MSATConversion(_Calibrated):
             preset=statistics["preset"],
             generator=torch.Generator().manual_seed(o.seed),
             det_delta=o.det_delta,
+            adaptation=o.adaptation,
+            fixed_fraction=o.fixed_fraction,
             confidence_steps=o.confidence_steps,
             reset_filtered=o.reset_filtered,
             initial_membrane=o.initial_membrane,

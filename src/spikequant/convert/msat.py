@@ -18,6 +18,11 @@ pre-firing membrane (``det_delta="membrane"``, the paper's text). The neuron emi
 Spike confidence (eq. 14): during the first ``E`` steps each spike passes a Bernoulli(p) filter;
 the reset uses the filtered spike (paper) unless ``reset_filtered=False``.
 
+Ablation (the paper's Fig. 4), ``adaptation``: ``"both"`` (default, the equations above),
+``"dtt"`` (``thr(t) = sigmoid(tau_mp DTT(t-1))``, no DET term), ``"det"``
+(``thr(t) = sigmoid(tau_rd DET(t))``, no DTT term) or ``"fixed"`` (``thr(t) = f`` for every t,
+the heuristic scaled threshold ``f V_th`` with ``f = fixed_fraction``).
+
 Options that are not the paper's defaults (for the comparison in docs/conversion.md):
 ``initial_membrane = v0`` starts the membrane at ``v0`` times the base threshold (Bu et al. 2022;
 the MSAT code has it commented out, so the default is 0), and ``units="real"`` evaluates DTT and
@@ -44,6 +49,9 @@ PRESETS: dict[str, dict[str, float]] = {
     "resnet20": {"alpha": 0.3, "k_a": 1.0, "k_i": 1.0, "C": 5.0, "tau_mp": 0.5, "tau_rd": 0.5},
     "resnet34": {"alpha": 1.0, "k_a": 1.0, "k_i": 1.0, "C": 5.0, "tau_mp": 0.5, "tau_rd": 0.5},
 }
+
+#: threshold dynamics of the ablation (module docstring)
+ADAPTATIONS = ("both", "dtt", "det", "fixed")
 
 #: architecture -> preset used when the user does not choose one
 ARCHITECTURE_PRESETS = {
@@ -95,6 +103,8 @@ class MSATParams(NamedTuple):
     tau_mp: float
     tau_rd: float
     det_delta: str  # "input" or "membrane"
+    adaptation: str  # "both", "dtt", "det" or "fixed"
+    fixed_fraction: float  # thr = fixed_fraction * base under adaptation="fixed"
     reset_filtered: bool
     surrogate: Surrogate
     keep: torch.Tensor | None  # this step's spike-confidence mask (None: every spike passes)
@@ -107,12 +117,19 @@ def msat_step(x: torch.Tensor, state: MSATState, p: MSATParams):
     x = x / p.divisor
     t = state.t + 1
     pre = state.mem + x
-    if t == 1:
+    if p.adaptation == "fixed":
+        thr = p.fixed_fraction * p.base * torch.ones_like(x)
+    elif t == 1:
         thr = p.base * torch.ones_like(x)
     else:
         delta = x if p.det_delta == "input" else pre - state.prev_pre
         det = torch.exp(-delta / p.C)
-        thr = p.base * torch.sigmoid(p.tau_mp * state.dtt + p.tau_rd * det)
+        if p.adaptation == "both":
+            thr = p.base * torch.sigmoid(p.tau_mp * state.dtt + p.tau_rd * det)
+        elif p.adaptation == "dtt":
+            thr = p.base * torch.sigmoid(p.tau_mp * state.dtt)
+        else:
+            thr = p.base * torch.sigmoid(p.tau_rd * det)
     spike = p.surrogate(pre - thr)
     kept = spike if p.keep is None else spike * p.keep.to(x.dtype)
     mem = pre - thr * (kept if p.reset_filtered else spike)
@@ -130,6 +147,8 @@ class MSAT(SpikingNeuron):
         scale: layer scale ``lambda`` (scalar or per channel).
         preset: Table 2 row the hyperparameters come from.
         det_delta: ``"input"`` (default) or ``"membrane"``.
+        adaptation: ``"both"`` (default), ``"dtt"``, ``"det"`` or ``"fixed"`` (ablation).
+        fixed_fraction: the threshold ``f V_th`` under ``adaptation="fixed"`` (default 1).
         confidence: Bernoulli keep-probability ``p`` for the first ``confidence_steps`` steps
             (``None``: off).
         reset_filtered: reset with the filtered spike (paper) or the raw one.
@@ -145,6 +164,8 @@ class MSAT(SpikingNeuron):
         *,
         preset: str = "vgg16",
         det_delta: str = "input",
+        adaptation: str = "both",
+        fixed_fraction: float = 1.0,
         confidence: float | None = None,
         confidence_steps: int = 16,
         reset_filtered: bool = True,
@@ -160,6 +181,12 @@ class MSAT(SpikingNeuron):
             raise ConfigError("MSAT scale must be positive and finite")
         if det_delta not in ("input", "membrane"):
             raise ConfigError(f"det_delta must be 'input' or 'membrane', got {det_delta!r}")
+        if adaptation not in ADAPTATIONS:
+            raise ConfigError(
+                f"adaptation must be one of {', '.join(ADAPTATIONS)}, got {adaptation!r}"
+            )
+        if not (math.isfinite(fixed_fraction) and fixed_fraction > 0):
+            raise ConfigError(f"fixed_fraction must be positive, got {fixed_fraction!r}")
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             raise ConfigError(f"confidence must be a probability, got {confidence!r}")
         if units not in ("normalised", "real"):
@@ -170,6 +197,8 @@ class MSAT(SpikingNeuron):
         self.hp = msat_hyperparameters(preset, **hyperparameters)
         self.preset = preset
         self.det_delta = det_delta
+        self.adaptation = adaptation
+        self.fixed_fraction = float(fixed_fraction)
         self.confidence = confidence
         self.confidence_steps = int(confidence_steps)
         self.reset_filtered = bool(reset_filtered)
@@ -212,6 +241,8 @@ class MSAT(SpikingNeuron):
             hp["tau_mp"],
             hp["tau_rd"],
             self.det_delta,
+            self.adaptation,
+            self.fixed_fraction,
             self.reset_filtered,
             self.surrogate,
             keep,
@@ -222,7 +253,8 @@ class MSAT(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return (
-            f"preset={self.preset}, det_delta={self.det_delta}, confidence={self.confidence}, "
+            f"preset={self.preset}, det_delta={self.det_delta}, adaptation={self.adaptation}, "
+            f"fixed_fraction={self.fixed_fraction}, confidence={self.confidence}, "
             f"E={self.confidence_steps}, initial_membrane={self.initial_membrane}, "
             f"units={self.units}"
         )
