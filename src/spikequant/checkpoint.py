@@ -88,11 +88,47 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise CheckpointError(
                 f"checkpoint {path}: {name} does not match its SHA-256 in {META} (damaged)"
             )
+    upgrade_meta(meta)
     try:
         state = st_load(weights_path.read_bytes())
     except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"checkpoint weights {weights_path} are corrupt: {exc}") from None
     return state, meta
+
+
+# Neuron keywords renamed since runs were first saved: {neuron: {old name: new name}}.
+RENAMED_NEURON_KWARGS = {"qlif": {"tau": "decay"}}
+
+
+def _rename_neuron_kwargs(section: Any) -> None:
+    """In place, on a ``{"neuron", "neuron_kwargs"}`` mapping (a recipe's ``model`` section or a
+    model spec's ``kwargs``)."""
+    if not isinstance(section, dict):
+        return
+    renames = RENAMED_NEURON_KWARGS.get(section.get("neuron"), {})
+    kwargs = section.get("neuron_kwargs")
+    if not isinstance(kwargs, dict):
+        return
+    for old, new in renames.items():
+        if old in kwargs and new not in kwargs:
+            kwargs[new] = kwargs.pop(old)
+
+
+def upgrade_recipe(recipe: Any) -> Any:
+    """A stored recipe with renamed neuron keywords given their current names (in place)."""
+    if isinstance(recipe, dict):
+        _rename_neuron_kwargs(recipe.get("model"))
+    return recipe
+
+
+def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint metadata written by older versions, in the current names (in place): the
+    neuron keywords of the model spec and of the stored recipe (see ``RENAMED_NEURON_KWARGS``)."""
+    spec = meta.get("model")
+    if isinstance(spec, dict):
+        _rename_neuron_kwargs(spec.get("kwargs"))
+    upgrade_recipe(meta.get("recipe"))
+    return meta
 
 
 def load_model(path: str | os.PathLike):

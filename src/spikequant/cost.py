@@ -23,8 +23,8 @@ layer contributes its dense multiply-accumulates (MACs) per timestep.
 
 :func:`measure_activity` measures on real data what the cost model takes as input: per-layer
 ``S_p``/``S_c`` of pruning neurons (e.g. :class:`~spikequant.spquant.neuron.QLIF`), and SynOps
-counted from the actual input spikes of each conv/linear layer, skipping the outputs that a mask
-removed.
+(:func:`spikequant.metrics.synaptic_ops`) counted from the actual input spikes of each conv/linear
+layer, skipping the outputs that a mask removed.
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ import math
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .metrics import SYNAPSE_TYPES, dense_macs, fan_in, gate_module_ids, synaptic_ops
 
 ENERGY_PJ = {  # 7 nm, per operation: (add, mul)
     32: (0.38, 1.31),
     16: (0.16, 0.34),
     8: (0.007, 0.07),
 }
-SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+SYNAPSES = SYNAPSE_TYPES
 
 
 def energy_per_op(bits: int) -> tuple[float, float]:
@@ -61,16 +61,6 @@ def energy_per_op(bits: int) -> tuple[float, float]:
 # * a neuron with ``membrane_bits``: its membrane's bit width;
 # * a pruning neuron (``record_fed``, ``fed_mask``, ``reset_sparsity_stats()``, ``sparsity()``):
 #   where its input current was accumulated, read by :func:`measure_activity`.
-
-
-def _gate_modules(model: nn.Module) -> set[int]:
-    """ids of the modules inside channel gates (costed as gate operations, not as synapses)."""
-    return {
-        id(sub)
-        for m in model.modules()
-        if getattr(m, "cost_role", None) == "gate"
-        for sub in m.modules()
-    }
 
 
 def weight_bits_of(module: nn.Module, default: int = 32) -> int:
@@ -100,7 +90,7 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
     if example.shape[0] != 1:
         example = example[:1]
     events: list = []
-    gates = _gate_modules(model)
+    gates = gate_module_ids(model)
 
     def hook_for(kind, name):
         return lambda m, inputs, output: events.append((kind, name, m, tuple(output.shape)))
@@ -133,16 +123,11 @@ def profile_model(model: nn.Module, example: torch.Tensor) -> dict:
             if name in synapses:  # a module used twice: count its outputs once per call
                 synapses[name]["calls"] += 1
                 continue
-            fan_in = (
-                module.in_features
-                if isinstance(module, nn.Linear)
-                else (module.in_channels // module.groups * math.prod(module.kernel_size))
-            )
             outputs_per_step = math.prod(shape[1:])
             synapses[name] = {
                 "module": module,
                 "outputs_per_step": outputs_per_step,
-                "fan_in": fan_in,
+                "fan_in": fan_in(module),
                 "out_channels": shape[1],
                 "weights": module.weight.numel(),
                 "feeds": None,
@@ -300,43 +285,25 @@ def model_cost(
 # ------------------------------------------------------------------------------ measurement
 
 
-def _reach(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Per output location, the number of non-zero inputs in its receptive field (all input
-    channels of its group summed); ``[N, *spatial]`` for convs, ``[N]`` for linear layers."""
-    mask = (x != 0).to(torch.float32)
-    if isinstance(module, nn.Linear):
-        return mask.reshape(-1, mask.shape[-1]).sum(-1)
-    if module.groups != 1:
-        raise ConfigError("measure_activity supports ungrouped convolutions only")
-    nd = x.ndim - 2
-    per_loc = mask.sum(1, keepdim=True)
-    kernel = torch.ones(1, 1, *module.kernel_size)
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
-    padding = module.padding
-    if padding == "same":
-        padding = tuple(k // 2 for k in module.kernel_size)
-    return conv(per_loc, kernel, stride=module.stride, padding=padding, dilation=module.dilation)[
-        :, 0
-    ]
-
-
 @torch.no_grad()
 def measure_activity(
     model: nn.Module, data, *, batch_size: int = 256, max_samples: int | None = None
 ) -> dict:
     """Run ``model`` over ``data`` (a Dataset of ``(x, y)`` or a tensor batch) and measure:
 
-    * ``spike_synops``: sum over conv/linear layers after the first of (non-zero inputs x fan-out);
+    * ``spike_synops``: the network's SynOps as defined by
+      :func:`spikequant.metrics.synaptic_ops` (the same number as ``SpikeMonitor``'s ``synops``);
     * ``effective_synops``: the same, counting only outputs whose current is accumulated (outputs
-      removed by spatial pruning or a channel mask are skipped);
-    * ``first_layer_macs``: the first layer's (analog input) MACs on non-masked outputs;
+      removed by spatial pruning or a channel mask are skipped: ``synaptic_ops(..., fed)``);
+    * ``first_layer_macs``: the first layer's (analog input) dense MACs on non-masked outputs
+      (:func:`spikequant.metrics.dense_macs`);
     * per QLIF layer ``S_p``, ``S_c``; ``spatial_sparsity``/``channel_sparsity`` weighted by
       neurons over conv layers, ``sparsity = 1 - fed fraction``. All per sample.
     """
     from .neurons import reset_state
 
     qlifs = {m: name for name, m in model.named_modules() if _is_pruning_neuron(m)}
-    gates = _gate_modules(model)
+    gates = gate_module_ids(model)
     synapse_names = {
         m: name
         for name, m in model.named_modules()
@@ -350,46 +317,30 @@ def measure_activity(
         name = synapse_names[module]
         if state["first"] is None:
             state["first"] = name
-        reach = _reach(module, inputs[0])
-        out_ch = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-        full = float(reach.sum()) * out_ch
-        if name == state["first"]:
-            full = (
-                float(reach.numel())
-                * out_ch
-                * (
-                    module.in_features
-                    if isinstance(module, nn.Linear)
-                    else module.in_channels * math.prod(module.kernel_size)
-                )
-            )
-        else:
-            totals["spike"] += full
-        state["pending"].append((name, reach, out_ch, full, tuple(output.shape)))
+        if name != state["first"]:
+            totals["spike"] += synaptic_ops(module, inputs[0])
+        state["pending"].append((name, module, inputs[0], output))
+
+    def add_pending(fed: torch.Tensor | None) -> None:
+        """Count the layers that fed the neuron just run (``fed``: where it accumulated)."""
+        for syn_name, module, x, output in state["pending"]:
+            mask = fed if fed is not None and fed.shape == output.shape else None
+            if syn_name == state["first"]:
+                totals["first"] += dense_macs(module, output, mask)
+            else:
+                totals["effective"] += synaptic_ops(module, x, mask)
+        state["pending"] = []
 
     def neuron_hook(module, inputs, output):
         fed = module.fed_mask
         name = qlifs[module]
+        flat = None
         if fed is not None:
             flat = fed.reshape(-1, *fed.shape[2:]).to(torch.float32)
             entry = layer_fed.setdefault(name, [0.0, 0.0])
             entry[0] += float(flat.sum())
             entry[1] += float(flat.numel())
-        for syn_name, reach, out_ch, full, shape in state["pending"]:
-            if fed is None or tuple(flat.shape) != shape:
-                ops = full
-            elif syn_name == state["first"]:
-                fan_in = full / max(reach.numel() * out_ch, 1)
-                ops = float(flat.sum()) * fan_in
-            elif reach.ndim == 1:
-                ops = float((flat.sum(1) * reach).sum())
-            else:
-                ops = float((flat * reach.unsqueeze(1)).sum())
-            if syn_name == state["first"]:
-                totals["first"] += ops
-            else:
-                totals["effective"] += ops
-        state["pending"] = []
+        add_pending(flat)
 
     handles = [m.register_forward_hook(synapse_hook) for m in synapse_names]
     handles += [m.register_forward_hook(neuron_hook) for m in qlifs]
@@ -412,12 +363,7 @@ def measure_activity(
                 break
             reset_state(model)
             model(x)
-            for syn_name, _, _, full, _ in state["pending"]:  # the read-out layer
-                if syn_name == state["first"]:
-                    totals["first"] += full
-                else:
-                    totals["effective"] += full
-            state["pending"] = []
+            add_pending(None)  # the read-out layer feeds no neuron
             samples += count
     finally:
         for h in handles:

@@ -7,12 +7,13 @@
   of that tensor (mean spikes per neuron per timestep);
 * global ``theta`` = mean of the per-layer thetas (the paper's definition), and
   ``spikes_per_neuron`` = all spikes / (samples * all neurons) over the whole window;
-* per conv/linear layer: ``ops`` = sum over non-zero inputs of their fan-out (for a spike input,
-  each is one synaptic accumulate), and ``dense_macs`` had every input been non-zero.
-  ``synops`` adds the ops of every layer but the first one called (whose analog input makes it
-  multiply-accumulates, reported as ``first_layer_macs``). All counts are per sample: the batch
-  size is read from the first spiking layer's ``[T, B, ...]`` output, or, in a network without
-  spiking neurons, from the model's output (``[B, classes]`` or ``[T, B, classes]``).
+* per conv/linear layer (channel gates excluded): ``ops``, its SynOps as defined by
+  :func:`synaptic_ops`, and ``dense_macs`` (:func:`dense_macs`, had every input been non-zero).
+  ``synops`` adds the ops of every layer but the first one called, whose analog input makes it
+  multiply-accumulates: its ``dense_macs`` are reported as ``first_layer_macs``. All counts are
+  per sample: the batch size is read from the first spiking layer's ``[T, B, ...]`` output, or,
+  in a network without spiking neurons, from the model's output (``[B, classes]`` or
+  ``[T, B, classes]``).
 """
 
 from __future__ import annotations
@@ -43,22 +44,80 @@ def sparsity_theta(spikes: torch.Tensor) -> float:
     return float((spikes != 0).float().mean())
 
 
-def _conv_ops(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> float:
-    """Sum over non-zero inputs of the number of output values each one reaches."""
-    nd = x.ndim - 2
-    g = module.groups
+SYNAPSE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def gate_module_ids(model: nn.Module) -> set[int]:
+    """ids of the modules inside channel gates (modules with ``cost_role = "gate"``, e.g. SpQuant's
+    gates): their convolutions act on pooled membranes and are gate operations, not synapses."""
+    return {
+        id(sub)
+        for m in model.modules()
+        if getattr(m, "cost_role", None) == "gate"
+        for sub in m.modules()
+    }
+
+
+def fan_in(module: nn.Module) -> int:
+    """Weights per output value: ``in_features``, or ``(C_in / groups) * prod(kernel)``."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    return (module.in_channels // module.groups) * math.prod(module.kernel_size)
+
+
+def _nonzero_reach(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per output location and group, the number of non-zero inputs in its receptive field:
+    ``[N, groups, *spatial]`` for a conv, ``[N, 1]`` for a linear layer (float32)."""
     mask = (x != 0).to(torch.float32)
+    if isinstance(module, nn.Linear):
+        return mask.reshape(-1, mask.shape[-1]).sum(-1, keepdim=True)
+    g = module.groups
     n, c = mask.shape[:2]
     per_group = mask.view(n, g, c // g, *mask.shape[2:]).sum(2)
     kernel = torch.ones(g, 1, *module.kernel_size, dtype=torch.float32, device=x.device)
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
-    padding = module.padding if isinstance(module.padding, (tuple, int)) else 0
-    if module.padding == "same":
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
+    padding = module.padding
+    if padding == "same":
         padding = tuple(k // 2 for k in module.kernel_size)
-    reach = conv(
+    return conv(
         per_group, kernel, stride=module.stride, padding=padding, dilation=module.dilation, groups=g
     )
-    return float(reach.sum()) * (module.out_channels // g)
+
+
+def _out_features(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def synaptic_ops(module: nn.Module, x: torch.Tensor, fed: torch.Tensor | None = None) -> float:
+    r"""SynOps of one conv/linear layer on its input ``x`` (the library's one definition)::
+
+        SynOps = sum_{i: x_i != 0} fan_out(i) = sum_{outputs o} #{i in RF(o): x_i != 0}
+
+    every non-zero input (a spike) costs one accumulate per output value it reaches. With ``fed``
+    (0/1, shaped like the layer's output) only the outputs whose current is accumulated count
+    (outputs removed by spatial pruning or a closed channel are skipped).
+
+    A network's SynOps is this summed over its conv/linear layers after the first one called: the
+    first layer's input is analog, so it costs multiply-accumulates (:func:`dense_macs`). Both
+    :class:`SpikeMonitor` (``synops``) and :func:`spikequant.cost.measure_activity`
+    (``spike_synops``, ``effective_synops``) count with this function.
+    """
+    with torch.no_grad():
+        reach = _nonzero_reach(module, x)
+        groups = reach.shape[1]
+        per_group = _out_features(module) // groups
+        if fed is None:
+            return float(reach.sum()) * per_group
+        n = reach.shape[0]
+        fed_count = fed.reshape(n, groups, per_group, *fed.shape[2:]).to(torch.float32).sum(2)
+        return float((reach * fed_count).sum())
+
+
+def dense_macs(module: nn.Module, output: torch.Tensor, fed: torch.Tensor | None = None) -> float:
+    """Multiply-accumulates of a conv/linear layer had every input been non-zero:
+    ``fan_in * outputs`` (with ``fed``, only the outputs whose current is accumulated)."""
+    outputs = output.numel() if fed is None else float((fed != 0).sum())
+    return float(outputs) * fan_in(module)
 
 
 class SpikeMonitor:
@@ -90,10 +149,11 @@ class SpikeMonitor:
     def __enter__(self) -> SpikeMonitor:
         self._handles.append(self.model.register_forward_pre_hook(self._on_pass))
         self._handles.append(self.model.register_forward_hook(self._after_pass))
+        gates = gate_module_ids(self.model)
         for name, module in self.model.named_modules():
             if isinstance(module, self._neuron_type):
                 self._handles.append(module.register_forward_hook(self._neuron_hook(name)))
-            elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            elif isinstance(module, SYNAPSE_TYPES) and id(module) not in gates:
                 self._handles.append(module.register_forward_hook(self._synapse_hook(name)))
         return self
 
@@ -131,14 +191,8 @@ class SpikeMonitor:
             if self._first_layer is None:
                 self._first_layer = name
             entry = self.synapses.setdefault(name, {"ops": 0.0, "dense_macs": 0.0})
-            with torch.no_grad():
-                if isinstance(module, nn.Linear):
-                    entry["ops"] += float((x != 0).sum()) * module.out_features
-                    entry["dense_macs"] += float(output.numel()) * module.in_features
-                else:
-                    entry["ops"] += _conv_ops(module, x)
-                    fan_in = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-                    entry["dense_macs"] += float(output.numel()) * fan_in
+            entry["ops"] += synaptic_ops(module, x)
+            entry["dense_macs"] += dense_macs(module, output)
 
         return hook
 
@@ -159,7 +213,7 @@ class SpikeMonitor:
             total_neurons += e["neurons"]
         synapses = {name: {k: v / n for k, v in e.items()} for name, e in self.synapses.items()}
         synops = sum(e["ops"] for k, e in synapses.items() if k != self._first_layer)
-        first = synapses.get(self._first_layer, {}).get("ops", 0.0) if self._first_layer else 0.0
+        first = synapses.get(self._first_layer, {}).get("dense_macs", 0.0)
         return {
             "samples": self.samples,
             "theta": sum(v["firing_rate"] for v in layers.values()) / max(len(layers), 1),
@@ -178,4 +232,12 @@ def firing_rates(report: dict) -> dict[str, float]:
     return {name: v["firing_rate"] for name, v in report["layers"].items()}
 
 
-__all__ = ["SpikeMonitor", "firing_rates", "sparsity_theta", "sqnr_db"]
+__all__ = [
+    "SpikeMonitor",
+    "dense_macs",
+    "fan_in",
+    "firing_rates",
+    "sparsity_theta",
+    "sqnr_db",
+    "synaptic_ops",
+]

@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, upgrade_recipe
 from .errors import CheckpointError, RunFolderError
 from .io import atomic_write_bytes, write_json
 
@@ -372,6 +372,7 @@ def read_run_file(run_dir: Path) -> dict | None:
         raise CheckpointError(f"{path} is unreadable: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path} is not a spikequant run file ({RUN_FORMAT})")
+    upgrade_recipe(record.get("recipe"))
     return record
 
 

@@ -113,7 +113,35 @@ def test_lsq_relu_levels_and_gradient():
     y = act(x)
     assert y.tolist() == [0.0, 0.0, 0.5, 0.5, 3.5]
     y.sum().backward()
-    assert act.step.grad is not None and x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert act.raw_step.grad is not None and x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_relu_state_dict_with_the_old_step_key_loads():
+    trained = QuantReLU(4, pool=2)
+    trained.train()(torch.rand(2, 3, 4, 4))  # LSQ initialises the step on the first batch
+    old = {("step" if k == "raw_step" else k): v for k, v in trained.state_dict().items()}
+    assert set(old) == {"step", "initialized"}
+    fresh = QuantReLU(4, pool=2)
+    fresh.load_state_dict(old)
+    assert fresh.raw_step.item() == trained.raw_step.item() != 1.0
+    x = torch.rand(2, 3, 4, 4) * 3
+    assert torch.equal(fresh.eval()(x), trained.eval()(x))
+
+
+def test_checkpoint_written_with_the_old_step_key_loads(qat_mlp, tmp_path):
+    from spikequant.checkpoint import save_checkpoint
+
+    model, _, meta = qat_mlp
+    state = model.state_dict()
+    old = {k.removesuffix("raw_step") + "step" if k.endswith(".raw_step") else k: v
+           for k, v in state.items()}  # fmt: skip
+    assert sum(k.endswith(".step") for k in old) == 2  # one per hidden layer
+    keep = {k: v for k, v in meta.items() if k != "files"}
+    save_checkpoint(tmp_path / "old", old, keep)
+    loaded, _ = load_run_model(tmp_path / "old")
+    x, _ = load_arrays("mnist5k", "test")
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x[:256]), model(x[:256]))
 
 
 def test_calif_refuses_float_networks():

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from spikequant import create_model
+from spikequant import create_model, reset_state
 from spikequant.cli import main
 from spikequant.cost import energy_per_op, measure_activity, model_cost
 from spikequant.spquant.pruning import attach_channel_gates, configure_pruning
@@ -82,3 +82,76 @@ def test_measure_activity_counts_masked_outputs():
     assert sparse["effective_synops"] <= sparse["spike_synops"]
     keep = (1 - sparse["spatial_sparsity"]) * (1 - sparse["channel_sparsity"])
     assert sparse["sparsity"] == pytest.approx(1 - keep, abs=0.02)
+
+
+def _brute_force_synops(model, x):
+    """SynOps counted without spikequant.metrics: every conv/linear layer after the first (gates
+    excluded) is re-run with all-ones weights and no bias on its 0/1 input mask; each output then
+    holds the number of non-zero inputs it is connected to, so the sum is (input, output) pairs."""
+    from torch import nn
+
+    gates = {id(s) for m in model.modules() if getattr(m, "cost_role", None) == "gate"
+             for s in m.modules()}  # fmt: skip
+    seen = []
+
+    def hook(module, inputs, output):
+        mask = (inputs[0] != 0).float()
+        ones = torch.ones_like(module.weight)
+        if isinstance(module, nn.Linear):
+            counted = torch.nn.functional.linear(mask, ones)
+        else:
+            counted = module._conv_forward(mask, ones, None)
+        seen.append(float(counted.sum()))
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in gates
+    ]
+    try:
+        with torch.no_grad():
+            reset_state(model)
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(seen[1:]) / x.shape[0]
+
+
+def test_spike_monitor_and_measure_activity_count_the_same_synops_on_digits():
+    from spikequant.data import load_arrays
+    from spikequant.metrics import SpikeMonitor
+
+    x, _ = load_arrays("digits8x8", "test")
+    x = x[:96]
+    torch.manual_seed(0)
+    model = create_model(
+        "cnn_digits",
+        neuron="qlif",
+        timesteps=4,
+        input_size=8,
+        neuron_kwargs={"threshold": 0.5, "membrane": "fp"},
+    ).eval()
+
+    def monitored():
+        with SpikeMonitor(model) as monitor, torch.no_grad():
+            for batch in x.split(40):  # three passes: the counts are per sample
+                reset_state(model)
+                model(batch)
+        return monitor.report()
+
+    report, activity = monitored(), measure_activity(model, x)
+    assert report["theta"] > 0.01  # enough spikes for the count to mean something
+    expected = _brute_force_synops(model, x)
+    assert report["synops"] == pytest.approx(expected, rel=1e-12)
+    assert activity["spike_synops"] == pytest.approx(expected, rel=1e-12)
+    assert activity["effective_synops"] == pytest.approx(expected, rel=1e-12)
+    assert report["first_layer_macs"] == activity["first_layer_macs"] == 16 * 9 * 64 * 4
+    # channel gates are not synapses for either API; pruning only lowers effective_synops
+    attach_channel_gates(model, x[:8])
+    configure_pruning(model, spatial=0.35)
+    report, activity = monitored(), measure_activity(model, x)
+    expected = _brute_force_synops(model, x)
+    assert report["synops"] == pytest.approx(expected, rel=1e-12)
+    assert activity["spike_synops"] == pytest.approx(expected, rel=1e-12)
+    assert activity["effective_synops"] < 0.9 * activity["spike_synops"]

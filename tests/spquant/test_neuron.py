@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikequant import ConfigError, create_neuron, reset_state
+from spikequant import ConfigError, create_model, create_neuron, reset_state
 from spikequant.quant.membrane import (
     MembraneLevels,
     quantize_membrane,
@@ -42,7 +42,45 @@ def test_registered_qlif_is_the_ternary_neuron():
     neuron = create_neuron("qlif")
     assert neuron.levels.values().tolist() == [-1, 0, 1]
     assert neuron.membrane_bits == 2
-    assert neuron.tau == 0.5
+    assert neuron.decay == 0.5
+    assert "decay=0.5" in repr(neuron)
+
+
+def test_decay_is_the_multiplicative_leak():
+    # u = decay * u~ + I with a float membrane: 0.6, then 0.25 * 0.6 + 0.6 = 0.75, then 0.7875.
+    neuron = QLIF(membrane="fp", decay=0.25)
+    neuron.record_trace = True
+    neuron(torch.full((3, 1, 1), 0.6))
+    assert torch.allclose(neuron.trace["pre"].flatten(), torch.tensor([0.6, 0.75, 0.7875]))
+
+
+@pytest.mark.parametrize("make", [lambda: QLIF(tau=0.5), lambda: create_neuron("qlif", tau=0.5)])
+def test_tau_keyword_is_refused_with_the_new_name(make):
+    with pytest.raises(ConfigError, match=r"now called 'decay' \(tau is a time constant"):
+        make()
+
+
+def test_old_run_with_qlif_tau_still_loads(tmp_path):
+    from spikequant.checkpoint import save_checkpoint
+    from spikequant.pipeline import load_run_model
+    from spikequant.runfolder import read_run_file, write_run_file
+
+    kwargs = {"input_size": 8, "timesteps": 2, "neuron": "qlif"}
+    torch.manual_seed(0)
+    model = create_model("cnn_digits", **kwargs, neuron_kwargs={"decay": 0.25})
+    old_spec = {"name": "cnn_digits", "kwargs": {**kwargs, "neuron_kwargs": {"tau": 0.25}}}
+    old_recipe = {"model": {"name": "cnn_digits", "neuron": "qlif", "neuron_kwargs": {"tau": 0.25}}}
+    meta = {"method": "direct", "model": old_spec, "recipe": old_recipe}
+    save_checkpoint(tmp_path / "ckpt", model.state_dict(), meta)
+    loaded, meta = load_run_model(tmp_path / "ckpt")
+    assert meta["model"]["kwargs"]["neuron_kwargs"] == {"decay": 0.25}
+    assert meta["recipe"]["model"]["neuron_kwargs"] == {"decay": 0.25}
+    assert {m.decay for m in loaded.modules() if isinstance(m, QLIF)} == {0.25}
+    x = torch.rand(3, 1, 8, 8)
+    model.eval(), loaded.eval()
+    assert torch.equal(model(x), loaded(x))
+    write_run_file(tmp_path, {"method": "direct", "recipe": old_recipe})
+    assert read_run_file(tmp_path)["recipe"]["model"]["neuron_kwargs"] == {"decay": 0.25}
 
 
 @pytest.mark.parametrize(

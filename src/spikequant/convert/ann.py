@@ -62,7 +62,7 @@ def train_epochs(
 
 def fold_model(model: nn.Sequential, name: str, kwargs: dict) -> tuple[nn.Module, dict]:
     """Rebuild ``name`` without BN and load the BN-folded weights of ``model``."""
-    from ..quant.qat import fold_bn_into
+    from ..quant.qat import QuantReLU, fold_bn_into
 
     folded_kwargs = {**kwargs, "bn": False}
     target = create_model(name, **folded_kwargs)
@@ -91,13 +91,9 @@ def fold_model(model: nn.Sequential, name: str, kwargs: dict) -> tuple[nn.Module
         for (_, layer), (weight, bias) in zip(tgt_layers, src_layers, strict=True):
             layer.weight.copy_(weight)
             layer.bias.copy_(bias)
-        src_acts = [
-            m for m in model.modules() if hasattr(m, "step") and isinstance(m.step, nn.Parameter)
-        ]
-        tgt_acts = [
-            m for m in target.modules() if hasattr(m, "step") and isinstance(m.step, nn.Parameter)
-        ]
+        src_acts = [m for m in model.modules() if isinstance(m, QuantReLU)]
+        tgt_acts = [m for m in target.modules() if isinstance(m, QuantReLU)]
         for s, t in zip(src_acts, tgt_acts, strict=True):
-            t.step.copy_(s.step)
+            t.raw_step.copy_(s.raw_step)
             t.initialized.copy_(s.initialized)
     return target, folded_kwargs

@@ -143,6 +143,10 @@ class QuantReLU(nn.Module):
     through to ``s``). A hidden Ca-LIF layer then sums spikes worth ``Sy_prev`` in float64 without
     rounding, so its codes equal the quantized ANN's by construction; with an arbitrary 24-bit
     step, ``Sy_prev sum_i w_i c_i`` needs up to ~70 bits and both sides round (at ~1e-16).
+
+    The learned parameter is ``raw_step`` (LSQ's step before its sign is dropped);
+    :attr:`step_size` is the positive ``Sy`` the forward pass uses. Checkpoints that call the
+    parameter ``step`` (older versions) still load.
     """
 
     def __init__(
@@ -163,13 +167,13 @@ class QuantReLU(nn.Module):
         if not isinstance(pool, int) or pool < 1:
             raise ConfigError(f"pool must be a positive integer, got {pool!r}")
         self.pool = pool
-        self.step = nn.Parameter(torch.tensor(float(init_step or 1.0)))
+        self.raw_step = nn.Parameter(torch.tensor(float(init_step or 1.0)))
         self.register_buffer("initialized", torch.tensor(init_step is not None))
 
     @property
     def step_size(self) -> torch.Tensor:
         """The positive step ``Sy`` (the sign of the raw parameter is ignored)."""
-        return self._effective(self.step.detach().abs().clamp(min=1e-6))
+        return self._effective(self.raw_step.detach().abs().clamp(min=1e-6))
 
     def _effective(self, step: torch.Tensor) -> torch.Tensor:
         if not self.power_of_two:
@@ -192,16 +196,23 @@ class QuantReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not bool(self.initialized):
             with torch.no_grad():
-                self.step.fill_(
+                self.raw_step.fill_(
                     max(2 * x.detach().abs().mean().item() / math.sqrt(self.qmax), 1e-4)
                 )
                 self.initialized.fill_(True)
         scale = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
-        step = self._effective(_LSQGrad.apply(self.step.abs().clamp(min=1e-6), scale))
+        step = self._effective(_LSQGrad.apply(self.raw_step.abs().clamp(min=1e-6), scale))
         codes = torch.clamp(round_half_up(x / step), 0, self.qmax)
         if self.pool > 1:
             codes = round_half_up(avg_pool(codes, self.pool))
         return codes * step
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints of older versions name the learned step ``step``
+        old, new = prefix + "step", prefix + "raw_step"
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         pow2 = ", power_of_two=True" if self.power_of_two else ""

@@ -10,7 +10,7 @@ fixed point with ``F`` fraction bits and ``S`` guard bits::
     I = floor((M_c acc + B_c) / 2^S),  M_c = round(a_c 2^(F+S)),  B_c = round(b_c 2^(F+S)) + 2^(S-1)
 
 and the QLIF update of :func:`spikequant.spquant.neuron.qlif_integer_reference` in units of
-``2^-(F+1)`` (tau = 2^-j as the leak shift ``j``)::
+``2^-(F+1)`` (decay = 2^-j as the leak shift ``j``)::
 
     pre   = n * 2^(F+1-j) + 2 I;    spike = pre >= TH_c,  TH_c = ceil(V_th 2^(F+1) / k)
     n'    = 0 if spike else clamp(round0(pre / 2^(F+1)), lo, hi)        (clamp(., 0) if binary)
@@ -149,9 +149,11 @@ def _neuron_spec(layer, name: str, out_channels: int) -> dict:
             f"{name!r} keeps a float membrane; deploy needs a quantized membrane "
             "(neuron_kwargs: {membrane: ternary})"
         )
-    leak_shift = -math.log2(layer.tau) if layer.tau > 0 else float("inf")
+    leak_shift = -math.log2(layer.decay) if layer.decay > 0 else float("inf")
     if leak_shift != round(leak_shift) or not 1 <= leak_shift <= 16:
-        raise ProgramError(f"{name!r}: tau = {layer.tau} is not a power of two 2^-j, j in 1..16")
+        raise ProgramError(
+            f"{name!r}: decay = {layer.decay} is not a power of two 2^-j, j in 1..16"
+        )
     threshold = layer.threshold.detach()
     if threshold.requires_grad or layer.threshold.requires_grad:
         threshold = threshold.clamp(min=layer.min_threshold)

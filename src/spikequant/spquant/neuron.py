@@ -2,7 +2,7 @@ r"""LIF with a quantized membrane (SpQuant-SNN's Quant-SNN neuron), as a pure st
 
 Per step, with input current ``I_t`` (already ``BN(Conv(o^{l-1}_t))``)::
 
-    u_t  = tau * u~_{t-1} + I_t                 (tau = 0.5: a multiplicative leak)
+    u_t  = decay * u~_{t-1} + I_t               (decay = 0.5: a multiplicative leak)
     o_t  = H(u_t - V_th)                        (fire on >=; triangle surrogate, g = 1)
     u~_t = Q((1 - o_t) * u_t)                   (hard reset, then the stored potential is quantized)
 
@@ -18,7 +18,7 @@ Options (all off by default):
   ``dL/dV_th = -sum dL/do * tri(u - V_th) * sig(u - V_th) * 1[u >= V_th]`` (the membrane keeps the
   plain triangle gradient); ``V_th`` is clamped at ``min_threshold`` (0.1) in the forward pass.
 * ``spatial_prune = p``: per sample and step, locations whose channel-mean pre-fire membrane
-  ``tau u~ + I`` is in the lowest fraction ``p`` get no input current (they only leak).
+  ``decay u~ + I`` is in the lowest fraction ``p`` get no input current (they only leak).
 * a channel gate attached by :func:`spikequant.spquant.pruning.attach_channel_gates` masks whole
   input-current channels from the previous spiking layer's pooled membrane.
 """
@@ -143,7 +143,8 @@ class QLIF(SpikingNeuron):
 
     Args:
         threshold: ``V_th`` (initial value when learned), default 1.
-        tau: multiplicative leak, default 0.5 (``u = tau u~ + I``).
+        decay: multiplicative leak, default 0.5 (``u = decay u~ + I``); not a time constant
+            (an LIF with time constant ``tau`` has ``decay = 1 - 1/tau``).
         membrane: ``"ternary"`` (levels {c..V_th} step 1), ``"fp"``/``None``, bits, or a dict
             ``{low, high, step, smoothness}`` / :class:`MembraneLevels`.
         clip_low: ``c`` for ``"ternary"``.
@@ -160,7 +161,7 @@ class QLIF(SpikingNeuron):
         self,
         threshold: float = 1.0,
         *,
-        tau: float = 0.5,
+        decay: float = 0.5,
         membrane="ternary",
         clip_low: float = -1.0,
         clip: float | None = None,
@@ -170,19 +171,29 @@ class QLIF(SpikingNeuron):
         binary_membrane: bool = False,
         spatial_prune: float = 0.0,
         num_channels: int | None = None,
+        **removed,
     ) -> None:
         super().__init__()
+        if "tau" in removed:
+            raise ConfigError(
+                "QLIF's multiplicative leak is now called 'decay' "
+                "(tau is a time constant elsewhere)"
+            )
+        if removed:
+            raise TypeError(
+                f"QLIF() got unexpected keyword arguments: {', '.join(sorted(removed))}"
+            )
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
             raise ConfigError(f"threshold must be a positive number, got {threshold!r}")
-        if not (isinstance(tau, (int, float)) and 0 <= tau < 1):
-            raise ConfigError(f"tau (the multiplicative leak) must be in [0, 1), got {tau!r}")
+        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+            raise ConfigError(f"decay (the multiplicative leak) must be in [0, 1), got {decay!r}")
         if not (isinstance(spatial_prune, (int, float)) and 0 <= spatial_prune < 1):
             raise ConfigError(f"spatial_prune must be a fraction in [0, 1), got {spatial_prune!r}")
         shape = () if num_channels is None else (int(num_channels),)
         self.threshold = nn.Parameter(
             torch.full(shape, float(threshold)), requires_grad=learn_threshold
         )
-        self.tau = float(tau)
+        self.decay = float(decay)
         self.levels = _make_levels(membrane, float(threshold), float(clip_low))
         self.clip = None if clip is None else float(clip)
         self.surrogate = Triangle(alpha=1.0) if surrogate is None else create_surrogate(surrogate)
@@ -209,7 +220,7 @@ class QLIF(SpikingNeuron):
     def params(self, x: torch.Tensor) -> QLIFParams:
         return QLIFParams(
             self.effective_threshold(x),
-            self.tau,
+            self.decay,
             self.levels,
             self.clip,
             self.binary_membrane,
@@ -317,14 +328,14 @@ class QLIF(SpikingNeuron):
     def extra_repr(self) -> str:
         membrane = "fp32" if self.levels is None else f"levels={self.levels.values().tolist()}"
         return (
-            f"tau={self.tau}, {membrane}, learn_threshold={self.threshold.requires_grad}, "
+            f"decay={self.decay}, {membrane}, learn_threshold={self.threshold.requires_grad}, "
             f"binary_membrane={self.binary_membrane}, spatial_prune={self.spatial_prune}"
         )
 
 
 @register_neuron(name="qlif")
 def _make_qlif(**kwargs) -> QLIF:
-    """SpQuant LIF: tau 0.5, hard reset, ternary stored membrane (SGS), triangle surrogate."""
+    """SpQuant LIF: decay 0.5, hard reset, ternary stored membrane (SGS), triangle surrogate."""
     return QLIF(**kwargs)
 
 
@@ -342,7 +353,7 @@ def qlif_integer_reference(
     levels: MembraneLevels | None = None,
     binary_membrane: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer-only QLIF (tau = 0.5): ``currents[T, ...]`` are int64 codes in units of
+    """Integer-only QLIF (decay = 0.5): ``currents[T, ...]`` are int64 codes in units of
     ``k 2^-F``. Returns ``(spikes[T, ...], stored level indices[T, ...])`` (int64).
 
     Internally the accumulator has ``F + 1`` fractional bits so that the leak ``u~/2`` is exact:
