@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from spikequant.analysis.sqnr import SQNRConfig, run_sqnr_study
 from spikequant.cli import main
@@ -43,6 +44,7 @@ def test_cli_json_and_files(tmp_path, capsys):
     assert "sqnr_db" in out["atif_nu"]
     assert (tmp_path / "sqnr.md").read_text().count("ATIF") >= 2
     assert (tmp_path / "sqnr.json").is_file() and (tmp_path / "sqnr.png").stat().st_size > 1000
+    assert (tmp_path / "sqnr_quantization.png").stat().st_size > 1000
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
@@ -59,3 +61,27 @@ def test_seed_makes_it_deterministic():
         a["atif_u"]["vth"] == b["atif_u"]["vth"]
         and a["atif_nu"]["levels"] == b["atif_nu"]["levels"]
     )
+
+
+def test_quantization_curves_of_figures_1_and_2(study):
+    """Fig. 1/2 data from the simulated IF neuron: T + 1 levels, a bias shifts the curve, a
+    threshold scales it, the error is granular (< V_th / T) up to V_th and overload beyond."""
+    q = study["quantization_curves"]
+    x = torch.tensor(q["input"])
+    base = torch.tensor(q["by_threshold"]["1.0"])
+    assert torch.equal(base, torch.tensor(q["by_bias"]["0.0"]))
+    assert sorted(set(base.tolist())) == [k / 8 for k in range(9)]  # T + 1 = 9 levels
+    expected = torch.clamp(torch.floor(8 * x) / 8, 0, 1)
+    assert torch.allclose(base, expected, atol=1e-6)
+    shifted = torch.tensor(q["by_bias"]["0.25"])
+    assert torch.allclose(shifted, torch.clamp(torch.floor(8 * (x + 0.25)) / 8, 0, 1), atol=1e-6)
+    wide = torch.tensor(q["by_threshold"]["1.25"])
+    assert wide.max() == pytest.approx(1.25) and (wide[x < 1.2] < 1.25).all()
+    assert 0.12 < q["max_granular_error"] < 0.125 + 1e-6
+    assert q["max_overload_error"] == pytest.approx(1.0, abs=1e-5)  # x = 2, V_th = 1
+
+
+def test_threshold_trajectory_of_figure_3b(study):
+    its, _, vths = zip(*study["atif_u"]["history"], strict=True)
+    assert list(its) == sorted(its) and vths[-1] == pytest.approx(study["atif_u"]["vth"])
+    assert vths[0] > vths[-1]  # the threshold decreases from 1 towards the input's spread

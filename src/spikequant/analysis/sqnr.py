@@ -10,6 +10,12 @@ Three neurons are compared: IF with a fixed ``V_th = 1``, ATIF-u (threshold trai
 iteration. A fixed-threshold IF neuron's SQNR has the closed form of its quantizer
 ``y_hat = V_th/T clamp(floor(T x / V_th), 0, T)``, used for the threshold grid and for the number
 of timesteps it needs to match ATIF-u.
+
+The result also holds the data of the paper's Figures 1-3, measured on a simulated IF neuron
+(soft reset, constant input held for T = 8 steps): the quantization curve for three biases and
+three thresholds (Fig. 1), the curve against ReLU and its error, granular for ``x <= V_th``
+(``|e| <= V_th / T``) and overload beyond (``e = x - V_th``, unbounded) (Fig. 2), and the
+trajectory of ATIF-u's threshold during training (Fig. 3B).
 """
 
 from __future__ import annotations
@@ -92,9 +98,43 @@ def timesteps_to_match(
     return None
 
 
+def quantization_curves(timesteps: int = 8, points: int = 801) -> dict:
+    """Figures 1 and 2 of the ATIF paper from a simulated soft-reset IF neuron (threshold 1
+    unless stated): the decoded output ``y_hat(x + b)`` for biases 0.25, 0, -0.25, for thresholds
+    0.75, 1, 1.25, and the error ``ReLU(x) - y_hat(x)`` split into granular (``x <= V_th``) and
+    overload (``x > V_th``) parts."""
+    x = torch.linspace(-0.5, 2.0, points)
+
+    def decoded(threshold: float, bias: float = 0.0) -> torch.Tensor:
+        with torch.no_grad():
+            return simulate(ATIFu(threshold), x + bias, timesteps)
+
+    error = torch.relu(x) - decoded(1.0)
+    granular = x <= 1.0
+    return {
+        "timesteps": timesteps,
+        "input": x.tolist(),
+        "by_bias": {str(b): decoded(1.0, b).tolist() for b in (0.25, 0.0, -0.25)},
+        "by_threshold": {str(v): decoded(v).tolist() for v in (0.75, 1.0, 1.25)},
+        "error": error.tolist(),
+        "max_granular_error": float(error[granular].abs().max()),
+        "max_overload_error": float(error[~granular].abs().max()),
+    }
+
+
 def _train(neuron, cfg: SQNRConfig, eval_x: torch.Tensor, generator: torch.Generator):
+    """Adam on ``RMS(ReLU(x) - y_hat)``; returns ``(iteration, SQNR dB, threshold)`` rows (the
+    threshold is the first level for ATIF-nu)."""
     optimizer = torch.optim.Adam([p for p in neuron.parameters() if p.requires_grad], lr=cfg.lr)
     history = []
+
+    def record(it: int) -> None:
+        with torch.no_grad():
+            db = sqnr_db(torch.relu(eval_x), simulate(neuron, eval_x, cfg.timesteps))
+        threshold = neuron.levels[0] if hasattr(neuron, "levels") else neuron.threshold
+        history.append((it, db, float(threshold.detach().reshape(-1)[0])))
+
+    record(0)  # the initial threshold: where the trajectory of Fig. 3B starts
     for it in range(1, cfg.iterations + 1):
         x = torch.randn(cfg.batch_size, generator=generator).to(eval_x.device) * cfg.sigma
         y_hat = simulate(neuron, x, cfg.timesteps)
@@ -103,10 +143,7 @@ def _train(neuron, cfg: SQNRConfig, eval_x: torch.Tensor, generator: torch.Gener
         loss.backward()
         optimizer.step()
         if it % cfg.eval_every == 0 or it == cfg.iterations:
-            with torch.no_grad():
-                history.append(
-                    (it, sqnr_db(torch.relu(eval_x), simulate(neuron, eval_x, cfg.timesteps)))
-                )
+            record(it)
     return history
 
 
@@ -167,19 +204,28 @@ def run_sqnr_study(cfg: SQNRConfig | None = None, device: torch.device | str = "
         "atif_u_gap_to_best_db": grid_db[best_i] - u_db,
         "fixed_t_to_match": timesteps_to_match(eval_x, u_db),
         "fixed_sqnr_by_t": {t: fixed_threshold_sqnr(eval_x, 1.0, t) for t in (4, 8, 16, 20, 32)},
+        "quantization_curves": quantization_curves(),
     }
 
 
 def plot_sqnr_study(result: dict, path) -> None:
-    """SQNR over iterations (left) and the learned ATIF-nu transfer curve (right)."""
+    """SQNR over iterations (Fig. 3A), ATIF-u's threshold over iterations (Fig. 3B) and the
+    learned transfer curves."""
     from .._optional import pyplot
 
     plt = pyplot("the SQNR study's plot")
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, vx, bx) = plt.subplots(1, 3, figsize=(16, 4))
     for key, label in (("atif_u", "ATIF-u"), ("atif_nu", "ATIF-nu")):
-        its, dbs = zip(*result[key]["history"], strict=False)
+        its, dbs, _ = zip(*result[key]["history"], strict=False)
         ax.plot(its, dbs, label=label)
+    its, _, vths = zip(*result["atif_u"]["history"], strict=False)
+    sigma = result["config"]["sigma"]
+    vx.plot(its, vths, label="ATIF-u V_th")
+    vx.axhline(sigma, color="gray", ls=":", label="input std sigma")
+    vx.axhline(2 * sigma, color="gray", ls="--", label="2 sigma")
+    vx.set(xlabel="iteration", ylabel="V_th", title="Threshold during training (Fig. 3B)")
+    vx.legend()
     ax.axhline(result["fixed"]["sqnr_db"], color="k", ls="--", label="fixed V_th = 1")
     ax.axhline(
         result["best_fixed_grid"]["sqnr_db"], color="gray", ls=":", label="best uniform V_th (grid)"
@@ -201,6 +247,37 @@ def plot_sqnr_study(result: dict, path) -> None:
     mono = "monotone" if result["atif_nu"]["transfer_monotone"] else "NOT monotone"
     bx.set(xlabel="input x", ylabel="decoded output", title=f"Transfer curves (ATIF-nu {mono})")
     bx.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_quantization_curves(result: dict, path) -> None:
+    """The ATIF paper's Figures 1 (curves for three biases / thresholds) and 2 (curve against
+    ReLU, granular and overload error) from ``result["quantization_curves"]``."""
+    from .._optional import pyplot
+
+    plt = pyplot("the SQNR study's plot")
+    q = result["quantization_curves"]
+    x, T = q["input"], q["timesteps"]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    for b, y in q["by_bias"].items():
+        axes[0].step(x, y, where="post", label=f"b = {b}")
+    axes[0].set(title=f"Fig. 1A: bias (T = {T}, V_th = 1)", xlabel="input x", ylabel="y_hat")
+    for v, y in q["by_threshold"].items():
+        axes[1].step(x, y, where="post", label=f"V_th = {v}")
+    axes[1].set(title=f"Fig. 1B: threshold (T = {T})", xlabel="input x", ylabel="y_hat")
+    relu = [max(0.0, v) for v in x]
+    axes[2].step(x, q["by_threshold"]["1.0"], where="post", label="IF, soft reset")
+    axes[2].plot(x, relu, "k:", label="ReLU")
+    axes[2].set(title=f"Fig. 2A: IF vs ReLU (T = {T}, V_th = 1)", xlabel="input x")
+    granular = [e if v <= 1.0 else float("nan") for v, e in zip(x, q["error"], strict=True)]
+    overload = [e if v > 1.0 else float("nan") for v, e in zip(x, q["error"], strict=True)]
+    axes[3].plot(x, granular, label=f"granular (|e| <= {q['max_granular_error']:.3f})")
+    axes[3].plot(x, overload, label="overload (x > V_th, unbounded)")
+    axes[3].set(title="Fig. 2B: quantization error ReLU(x) - y_hat", xlabel="input x")
+    for ax in axes:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

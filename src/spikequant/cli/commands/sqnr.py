@@ -33,7 +33,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..._optional import require
-    from ...analysis.sqnr import SQNRConfig, plot_sqnr_study, run_sqnr_study
+    from ...analysis.sqnr import (
+        SQNRConfig,
+        plot_quantization_curves,
+        plot_sqnr_study,
+        run_sqnr_study,
+    )
     from ...io import (
         DEFAULT_REPORTS,
         check_output_dir,
@@ -61,7 +66,8 @@ def run(args) -> int:
     suffix = "" if (cfg.timesteps, cfg.sigma) == (4, 0.1) else f"_T{cfg.timesteps}_s{cfg.sigma:g}"
     write_json(out / f"sqnr{suffix}.json", {"command": command_line(), **result})
     plot_sqnr_study(result, out / f"sqnr{suffix}.png")
-    write_text(out / f"sqnr{suffix}.md", command_header() + markdown_table(result))
+    plot_quantization_curves(result, out / f"sqnr{suffix}_quantization.png")
+    write_text(out / f"sqnr{suffix}.md", command_header() + markdown_table(result, f"sqnr{suffix}"))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -69,7 +75,7 @@ def run(args) -> int:
     return 0
 
 
-def markdown_table(r: dict) -> str:
+def markdown_table(r: dict, stem: str = "sqnr") -> str:
     """The study's result as a Markdown table (written next to the JSON)."""
     c = r["config"]
     lines = [
@@ -98,6 +104,16 @@ def markdown_table(r: dict) -> str:
         f"curve {'monotone' if r['atif_nu']['transfer_monotone'] else 'NOT monotone'}.",
         "- Fixed V_th = 1 by T: "
         + ", ".join(f"T={t}: {v:.2f} dB" for t, v in r["fixed_sqnr_by_t"].items()),
+        f"- ATIF-u's threshold went from {r['atif_u']['history'][0][2]:.3f} (iteration "
+        f"{r['atif_u']['history'][0][0]}) to {r['atif_u']['vth']:.3f}.",
+        f"- IF quantization at T = {r['quantization_curves']['timesteps']}, V_th = 1: granular "
+        f"error at most {r['quantization_curves']['max_granular_error']:.4f} (V_th / T = "
+        f"{1 / r['quantization_curves']['timesteps']:.4f}); overload error up to "
+        f"{r['quantization_curves']['max_overload_error']:.3f} at x = "
+        f"{r['quantization_curves']['input'][-1]:g}.",
+        "",
+        f"![SQNR and threshold during training]({stem}.png)",
+        f"![Quantization curves and error]({stem}_quantization.png)",
         "",
     ]
     return "\n".join(lines)
@@ -134,4 +150,5 @@ def _print_table(r: dict, path: Path) -> None:
         f"{r['atif_nu']['gain_over_atif_u_db']:.2f} dB (transfer curve "
         f"{'monotone' if r['atif_nu']['transfer_monotone'] else 'NOT monotone'})."
     )
-    console.print(f"wrote {path}, {path.with_suffix('.md')} and {path.with_suffix('.png')}")
+    plots = f"{path.with_suffix('.png')} and {path.with_name(path.stem + '_quantization.png')}"
+    console.print(f"wrote {path}, {path.with_suffix('.md')}, {plots}")
