@@ -41,6 +41,33 @@ def is_converted(meta: dict) -> bool:
     return isinstance(meta, dict) and (meta.get("method") or meta.get("kind")) == CONVERSION_METHOD
 
 
+# Why the other back ends refuse a converted network, per conversion method (one line each).
+NIR_REFUSALS = {
+    "rate": "the NIR exporter walks sequential registered models; a rate conversion is a torch.fx "
+    "graph fed the analog image every step and read out as the mean over T, which it does not "
+    "walk yet",
+    "msat": "MSAT's multi-stage adaptive-threshold neurons (and spike confidence) have no NIR "
+    "primitive",
+    "calif": "Ca-LIF's calcium-gated bipolar neurons, ISI input coding and rounding phase have no "
+    "NIR primitive",
+}
+RUNTIME_REFUSALS = {
+    "rate": "the integer runtime needs integer weight levels and thresholds; a rate conversion "
+    "keeps float weights and calibrated float thresholds",
+    "msat": "MSAT's adaptive thresholds (exp/sigmoid of the membrane every step) have no integer "
+    "form in the runtime",
+    "calif": "the integer runtime has no Ca-LIF neuron (bipolar spikes, ISI input coding, rounding "
+    "phase)",
+}
+
+
+def refusal(meta: dict, table: dict[str, str], command: str) -> str:
+    """The one line with which ``command`` refuses the converted run of metadata ``meta``."""
+    method = (meta.get("conversion") or {}).get("method")
+    reason = table.get(method, f"it has no form for a {method!r} conversion")
+    return f"{command} cannot take this converted network: {reason}"
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` with whatever JSON cannot hold (tensors, NaN) dropped."""
     if isinstance(value, dict):

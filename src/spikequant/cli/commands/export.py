@@ -110,6 +110,12 @@ def run(args) -> int:
         check_output_dir(args.report_dir, "--report-dir")
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
+    from ...convert.saved import NIR_REFUSALS, is_converted, refusal
+
+    if is_converted(meta):
+        from ...errors import ConversionError
+
+        raise ConversionError(refusal(meta, NIR_REFUSALS, "NIR export"))
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
     if isinstance(model, SpikingModel) and len(size) == model.static_ndim - 1:
         sample = torch.zeros(1, *size)  # a static sample: the model repeats it over its T steps
