@@ -132,7 +132,7 @@ def saved_runs(qat_run, digits, tmp_path_factory):
 COMMANDS = {
     "eval": {m: 0 for m in METHODS},
     "export": {
-        "rate": "does not walk yet",
+        "rate": 0,  # IF neurons with soft reset: NIR IF annotated 'spikequant_reset: subtract'
         "msat": "MSAT's multi-stage adaptive-threshold neurons",
         "calif": "Ca-LIF",
     },
@@ -153,19 +153,56 @@ def test_commands_on_a_converted_run_work_or_refuse(saved_runs, command, method,
     argv = {
         "eval": ["eval", str(run), "--subset", "16", "--json"],
         "export": ["export", str(run), "--out", str(tmp_path / "m.nir"), "--soft-reset",
-                   "metadata"],
+                   "metadata", "--verify", "--subset", "32", "--json"],
         "deploy": ["deploy", str(run), "--out", str(tmp_path / "m.sqrt")],
         "cost": ["cost", str(run), "--samples", "8"],
         "convert": ["convert", str(run), "--timesteps", "2", "--out", str(tmp_path)],
     }[command]
     code, printed, err = quiet_main(argv)
     expected = COMMANDS[command][method]
-    if expected == 0:
-        assert code == 0, err
-        assert json.loads(printed)["timesteps"] == 4
-    else:
+    if expected != 0:
         assert expected in one_line_refusal(code, err)
-    assert not (tmp_path / "m.nir").exists() and not (tmp_path / "m.sqrt").exists()
+        assert not (tmp_path / "m.nir").exists() and not (tmp_path / "m.sqrt").exists()
+        return
+    assert code == 0, err
+    result = json.loads(printed)
+    if command == "eval":
+        assert result["timesteps"] == 4
+    else:  # the NIR file read back and imported spikes like the converted network
+        assert (tmp_path / "m.nir").is_file()
+        assert result["nodes"]["IF"] == 1 and result["verify"]["timesteps"] == 4
+        assert result["verify"]["prediction_agreement"] == 1.0
+        assert result["verify"]["spike_entries_differing"] == 0
+
+
+@pytest.mark.parametrize("name", ["ann_lenet", "ann_cnn"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_rate_chain_runs_like_the_network(digits, name, per_channel):
+    """The chain NIR export writes (conv, pooling, flatten, IF with soft reset, each over the whole
+    sequence) gives the step-by-step network's logits."""
+    from spikequant.convert.chain import rate_chain
+    from spikequant.registry import create_model
+
+    torch.manual_seed(0)
+    x_cal, x, _ = digits
+    net = convert(create_model(name).eval(), "rate", x_cal, timesteps=6, per_channel=per_channel)
+    chain = rate_chain(net)
+    logits = net(x[:32])
+    with torch.no_grad():
+        chained = chain(x[:32]).mean(0)
+    assert torch.allclose(chained, logits, atol=1e-5)
+    assert torch.equal(chained.argmax(1), logits.argmax(1))
+
+
+def test_rate_chain_refuses_a_precharged_membrane(digits):
+    from spikequant.convert.chain import rate_chain
+    from spikequant.errors import ConversionError
+    from spikequant.registry import create_model
+
+    net = convert(create_model("ann_lenet").eval(), "rate", digits[0], timesteps=4,
+                  initial_membrane=0.5)
+    with pytest.raises(ConversionError, match="NIR neurons start at rest"):
+        rate_chain(net)
 
 
 @pytest.mark.parametrize(

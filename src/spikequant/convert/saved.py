@@ -43,9 +43,6 @@ def is_converted(meta: dict) -> bool:
 
 # Why the other back ends refuse a converted network, per conversion method (one line each).
 NIR_REFUSALS = {
-    "rate": "the NIR exporter walks sequential registered models; a rate conversion is a torch.fx "
-    "graph fed the analog image every step and read out as the mean over T, which it does not "
-    "walk yet",
     "msat": "MSAT's multi-stage adaptive-threshold neurons (and spike confidence) have no NIR "
     "primitive",
     "calif": "Ca-LIF's calcium-gated bipolar neurons, ISI input coding and rounding phase have no "
