@@ -148,7 +148,9 @@ def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
     if len(dataset) == 0:
         raise ConfigError("the training set is empty (check data.train_subset and the dataset)")
     x, y = dataset[0]
-    x = torch.as_tensor(x).unsqueeze(0)
+    # on the model's device: a model moved to a GPU must not look like a shape mismatch
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    x = torch.as_tensor(x).unsqueeze(0).to(device)
     was_training = model.training
     model.eval()
     try:

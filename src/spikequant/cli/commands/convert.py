@@ -175,7 +175,7 @@ def run(args) -> int:
             "--save-run saves one network: give exactly one --method and one --timesteps value "
             f"(got --method {args.method} --timesteps {args.timesteps})"
         )
-    from ...io import check_output_dir
+    from ...io import check_output_dir, run_reports_dir
     from ...train.distributed import resolve_device
 
     device = resolve_device(args.device)
@@ -187,7 +187,8 @@ def run(args) -> int:
     model, meta = load_run_model(args.checkpoint)
     require_ann(meta, args.checkpoint)
     model.eval().to(device)
-    out = args.out if args.out is not None else check_output_dir(default_out(args.checkpoint))
+    # the run's reports/ folder by default: a report never lands in the current directory
+    out = args.out if args.out is not None else check_output_dir(run_reports_dir(args.checkpoint))
     dataset = meta.get("dataset", "mnist5k")
     x_train, _ = load_arrays(dataset, "train")
     x_test, y_test = load_arrays(dataset, "test")
@@ -230,17 +231,6 @@ def run(args) -> int:
     if args.save_run is not None:
         save_run(args, model, meta, methods[0], timesteps[0], x_train, options[methods[0]])
     return 0
-
-
-def default_out(checkpoint) -> Path:
-    """The reports/ folder of the run that ``checkpoint`` (a run folder or one of its epoch
-    folders) belongs to: a report never lands in the current directory by accident."""
-    from ...runfolder import CHECKPOINTS, LATEST
-
-    path = Path(checkpoint)
-    if not (path / LATEST).is_file() and path.parent.name == CHECKPOINTS:
-        path = path.parent.parent
-    return path / "reports"
 
 
 def check_save_run(folder: Path) -> None:

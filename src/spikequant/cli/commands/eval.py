@@ -80,11 +80,12 @@ def _evaluate_converted(model, data, batch_size: int) -> dict:
     import torch
 
     xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
-    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long).to(device)
     T = int(model.timesteps)
     correct, spikes, neurons = 0, 0.0, 0
     for i in range(0, len(X), batch_size):
-        out = model.simulate(X[i : i + batch_size], [T])[T]
+        out = model.simulate(X[i : i + batch_size].to(device), [T])[T]
         correct += int((out["logits"].argmax(1) == y[i : i + batch_size]).sum())
         spikes += out["spikes"]
         neurons = out["neurons"]
