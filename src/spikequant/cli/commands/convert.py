@@ -175,6 +175,7 @@ def run(args) -> int:
             "--save-run saves one network: give exactly one --method and one --timesteps value "
             f"(got --method {args.method} --timesteps {args.timesteps})"
         )
+    saved_timesteps = timesteps[0]  # --check-exact may add T = 2^bits to the sweep below
     from ...io import check_output_dir, run_reports_dir
     from ...train.distributed import resolve_device
 
@@ -229,7 +230,7 @@ def run(args) -> int:
     print_report(report)
     print(f"saved: {paths['markdown']}, {paths['json']}, {paths['png']}")
     if args.save_run is not None:
-        save_run(args, model, meta, methods[0], timesteps[0], x_train, options[methods[0]])
+        save_run(args, model, meta, methods[0], saved_timesteps, x_train, options[methods[0]])
     return 0
 
 
