@@ -65,9 +65,22 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         made[method] = out
     # a converted network saved as a run (convert --save-run): the fifth kind of run
     code, _, err = quiet_main(
-        ["convert", str(made["qat"]), "--method", "rate", "--timesteps", "4", "--test-samples",
-         "16", "--calibration-samples", "16", "--out", str(root / "conversion-report"),
-         "--save-run", str(root / "conversion")]
+        [
+            "convert",
+            str(made["qat"]),
+            "--method",
+            "rate",
+            "--timesteps",
+            "4",
+            "--test-samples",
+            "16",
+            "--calibration-samples",
+            "16",
+            "--out",
+            str(root / "conversion-report"),
+            "--save-run",
+            str(root / "conversion"),
+        ]
     )
     assert code == 0, err
     made["conversion"] = root / "conversion"

@@ -98,9 +98,24 @@ def test_saved_network_loads_back_bit_for_bit(qat_run, digits, method, tmp_path)
 def test_convert_save_run_then_eval_matches_the_sweep(qat_run, tmp_path):
     out = tmp_path / "msat-run"
     code, printed, err = quiet_main(
-        ["convert", str(qat_run), "--method", "msat", "--timesteps", str(T),
-         "--test-samples", "96", "--calibration-samples", "64", "--device", "cpu",
-         "--save-run", str(out), "--name", "sweep"]
+        [
+            "convert",
+            str(qat_run),
+            "--method",
+            "msat",
+            "--timesteps",
+            str(T),
+            "--test-samples",
+            "96",
+            "--calibration-samples",
+            "64",
+            "--device",
+            "cpu",
+            "--save-run",
+            str(out),
+            "--name",
+            "sweep",
+        ]
     )
     assert code == 0, err
     assert "as a run" in printed
@@ -152,8 +167,18 @@ def test_commands_on_a_converted_run_work_or_refuse(saved_runs, command, method,
     run = saved_runs / method
     argv = {
         "eval": ["eval", str(run), "--subset", "16", "--json"],
-        "export": ["export", str(run), "--out", str(tmp_path / "m.nir"), "--soft-reset",
-                   "metadata", "--verify", "--subset", "32", "--json"],
+        "export": [
+            "export",
+            str(run),
+            "--out",
+            str(tmp_path / "m.nir"),
+            "--soft-reset",
+            "metadata",
+            "--verify",
+            "--subset",
+            "32",
+            "--json",
+        ],
         "deploy": ["deploy", str(run), "--out", str(tmp_path / "m.sqrt")],
         "cost": ["cost", str(run), "--samples", "8"],
         "convert": ["convert", str(run), "--timesteps", "2", "--out", str(tmp_path)],
@@ -199,8 +224,9 @@ def test_rate_chain_refuses_a_precharged_membrane(digits):
     from spikequant.errors import ConversionError
     from spikequant.registry import create_model
 
-    net = convert(create_model("ann_lenet").eval(), "rate", digits[0], timesteps=4,
-                  initial_membrane=0.5)
+    net = convert(
+        create_model("ann_lenet").eval(), "rate", digits[0], timesteps=4, initial_membrane=0.5
+    )
     with pytest.raises(ConversionError, match="NIR neurons start at rest"):
         rate_chain(net)
 
@@ -224,8 +250,32 @@ def test_bad_save_run_and_device_are_refused(qat_run, argv, words, tmp_path):
 
 def test_save_run_into_a_run_is_refused_before_work(qat_run, tmp_path):
     code, _, err = quiet_main(
-        ["convert", str(qat_run), "--method", "rate", "--timesteps", "4",
-         "--save-run", str(qat_run), "--out", str(tmp_path)]
+        [
+            "convert",
+            str(qat_run),
+            "--method",
+            "rate",
+            "--timesteps",
+            "4",
+            "--save-run",
+            str(qat_run),
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert "already holds a run" in one_line_refusal(code, err)
     assert list(tmp_path.iterdir()) == []  # refused before the sweep wrote its report
+
+
+def test_save_run_keeps_its_timesteps_when_check_exact_extends_the_sweep(qat_run, tmp_path):
+    out = tmp_path / "calif-run"
+    code, _, err = quiet_main(
+        ["convert", str(qat_run), "--method", "calif", "--timesteps", "4", "--check-exact",
+         "--test-samples", "32", "--out", str(tmp_path / "report"), "--name", "calif",
+         "--save-run", str(out)]
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "calif.json").read_text())
+    assert report["timesteps"] == [4, 16]  # 4 bits: T = 2^4 joins the sweep
+    net, _ = load_run_model(out)
+    assert net.timesteps == 4

@@ -45,9 +45,11 @@ def rate_chain(net: SpikingNetwork) -> nn.Sequential:
             if node.args[0] is not previous:
                 raise ConversionError("the rate network's output is not its last layer")
             break
-        if node.op != "call_module" or node.all_input_nodes != [previous] or len(
-            previous.users
-        ) != 1:
+        if (
+            node.op != "call_module"
+            or node.all_input_nodes != [previous]
+            or len(previous.users) != 1
+        ):
             raise ConversionError(
                 f"{node.name}: the rate network is not one sequential chain (a skip connection "
                 "or a function call); NIR export writes chains only"

@@ -154,7 +154,11 @@ def save_converted(
         runfolder.prepare(folder, resume=False, overwrite=False)
         runfolder.write_run_file(
             folder,
-            {"method": CONVERSION_METHOD, "conversion": meta["conversion"], "source": meta["source"]},
+            {
+                "method": CONVERSION_METHOD,
+                "conversion": meta["conversion"],
+                "source": meta["source"],
+            },
         )
         if epoch is None:
             epoch = source_meta.get("epoch") if isinstance(source_meta.get("epoch"), int) else 0

@@ -84,9 +84,7 @@ def register(sub) -> None:
     p.add_argument(
         "--name", default=None, help="report file stem (default convert-<checkpoint>-<methods>)"
     )
-    p.add_argument(
-        "--out", default=None, help="report folder (default: the run folder's reports/)"
-    )
+    p.add_argument("--out", default=None, help="report folder (default: the run folder's reports/)")
     p.add_argument(
         "--save-run",
         default=None,
@@ -251,7 +249,9 @@ def save_run(args, model, meta: dict, method: str, timesteps: int, calibration, 
 
     net = convert(model, method, calibration, timesteps=timesteps, **opts)
     folder = save_converted(net, args.save_run, source_model=model, source_meta=meta)
-    print(f"saved the {method} network at T = {timesteps} as a run: {args.save_run} ({folder.name})")
+    print(
+        f"saved the {method} network at T = {timesteps} as a run: {args.save_run} ({folder.name})"
+    )
 
 
 def print_report(report: dict) -> None:
