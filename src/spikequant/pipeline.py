@@ -148,7 +148,9 @@ def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
     if len(dataset) == 0:
         raise ConfigError("the training set is empty (check data.train_subset and the dataset)")
     x, y = dataset[0]
-    x = torch.as_tensor(x).unsqueeze(0)
+    # on the model's device: a model moved to a GPU must not look like a shape mismatch
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    x = torch.as_tensor(x).unsqueeze(0).to(device)
     was_training = model.training
     model.eval()
     try:
@@ -242,6 +244,15 @@ def load_run_model(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"checkpoint {folder} does not name its model in meta.json")
     if not isinstance(spec.get("kwargs", {}), dict):
         raise CheckpointError(f"checkpoint {folder}: model kwargs must be a mapping")
+    if run_method_name(meta) == "conversion":
+        from .convert.saved import load_converted
+
+        try:
+            model = load_converted(state, meta)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {folder}: {exc}") from None
+        check_finite_weights(model, str(folder))
+        return model, meta
     try:
         method = get_method(run_method_name(meta))
         model = method.rebuild(meta)
@@ -263,13 +274,25 @@ def run_scores(meta: dict):
     """The class-score function of a run's method (argmax = prediction)."""
     from .methods import get_method
 
+    if run_method_name(meta) == "conversion":
+        return _logits  # a converted network returns [B, classes] logits
     return get_method(run_method_name(meta)).scores
+
+
+def _logits(out: torch.Tensor) -> torch.Tensor:
+    return out
 
 
 def require_ann(meta: dict, path) -> None:
     """Conversion starts from an ANN: refuse a spiking run with one line naming its method."""
     from .registry import model_family
 
+    if run_method_name(meta) == "conversion":
+        conversion = meta.get("conversion") or {}
+        raise ConversionError(
+            f"{path} is already a spiking network (a {conversion.get('method')} conversion at "
+            f"T = {conversion.get('timesteps')}); convert its source ANN run instead"
+        )
     family = model_family(meta["model"]["name"])
     if family != "ann":
         raise ConversionError(

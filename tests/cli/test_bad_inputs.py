@@ -63,6 +63,27 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         )
         assert code == 0, err
         made[method] = out
+    # a converted network saved as a run (convert --save-run): the fifth kind of run
+    code, _, err = quiet_main(
+        [
+            "convert",
+            str(made["qat"]),
+            "--method",
+            "rate",
+            "--timesteps",
+            "4",
+            "--test-samples",
+            "16",
+            "--calibration-samples",
+            "16",
+            "--out",
+            str(root / "conversion-report"),
+            "--save-run",
+            str(root / "conversion"),
+        ]
+    )
+    assert code == 0, err
+    made["conversion"] = root / "conversion"
     return made
 
 
@@ -891,16 +912,17 @@ def test_misspelled_key_in_every_bundled_recipe(recipe, tmp_path):
 
 # Which command works on which method's run (0); the others refuse with one line (2): export
 # needs NIR-expressible neurons (hard reset, real membrane), cost needs spiking neurons, convert
-# an ANN. A QAT run whose BN was folded mid-run must load back folded.
+# an ANN (a converted run is already a spiking network). A QAT run whose BN was folded mid-run
+# must load back folded.
 WORKS = {
-    "eval": {"direct": 0, "spquant": 0, "qat": 0, "ttfs": 0},
+    "eval": {"direct": 0, "spquant": 0, "qat": 0, "ttfs": 0, "conversion": 0},
     "export": {},
     "cost": {"direct": 0, "spquant": 0},
     "convert": {"qat": 0},
 }
 
 
-@pytest.mark.parametrize("method", list(METHOD_RECIPES))
+@pytest.mark.parametrize("method", [*METHOD_RECIPES, "conversion"])
 @pytest.mark.parametrize("command", ["eval", "export", "cost", "convert"])
 def test_commands_on_every_method_work_or_refuse(command, method, runs, tmp_path):
     run = runs[method]

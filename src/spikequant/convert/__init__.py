@@ -30,6 +30,7 @@ from .methods import (
 from .msat import MSAT, PRESETS, msat_hyperparameters, msat_step, resting_threshold
 from .network import SpikingNetwork, sin_statistics
 from .qat_form import quantize_for_calif
+from .saved import is_converted, load_converted, save_converted
 
 __all__ = [
     "CONVERSION_METHODS",
@@ -44,6 +45,8 @@ __all__ = [
     "RateOptions",
     "SpikingNetwork",
     "ann_form",
+    "is_converted",
+    "load_converted",
     "calibrate",
     "calif_step",
     "convert",
@@ -59,6 +62,7 @@ __all__ = [
     "quantize_for_calif",
     "register_method",
     "resting_threshold",
+    "save_converted",
     "sin_statistics",
     "trace",
     "validate",

@@ -192,11 +192,36 @@ class ConversionMethod:
         graph.recompile()
         return SpikingNetwork(graph, self.name, {"method": self.name, **statistics})
 
-    def convert(self, model: nn.Module, calibration: torch.Tensor | None = None) -> SpikingNetwork:
+    def convert(
+        self,
+        model: nn.Module,
+        calibration: torch.Tensor | None = None,
+        *,
+        timesteps: int | None = None,
+    ) -> SpikingNetwork:
         ann = self.prepare(model)
         statistics = self.calibrate(ann, calibration)
+        return self._build(ann, statistics, calibration, timesteps)
+
+    def rebuild(
+        self, model: nn.Module, statistics: dict, *, timesteps: int | None = None
+    ) -> SpikingNetwork:
+        """The converted network of ``model`` from saved calibration ``statistics`` (what
+        :meth:`calibrate` returned), without calibration data: prepare, replace, finalize.
+        Whatever finalize measures on data (MSAT's spike confidence) is left to the caller."""
+        return self._build(self.prepare(model), statistics, None, timesteps)
+
+    def _build(self, ann, statistics, calibration, timesteps) -> SpikingNetwork:
         graph = self.replace(copy.deepcopy(ann), statistics)
-        return self.finalize(graph, ann, statistics, calibration)
+        # the new neurons are made on the CPU: put them where the ANN lives
+        device = next((p.device for p in ann.parameters()), None)
+        if device is not None:
+            graph.to(device)
+        snn = self.finalize(graph, ann, statistics, calibration)
+        snn.options = self.options
+        snn.statistics = statistics
+        snn.timesteps = timesteps
+        return snn
 
 
 def register_method(cls: type[ConversionMethod]) -> type[ConversionMethod]:
@@ -307,6 +332,7 @@ class MSATConversion(_Calibrated):
         graph.recompile()
         info = {**self.info(statistics), "preset": statistics["preset"], "units": o.units}
         snn = SpikingNetwork(graph, self.name, info)
+        snn.seed = o.seed
         if data is not None and len(data):
             sin = sin_statistics(snn, ann, data, steps=o.confidence_steps, batch_size=o.batch_size)
             snn.info["sin"] = sin
@@ -356,6 +382,7 @@ def convert(
     calibration: torch.Tensor | None = None,
     *,
     options=None,
+    timesteps: int | None = None,
     **overrides,
 ) -> SpikingNetwork:
     """Convert an ANN (``[B, ...] -> [B, classes]``, or a zoo model built with ``neuron="relu"``)
@@ -364,6 +391,8 @@ def convert(
     ``calibration`` (training images) is required by ``rate`` and ``msat`` unless every activation
     is clipped/quantized; ``calif`` needs none (its scales come from QAT). Options are the fields
     of the method's ``Options`` dataclass (:class:`RateOptions`, :class:`MSATOptions`,
-    :class:`CaLIFOptions`).
+    :class:`CaLIFOptions`). ``timesteps`` sets the T that the network's ``forward`` runs.
     """
-    return create_method(method, options, **overrides).convert(model, calibration)
+    return create_method(method, options, **overrides).convert(
+        model, calibration, timesteps=timesteps
+    )

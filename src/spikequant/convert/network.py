@@ -74,16 +74,18 @@ class NeuronStage(nn.Module):
         self.clear_counts()
 
     def clear_counts(self) -> None:
-        self.spikes = 0.0
+        # a tensor on the network's device (int64: exact counts), read once per read-out
+        self.spikes: torch.Tensor | float = 0.0
         self.neurons = 0
         self.per_neuron: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.neuron(x.unsqueeze(0))[0]
-        fired = (out != 0).to(torch.float32)
-        self.spikes += float(fired.sum())
-        self.neurons = fired[0].numel()
+        nonzero = out != 0
+        self.spikes = self.spikes + nonzero.sum()
+        self.neurons = nonzero[0].numel()
         if self.track_neurons:
+            fired = nonzero.to(torch.float32)
             self.per_neuron = fired if self.per_neuron is None else self.per_neuron + fired
         return avg_pool(out, self.pool) if self.pool > 1 else out
 
@@ -134,7 +136,7 @@ class CaBlock(nn.Module):
         self.mode = "step"
         self.input_units = False
         self.bias_current: torch.Tensor | None = None
-        self.spikes = 0.0
+        self.spikes: torch.Tensor | float = 0.0  # on the network's device, read once per read-out
         self.neurons = 0
 
     def _sum_pool(self, s):
@@ -149,18 +151,18 @@ class CaBlock(nn.Module):
             return self._sum_pool(out) if self.pool_neuron is not None else out
         if self.mode == "step":
             s = self.neuron(x.unsqueeze(0))[0]
-            self.spikes += float((s != 0).sum())
+            self.spikes = self.spikes + (s != 0).sum()
             self.neurons = s[0].numel()
             if self.pool_neuron is not None:
                 s = self.pool_neuron(self._sum_pool(s).unsqueeze(0))[0]
-                self.spikes += float((s != 0).sum())
+                self.spikes = self.spikes + (s != 0).sum()
                 self.neurons += s[0].numel()
             return s * self.step_size
         r = self.neuron.round_phase(x)
-        self.spikes += float(r.abs().sum())
+        self.spikes = self.spikes + r.abs().sum()
         if self.pool_neuron is not None:
             r = self.pool_neuron.round_phase(self._sum_pool(r))
-            self.spikes += float(r.abs().sum())
+            self.spikes = self.spikes + r.abs().sum()
         return r * self.step_size
 
     def set_timesteps(self, timesteps: int, input_levels: int = 1) -> None:
@@ -181,16 +183,62 @@ class CaBlock(nn.Module):
 
 
 class SpikingNetwork(nn.Module):
-    """A converted SNN: ``simulate(x, timesteps)`` -> logits read out at every requested T."""
+    """A converted SNN, an ``nn.Module`` like any other.
 
-    def __init__(self, graph: fx.GraphModule, method: str, info: dict | None = None) -> None:
+    ``forward(x)``: ``x`` is a static batch ``[B, ...]`` (the ANN's input, e.g. ``[B, 1, 28, 28]``
+    images in [0, 1]); the network encodes it itself (``rate``/``msat``: the analog input is the
+    input current of every step; ``calif``: ISI spikes of the 8-bit pixels) and runs
+    ``self.timesteps`` steps. It returns the logits ``[B, classes]``, exactly
+    ``simulate(x, [T])[T]["logits"]`` with ``T = self.timesteps``: the output layer's current
+    averaged over the T steps (``rate``/``msat``), or the Ca-LIF read-out ``c Vth + V``.
+
+    ``simulate(x, timesteps)`` reads the logits out at several T in one run (the sweeps).
+    ``timesteps`` is set at conversion (:func:`~spikequant.convert.convert` with
+    ``timesteps=``) or by hand, and saved with the network
+    (:func:`~spikequant.convert.save_converted`).
+
+    The MSAT spike-confidence draws restart from ``seed`` at every call, so that one input batch
+    always gives the same logits (and a saved network the same as the loaded one).
+    """
+
+    def __init__(
+        self,
+        graph: fx.GraphModule,
+        method: str,
+        info: dict | None = None,
+        *,
+        timesteps: int | None = None,
+    ) -> None:
         super().__init__()
         self.graph_module = graph
         self.method = method
         self.info = info or {}
+        self.timesteps = timesteps
+        self.seed: int | None = None  # msat: seed of the spike-confidence draws of every call
         self.max_input_spikes: int | None = None  # calif ISI budget K; None -> min(T, 255)
         # calif: the graph output is a weight layer fed by the input spikes (no hidden layer)
         self.output_in_input_units = method == "calif" and calif_output_in_input_units(graph)
+        # set by the conversion method: its options and calibration statistics (saving needs them)
+        self.options = None
+        self.statistics: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, ...]`` static inputs -> ``[B, classes]`` logits after ``self.timesteps`` steps."""
+        if self.timesteps is None:
+            raise ConfigError(
+                "this converted network has no timesteps: set net.timesteps = T (or convert with "
+                "timesteps=T) before calling it"
+            )
+        return self.simulate(x, [self.timesteps])[self.timesteps]["logits"]
+
+    def _restart_draws(self, device: torch.device) -> None:
+        """A fresh generator on ``device`` seeded with ``seed`` for every MSAT neuron."""
+        if self.seed is None:
+            return
+        generator = torch.Generator(device=device).manual_seed(int(self.seed))
+        for stage in self.stages().values():
+            if isinstance(getattr(stage, "neuron", None), MSAT):
+                stage.neuron.generator = generator
 
     def stages(self) -> dict[str, nn.Module]:
         return {
@@ -215,6 +263,7 @@ class SpikingNetwork(nn.Module):
             raise ConfigError(f"timesteps must be positive integers, got {list(timesteps)!r}")
         if self.method == "calif":
             return {t: self._simulate_calif(x, t) for t in steps}
+        self._restart_draws(x.device)
         reset_state(self.graph_module)
         for stage in self.stages().values():
             stage.clear_counts()
@@ -229,7 +278,10 @@ class SpikingNetwork(nn.Module):
 
     def _spike_totals(self) -> dict:
         stages = self.stages().values()
-        return {"spikes": sum(s.spikes for s in stages), "neurons": sum(s.neurons for s in stages)}
+        return {
+            "spikes": float(sum(s.spikes for s in stages)),  # one device sync per read-out
+            "neurons": sum(s.neurons for s in stages),
+        }
 
     def _simulate_calif(self, x: torch.Tensor, timesteps: int) -> dict:
         gm = self.graph_module
@@ -246,17 +298,17 @@ class SpikingNetwork(nn.Module):
         encoder = IsiEncoder(pixels_from_unit(x), timesteps, budget)
         self._set_mode("step")
         acc = torch.zeros_like(bias_out)
-        input_spikes = 0.0
+        input_spikes = torch.zeros((), dtype=torch.float64, device=x.device)
         for t in range(1, timesteps + 1):
             spikes = encoder.step(t)
-            input_spikes += float(spikes.sum())
+            input_spikes = input_spikes + spikes.sum()
             acc = acc + gm(spikes)  # input spikes count 1: input_units blocks scale by K
         if self.output_in_input_units:
             acc = acc / budget
         self._set_mode("round")
         acc = acc + gm(torch.zeros_like(x)) + bias_out
         self._set_mode("step")
-        return {"logits": acc, **self._spike_totals(), "input_spikes": input_spikes}
+        return {"logits": acc, **self._spike_totals(), "input_spikes": float(input_spikes)}
 
     def codes(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Ca-LIF integer activations (before, after pooling) of the last simulation."""

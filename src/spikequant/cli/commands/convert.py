@@ -1,10 +1,12 @@
 """``spikequant convert CHECKPOINT --method rate|msat|calif --timesteps 1,2,4,...,256``.
 
 Converts a trained ANN checkpoint into an SNN, sweeps the number of timesteps on the test split and
-prints/saves accuracy vs T, spikes per neuron and the gap to the ANN (Markdown + JSON + PNG in
-docs/results/). Several methods separated by commas are compared in one table. The method options
-(--calibration, --per-channel, --preset, --no-confidence, ...) are the fields of each registered
-method's options dataclass; an option applies to every chosen method that has it.
+prints/saves accuracy vs T, spikes per neuron and the gap to the ANN (Markdown + JSON + PNG in the
+run folder's reports/, or --out). Several methods separated by commas are compared in one table.
+The method options (--calibration, --per-channel, --preset, --no-confidence, ...) are the fields of
+each registered method's options dataclass; an option applies to every chosen method that has it.
+With one method and one T, --save-run OUT also saves the converted network as a run folder that
+`spikequant eval` and `spikequant export` take like any other run.
 """
 
 from __future__ import annotations
@@ -82,7 +84,19 @@ def register(sub) -> None:
     p.add_argument(
         "--name", default=None, help="report file stem (default convert-<checkpoint>-<methods>)"
     )
-    p.add_argument("--out", default=None, help="report folder (default docs/results)")
+    p.add_argument("--out", default=None, help="report folder (default: the run folder's reports/)")
+    p.add_argument(
+        "--save-run",
+        default=None,
+        metavar="OUT",
+        help="save the converted network as a run folder OUT (needs exactly one --method and "
+        "one --timesteps value, the T its forward runs)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto | cpu | cuda | cuda:N: where the conversion and the sweep run (default auto)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -154,19 +168,34 @@ def run(args) -> int:
         raise ConfigError("--test-samples must be >= 1")
     if args.calibration_samples < 1:
         raise ConfigError("--calibration-samples must be >= 1")
-    if args.out is not None:
-        from ...io import check_output_dir
+    if args.save_run is not None and (len(methods) != 1 or len(timesteps) != 1):
+        raise ConfigError(
+            "--save-run saves one network: give exactly one --method and one --timesteps value "
+            f"(got --method {args.method} --timesteps {args.timesteps})"
+        )
+    saved_timesteps = timesteps[0]  # --check-exact may add T = 2^bits to the sweep below
+    from ...io import check_output_dir, run_reports_dir
+    from ...train.distributed import resolve_device
 
+    device = resolve_device(args.device)
+    if args.out is not None:
         check_output_dir(args.out)
+    if args.save_run is not None:
+        check_save_run(Path(args.save_run))
     torch.manual_seed(args.seed)
     model, meta = load_run_model(args.checkpoint)
     require_ann(meta, args.checkpoint)
-    model.eval()
+    model.eval().to(device)
+    # the run's reports/ folder by default: a report never lands in the current directory
+    out = args.out if args.out is not None else check_output_dir(run_reports_dir(args.checkpoint))
     dataset = meta.get("dataset", "mnist5k")
     x_train, _ = load_arrays(dataset, "train")
     x_test, y_test = load_arrays(dataset, "test")
     if args.test_samples:
         x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    # the whole sweep runs on the device: the data moves there once
+    x_train = x_train[: args.calibration_samples].to(device)
+    x_test, y_test = x_test.to(device), y_test.to(device)
     if args.check_exact and "calif" in methods:
         bits = int(meta["model"].get("kwargs", {}).get("bits", 8))
         timesteps = sorted({*timesteps, 2**bits})
@@ -194,11 +223,35 @@ def run(args) -> int:
     )
     stem = args.name or f"convert-{Path(args.checkpoint).name}-{'-'.join(methods)}"
     paths = write_report(
-        report, stem, args.out, title=f"{Path(args.checkpoint).name}: {', '.join(methods)}"
+        report, stem, out, title=f"{Path(args.checkpoint).name}: {', '.join(methods)}"
     )
     print_report(report)
     print(f"saved: {paths['markdown']}, {paths['json']}, {paths['png']}")
+    if args.save_run is not None:
+        save_run(args, model, meta, methods[0], saved_timesteps, x_train, options[methods[0]])
     return 0
+
+
+def check_save_run(folder: Path) -> None:
+    """--save-run: writable and holding no run, before any work."""
+    from ...errors import RunFolderError
+    from ...runfolder import check_writable, holds_run
+
+    if holds_run(folder):
+        raise RunFolderError(f"--save-run {folder} already holds a run; choose another folder")
+    check_writable(folder)
+
+
+def save_run(args, model, meta: dict, method: str, timesteps: int, calibration, opts) -> None:
+    """Convert again with the sweep's method, options and calibration images (the conversion is
+    deterministic: the same network the sweep measured) and save it as a run folder."""
+    from ...convert import convert, save_converted
+
+    net = convert(model, method, calibration, timesteps=timesteps, **opts)
+    folder = save_converted(net, args.save_run, source_model=model, source_meta=meta)
+    print(
+        f"saved the {method} network at T = {timesteps} as a run: {args.save_run} ({folder.name})"
+    )
 
 
 def print_report(report: dict) -> None:

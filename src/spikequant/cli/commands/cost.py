@@ -74,6 +74,11 @@ def run(args) -> int:
         from ...pipeline import load_run_model
 
         model, meta = load_run_model(target)
+        if meta.get("method") == "conversion":
+            raise ConfigError(
+                "cost profiles registered models; a converted network runs its own T-step loop "
+                "that the profile does not see (spikequant eval reports its spikes per neuron)"
+            )
         kwargs = meta["model"]["kwargs"]
         size = kwargs.get("input_size", 28)
         h, w = (size, size) if isinstance(size, int) else size

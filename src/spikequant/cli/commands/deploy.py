@@ -27,6 +27,10 @@ def run(args) -> int:
 
     check_output_file(args.out)  # before any work
     model, meta = load_run_model(target)
+    from ...convert.saved import RUNTIME_REFUSALS, is_converted, refusal
+
+    if is_converted(meta):
+        raise ConfigError(refusal(meta, RUNTIME_REFUSALS, "the integer runtime"))
     dataset = meta.get("dataset")
     kind = args.input_kind
     scale = args.input_scale

@@ -28,6 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from torch.utils.data import Subset, TensorDataset
 
+    from ...convert.saved import is_converted
     from ...data import get_dataset
     from ...errors import ConfigError
     from ...pipeline import check_model_fits_data, load_run_model, run_scores
@@ -55,11 +56,13 @@ def run(args) -> int:
         )
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    family = model_family(meta["model"]["name"])
+    family = "conversion" if is_converted(meta) else model_family(meta["model"]["name"])
     if family == "snn":
         accept_frame_sequences(model, data)
     check_model_fits_data(model, run_scores(meta), data, meta["model"]["name"])
-    if family == "snn":
+    if family == "conversion":
+        metrics = _evaluate_converted(model, data, args.batch_size)
+    elif family == "snn":
         metrics = evaluate(model, data, batch_size=args.batch_size)
     else:
         metrics = _evaluate_other_family(family, model, data, args.batch_size)
@@ -69,6 +72,35 @@ def run(args) -> int:
         return 0
     _print(result)
     return 0
+
+
+def _evaluate_converted(model, data, batch_size: int) -> dict:
+    """A converted network (``spikequant convert --save-run``): accuracy of its logits after its
+    T steps, and its spikes (all spiking stages; hidden spikes, no input spikes)."""
+    import torch
+
+    xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long).to(device)
+    T = int(model.timesteps)
+    correct, spikes, neurons = 0, 0.0, 0
+    for i in range(0, len(X), batch_size):
+        out = model.simulate(X[i : i + batch_size].to(device), [T])[T]
+        correct += int((out["logits"].argmax(1) == y[i : i + batch_size]).sum())
+        spikes += out["spikes"]
+        neurons = out["neurons"]
+    per_neuron = spikes / max(neurons * len(y), 1)
+    return {
+        "accuracy": correct / max(len(y), 1),
+        "samples": len(y),
+        "timesteps": T,
+        "theta": per_neuron / T,
+        "spikes_per_neuron": per_neuron,
+        "spiking_neurons": neurons,
+        "synops": None,
+        "firing_rates": {},
+        "dense_macs": None,
+    }
 
 
 def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
@@ -123,7 +155,8 @@ def _print(r: dict) -> None:
         table.add_row("theta (spikes / neuron / step)", f"{r['theta']:.4f}")
         table.add_row("spikes / neuron (window)", f"{r['spikes_per_neuron']:.4f}")
         table.add_row("spiking neurons", str(r["spiking_neurons"]))
-        table.add_row("SynOps / sample", f"{r['synops']:.4g}")
+        if r.get("synops") is not None:
+            table.add_row("SynOps / sample", f"{r['synops']:.4g}")
     if r.get("dense_macs") is not None:
         table.add_row("dense MACs / sample", f"{r['dense_macs']:.4g}")
     for key in ("fraction_spiking", "energy_nJ"):

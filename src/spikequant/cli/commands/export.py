@@ -96,6 +96,29 @@ def default_input_size(model) -> tuple[int, ...]:
     return (int(model.in_channels), *pair(model.input_size))
 
 
+def converted_chain(model, meta: dict):
+    """A converted run as a chain to_nir walks: rate conversions only (IF, soft reset); the other
+    methods refuse in one line naming why."""
+    from ...convert.chain import rate_chain
+    from ...convert.saved import NIR_REFUSALS, refusal
+    from ...errors import ConversionError
+
+    if meta["conversion"]["method"] != "rate":
+        raise ConversionError(refusal(meta, NIR_REFUSALS, "NIR export"))
+    return rate_chain(model)
+
+
+def converted_input_size(meta: dict) -> tuple[int, ...]:
+    """The image shape of a converted run's source ANN (its model kwargs; 1 x 28 x 28 digits by
+    default), for the NIR graph's input."""
+    kwargs = (meta.get("model") or {}).get("kwargs") or {}
+    if "in_shape" in kwargs:
+        return tuple(int(d) for d in kwargs["in_shape"])
+    size = kwargs.get("input_size", 28)
+    h, w = (size, size) if isinstance(size, int) else size
+    return (int(kwargs.get("in_channels", 1)), int(h), int(w))
+
+
 def run(args) -> int:
     import torch
 
@@ -110,8 +133,17 @@ def run(args) -> int:
         check_output_dir(args.report_dir, "--report-dir")
     folder = resolve_checkpoint(args.checkpoint)
     model, meta = load_run_model(folder)
-    size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
-    if isinstance(model, SpikingModel) and len(size) == model.static_ndim - 1:
+    from ...convert.saved import is_converted
+
+    converted = is_converted(meta)
+    if converted:
+        model = converted_chain(model, meta)
+        size = parse_input_size(args.input_size) if args.input_size else converted_input_size(meta)
+    else:
+        size = parse_input_size(args.input_size) if args.input_size else default_input_size(model)
+    if converted:
+        sample = torch.zeros(1, *size)  # a static image: the chain repeats it over its T steps
+    elif isinstance(model, SpikingModel) and len(size) == model.static_ndim - 1:
         sample = torch.zeros(1, *size)  # a static sample: the model repeats it over its T steps
     else:
         sample = torch.zeros(1, 1, *size)  # one step of one sample, time-first
