@@ -156,7 +156,7 @@ COMMANDS = {
         "msat": "adaptive thresholds",
         "calif": "no Ca-LIF neuron",
     },
-    "cost": {m: "runs its own T-step loop" for m in METHODS},
+    "cost": {"rate": 0, "msat": 0, "calif": "ANN-vs-SNN energy model of rate and msat"},
     "convert": {m: "already a spiking network" for m in METHODS},
 }
 
@@ -180,7 +180,7 @@ def test_commands_on_a_converted_run_work_or_refuse(saved_runs, command, method,
             "--json",
         ],
         "deploy": ["deploy", str(run), "--out", str(tmp_path / "m.sqrt")],
-        "cost": ["cost", str(run), "--samples", "8"],
+        "cost": ["cost", str(run), "--samples", "8", "--json"],
         "convert": ["convert", str(run), "--timesteps", "2", "--out", str(tmp_path)],
     }[command]
     code, printed, err = quiet_main(argv)
@@ -193,6 +193,12 @@ def test_commands_on_a_converted_run_work_or_refuse(saved_runs, command, method,
     result = json.loads(printed)
     if command == "eval":
         assert result["timesteps"] == 4
+    elif command == "cost":  # the MSAT paper's energy model at the saved T
+        assert result["timesteps"] == 4 and result["samples"] == 8
+        assert result["first_layer_macs"] > 0 and result["synops"] > 0
+        assert result["snn_pj"] == pytest.approx(
+            4.6 * 4 * result["first_layer_macs"] + 0.9 * result["synops"]
+        )
     else:  # the NIR file read back and imported spikes like the converted network
         assert (tmp_path / "m.nir").is_file()
         assert result["nodes"]["IF"] == 1 and result["verify"]["timesteps"] == 4
