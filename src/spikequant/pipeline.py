@@ -290,7 +290,7 @@ def require_ann(meta: dict, path) -> None:
     if run_method_name(meta) == "conversion":
         conversion = meta.get("conversion") or {}
         raise ConversionError(
-            f"{path} is already a spiking network (a {conversion.get('method')} conversion at "
+            f"{path} is already a spiking network ({conversion.get('method')} conversion at "
             f"T = {conversion.get('timesteps')}); convert its source ANN run instead"
         )
     family = model_family(meta["model"]["name"])
