@@ -911,13 +911,14 @@ def test_misspelled_key_in_every_bundled_recipe(recipe, tmp_path):
 
 
 # Which command works on which method's run (0); the others refuse with one line (2): export
-# needs NIR-expressible neurons (hard reset, real membrane), cost needs spiking neurons, convert
-# an ANN (a converted run is already a spiking network). A QAT run whose BN was folded mid-run
+# needs NIR-expressible neurons (hard reset, real membrane), cost needs spiking neurons (or a
+# rate/msat conversion: its energy against the ANN), convert an ANN (a converted run is already a
+# spiking network). A QAT run whose BN was folded mid-run
 # must load back folded.
 WORKS = {
     "eval": {"direct": 0, "spquant": 0, "qat": 0, "ttfs": 0, "conversion": 0},
     "export": {},
-    "cost": {"direct": 0, "spquant": 0},
+    "cost": {"direct": 0, "spquant": 0, "conversion": 0},
     "convert": {"qat": 0},
 }
 
