@@ -31,6 +31,8 @@ FAMILIES = {
     "resnet18": (dict(width=0.125), 16),
     "resnet19": (dict(width=0.0625), 16),
     "resnet20": (dict(width=0.5), 16),
+    "resnet34": (dict(width=0.0625), 32),
+    "resnet11h": (dict(width=0.125), 16),
     "resnet8_kws": (dict(width=8), (12, 6)),
     "mobilenet_v1": (dict(width=0.125), 16),
     "mobilenet20": (dict(width=0.5), 16),
@@ -41,6 +43,7 @@ FAMILIES = {
     "ann_lenet": ({}, 28),
     "ann_cnn": (dict(width=4, residual=True), 28),
     "ann_resnet20": (dict(width=0.25), 28),
+    "ann_zoo": (dict(arch="resnet11h", width=0.125, input_size=28), 28),
 }
 #: no square pooling window, so no Ca-LIF pool neuron (rate and MSAT only)
 CALIF_REFUSED = {"resnet8_kws": "not square"}

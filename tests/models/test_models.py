@@ -19,6 +19,8 @@ SMALL = {
     "mobilenet_v1": dict(input_size=8, width=0.125),
     "mobilenet20": dict(input_size=8, width=0.25),
     "m5": dict(in_channels=1, input_size=400, width=4),
+    "resnet34": dict(input_size=32, width=0.125),
+    "resnet11h": dict(input_size=16, width=0.25),
 }
 
 
@@ -166,6 +168,8 @@ def test_the_zoo_is_registered():
         "resnet18",
         "resnet19",
         "resnet20",
+        "resnet34",
+        "resnet11h",
         "resnet8_kws",
         "cnn_digits",
         "mlp",
