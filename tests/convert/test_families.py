@@ -35,7 +35,7 @@ FAMILIES = {
     "resnet11h": (dict(width=0.125), 16),
     "resnet8_kws": (dict(width=8), (12, 6)),
     "mobilenet_v1": (dict(width=0.125), 16),
-    "mobilenet20": (dict(width=0.5), 16),
+    "mobilenet20": (dict(width=0.125), 16),
     "cnn_digits": (dict(widths=(8, 16), hidden=32), 16),
     "mlp": (dict(hidden=(32, 16)), 16),
     "m5": (dict(width=8), 784),

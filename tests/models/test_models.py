@@ -17,7 +17,7 @@ SMALL = {
     "cnn_digits": dict(in_channels=1, input_size=8),
     "mlp": dict(in_channels=1, input_size=8),
     "mobilenet_v1": dict(input_size=8, width=0.125),
-    "mobilenet20": dict(input_size=8, width=0.25),
+    "mobilenet20": dict(input_size=8, width=0.125),
     "m5": dict(in_channels=1, input_size=400, width=4),
     "resnet34": dict(input_size=32, width=0.125),
     "resnet11h": dict(input_size=16, width=0.25),
