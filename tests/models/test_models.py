@@ -10,6 +10,7 @@ from spikequant.neurons import SpikingNeuron
 # The smallest inputs each model accepts (kept small so the whole file runs in seconds).
 SMALL = {
     "vgg9": dict(input_size=16, width=0.25),
+    "vgg9_lee": dict(input_size=8, width=0.25),
     "vgg11": dict(input_size=32, width=0.25),
     "vgg16": dict(input_size=32, width=0.25),
     "resnet8_kws": dict(in_channels=1, input_size=(12, 6)),
@@ -163,6 +164,7 @@ def test_bad_arguments_raise_precise_errors():
 def test_the_zoo_is_registered():
     assert set(own_models()) == {
         "vgg9",
+        "vgg9_lee",
         "vgg11",
         "vgg16",
         "resnet18",
