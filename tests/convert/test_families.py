@@ -45,7 +45,7 @@ FAMILIES = {
     "ann_lenet": ({}, 28),
     "ann_cnn": (dict(width=4, residual=True), 28),
     "ann_resnet20": (dict(width=0.25), 28),
-    "ann_zoo": (dict(arch="resnet11h", width=0.125, input_size=28), 28),
+    "ann_zoo": (dict(arch="mlp", hidden=(32, 16)), 28),
 }
 #: no square pooling window, so no Ca-LIF pool neuron (rate and MSAT only)
 CALIF_REFUSED = {"resnet8_kws": "not square"}

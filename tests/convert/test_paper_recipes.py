@@ -4,7 +4,7 @@ ANN, (QAT: fold BN and fine-tune), convert, write the conversion report -- on ti
 in each dataset's real on-disk format.
 
 Only the length is cut: one epoch, batches of 4, the networks at a small ``width``, short
-simulations. The Ca-LIF runs use 2-bit QAT and T = 2^2 = 4, so the run's own exactness check
+simulations. The Ca-LIF runs use 3-bit QAT and T = 2^3 = 8, so the run's own exactness check
 (every integer activation of the Ca-LIF network equals the quantized ANN's) is asserted too.
 """
 
@@ -34,7 +34,7 @@ CALIF = {
     "cifar10-mobilenet20-calif": ("cifar10", "mobilenet20", 0.0625),
 }
 PRESETS = {"vgg16": "vgg16", "resnet20": "resnet20", "resnet34": "resnet34"}
-CALIF_BITS = 2
+CALIF_BITS = 3
 IMAGENET_CLASSES = ["n01440764", "n01443537"]
 
 
@@ -129,3 +129,18 @@ def test_recipe_trains_and_converts(name, roots, tmp_path):
         assert report["calif_exactness"]["T"] == 2**CALIF_BITS
         assert report["calif_exactness"]["layers"]
         assert metrics["calif_layer_mismatches"] == 0
+
+
+def test_conversion_images_of_a_file_dataset_are_spread_over_its_classes(roots):
+    """ImageNet's files are sorted by class: calibrating on the first images would see one class,
+    and decoding the whole split would not fit in memory, so the sweep decodes an even spread."""
+    from spikequant.methods.qat import conversion_arrays
+
+    x, y = conversion_arrays("imagenet", "train", roots["imagenet"], 2)
+    assert x.shape == (2, 3, 224, 224) and y.tolist() == [0, 1]
+    x, y = conversion_arrays("imagenet", "test", roots["imagenet"], None)
+    assert y.tolist() == [0, 1]
+    x, y = conversion_arrays("cifar10", "train", roots["cifar10"], 3)  # in memory: the first ones
+    assert x.shape == (3, 3, 32, 32)
+    labels = make_cifar10(roots["cifar10"] / "again", per_batch=2)["train"][1][:3]
+    assert y.tolist() == labels.tolist()
