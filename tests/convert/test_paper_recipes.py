@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from spikequant.config import load_recipe, run_recipe
+from spikequant.pipeline import load_run_model
 
 from ..data.conftest import make_cifar10, make_cifar100
 
@@ -121,9 +122,15 @@ def test_recipe_trains_and_converts(name, roots, tmp_path):
         (row,) = entry["rows"]
         assert row["T"] == cfg["method"]["convert"]["timesteps"][0]
         assert 0.0 <= row["accuracy"] <= 100.0
+    model, meta = load_run_model(out)  # the checkpoint rebuilds (what `spikequant convert` loads)
+    side = 224 if cfg["data"]["name"] == "imagenet" else 32
+    with torch.no_grad():
+        logits = model.eval()(torch.rand(1, 3, side, side))
+    assert logits.shape == (1, cfg["model"]["kwargs"]["num_classes"])
     if name in MSAT:
         assert report["methods"]["msat"]["preset"] == PRESETS[cfg["model"]["kwargs"]["arch"]]
     else:
+        assert meta["model"]["kwargs"]["bn"] is False
         # trained with BN, folded, fine-tuned: the converted network is exact at T = 2^bits
         assert "accuracy_after_fold" in metrics
         assert report["calif_exactness"]["T"] == 2**CALIF_BITS
