@@ -15,8 +15,8 @@
 
 A block computes ``out = N2( BN(conv(N1(BN(conv(x))))) + shortcut(x) )`` with ``N1``, ``N2`` neurons
 and ``shortcut`` the identity or a strided 1x1 conv + BN when the shape changes. The stride sits on
-the first conv (He et al.) or, with ``stride_first=False``, on the second (Lee et al.). The residual sum
-is a membrane input, so the block output is spikes like every other layer's.
+the first conv (He et al.) or, with ``stride_first=False``, on the second (Lee et al.). The
+residual sum is a membrane input, so the block output is spikes like every other layer's.
 """
 
 from __future__ import annotations

@@ -107,9 +107,8 @@ def _vgg(name: str):
         return VGG(CONFIGS[name], hidden_fc=HIDDEN_FC.get(name), **kwargs)
 
     head = f"FC{HIDDEN_FC[name]} + linear read-out" if name in HIDDEN_FC else "linear read-out"
-    factory.__doc__ = (
-        f"{name.upper()} (CIFAR-style, average pooling, {head}): "
-        + " ".join(str(c) for c in CONFIGS[name])
+    factory.__doc__ = f"{name.upper()} (CIFAR-style, average pooling, {head}): " + " ".join(
+        str(c) for c in CONFIGS[name]
     )
     return factory
 
