@@ -5,10 +5,11 @@ training mode), so every layer carries signal of unit scale. Checks:
 
 * rate and MSAT: the read-out approaches the ANN's logits -- the relative error
   ``||snn - ann|| / ||ann||`` at T = 128 is below ``RATE_TOL`` (rate) / ``MSAT_TOL`` (MSAT) and
-  smaller than at T = 8. The exception is ``mobilenet_v1``: 27 spiking layers, the last ones on
-  1x1 and 2x2 maps, so the rate error of random weights adds up layer by layer (about 0.03 per
-  layer at T = 256, measured) and the read-out stays about 0.8 away up to T = 512; it is only held
-  to ``DEEP_TOL``;
+  smaller than at T = 8. The exceptions are the deep ones (``DEEP``): ``mobilenet_v1`` (27
+  spiking layers, the last ones on 1x1 and 2x2 maps), ``mobilenet20`` (19) and ``resnet34`` (33):
+  the rate error of random weights adds up layer by layer (about 0.03 per layer at T = 256,
+  measured on mobilenet_v1) and the read-out stays 0.5-0.8 away up to T = 512; they are only
+  held to ``DEEP_TOL``;
 * Ca-LIF on the 4-bit QAT form (:func:`~spikequant.convert.quantize_for_calif`): at T = 2^4 every
   integer activation of every layer equals the quantized ANN's on the ISI-decoded input.
 """
@@ -26,14 +27,17 @@ from spikequant.errors import ConversionError
 #: registered model -> (kwargs at a small width, input size: side, (h, w) or samples for M5)
 FAMILIES = {
     "vgg9": (dict(width=0.125), 16),
+    "vgg9_lee": (dict(width=0.125), 16),
     "vgg11": (dict(width=0.125), 32),
     "vgg16": (dict(width=0.125), 32),
     "resnet18": (dict(width=0.125), 16),
     "resnet19": (dict(width=0.0625), 16),
     "resnet20": (dict(width=0.5), 16),
+    "resnet34": (dict(width=0.0625), 32),
+    "resnet11h": (dict(width=0.125), 16),
     "resnet8_kws": (dict(width=8), (12, 6)),
     "mobilenet_v1": (dict(width=0.125), 16),
-    "mobilenet20": (dict(width=0.5), 16),
+    "mobilenet20": (dict(width=0.125), 32),
     "cnn_digits": (dict(widths=(8, 16), hidden=32), 16),
     "mlp": (dict(hidden=(32, 16)), 16),
     "m5": (dict(width=8), 784),
@@ -41,13 +45,16 @@ FAMILIES = {
     "ann_lenet": ({}, 28),
     "ann_cnn": (dict(width=4, residual=True), 28),
     "ann_resnet20": (dict(width=0.25), 28),
+    "ann_zoo": (dict(arch="mlp", hidden=(32, 16)), 28),
 }
 #: no square pooling window, so no Ca-LIF pool neuron (rate and MSAT only)
 CALIF_REFUSED = {"resnet8_kws": "not square"}
-RATE_TOL = 0.4  # largest measured: 0.33 (mobilenet20, vgg16)
+RATE_TOL = 0.4  # largest measured: 0.33 (vgg16)
 MSAT_TOL = 0.5  # largest measured: 0.42 (resnet20)
-DEEP = {"mobilenet_v1"}
-DEEP_TOL = 1.0  # measured: rate 0.79, msat 0.84
+DEEP = {"mobilenet_v1", "mobilenet20", "resnet34"}
+# measured at T = 128 (rate, msat): mobilenet_v1 0.79, 0.84; mobilenet20 0.59, 0.59;
+# resnet34 0.57, 0.62
+DEEP_TOL = 1.0
 T_SHORT, T_LONG = 8, 128
 BITS = 4
 

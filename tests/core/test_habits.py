@@ -69,7 +69,14 @@ def test_one_step_into_a_per_channel_neuron_points_to_step_mode():
 
 
 def test_create_model_and_list_models_as_in_timm():
-    assert sq.list_models("resnet*") == ["resnet18", "resnet19", "resnet20", "resnet8_kws"]
+    assert sq.list_models("resnet*") == [
+        "resnet11h",
+        "resnet18",
+        "resnet19",
+        "resnet20",
+        "resnet34",
+        "resnet8_kws",
+    ]
     assert sq.list_models("vgg1?", family="snn") == ["vgg11", "vgg16"]
     assert sq.list_models("nothing*") == []
     assert sq.list_models(pretrained=True) == []  # no weights are shipped

@@ -10,6 +10,7 @@ from spikequant.neurons import SpikingNeuron
 # The smallest inputs each model accepts (kept small so the whole file runs in seconds).
 SMALL = {
     "vgg9": dict(input_size=16, width=0.25),
+    "vgg9_lee": dict(input_size=8, width=0.25),
     "vgg11": dict(input_size=32, width=0.25),
     "vgg16": dict(input_size=32, width=0.25),
     "resnet8_kws": dict(in_channels=1, input_size=(12, 6)),
@@ -17,8 +18,10 @@ SMALL = {
     "cnn_digits": dict(in_channels=1, input_size=8),
     "mlp": dict(in_channels=1, input_size=8),
     "mobilenet_v1": dict(input_size=8, width=0.125),
-    "mobilenet20": dict(input_size=8, width=0.25),
+    "mobilenet20": dict(input_size=8, width=0.125),
     "m5": dict(in_channels=1, input_size=400, width=4),
+    "resnet34": dict(input_size=32, width=0.125),
+    "resnet11h": dict(input_size=16, width=0.25),
 }
 
 
@@ -161,11 +164,14 @@ def test_bad_arguments_raise_precise_errors():
 def test_the_zoo_is_registered():
     assert set(own_models()) == {
         "vgg9",
+        "vgg9_lee",
         "vgg11",
         "vgg16",
         "resnet18",
         "resnet19",
         "resnet20",
+        "resnet34",
+        "resnet11h",
         "resnet8_kws",
         "cnn_digits",
         "mlp",

@@ -162,5 +162,49 @@ def ann_resnet20(in_channels=1, input_size=28, num_classes=10, width=0.5):
     return model.ann_form()
 
 
-ANN_MODELS = ("ann_mlp", "ann_lenet", "ann_cnn", "ann_resnet20")
+@register_model(name="ann_zoo", family="ann")
+def ann_zoo(
+    arch="resnet20",
+    in_channels=1,
+    input_size=28,
+    num_classes=10,
+    qat=False,
+    bits=8,
+    bn=True,
+    **arch_kwargs,
+):
+    """Any zoo network (``arch``: vgg9, vgg16, resnet11h, resnet20, resnet34, mobilenet20, ...) as
+    a static ANN for conversion; ``arch_kwargs`` (e.g. ``width``) go to the zoo model.
+
+    Float (``qat=False``): the zoo model's ANN form (BN kept; conversion folds it). With ``qat``:
+    its QAT form (:func:`~spikequant.convert.quantize_for_calif`, ``bits``-bit weights and LSQ
+    ReLUs, 8-bit input) with BN after each conv (``bn=True``, trained, then folded by the ``qat``
+    method) or folded into the convs (``bn=False``: the model after folding)."""
+    import torch
+
+    from ..models.common import ANN_NEURON
+    from ..registry import create_model
+    from .qat_form import quantize_for_calif
+
+    if arch not in MODELS or MODELS.family(arch) != "snn":
+        raise ConfigError(f"ann_zoo: arch must be a zoo network (family snn), got {arch!r}")
+    model = create_model(
+        arch,
+        in_channels=in_channels,
+        input_size=input_size,
+        num_classes=num_classes,
+        timesteps=1,
+        neuron=ANN_NEURON,
+        **arch_kwargs,
+    )
+    if not qat:
+        if not bn:
+            raise ConfigError("ann_zoo: zoo networks have BN; bn=False applies to qat=True only")
+        return model.ann_form()
+    height, breadth = (input_size, input_size) if isinstance(input_size, int) else input_size
+    example = torch.zeros(1, in_channels, height, breadth)
+    return quantize_for_calif(model, example, bits=bits, fold_bn=not bn).train()
+
+
+ANN_MODELS = ("ann_mlp", "ann_lenet", "ann_cnn", "ann_resnet20", "ann_zoo")
 assert all(name in MODELS for name in ANN_MODELS)

@@ -12,6 +12,8 @@
   in front of it (or one whose ReLU has other users) is refused.
 
 Residual adds need nothing: the Ca-LIF neuron after the add integrates both currents.
+With ``fold_bn=False`` every BatchNorm stays after its (now quantized) conv, so that QAT trains
+with BN and folds it afterwards, as the ``qat`` training method does.
 With ``calibration`` images the LSQ steps are initialised from them (the QAT's first-batch rule);
 the result is an ``nn.Module`` to fine-tune like any other (QAT), then ``convert(qat, "calif")``.
 """
@@ -32,7 +34,7 @@ from ..quant.qat import (
     QuantReLU,
     check_bits,
 )
-from .graph import POOL_TYPES, _module, _set_module, is_activation, prepare
+from .graph import POOL_TYPES, _module, _set_module, is_activation, prepare, validate
 
 
 def _quant_layer(m: nn.Module, bits: int) -> nn.Module:
@@ -89,15 +91,17 @@ def quantize_for_calif(
     *,
     bits: int = 8,
     calibration: torch.Tensor | None = None,
+    fold_bn: bool = True,
 ) -> fx.GraphModule:
     """The QAT form of ``model`` (a float ANN or a zoo model built with ``neuron="relu"``).
 
     ``example`` is one input batch (its shape sets the global-pooling windows); ``calibration``
-    (images in [0, 1]) initialises the LSQ steps. Returns a trainable ``GraphModule``."""
+    (images in [0, 1]) initialises the LSQ steps; ``fold_bn=False`` keeps the BatchNorms (to be
+    trained and folded later). Returns a trainable ``GraphModule``."""
     bits = check_bits(bits)
     from .methods import ann_form
 
-    gm = prepare(ann_form(model))
+    gm = prepare(ann_form(model)) if fold_bn else validate(ann_form(model))
     ShapeProp(gm).propagate(example[:1].to(next(gm.parameters()).dtype))
     for node in list(gm.graph.nodes):
         m = _module(gm, node)

@@ -5,7 +5,9 @@ activations are fake-quantized); (2) for a QAT model with BN, fold BN into the c
 (``w' = w gamma / sigma``, ``b' = beta + (b - mu) gamma / sigma``), rebuild the model without
 BN and fine-tune the folded, re-quantized weights ``fold_epochs`` epochs at ``fold_lr`` (cosine
 over the fine-tune); (3) with a ``convert`` option, convert with each listed method (rate,
-MSAT, Ca-LIF) and sweep T, writing the report to ``convert.out`` (default: ``OUT/conversion``).
+MSAT, Ca-LIF) and sweep T, writing the report to ``convert.out`` (default: ``OUT/conversion``);
+the sweep runs on the test split (its first ``data.test_subset`` images if set) and calibrates on
+512 training images.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ..train.trainer import lr_factor
 from .base import Method, register_method
 
 CONVERT_KEYS = ("methods", "timesteps", "options", "out")
+#: training images the conversion calibrates on (:func:`~spikequant.convert.compare_methods`)
+CALIBRATION_IMAGES = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,12 +145,11 @@ class QAT(Method):
     def _convert(self, trainer) -> dict[str, Any]:
         """Stage 3: convert with every method/variant, sweep T, write the report."""
         from ..convert.evaluate import compare_methods, write_report
-        from ..data import load_arrays
 
         ccfg = self.options.convert
         data = self.cfg["data"]
-        x_train, _ = load_arrays(data["name"], "train", root=data["root"])
-        x_test, y_test = load_arrays(data["name"], "test", root=data["root"])
+        x_train, _ = conversion_arrays(data["name"], "train", data["root"], CALIBRATION_IMAGES)
+        x_test, y_test = conversion_arrays(data["name"], "test", data["root"], data["test_subset"])
         model = trainer.model.eval()
         kwargs = self.cfg["model"]["kwargs"]
         methods = ccfg.get("methods", ["calif" if kwargs.get("qat") else "rate"])
@@ -170,6 +173,27 @@ class QAT(Method):
         }
         metrics["reports"] = paths
         return metrics
+
+
+def conversion_arrays(name: str, split: str, root, limit: int | None):
+    """``(X, y)`` of a split for the conversion sweep. In-memory datasets: the first ``limit``
+    samples (all without a limit). Datasets decoded file by file (ImageNet): ``limit`` samples
+    spread evenly over the split, whose files are sorted by class, and only those are decoded."""
+    from torch.utils.data import TensorDataset
+
+    from ..data import get_dataset
+
+    dataset = get_dataset(name, split, root=root)
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[:2]
+        return (x, y) if limit is None else (x[:limit], y[:limit])
+    size = len(dataset)
+    count = size if limit is None else min(limit, size)
+    samples = [dataset[i * size // count] for i in range(count)]
+    return (
+        torch.stack([torch.as_tensor(x) for x, _ in samples]),
+        torch.as_tensor([int(y) for _, y in samples], dtype=torch.long),
+    )
 
 
 @torch.no_grad()

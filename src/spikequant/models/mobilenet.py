@@ -5,9 +5,11 @@ A depthwise-separable block is ``N(BN(pw1x1(N(BN(dw3x3(x))))))``: a 3x3 depthwis
 
 * ``mobilenet_v1``: Howard et al.'s MobileNet-V1 with the CIFAR stem (3x3 conv 32, stride 1):
   blocks 64, 128/2, 128, 256/2, 256, 512/2, 5x512, 1024/2, 1024, global average pooling, FC.
-* ``mobilenet20``: the ResNet-20 layout with depthwise-separable blocks instead of basic blocks
-  (no shortcuts): stem 3x3 conv 16, stages 3x16, 3x32 (stride 2), 3x64 (stride 2), global
-  average pooling, FC -- 1 + 18 convolutions + 1 linear = 20 weight layers.
+* ``mobilenet20``: the Ca-LIF paper's MobileNet-20, "a reduced version of MobileNetV1 with the
+  original 16th-23rd conv layers removed": MobileNet-V1 (CIFAR stem) without four of its five
+  stride-1 512 blocks (conv layers 16-23 are their depthwise and pointwise convs): stem 32,
+  blocks 64, 128/2, 128, 256/2, 256, 512/2, 512, 1024/2, 1024, global average pooling, FC --
+  1 + 18 convolutions + 1 linear = 20 weight layers.
 
 ``width`` scales every layer (0.25 gives a model that trains on two CPU cores).
 """
@@ -85,7 +87,8 @@ V1_BLOCKS = [
     (1024, 2),
     (1024, 1),
 ]
-M20_BLOCKS = [(16, 1)] * 3 + [(32, 2)] + [(32, 1)] * 2 + [(64, 2)] + [(64, 1)] * 2
+#: MobileNet-V1's blocks without blocks 8-11 (its conv layers 16-23): one stride-1 512 block left
+M20_BLOCKS = V1_BLOCKS[:7] + V1_BLOCKS[11:]
 
 
 @register_model(name="mobilenet_v1")
@@ -96,5 +99,5 @@ def mobilenet_v1(**kwargs) -> MobileNet:
 
 @register_model(name="mobilenet20")
 def mobilenet20(**kwargs) -> MobileNet:
-    """MobileNet-20: ResNet-20 layout of depthwise-separable blocks (16, 32, 64), GAP, FC."""
-    return MobileNet(stem_width=16, blocks=M20_BLOCKS, **kwargs)
+    """MobileNet-20 (Ca-LIF paper): MobileNet-V1 without its conv layers 16-23, GAP, FC."""
+    return MobileNet(stem_width=32, blocks=M20_BLOCKS, **kwargs)

@@ -4,6 +4,11 @@
 2x48x48 input its conv layers hold exactly 921,600 spiking neurons. ``vgg11`` and ``vgg16`` use the
 usual CIFAR configurations with every max pooling replaced by average pooling (conversion to
 spikes refuses max pooling). The classifier is a single linear layer on the flattened features.
+
+``vgg9_lee`` is the VGG-9 of Lee et al. (2020), "Enabling spike-based backpropagation for training
+deep neural network architectures" (Front. Neurosci. 14:119), used by the Ca-LIF paper:
+C64-C64-AP2-C128-C128-AP2-C256-C256-C256-AP2-FC1024-FC (7 convs + 2 linear layers; BN after each
+conv here, dropout left out); the hidden FC-1024 has a neuron like every other layer.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ CONFIGS: dict[str, list[int | str]] = {
         512,
         POOL,
     ],
+    "vgg9_lee": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL],
 }
+#: width of a spiking hidden FC layer before the read-out (the others read out directly)
+HIDDEN_FC = {"vgg9_lee": 1024}
 
 
 class VGG(SpikingModel):
@@ -55,6 +63,7 @@ class VGG(SpikingModel):
         neuron: str = "atif_u",
         neuron_kwargs: dict | None = None,
         width: float = 1.0,
+        hidden_fc: int | None = None,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -83,17 +92,23 @@ class VGG(SpikingModel):
                 out = max(1, round(int(item) * width))
                 layers += [conv_bn(channels, out), self.make_neuron(out)]
                 channels = out
-        layers += [Flatten(), linear(channels * height * breadth, num_classes)]
+        layers.append(Flatten())
+        channels *= height * breadth
+        if hidden_fc:
+            hidden = max(1, round(hidden_fc * width))
+            layers += [linear(channels, hidden), self.make_neuron(hidden)]
+            channels = hidden
+        layers.append(linear(channels, num_classes))
         self.net = nn.Sequential(*layers)
 
 
 def _vgg(name: str):
     def factory(**kwargs) -> VGG:
-        return VGG(CONFIGS[name], **kwargs)
+        return VGG(CONFIGS[name], hidden_fc=HIDDEN_FC.get(name), **kwargs)
 
-    factory.__doc__ = (
-        f"{name.upper()} (CIFAR-style, average pooling, linear read-out): "
-        + " ".join(str(c) for c in CONFIGS[name])
+    head = f"FC{HIDDEN_FC[name]} + linear read-out" if name in HIDDEN_FC else "linear read-out"
+    factory.__doc__ = f"{name.upper()} (CIFAR-style, average pooling, {head}): " + " ".join(
+        str(c) for c in CONFIGS[name]
     )
     return factory
 
