@@ -78,19 +78,71 @@ class _SeparatePathSpike(torch.autograd.Function):
         return window, grad_threshold, None
 
 
-def spatial_keep_mask(pre: torch.Tensor, prune: float) -> torch.Tensor:
+_CLASS_TOLERANCE = 2.0**-13  # relative to a channel's largest |current| (see _snap_to_classes)
+
+
+def _snap_to_classes(current: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel, replace every current by the smallest current of its class: sorted
+    values closer than ``2^-13 max|I|`` are one class (single linkage).
+
+    Why: a quantized layer's current is ``I = a_c acc + b_c`` with an integer accumulator ``acc``
+    (binary spikes or pixel codes times integer weight levels), but float32 convolutions sum the
+    same terms in a different order at different locations (image borders, vector tails), so one
+    ``acc`` gives currents a few ulps apart (measured: below ``2^-21 max|I|``; bound ``K 2^-24``
+    relative for ``K`` summed terms). Distinct accumulators differ by at least ``|a_c|``, i.e. by
+    ``>= max|I| / (max|acc| + |b_c / a_c|)``, more than ``2^-10 max|I|`` on the networks the
+    runtime lowers. The tolerance sits between both, so classes are exactly the accumulator
+    values and equal accumulators give bit-identical snapped currents."""
+    b, c = current.shape[:2]
+    flat = current.reshape(b, c, -1)
+    values, order = torch.sort(flat, dim=-1)
+    tolerance = flat.abs().amax(-1, keepdim=True) * _CLASS_TOLERANCE
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[..., 1:] = (values[..., 1:] - values[..., :-1]) > tolerance
+    position = torch.arange(values.shape[-1], device=values.device).expand_as(values)
+    first = torch.where(starts, position, torch.zeros_like(position)).cummax(-1).values
+    snapped = torch.empty_like(flat).scatter_(-1, order, values.gather(-1, first))
+    return snapped.view_as(current)
+
+
+def spatial_keep_mask(
+    current: torch.Tensor,
+    membrane: torch.Tensor,
+    prune: float,
+    *,
+    decay: float,
+    step: float | None = None,
+) -> torch.Tensor:
     """``[B, 1, H, W]`` mask dropping, per sample, the ``round(prune * H * W)`` locations with
-    the lowest channel-mean ``pre``; equal scores drop the lower flat index first (a stable sort:
-    ``topk`` breaks ties differently per device and size, and the integer runtime needs one rule).
-    The score is the channel sum in float64 (same order as the mean): a sum of float32 values in
-    float64 is exact, so locations with equal membranes tie exactly whatever the reduction order."""
-    if pre.ndim != 4:
-        raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(pre.shape)}")
-    b, _, h, w = pre.shape
+    the lowest channel sum of the pre-fire membrane ``decay u~ + I``; equal scores drop the lower
+    flat index first (a stable sort: ``topk`` breaks ties differently per device and size, and
+    the integer runtime needs one rule). The channel sum ranks like the mean.
+
+    The score is computed so that it ties exactly where the integer program's score
+    ``sum_c (n_c 2^(F+1-j) + 2 I_c)`` ties, whatever order float32 summed the currents in::
+
+        score = decay * step * sum_c round(u~_c / step)  +  sum_c snap(I_c)     (float64)
+
+    The membrane part is an integer level sum times ``decay * step``: two locations whose stored
+    levels sum alike score alike (``fl32(decay u + I)`` per channel would not: ``0.5 + I`` rounds
+    differently from ``I``). ``snap`` (:func:`_snap_to_classes`) maps the currents of one integer
+    accumulator to one float32 value, and a float64 sum of float32 values of the same vector is
+    the same number. In exact arithmetic the snapped score equals ``sum_c (decay u~ + I)`` up to
+    the few-ulp spread of a class, so without rounding errors the mask is unchanged.
+    """
+    if current.ndim != 4:
+        raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(current.shape)}")
+    b, _, h, w = current.shape
     drop = int(round(prune * h * w))
-    mask = torch.ones(b, h * w, dtype=pre.dtype, device=pre.device)
+    mask = torch.ones(b, h * w, dtype=current.dtype, device=current.device)
     if drop > 0:
-        score = pre.detach().to(torch.float64).sum(1).reshape(b, h * w)
+        currents = _snap_to_classes(current.detach().to(torch.float64)).sum(1)
+        u = membrane.detach().to(torch.float64)
+        if step is None:
+            leak = decay * u.sum(1)
+        else:
+            leak = (decay * step) * torch.round(u / step).sum(1)
+        score = (leak + currents).reshape(b, h * w)
         lowest = torch.sort(score, dim=1, stable=True).indices[:, :drop]
         mask.scatter_(1, lowest, 0.0)
     return mask.view(b, 1, h, w)
@@ -102,7 +154,9 @@ def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
     pre = p.decay * state.u + current
     keep = None
     if p.spatial_prune > 0 and current.ndim == 4:
-        keep = spatial_keep_mask(pre, p.spatial_prune)
+        step = None if p.levels is None else float(p.levels.step)
+        u = state.u.expand_as(current)
+        keep = spatial_keep_mask(current, u, p.spatial_prune, decay=p.decay, step=step)
         pre = p.decay * state.u + current * keep
     if p.separate_threshold_grad:
         spikes = _SeparatePathSpike.apply(pre, p.threshold, p.surrogate)
