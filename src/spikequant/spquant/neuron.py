@@ -92,8 +92,9 @@ def _snap_to_classes(current: torch.Tensor) -> torch.Tensor:
     ``acc`` gives currents a few ulps apart, while distinct accumulators differ by at least
     ``|a_c| >= max|I| / (max|acc| + |b_c / a_c|)``. The classes are exactly the accumulator values,
     and equal accumulators get bit-identical currents, as long as one accumulator's currents lie
-    within ``2^-13 max|I|`` (float32 sums of fewer than ``2^10`` terms; measured below
-    ``2^-20 max|I|`` on trained digits networks) and distinct ones further apart
+    within ``2^-13 max|I|`` (a float32 sum of ``K`` terms is off by at most ``K 2^-24`` times
+    the sum of their magnitudes; measured below ``2^-20 max|I|`` on trained digits networks) and
+    distinct ones further apart
     (``max|acc| + |b_c / a_c| < 2^13``; ``tests/runtime/test_pruning_exact.py`` checks both on a
     trained network)."""
     b, c = current.shape[:2]
