@@ -9,6 +9,7 @@ evaluation ranking snaps each current to its accumulator class first."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from spikequant.data import get_dataset
 from spikequant.methods.spquant import spquant_options
 from spikequant.neurons import reset_state
 from spikequant.runtime.lower import lower_model, quantize_input
+from spikequant.runtime.native import NativeRuntime
 from spikequant.runtime.reference import ReferenceInterpreter
 from spikequant.spquant.build import build_spquant_model
 from spikequant.spquant.neuron import _CLASS_TOLERANCE, _snap_to_classes
@@ -121,9 +123,10 @@ def test_trained_spquant_snn_with_spatial_pruning_equals_its_program(trained):
     program = lower_model(model)
     drops = [layer["neuron"]["spatial_drop"] for layer in program.layers[:2]]
     assert drops == [round(0.35 * 28 * 28), round(0.35 * 14 * 14)]
-    logits_int, trace = ReferenceInterpreter(program).run(
-        torch.from_numpy(quantize_input(program, x)), trace=True
-    )
+    codes = quantize_input(program, x)
+    logits_int, trace = ReferenceInterpreter(program).run(torch.from_numpy(codes), trace=True)
+    # what `spikequant run` executes: the C++ engine, equal to the reference interpreter
+    assert np.array_equal(NativeRuntime(program, batch=len(codes)).run(codes), logits_int.numpy())
     predictions_int = logits_int.argmax(1)
     accuracy_int = float((predictions_int == y).float().mean())
     assert accuracy_int > 0.5, "the network is not trained: the comparison would be vacuous"
