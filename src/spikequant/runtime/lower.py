@@ -297,6 +297,25 @@ def _fixed_point(a: np.ndarray, b: np.ndarray, acc_bound: int, readout: bool, ti
     return frac, shift, multiplier, offset
 
 
+def _refuse_unsupported(model: nn.Module) -> None:
+    from ..convert.calif import CaLIF
+    from ..quant.qat import QuantReLU
+
+    if any(isinstance(m, (CaLIF, QuantReLU)) for m in model.modules()):
+        raise ProgramError(
+            "Ca-LIF converted networks (and the QAT networks they come from) are not lowered yet: "
+            "their layers pass multi-level counts clamp(round(z / S), 0, qmax) and round their "
+            "pools, the program has binary-spike QLIF layers only; deploy a Quant-SNN or "
+            "SpQuant-SNN run"
+        )
+    missing = [k for k in ("input_size", "in_channels", "timesteps") if not hasattr(model, k)]
+    if missing:
+        raise ProgramError(
+            f"{type(model).__name__} has no {', '.join(missing)}: deploy lowers the spiking "
+            "models of Quant-SNN / SpQuant-SNN runs"
+        )
+
+
 @torch.no_grad()
 def lower_model(
     model: nn.Module,
@@ -318,6 +337,7 @@ def lower_model(
         input_scale, code_max = 1.0, 1
     if not (input_scale > 0 and math.isfinite(input_scale)):
         raise ProgramError(f"input scale must be a positive number, got {input_scale!r}")
+    _refuse_unsupported(model)
     model.eval()
     size = model.input_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)

@@ -51,6 +51,7 @@ class QLIFParams(NamedTuple):
     spatial_prune: float
     surrogate: Surrogate
     separate_threshold_grad: bool
+    exact_ranking: bool = True  # spatial pruning's tie-exact score (see spatial_keep_mask)
 
 
 class _SeparatePathSpike(torch.autograd.Function):
@@ -78,21 +79,98 @@ class _SeparatePathSpike(torch.autograd.Function):
         return window, grad_threshold, None
 
 
-def spatial_keep_mask(pre: torch.Tensor, prune: float) -> torch.Tensor:
+_CLASS_TOLERANCE = 2.0**-13  # relative to a channel's largest |current| (see _snap_to_classes)
+
+
+def _snap_to_classes(current: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel, replace every current by the smallest current of its class: sorted
+    values closer than ``2^-13 max|I|`` are one class (single linkage).
+
+    Why: a quantized layer's current is ``I = a_c acc + b_c`` with an integer accumulator ``acc``
+    (binary spikes or pixel codes times integer weight levels), but float32 convolutions sum the
+    same terms in a different order at different locations (image borders, vector tails), so one
+    ``acc`` gives currents a few ulps apart, while distinct accumulators differ by at least
+    ``|a_c| >= max|I| / (max|acc| + |b_c / a_c|)``. The classes are exactly the accumulator values,
+    and equal accumulators get bit-identical currents, as long as one accumulator's currents lie
+    within ``2^-13 max|I|`` (a float32 sum of ``K`` terms is off by at most ``K 2^-24`` times
+    the sum of their magnitudes; measured below ``2^-20 max|I|`` on trained digits networks) and
+    distinct ones further apart
+    (``max|acc| + |b_c / a_c| < 2^13``; ``tests/runtime/test_pruning_exact.py`` checks both on a
+    trained network)."""
+    b, c = current.shape[:2]
+    flat = current.reshape(b, c, -1)
+    values, order = torch.sort(flat, dim=-1)
+    tolerance = flat.abs().amax(-1, keepdim=True) * _CLASS_TOLERANCE
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[..., 1:] = (values[..., 1:] - values[..., :-1]) > tolerance
+    position = torch.arange(values.shape[-1], device=values.device).expand_as(values)
+    first = torch.where(starts, position, torch.zeros_like(position)).cummax(-1).values
+    snapped = torch.empty_like(flat).scatter_(-1, order, values.gather(-1, first))
+    return snapped.view_as(current)
+
+
+def spatial_keep_mask(
+    current: torch.Tensor,
+    membrane: torch.Tensor,
+    prune: float,
+    *,
+    decay: float,
+    step: float | None = None,
+    exact: bool = True,
+) -> torch.Tensor:
     """``[B, 1, H, W]`` mask dropping, per sample, the ``round(prune * H * W)`` locations with
-    the lowest channel-mean ``pre``; equal scores drop the lower flat index first (a stable sort:
-    ``topk`` breaks ties differently per device and size, and the integer runtime needs one rule).
-    The score is the channel sum in float64 (same order as the mean): a sum of float32 values in
-    float64 is exact, so locations with equal membranes tie exactly whatever the reduction order."""
-    if pre.ndim != 4:
-        raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(pre.shape)}")
-    b, _, h, w = pre.shape
+    the lowest channel sum of the pre-fire membrane ``decay u~ + I``; equal scores drop the lower
+    flat index first (a stable sort: ``topk`` breaks ties differently per device and size, and
+    the integer runtime needs one rule). The channel sum ranks like the mean.
+
+    The score is computed so that it ties exactly where the integer program's score
+    ``sum_c (n_c 2^(F+1-j) + 2 I_c)`` ties, whatever order float32 summed the currents in::
+
+        score = decay * step * sum_c round(u~_c / step)  +  sum_c snap(I_c)     (float64)
+
+    The membrane part is an integer level sum times ``decay * step``: two locations whose stored
+    levels sum alike score alike (``fl32(decay u + I)`` per channel would not: ``0.5 + I`` rounds
+    differently from ``I``). ``snap`` (:func:`_snap_to_classes`) maps the currents of one integer
+    accumulator to one float32 value, and a float64 sum of float32 values of the same vector is
+    the same number. In exact arithmetic the snapped score equals ``sum_c (decay u~ + I)`` up to
+    the few-ulp spread of a class, so without rounding errors the mask is unchanged.
+
+    ``exact=False`` (QLIF in training mode, and half precision) ranks the float64 channel sum of
+    the float32 ``decay u~ + I`` as computed, skipping the per-channel sort the snapping needs:
+    rounding-level differences in which locations are dropped do not matter to training.
+    """
+    if current.ndim != 4:
+        raise ShapeError(f"spatial pruning needs [B, C, H, W] steps, got {tuple(current.shape)}")
+    b, _, h, w = current.shape
     drop = int(round(prune * h * w))
-    mask = torch.ones(b, h * w, dtype=pre.dtype, device=pre.device)
-    if drop > 0:
-        score = pre.detach().to(torch.float64).sum(1).reshape(b, h * w)
-        lowest = torch.sort(score, dim=1, stable=True).indices[:, :drop]
-        mask.scatter_(1, lowest, 0.0)
+    mask = torch.ones(b, h * w, dtype=current.dtype, device=current.device)
+    # the class tolerance is sized for float32 rounding; half precision has no exact ranking
+    exact = exact and current.dtype in (torch.float32, torch.float64)
+    if drop > 0 and not exact:
+        pre = (decay * membrane + current).detach().to(torch.float64)
+        order = torch.sort(pre.sum(1).reshape(b, h * w), dim=1, stable=True).indices
+        mask.scatter_(1, order[:, :drop], 0.0)
+    elif drop > 0:
+        currents = current.detach().to(torch.float64)
+        u = membrane.detach().to(torch.float64)
+        if step is None:
+            leak = decay * u.sum(1)
+        else:
+            leak = (decay * step) * torch.round(u / step).sum(1)
+        leak = leak.reshape(b, h * w)
+        score = leak + currents.sum(1).reshape(b, h * w)
+        values, order = torch.sort(score, dim=1, stable=True)
+        if drop < h * w:
+            # snapping moves a score by less than the sum of the class tolerances; a sample whose
+            # cut is wider than twice that drops the same locations either way (and skips the
+            # per-channel sort, the costly part)
+            bound = 2 * currents.abs().amax((2, 3)).sum(1) * _CLASS_TOLERANCE
+            rows = torch.nonzero(values[:, drop] - values[:, drop - 1] <= bound).flatten()
+            if rows.numel():
+                snapped = _snap_to_classes(current.detach()[rows]).to(torch.float64)
+                snapped = snapped.sum(1).reshape(-1, h * w)
+                order[rows] = torch.sort(leak[rows] + snapped, dim=1, stable=True).indices
+        mask.scatter_(1, order[:, :drop], 0.0)
     return mask.view(b, 1, h, w)
 
 
@@ -102,7 +180,11 @@ def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
     pre = p.decay * state.u + current
     keep = None
     if p.spatial_prune > 0 and current.ndim == 4:
-        keep = spatial_keep_mask(pre, p.spatial_prune)
+        step = None if p.levels is None else float(p.levels.step)
+        u = state.u.expand_as(current)
+        keep = spatial_keep_mask(
+            current, u, p.spatial_prune, decay=p.decay, step=step, exact=p.exact_ranking
+        )
         pre = p.decay * state.u + current * keep
     if p.separate_threshold_grad:
         spikes = _SeparatePathSpike.apply(pre, p.threshold, p.surrogate)
@@ -227,6 +309,7 @@ class QLIF(SpikingNeuron):
             self.spatial_prune,
             self.surrogate,
             bool(self.threshold.requires_grad),
+            not self.training,
         )
 
     @property
