@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import write_json, write_text
+from .schema import LIMITS
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -26,8 +27,7 @@ def paired_stats(values: list[float]) -> dict:
     ``resolved``: the interval ``mean +- t_{0.975, n-1} std / sqrt(n)`` excludes 0 (never with a
     single seed). Pairing by seed removes the seed-to-seed spread that both rows share."""
     n = len(values)
-    mean = statistics.fmean(values) if values else 0.0
-    std = statistics.stdev(values) if n > 1 else 0.0
+    mean, std = mean_std(values) if values else (0.0, 0.0)
     half_width = None
     if n > 1:
         from .._optional import require
@@ -93,19 +93,11 @@ def compare(report: dict, comparison: dict) -> dict:
     return {**paired_stats(values), "base_row": base}
 
 
-def _passes(value: float, limit: str, bound: float) -> bool:
-    return {
-        "at_most": value <= bound,
-        "at_least": value >= bound,
-        "greater_than": value > bound,
-        "less_than": value < bound,
-    }[limit]
-
-
 def check(report: dict, spec: dict) -> dict:
     comp = report["comparisons"][spec["comparison"]]
     mean = round(comp["mean"], 9)
-    ok = comp["seeds"] > 0 and _passes(mean, spec["limit"], spec["value"])
+    passes = LIMITS[spec["limit"]]
+    ok = comp["seeds"] > 0 and passes(mean, spec["value"])
     if spec["resolved"]:
         ok = ok and comp["resolved"]
     return {
@@ -115,7 +107,7 @@ def check(report: dict, spec: dict) -> dict:
         "limit": spec["limit"],
         "value": spec["value"],
         "resolved_required": spec["resolved"],
-        "seeds_passing": sum(_passes(v, spec["limit"], spec["value"]) for v in comp["per_seed"]),
+        "seeds_passing": sum(passes(v, spec["value"]) for v in comp["per_seed"]),
         "seeds": comp["seeds"],
         "pass": ok,
     }

@@ -10,6 +10,7 @@ documents every key. :func:`validate_study` returns the study with every default
 from __future__ import annotations
 
 import difflib
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,13 @@ from ..errors import ConfigError
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Comparisons: ``difference`` is ``scale * (row - base)`` per seed, ``ratio`` is ``row / base``.
 OPS = ("difference", "ratio")
-LIMITS = ("at_most", "at_least", "greater_than", "less_than")
+# A check passes when ``LIMITS[limit](mean, value)``.
+LIMITS = {
+    "at_most": operator.le,
+    "at_least": operator.ge,
+    "greater_than": operator.gt,
+    "less_than": operator.lt,
+}
 
 
 def _where(path: str) -> str:
