@@ -108,23 +108,3 @@ def run_recipe(cfg: dict, *, out_dir, resume: bool = False, progress: bool = Tru
     from .pipeline import run
 
     return run(cfg, out_dir=Path(out_dir), resume=resume, progress=progress, **options)
-
-
-def require(cfg: dict, key: str, types: type | tuple[type, ...], where: str = "recipe") -> Any:
-    """Fetch ``cfg[key]`` (dotted) and check its type, with an error naming the key."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"{where}: missing required key {key!r}")
-        node = node[part]
-    if not isinstance(node, types) or (isinstance(node, bool) and bool not in _as_tuple(types)):
-        raise ConfigError(f"{where}: {key} must be {_type_names(types)}, got {node!r}")
-    return node
-
-
-def _as_tuple(types):
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _type_names(types) -> str:
-    return " or ".join(t.__name__ for t in _as_tuple(types))

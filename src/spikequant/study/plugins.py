@@ -72,6 +72,8 @@ def spquant_clipping(run_dir: Path, cfg: dict) -> dict:
 
 
 def clipping_markdown(result: dict, where: str) -> list[str]:
+    from .report import table_head, table_row
+
     layers = result["r_s"]
     lines = [
         f"## Clipping analysis on {where} (inference only)",
@@ -80,8 +82,7 @@ def clipping_markdown(result: dict, where: str) -> list[str]:
         "t = 2..T) and, in brackets, that silent fraction of the layer (r_s is 0 when no neuron",
         "is below c).",
         "",
-        "| c | accuracy % | " + " | ".join(f"r_s {name}" for name in layers) + " |",
-        "|---|---|" + "---|" * len(layers),
+        *table_head(["c", "accuracy %", *(f"r_s {name}" for name in layers)]),
     ]
     for c in CLIPS:
         cells = []
@@ -89,7 +90,7 @@ def clipping_markdown(result: dict, where: str) -> list[str]:
             entry = layer["clips"].get(c, layer["clips"].get(str(c)))  # str keys after JSON
             cells.append(f"{entry['r_s']:.4f} ({entry['silent_fraction']:.4f})")
         acc = 100 * result["accuracy_with_clip"][str(c)]
-        lines.append(f"| {c:g} | {acc:.2f} | " + " | ".join(cells) + " |")
+        lines.append(table_row([f"{c:g}", f"{acc:.2f}", *cells]))
     acc = 100 * result["accuracy_with_clip"]["none"]
     lines.append(f"| none | {acc:.2f} |" + " |" * len(layers))
     return lines

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import write_json, write_text
+from .schema import LIMITS
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -26,8 +27,7 @@ def paired_stats(values: list[float]) -> dict:
     ``resolved``: the interval ``mean +- t_{0.975, n-1} std / sqrt(n)`` excludes 0 (never with a
     single seed). Pairing by seed removes the seed-to-seed spread that both rows share."""
     n = len(values)
-    mean = statistics.fmean(values) if values else 0.0
-    std = statistics.stdev(values) if n > 1 else 0.0
+    mean, std = mean_std(values) if values else (0.0, 0.0)
     half_width = None
     if n > 1:
         from .._optional import require
@@ -93,19 +93,11 @@ def compare(report: dict, comparison: dict) -> dict:
     return {**paired_stats(values), "base_row": base}
 
 
-def _passes(value: float, limit: str, bound: float) -> bool:
-    return {
-        "at_most": value <= bound,
-        "at_least": value >= bound,
-        "greater_than": value > bound,
-        "less_than": value < bound,
-    }[limit]
-
-
 def check(report: dict, spec: dict) -> dict:
     comp = report["comparisons"][spec["comparison"]]
     mean = round(comp["mean"], 9)
-    ok = comp["seeds"] > 0 and _passes(mean, spec["limit"], spec["value"])
+    passes = LIMITS[spec["limit"]]
+    ok = comp["seeds"] > 0 and passes(mean, spec["value"])
     if spec["resolved"]:
         ok = ok and comp["resolved"]
     return {
@@ -115,7 +107,7 @@ def check(report: dict, spec: dict) -> dict:
         "limit": spec["limit"],
         "value": spec["value"],
         "resolved_required": spec["resolved"],
-        "seeds_passing": sum(_passes(v, spec["limit"], spec["value"]) for v in comp["per_seed"]),
+        "seeds_passing": sum(passes(v, spec["value"]) for v in comp["per_seed"]),
         "seeds": comp["seeds"],
         "pass": ok,
     }
@@ -144,6 +136,15 @@ def report_stem(study_name: str, setting: str | None, sweep: bool = False) -> st
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+def table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_head(cells: list[str]) -> list[str]:
+    """A markdown table's header line and the line under it."""
+    return [table_row(cells), "|" + "---|" * len(cells)]
 
 
 def _fmt(value: float, f: dict) -> str:
@@ -227,28 +228,20 @@ def report_markdown(report: dict) -> str:
     )
     lines = [f"# {title}", "", *header_lines(report), *_setup_lines(report), ""]
     fields = study["summary"]
-    lines += [
-        "| row | " + " | ".join(f["label"] for f in fields) + " |",
-        "|---|" + "---|" * len(fields),
-    ]
+    lines += table_head(["row", *(f["label"] for f in fields)])
     for row, spec in study["rows"].items():
         cells = [_cell(report["summary"][row][f["field"]], f, len(seeds)) for f in fields]
-        lines.append(f"| {spec['label']} | " + " | ".join(cells) + " |")
+        lines.append(table_row([spec["label"], *cells]))
     first = fields[0]
     if len(seeds) > 1:
-        lines += [
-            "",
-            f"{first['label']} per seed:",
-            "",
-            "| row | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-            "|---|" + "---|" * len(seeds),
-        ]
+        lines += ["", f"{first['label']} per seed:", ""]
+        lines += table_head(["row", *(f"seed {s}" for s in seeds)])
         for row, spec in study["rows"].items():
             by_seed = {
                 r["seed"]: field_value(r, first["field"]) for r in report["runs"] if r["row"] == row
             }
             cells = [_fmt(v, first) if _number(v) else "-" for v in (by_seed.get(s) for s in seeds)]
-            lines.append(f"| {spec['label']} | " + " | ".join(cells) + " |")
+            lines.append(table_row([spec["label"], *cells]))
     if study["comparisons"]:
         lines += ["", "## Paired comparisons (row minus base of the same seed)", ""]
         for spec in study["comparisons"]:
@@ -294,6 +287,7 @@ def sweep_markdown(sweep: dict) -> str:
     study = sweep["study"]
     first = study["summary"][0]
     comps = study["comparisons"]
+    columns = [spec["label"] for spec in study["rows"].values()] + [c["label"] for c in comps]
     lines = [
         f"# {study['title']}: every setting",
         "",
@@ -304,11 +298,7 @@ def sweep_markdown(sweep: dict) -> str:
         "over seeds. Comparisons: the per-seed (paired) value, mean +- std (seeds above 0 / "
         "seeds); **bold** when the 95 % paired t-interval excludes 0.",
         "",
-        "| setting | "
-        + " | ".join(spec["label"] for spec in study["rows"].values())
-        + "".join(f" | {c['label']}" for c in comps)
-        + " |",
-        "|---|" + "---|" * (len(study["rows"]) + len(comps)),
+        *table_head(["setting", *columns]),
     ]
     for setting in sweep["settings"]:
         rep = setting["report"]
@@ -317,7 +307,7 @@ def sweep_markdown(sweep: dict) -> str:
             comp = rep["comparisons"][c["name"]]
             text = f"{_pm(comp, c['format'])} ({comp['wins']}/{comp['seeds']})"
             cells.append(f"**{text}**" if comp["resolved"] else text)
-        lines.append(f"| `{setting['name']}` | " + " | ".join(cells) + " |")
+        lines.append(table_row([f"`{setting['name']}`", *cells]))
     if sweep["pooled"]:
         lines += ["", "All settings pooled (every seed of every setting is one pair):", ""]
         for name, p in sweep["pooled"].items():

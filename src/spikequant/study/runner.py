@@ -133,7 +133,7 @@ def plan_runs(
 
 
 def _with_value(cfg: dict, key: str, value: Any) -> dict:
-    cfg = json.loads(json.dumps(cfg))
+    cfg = _normal(cfg)
     node = cfg
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -163,22 +163,21 @@ def execute(task: dict) -> dict:
     """Train (or, with ``resume``, reuse / continue) one run; its metrics and collected values.
 
     Also the worker function of the process pool: everything in and out is plain JSON."""
+    import torch
+
     from ..config import run_recipe
     from .plugins import COLLECTORS
 
     if task.get("threads"):
-        import torch
-
         torch.set_num_threads(task["threads"])
     run_dir = Path(task["run_dir"])
-    marker = _read_json(run_dir / MARKER)
-    if task["resume"] and isinstance(marker, dict) and marker.get("recipe") != task["key_cfg"]:
+    marker = _read_json(run_dir / MARKER) if task["resume"] else None
+    if isinstance(marker, dict) and marker.get("recipe") != task["key_cfg"]:
         raise CheckpointError(
             f"{run_dir} holds a run of a different recipe; use a fresh --work-dir"
         )
-    metrics = None
-    if task["resume"] and isinstance(marker, dict) and marker.get("finished"):
-        metrics = _read_json(run_dir / "metrics.json")
+    finished = isinstance(marker, dict) and marker.get("finished")
+    metrics = _read_json(run_dir / "metrics.json") if finished else None
     reused = isinstance(metrics, dict)
     if not reused:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,8 +186,6 @@ def execute(task: dict) -> dict:
             task["cfg"], out_dir=run_dir, resume=task["resume"], progress=task["progress"]
         )
         write_json(run_dir / MARKER, {"recipe": task["key_cfg"], "finished": True})
-    import torch
-
     metrics = {k: v for k, v in _normal(metrics).items() if k != "history"}
     extras = {name: _normal(COLLECTORS[name](run_dir)) for name in task["collect"]}
     # the thread count fixes the order of float sums: a run is bit-identical only at equal counts
@@ -200,16 +197,10 @@ def execute(task: dict) -> dict:
     }
 
 
-def _task(run: Run, *, resume: bool, progress: bool, collect: list[str], threads: int | None):
-    return {
-        "cfg": run.cfg,
-        "key_cfg": run.key_cfg,
-        "run_dir": str(run.run_dir),
-        "resume": resume,
-        "progress": progress,
-        "collect": list(collect),
-        "threads": threads,
-    }
+def _task(run: Run, **options) -> dict:
+    """What :func:`execute` takes: plain JSON (``resume``, ``progress``, ``collect``,
+    ``threads``)."""
+    return {"cfg": run.cfg, "key_cfg": run.key_cfg, "run_dir": str(run.run_dir), **options}
 
 
 def log_to_stderr(msg: str) -> None:
@@ -238,6 +229,7 @@ def execute_runs(
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    collect = list(collect)
     if executor == "local" and jobs == 1:
         results = {}
         for run in unique:
@@ -251,43 +243,55 @@ def execute_runs(
         run.key: _task(run, resume=resume, progress=False, collect=collect, threads=threads)
         for run in unique
     }
-    by_key = {run.key: run for run in unique}
     if executor == "ray":
-        return _execute_ray(unique, tasks, by_key, jobs=jobs, threads=threads, log=log)
-    return _execute_pool(unique, tasks, by_key, jobs=jobs, log=log)
+        return _execute_ray(unique, tasks, jobs=jobs, threads=threads, log=log)
+    return _execute_pool(unique, tasks, jobs=jobs, log=log)
 
 
-def _ready(pending: list[Run], results: dict) -> list[Run]:
-    return [r for r in pending if r.depends_on is None or r.depends_on in results]
+def _schedule(
+    unique: list[Run],
+    submit: Callable[[Run], Any],
+    finished: Callable[[list], list[tuple[Any, dict]]],
+    log: Callable[[str], None],
+) -> dict[str, dict]:
+    """Submit every run whose stage parent has finished, collect what finishes, repeat.
 
-
-def _execute_pool(unique, tasks, by_key, *, jobs: int, log) -> dict[str, dict]:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    ``submit(run)`` returns a handle; ``finished(handles)`` waits for at least one and returns
+    ``(handle, result)`` pairs."""
     results: dict[str, dict] = {}
-    pending = list(unique)
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running = {}
-        try:
-            while pending or running:
-                for run in _ready(pending, results):
-                    pending.remove(run)
-                    log(f"[study] {run.row} seed {run.seed} -> {run.run_dir} (started)")
-                    running[pool.submit(execute, tasks[run.key])] = run.key
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    key = running.pop(future)
-                    results[key] = future.result()
-                    log(_done_line(by_key[key], results[key]))
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # queued runs never start
-            raise
+    pending, running = list(unique), {}
+    while pending or running:
+        for run in [r for r in pending if r.depends_on is None or r.depends_on in results]:
+            pending.remove(run)
+            log(f"[study] {run.row} seed {run.seed} -> {run.run_dir} (started)")
+            running[submit(run)] = run
+        for handle, result in finished(list(running)):
+            run = running.pop(handle)
+            results[run.key] = result
+            log(_done_line(run, result))
     return results
 
 
-def _execute_ray(unique, tasks, by_key, *, jobs: int, threads: int, log) -> dict[str, dict]:
+def _execute_pool(unique, tasks, *, jobs: int, log) -> dict[str, dict]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    def finished(futures):
+        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+        return [(future, future.result()) for future in done]
+
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        try:
+            return _schedule(
+                unique, lambda run: pool.submit(execute, tasks[run.key]), finished, log
+            )
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued runs never start
+            raise
+
+
+def _execute_ray(unique, tasks, *, jobs: int, threads: int, log) -> dict[str, dict]:
     try:
         import ray
     except ImportError:
@@ -299,16 +303,9 @@ def _execute_ray(unique, tasks, by_key, *, jobs: int, threads: int, log) -> dict
     else:  # a local instance with the CPUs of N jobs
         ray.init(ignore_reinit_error=True, num_cpus=jobs * threads)
     remote = ray.remote(num_cpus=threads)(execute)
-    results: dict[str, dict] = {}
-    pending, running = list(unique), {}
-    while pending or running:
-        for run in _ready(pending, results):
-            pending.remove(run)
-            log(f"[study] {run.row} seed {run.seed} -> {run.run_dir} (started)")
-            running[remote.remote(tasks[run.key])] = run.key
-        done, _ = ray.wait(list(running), num_returns=1)
-        for ref in done:
-            key = running.pop(ref)
-            results[key] = ray.get(ref)
-            log(_done_line(by_key[key], results[key]))
-    return results
+
+    def finished(refs):
+        done, _ = ray.wait(refs, num_returns=1)
+        return [(ref, ray.get(ref)) for ref in done]
+
+    return _schedule(unique, lambda run: remote.remote(tasks[run.key]), finished, log)

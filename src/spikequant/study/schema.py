@@ -10,7 +10,9 @@ documents every key. :func:`validate_study` returns the study with every default
 from __future__ import annotations
 
 import difflib
+import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
@@ -18,7 +20,13 @@ from ..errors import ConfigError
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Comparisons: ``difference`` is ``scale * (row - base)`` per seed, ``ratio`` is ``row / base``.
 OPS = ("difference", "ratio")
-LIMITS = ("at_most", "at_least", "greater_than", "less_than")
+# A check passes when ``LIMITS[limit](mean, value)``.
+LIMITS = {
+    "at_most": operator.le,
+    "at_least": operator.ge,
+    "greater_than": operator.gt,
+    "less_than": operator.lt,
+}
 
 
 def _where(path: str) -> str:
@@ -31,17 +39,19 @@ def _mapping(value: Any, path: str) -> dict:
     return value
 
 
+def _hint(value: Any, known, listing: str) -> str:
+    """``; did you mean 'closest'?``, else ``; <listing>: every known name``."""
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; {listing}: {', '.join(known)}"
+
+
 def _keys(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
     """Check a mapping's keys: an unknown one names its full path and the closest valid key."""
     value = _mapping(value, path)
     for key in value:
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = (
-                f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(allowed)}"
-            )
-            raise ConfigError(f"study: unknown key {where!r}{hint}")
+            raise ConfigError(f"study: unknown key {where!r}{_hint(key, allowed, 'valid keys')}")
     for key in required:
         if key not in value:
             raise ConfigError(f"study: {_where(path)} is missing the required key {key!r}")
@@ -76,19 +86,16 @@ def _overrides(value: Any, path: str) -> list[str]:
     return list(value)
 
 
-def _name_list(value: Any, path: str, known: dict | None = None, what: str = "row") -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"study: {path} must be a non-empty list of names, got {value!r}")
-    for i, item in enumerate(value):
-        _known(item, f"{path}[{i}]", known, what) if known is not None else _name(item, path)
-    return list(value)
+def _each(values: Any, path: str, check: Callable[..., Any], *args: Any) -> list:
+    """``check(item, 'path[i]', *args)`` for every item of an optional list."""
+    return [check(item, f"{path}[{i}]", *args) for i, item in enumerate(values or [])]
 
 
 def _known(value: Any, path: str, known: dict | tuple, what: str) -> str:
     if value not in known:
-        close = difflib.get_close_matches(str(value), list(known), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-        raise ConfigError(f"study: {path} names unknown {what} {value!r}{hint}")
+        raise ConfigError(
+            f"study: {path} names unknown {what} {value!r}{_hint(value, known, 'known')}"
+        )
     return value
 
 
@@ -144,10 +151,12 @@ def _comparison(value: Any, path: str, rows: dict) -> dict:
         ("name", "row", "base", "field"),
     )  # fmt: skip
     base = v["base"]
-    if isinstance(base, list):
-        base = _name_list(base, f"{path}.base", rows)
-    else:
+    if not isinstance(base, list):
         base = _known(base, f"{path}.base", rows, "row")
+    elif base:
+        base = _each(base, f"{path}.base", _known, rows, "row")
+    else:
+        raise ConfigError(f"study: {path}.base must be a non-empty list of names, got {base!r}")
     op = _known(v.get("op", "difference"), f"{path}.op", OPS, "op")
     name = _name(v["name"], f"{path}.name")
     return {
@@ -183,6 +192,16 @@ def _check(value: Any, path: str, comparisons: dict) -> dict:
     }
 
 
+def _analysis(value: Any, path: str, rows: dict) -> dict:
+    from .plugins import ANALYSES
+
+    v = _keys(value, path, ("kind", "row"), ("kind", "row"))
+    return {
+        "kind": _known(v["kind"], f"{path}.kind", ANALYSES, "analysis"),
+        "row": _known(v["row"], f"{path}.row", rows, "row"),
+    }
+
+
 def _setting(value: Any, path: str, rows: dict) -> dict:
     v = _keys(value, path, ("description", "overrides", "rows"), ("description",))
     own: dict[str, dict] = {}
@@ -208,40 +227,28 @@ TOP = (
 
 def validate_study(raw: Any, name: str) -> dict:
     """The study with defaults filled; :class:`ConfigError` naming the key path on any problem."""
-    from .plugins import ANALYSES, COLLECTORS
+    from .plugins import COLLECTORS
 
     v = _keys(raw, "", TOP, ("title", "seeds", "rows", "summary"))
     rows_raw = _mapping(v["rows"], "rows")
     if not rows_raw:
         raise ConfigError("study: rows must name at least one row")
     rows = {_name(k, f"rows.{k}"): _row(r, f"rows.{k}", k) for k, r in rows_raw.items()}
-    for key, row in rows.items():
-        if row["init_from"]:
-            _known(row["init_from"]["row"], f"rows.{key}.init_from.row", rows, "row")
     order = list(rows)  # a stage must come after the row it starts from (no cycles)
     for key, row in rows.items():
-        if row["init_from"] and order.index(row["init_from"]["row"]) >= order.index(key):
-            raise ConfigError(f"study: rows.{key}.init_from must name an earlier row")
+        if row["init_from"]:
+            start = _known(row["init_from"]["row"], f"rows.{key}.init_from.row", rows, "row")
+            if order.index(start) >= order.index(key):
+                raise ConfigError(f"study: rows.{key}.init_from must name an earlier row")
     if not isinstance(v["summary"], list) or not v["summary"]:
         raise ConfigError("study: summary must be a non-empty list of fields")
-    comparisons = {}
-    for i, c in enumerate(v.get("comparisons") or []):
-        comp = _comparison(c, f"comparisons[{i}]", rows)
-        comparisons[comp["name"]] = comp
-    checks = [_check(c, f"checks[{i}]", comparisons) for i, c in enumerate(v.get("checks") or [])]
+    comparisons = {
+        c["name"]: c for c in _each(v.get("comparisons"), "comparisons", _comparison, rows)
+    }
     settings = {
         _name(k, f"settings.{k}"): _setting(s, f"settings.{k}", rows)
         for k, s in _mapping(v.get("settings") or {}, "settings").items()
     }
-    analyses = []
-    for i, a in enumerate(v.get("analyses") or []):
-        a = _keys(a, f"analyses[{i}]", ("kind", "row"), ("kind", "row"))
-        analyses.append(
-            {
-                "kind": _known(a["kind"], f"analyses[{i}].kind", ANALYSES, "analysis"),
-                "row": _known(a["row"], f"analyses[{i}].row", rows, "row"),
-            }
-        )
     setting = v.get("setting")
     if setting is not None:
         _known(setting, "setting", settings, "setting")
@@ -252,19 +259,13 @@ def validate_study(raw: Any, name: str) -> dict:
         "seeds": seeds_list(v["seeds"]),
         "overrides": _overrides(v.get("overrides"), "overrides"),
         "rows": rows,
-        "summary": [_field(f, f"summary[{i}]") for i, f in enumerate(v["summary"])],
-        "details": [_str(d, f"details[{i}]") for i, d in enumerate(v.get("details") or [])],
-        "collect": [
-            _known(c, f"collect[{i}]", COLLECTORS, "collector")
-            for i, c in enumerate(v.get("collect") or [])
-        ],
+        "summary": _each(v["summary"], "summary", _field),
+        "details": _each(v.get("details"), "details", _str),
+        "collect": _each(v.get("collect"), "collect", _known, COLLECTORS, "collector"),
         "comparisons": list(comparisons.values()),
-        "checks": checks,
-        "analyses": analyses,
+        "checks": _each(v.get("checks"), "checks", _check, comparisons),
+        "analyses": _each(v.get("analyses"), "analyses", _analysis, rows),
         "settings": settings,
         "setting": setting,
-        "pooled": [
-            _known(p, f"pooled[{i}]", comparisons, "comparison")
-            for i, p in enumerate(v.get("pooled") or [])
-        ],
+        "pooled": _each(v.get("pooled"), "pooled", _known, comparisons, "comparison"),
     }

@@ -21,6 +21,7 @@ not silently fall back to a default).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -99,7 +100,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "loggers": _f(list, ["jsonl"], choices=("jsonl", "csv", "tensorboard")),
     },
 }
-AUGMENT_KEYS = {"crop_padding": (int, 0), "random_resize": (bool, False), "flip": (bool, False)}
+AUGMENT = {
+    "crop_padding": _f(int, 0, low=0),
+    "random_resize": _f(bool, False),
+    "flip": _f(bool, False),
+}
 TOP_LEVEL = {"name", "seed", "description", "method", *SCHEMA}
 REQUIRED = ("data.name", "model.name")
 
@@ -131,21 +136,29 @@ def _check(where: str, value: Any, field: Field) -> Any:
     return value
 
 
-def unknown_key_error(where: str, key: str, allowed) -> ConfigError:
-    """``recipe: unknown key data.bach_size (did you mean data.batch_size?)``."""
-    path = f"{where}.{key}" if where else str(key)
-    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
-    if close:
-        hint = f"did you mean {where + '.' if where else ''}{close[0]}?"
-    else:
-        hint = f"allowed: {', '.join(sorted(map(str, allowed)))}"
-    return ConfigError(f"recipe: unknown key {path} ({hint})")
-
-
 def check_keys(where: str, given: dict, allowed) -> None:
+    """An unknown key is ``recipe: unknown key data.bach_size (did you mean data.batch_size?)``."""
     for key in given:
-        if key not in allowed:
-            raise unknown_key_error(where, key, allowed)
+        if key in allowed:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
+        if close:
+            hint = f"did you mean {where + '.' if where else ''}{close[0]}?"
+        else:
+            hint = f"allowed: {', '.join(sorted(map(str, allowed)))}"
+        raise ConfigError(f"recipe: unknown key {path} ({hint})")
+
+
+def _section(where: str, given: Any, fields: dict[str, Field]) -> dict:
+    """The mapping ``given`` checked against ``fields``, each missing key at its default."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"recipe: {where} must be a mapping, got {given!r}")
+    check_keys(where, given, fields)
+    return {
+        key: _check(f"{where}.{key}", given.get(key, copy.deepcopy(field.default)), field)
+        for key, field in fields.items()
+    }
 
 
 def validate_recipe(cfg: dict) -> dict:
@@ -171,18 +184,7 @@ def validate_recipe(cfg: dict) -> dict:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"recipe: seed must be an integer in [0, 2^32), got {seed!r}")
     for section, fields in SCHEMA.items():
-        given = cfg.get(section) or {}
-        if not isinstance(given, dict):
-            raise ConfigError(f"recipe: {section} must be a mapping, got {given!r}")
-        check_keys(section, given, fields)
-        out = {}
-        for key, field in fields.items():
-            where = f"{section}.{key}"
-            value = given.get(key, copy.deepcopy(field.default))
-            if value is None and where in REQUIRED:
-                raise ConfigError(f"recipe: {where} is required")
-            out[key] = _check(where, value, field)
-        cfg[section] = out
+        cfg[section] = _section(section, cfg.get(section) or {}, fields)
     device = cfg["train"]["device"]
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"recipe: train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
@@ -192,12 +194,7 @@ def validate_recipe(cfg: dict) -> dict:
     from .loggers import check_available
 
     check_available(loggers)  # a missing tensorboard fails now, not after the first epoch
-    augment = cfg["data"]["augment"]
-    check_keys("data.augment", augment, AUGMENT_KEYS)
-    for key, (typ, default) in AUGMENT_KEYS.items():
-        augment[key] = _check(
-            f"data.augment.{key}", augment.get(key, default), _f(typ, default, low=0)
-        )
+    cfg["data"]["augment"] = _section("data.augment", cfg["data"]["augment"], AUGMENT)
     model = cfg["model"]
     for key in ("kwargs", "neuron_kwargs"):
         if any(not isinstance(k, str) for k in model[key]):
@@ -240,13 +237,10 @@ def _check_type(where: str, value: Any, hint: Any) -> None:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
-        errors = []
         for option in options:
-            try:
+            with contextlib.suppress(ConfigError):
                 _check_type(where, value, option)
                 return
-            except ConfigError as exc:
-                errors.append(exc)
         names = " or ".join(_hint_name(o) for o in options)
         raise ConfigError(f"recipe: {where} must be {names}, got {value!r}")
     if hint is type(None):

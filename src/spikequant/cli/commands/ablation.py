@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def study_args(args, name: str) -> argparse.Namespace:
-    """The ``study`` command's arguments for this alias's."""
+    """The ``study`` command's arguments for this alias's (no study name with ``--render``)."""
     from ...errors import ConfigError
 
     sweep = getattr(args, "sweep", False)
@@ -44,7 +44,7 @@ def study_args(args, name: str) -> argparse.Namespace:
         raise ConfigError("--setting picks one setting without --sweep; use --settings with it")
     return argparse.Namespace(
         **{k: v for k, v in vars(args).items() if k not in ("sweep", "settings", "setting")},
-        name=name,
+        name=None if args.render is not None else name,
         setting=settings if sweep else args.setting,
         sweep=sweep,
         from_scratch=[],
@@ -55,7 +55,4 @@ def study_args(args, name: str) -> argparse.Namespace:
 def run(args) -> int:
     from .study import run as run_study
 
-    ns = study_args(args, "atif-ablation")
-    if ns.render is not None:
-        ns.name = None
-    return run_study(ns)
+    return run_study(study_args(args, "atif-ablation"))

@@ -45,9 +45,6 @@ def run(args) -> int:
         sqnr_args.func(sqnr_args)
         console.print(f"[dim]{time.perf_counter() - start:.0f} s so far[/dim]")
     console.rule("2/2  ATIF ablation on the bundled MNIST digits, T = 4 (study `demo`)")
-    ns = study_args(args, "demo")
-    if ns.render is not None:
-        ns.name = None
-    run_study(ns)
+    run_study(study_args(args, "demo"))
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0

@@ -5,7 +5,15 @@ finished run of the identical recipe in the work dir is reused."""
 from __future__ import annotations
 
 import argparse
-import re
+
+# each size option and the override it stands for
+SIZES = {
+    "fp_epochs": "fp:train.epochs",
+    "quant_epochs": "quant:train.epochs",
+    "finetune_epochs": "spquant:train.epochs",
+    "train_subset": "data.train_subset",
+    "test_subset": "data.test_subset",
+}
 
 
 def register(subparsers) -> None:
@@ -36,37 +44,18 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ...errors import ConfigError
+    from ...study.schema import NAME
     from .study import run as run_study
 
-    sizes = ("fp_epochs", "quant_epochs", "finetune_epochs", "train_subset", "test_subset")
-    for name in sizes:
+    for name in SIZES:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.variant is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.variant):
+    if args.variant is not None and not NAME.fullmatch(args.variant):
         raise ConfigError(f"--variant must be a plain name, got {args.variant!r}")
     overrides = [f"spquant:{o}" for o in args.overrides] if args.variant else list(args.overrides)
-    for row, name in (
-        ("fp", "fp_epochs"),
-        ("quant", "quant_epochs"),
-        ("spquant", "finetune_epochs"),
-    ):
-        if getattr(args, name) is not None:
-            overrides.append(f"{row}:train.epochs={getattr(args, name)}")
-    for name in ("train_subset", "test_subset"):
-        if getattr(args, name) is not None:
-            overrides.append(f"data.{name}={getattr(args, name)}")
-    keep = (
-        "seeds",
-        "work_dir",
-        "out",
-        "device",
-        "jobs",
-        "executor",
-        "no_progress",
-        "json",
-        "setting",
-    )
+    overrides += [f"{key}={getattr(args, n)}" for n, key in SIZES.items() if getattr(args, n)]
+    keep = "seeds work_dir out device jobs executor no_progress json setting".split()
     ns = argparse.Namespace(
         **{k: getattr(args, k) for k in keep},
         name="spquant-study",

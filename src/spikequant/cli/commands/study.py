@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 
 
@@ -159,6 +158,7 @@ def _print(report: dict, paths, as_json: bool) -> None:
 def run(args) -> int:
     from ...errors import ConfigError
     from ...study import list_studies, load_study, rerender, run_study, write_report
+    from ...study.runner import log_to_stderr
 
     if args.list:
         print("\n".join(list_studies()))
@@ -170,32 +170,31 @@ def run(args) -> int:
         if args.out is not None:
             parts += ["--out", str(args.out)]
         report = rerender(args.render, shlex.join(parts))
-        paths = write_report(report, args.out if args.out is not None else args.render.parent)
-        _print(report, paths, args.json)
-        return 0
-    if args.name is None:
+        default_out = args.render.parent
+    elif args.name is None:
         raise ConfigError("name a study (spikequant study --list) or give --render FILE.json")
-    study = load_study(args.name)
-    if getattr(args, "device", None):
-        from ...train.distributed import resolve_device
+    else:
+        study = load_study(args.name)
+        if getattr(args, "device", None):
+            from ...train.distributed import resolve_device
 
-        resolve_device(args.device)  # refused before the first run starts
-    work_dir = args.work_dir if args.work_dir is not None else Path("runs/study") / study["name"]
-    report = run_study(
-        study,
-        command=canonical_command(args, args.name),
-        work_dir=work_dir,
-        setting=args.setting,
-        sweep=args.sweep,
-        seeds=None if args.seeds is None else parse_seeds(args.seeds),
-        overrides=run_overrides(args),
-        from_scratch=tuple(args.from_scratch),
-        jobs=args.jobs,
-        executor=args.executor,
-        resume=args.resume,
-        progress=not args.no_progress,
-        log=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
-    )
-    paths = write_report(report, args.out if args.out is not None else work_dir)
+            resolve_device(args.device)  # refused before the first run starts
+        default_out = args.work_dir or Path("runs/study") / study["name"]
+        report = run_study(
+            study,
+            command=canonical_command(args, args.name),
+            work_dir=default_out,
+            setting=args.setting,
+            sweep=args.sweep,
+            seeds=None if args.seeds is None else parse_seeds(args.seeds),
+            overrides=run_overrides(args),
+            from_scratch=tuple(args.from_scratch),
+            jobs=args.jobs,
+            executor=args.executor,
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=(lambda m: None) if args.json else log_to_stderr,
+        )
+    paths = write_report(report, args.out if args.out is not None else default_out)
     _print(report, paths, args.json)
     return 0
