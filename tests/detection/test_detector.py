@@ -1,5 +1,7 @@
 """spiking_yolo_tiny: shapes, state reset, decoding + NMS, the loss, and COCO mAP."""
 
+import sys
+
 import pytest
 import torch
 
@@ -115,3 +117,17 @@ def test_map_of_perfect_predictions_is_one_and_misses_cost():
     assert mean_average_precision(wrong, targets)["map_50"] == pytest.approx(0.0)
     shifted = [dict(p, boxes=p["boxes"] + 40) for p in perfect]
     assert mean_average_precision(shifted, targets)["map_50"] == pytest.approx(0.0)
+
+
+def test_missing_pycocotools_is_one_line_naming_the_extra(monkeypatch):
+    from spikequant.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
+    target = {"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1])}
+    prediction = dict(target, scores=torch.ones(1))
+    with pytest.raises(MissingDependencyError) as info:
+        mean_average_precision([prediction], [target])
+    assert str(info.value) == (
+        "detection mAP needs the optional package pycocotools: pip install 'spikequant[detection]'"
+    )

@@ -37,6 +37,7 @@ _BUILTIN_MODULES = (
     "spikequant.data.text",
     "spikequant.data.waveform",
     "spikequant.data.canvas",
+    "spikequant.data.gen1",
 )
 
 
