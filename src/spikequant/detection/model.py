@@ -1,10 +1,13 @@
 """``spiking_yolo_tiny``: a small spiking YOLO-style detector (anchor-free, one box per cell).
 
 Backbone: five ``3x3 conv -> BN -> neuron`` layers with 2x2 average pooling after the first
-three (stride 8: a 64x64 input gives an 8x8 grid). Head: a ``1x1`` conv from the last spikes to
+three (stride 8: a 64x64 input gives an 8x8 grid). Head: a ``3x3`` conv from the last spikes to
 ``5 + classes`` values per cell and step, **averaged over time** (the read-out has no membrane):
 
-    h[b, i, j] = (1/T) sum_t W * s_t[b, :, i, j] + bias = (o, t_x, t_y, t_w, t_h, c_1 .. c_K)
+    h[b, :, i, j] = (1/T) sum_t (W * s_t)[b, :, i, j] + bias = (o, t_x, t_y, t_w, t_h, c_1..c_K)
+
+(a 3x3 rather than 1x1 head: seeing the neighbouring cells, the class loss started falling
+within the first epoch instead of staying near ln 10 for three).
 
 Decoding (grid cell ``(i, j)``, stride ``s``, reference size ``r``, YOLOv2's parametrisation
 without anchor priors)::
@@ -35,7 +38,7 @@ MAX_LOG_SIZE = 4.0
 
 
 class SpikingYOLOTiny(SpikingModel):
-    """Spiking conv backbone + time-averaged 1x1 detection head (module docstring)."""
+    """Spiking conv backbone + time-averaged 3x3 detection head (module docstring)."""
 
     def __init__(
         self,
@@ -80,7 +83,7 @@ class SpikingYOLOTiny(SpikingModel):
                 layers.append(avg_pool(2))
             previous = width
         self.backbone = nn.Sequential(*layers)
-        self.head = TimeFold(nn.Conv2d(previous, HEAD_FIELDS + num_classes, 1))
+        self.head = TimeFold(nn.Conv2d(previous, HEAD_FIELDS + num_classes, 3, padding=1))
         # start with few confident cells: objectness bias log(0.01 / 0.99)
         nn.init.constant_(self.head.module.bias[:1], -4.6)
 
@@ -132,7 +135,7 @@ class SpikingYOLOTiny(SpikingModel):
 @register_model(name="spiking_yolo_tiny", family="detection")
 def spiking_yolo_tiny(**kwargs) -> SpikingYOLOTiny:
     """Spiking YOLO-style detector for 64x64 inputs: 5 conv-BN-neuron layers (stride 8),
-    anchor-free 1x1 head averaged over time, class-wise NMS."""
+    anchor-free 3x3 head averaged over time, class-wise NMS."""
     return SpikingYOLOTiny(**kwargs)
 
 

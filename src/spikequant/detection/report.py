@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from ..errors import SpikequantError
+from ..errors import ConfigError, SpikequantError
 
 VARIANTS = {
     "fp_snn": {"neuron": "lif", "weight_bits": 32, "spatial_prune": 0.0},
@@ -197,11 +197,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dataset", default="digits_canvas", choices=["digits_canvas", "digits_canvas_events"]
     )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--train-scenes", type=int, default=2000)
-    p.add_argument("--test-scenes", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--train-scenes", type=int, default=1000)
+    p.add_argument("--test-scenes", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--timesteps", type=int, default=3)
     p.add_argument("--widths", type=int, nargs=5, default=[8, 16, 32, 48, 48])
     p.add_argument("--seed", type=int, default=0)
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
 
     for name in ("train_scenes", "test_scenes", "epochs", "batch_size", "timesteps"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     out = check_output_dir(args.out)
     header = command_header()
     device = torch.device(args.device)
