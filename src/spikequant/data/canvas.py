@@ -7,7 +7,8 @@
   the pixel-edge convention: the digit's non-zero pixels are exactly the rows ``y1 .. y2 - 1`` and
   columns ``x1 .. x2 - 1`` of the tight box (every border row/column of the box holds one).
 * ``digits_canvas_events``: the same kind of scene, but each digit moves with its own constant
-  integer velocity (at most ``max_speed`` pixels per step) over ``T + 1`` frames ``f_0 .. f_T``;
+  non-zero integer velocity (each component at most ``max_speed`` pixels per step; a digit at
+  rest would make no events) over ``T + 1`` frames ``f_0 .. f_T``;
   the events are the thresholded frame differences (an ideal DVS pixel)::
 
       ON_t  = 1[f_{t+1} - f_t >  threshold]      OFF_t = 1[f_t - f_{t+1} > threshold]
@@ -96,8 +97,8 @@ class DigitsCanvas(Dataset):
             raise ConfigError(
                 f"need 4 <= min_scale <= max_scale <= size, got {min_scale}, {max_scale}, {size}"
             )
-        if timesteps < 0 or max_speed < 0:
-            raise ConfigError("timesteps and max_speed must be >= 0")
+        if timesteps < 0 or max_speed < 0 or (timesteps and max_speed < 1):
+            raise ConfigError("timesteps must be >= 0 and max_speed >= 1 (>= 0 for static scenes)")
         if timesteps and size - max_scale - timesteps * max_speed < 0:
             raise ConfigError(
                 f"a {max_scale}-pixel digit moving {max_speed} pixels per step for {timesteps} "
@@ -137,6 +138,8 @@ class DigitsCanvas(Dataset):
             side = int(rng.integers(self.min_scale, self.max_scale + 1))
             for _ in range(_PLACEMENT_TRIES):
                 vx, vy = (int(v) for v in rng.integers(-self.max_speed, self.max_speed + 1, 2))
+                if steps and vx == vy == 0:
+                    continue  # a digit at rest makes no events: it would be invisible
                 # the square must stay on the canvas at t = 0 and t = T
                 lo_x, hi_x = max(0, -vx * steps), self.size - side - max(0, vx * steps)
                 lo_y, hi_y = max(0, -vy * steps), self.size - side - max(0, vy * steps)

@@ -156,7 +156,7 @@ def _markdown(results: dict, settings: dict, header: str) -> str:
     lines = [
         header.rstrip(),
         "",
-        "# Spiking detectors on digits_canvas (real mnist5k digits)",
+        f"# Spiking detectors on {settings['dataset']} (real mnist5k digits)",
         "",
         f"`spiking_yolo_tiny`, widths {settings['widths']}, T = {settings['timesteps']}, "
         f"{settings['train_scenes']} training scenes, {settings['epochs']} epochs (batch "
@@ -190,7 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m spikequant.detection.report",
         description="Train FP-SNN, Quant-SNN and SpQuant-SNN spiking_yolo_tiny detectors on "
-        "digits_canvas and write mAP@0.5, SynOps and memory to DIR/detection_digits.{md,json}",
+        "digits_canvas and write mAP@0.5, SynOps and memory to DIR/detection_digits.{md,json} "
+        "(detection_digits_events.{md,json} with --dataset digits_canvas_events)",
     )
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument(
@@ -258,8 +259,9 @@ def run(args: argparse.Namespace) -> dict:
         log(f"  mAP@0.5 {result['map_50']:.3f}, SynOps {result['synops']:.3g}")
         results[variant] = result
     document = {"command": header.strip(), "settings": settings, "results": results}
-    write_json(out / f"{OUTPUT_NAME}.json", document)
-    write_text(out / f"{OUTPUT_NAME}.md", _markdown(results, settings, header))
+    name = OUTPUT_NAME if args.dataset == "digits_canvas" else f"{OUTPUT_NAME}_events"
+    write_json(out / f"{name}.json", document)
+    write_text(out / f"{name}.md", _markdown(results, settings, header))
     return document
 
 
