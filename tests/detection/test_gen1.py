@@ -93,3 +93,11 @@ def test_missing_gen1_folder_is_one_line(tmp_path):
         get_dataset("gen1", "test", root=str(tmp_path))
     message = str(info.value)
     assert "\n" not in message and "gen1/" in message and "_td.dat" in message
+
+
+def test_a_time_window_reads_only_its_events(gen1_root):
+    path = gen1_root / "gen1" / "train" / "rec_a_td.dat"
+    everything, _ = read_dat_events(path)
+    window, _ = read_dat_events(path, 10_000, 49_999)
+    assert window.tolist() == everything[:2].tolist()  # 10 ms and 30 ms, not 49.999 ms
+    assert len(read_dat_events(path, 70_000, 90_000)[0]) == 0

@@ -49,37 +49,62 @@ DEFAULT_WINDOW_US = 50_000
 DEFAULT_TIMESTEPS = 5
 
 
-def read_dat_events(path: str | Path) -> tuple[np.ndarray, dict]:
-    """Events of a Prophesee DAT file as a structured array ``(t uint64 us, x, y int16, p uint8)``
-    and the header's ``key: value`` pairs (module docstring); ValueError if malformed."""
-    blob = Path(path).read_bytes()
+def _dat_layout(path: Path) -> tuple[int, dict]:
+    """Byte offset of the first event and the header's ``key: value`` pairs."""
     header: dict[str, str] = {}
     offset = 0
-    while blob.startswith(b"%", offset):
-        end = blob.find(b"\n", offset)
-        if end < 0:
-            raise ValueError(f"{Path(path).name}: the header never ends")
-        words = blob[offset + 1 : end].decode("latin-1").strip().split(maxsplit=1)
-        if words:
-            header[words[0]] = words[1] if len(words) > 1 else ""
-        offset = end + 1
-    if header:  # DAT files with a header name their event type and size in two bytes
-        if len(blob) < offset + 2:
-            raise ValueError(f"{Path(path).name}: missing event type and size")
-        size = blob[offset + 1]
-        if size != _EVENT.itemsize:
-            raise ValueError(f"{Path(path).name}: events of {size} bytes, expected 8")
-        offset += 2
-    if (len(blob) - offset) % _EVENT.itemsize:
-        raise ValueError(f"{Path(path).name}: truncated event data")
-    raw = np.frombuffer(blob, dtype=_EVENT, offset=offset)
-    word = raw["word"]
+    with open(path, "rb") as fh:
+        while True:
+            line = fh.readline()
+            if not line.startswith(b"%"):
+                break
+            if not line.endswith(b"\n"):
+                raise ValueError(f"{path.name}: the header never ends")
+            words = line[1:].decode("latin-1").strip().split(maxsplit=1)
+            if words:
+                header[words[0]] = words[1] if len(words) > 1 else ""
+            offset += len(line)
+        if header:  # DAT files with a header name their event type and size in two bytes
+            fh.seek(offset)
+            kind_size = fh.read(2)
+            if len(kind_size) < 2:
+                raise ValueError(f"{path.name}: missing event type and size")
+            if kind_size[1] != _EVENT.itemsize:
+                raise ValueError(f"{path.name}: events of {kind_size[1]} bytes, expected 8")
+            offset += 2
+    if (path.stat().st_size - offset) % _EVENT.itemsize:
+        raise ValueError(f"{path.name}: truncated event data")
+    return offset, header
+
+
+def _decode(raw: np.ndarray) -> np.ndarray:
+    word = np.asarray(raw["word"])
     events = np.empty(len(raw), dtype=[("t", "<u8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
     events["t"] = raw["t"]
     events["x"] = word & _X_MASK
     events["y"] = (word & _Y_MASK) >> 14
     events["p"] = (word & _P_MASK) >> 28
-    return events, header
+    return events
+
+
+def read_dat_events(
+    path: str | Path, start: int | None = None, stop: int | None = None
+) -> tuple[np.ndarray, dict]:
+    """Events of a Prophesee DAT file as a structured array ``(t uint64 us, x, y int16, p uint8)``
+    and the header's ``key: value`` pairs (module docstring); ValueError if malformed.
+
+    With ``start``/``stop`` only the events with ``start <= t < stop`` are decoded: the file is
+    memory-mapped and the window found by binary search on the (sorted) timestamps, so a window
+    of a long recording costs what the window holds."""
+    path = Path(path)
+    offset, header = _dat_layout(path)
+    count = (path.stat().st_size - offset) // _EVENT.itemsize
+    if count == 0:
+        return _decode(np.zeros(0, dtype=_EVENT)), header
+    raw = np.memmap(path, dtype=_EVENT, mode="r", offset=offset, shape=(count,))
+    lo = 0 if start is None else int(np.searchsorted(raw["t"], start, side="left"))
+    hi = count if stop is None else int(np.searchsorted(raw["t"], stop, side="left"))
+    return _decode(np.array(raw[lo : max(lo, hi)])), header
 
 
 def read_bbox_npy(path: str | Path) -> np.ndarray:
@@ -167,12 +192,11 @@ class Gen1Detection(Dataset):
 
     def __getitem__(self, index: int):
         path, t = self.items[index]
-        events, header = read_dat_events(path)
+        start = max(0, t - self.window_us)
+        events, header = read_dat_events(path, start, t)
         height = int(header.get("Height", HEIGHT))
         width = int(header.get("Width", WIDTH))
-        frames = events_to_binary_frames(
-            events, max(0, t - self.window_us), t, self.timesteps, height, width
-        )
+        frames = events_to_binary_frames(events, start, t, self.timesteps, height, width)
         boxes = self._boxes[path]
         now = boxes[boxes["t"] == t]
         xyxy = np.stack([now["x"], now["y"], now["x"] + now["w"], now["y"] + now["h"]], axis=1)
