@@ -7,6 +7,7 @@ Time is always the leading dimension: tensors are ``[T, B, ...]``.
 from . import models  # noqa: E402,F401,I001  (snn families)
 from .convert import models as _conversion_anns  # noqa: E402,F401  (ann families)
 from .convert import calif as _calif, msat as _msat  # noqa: E402,F401  (ca_lif, msat neurons)
+from .detection import model as _detectors  # noqa: E402,F401  (detection family)
 from .errors import (
     CheckpointError,
     ConfigError,

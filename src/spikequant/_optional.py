@@ -23,6 +23,7 @@ EXTRAS = {
     "mlxtend": "digits",
     "sklearn": "digits",
     "scipy": "digits",
+    "pycocotools": "detection",
 }
 
 # import name -> the name pip knows it by, where they differ

@@ -74,6 +74,8 @@ MODEL_FAMILIES = {
     "snn": "spiking network: kwargs timesteps/neuron/num_classes, output [T, B, classes]",
     "ann": "plain (optionally quantization-aware) ANN for conversion: output [B, classes]",
     "ttfs": "time-to-first-spike network: output spike times z [B, classes], class = argmin",
+    "detection": "spiking detector: output the time-averaged head [B, S_h, S_w, 5 + classes]; "
+    ".decode(head) gives boxes, scores and labels per image",
 }
 
 

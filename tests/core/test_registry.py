@@ -21,7 +21,7 @@ def test_every_model_has_a_known_family_and_the_zoo_is_complete():
         "cnn_digits",
         "resnet8_kws",
     }
-    by_family = [sq.list_models(family=f) for f in ("snn", "ann", "ttfs")]
+    by_family = [sq.list_models(family=f) for f in ("snn", "ann", "ttfs", "detection")]
     assert sorted(sum(by_family, [])) == names
 
 
@@ -54,3 +54,18 @@ def test_ttfs_family_contract(name):
     z.clamp(max=1e3).sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sq.list_models(family="detection"))
+def test_detection_family_contract(name):
+    torch.manual_seed(0)
+    model = sq.create_model(name, num_classes=10, timesteps=2, input_size=32)
+    x = torch.rand(3, 1, 32, 32)
+    head = model(x)
+    assert head.shape[0] == 3 and head.shape[-1] == 5 + 10
+    head.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.score_threshold = 0.0
+    found = model.decode(head.detach())
+    assert len(found) == 3 and all(set(d) == {"boxes", "scores", "labels"} for d in found)

@@ -36,6 +36,8 @@ _BUILTIN_MODULES = (
     "spikequant.data.images",
     "spikequant.data.text",
     "spikequant.data.waveform",
+    "spikequant.data.canvas",
+    "spikequant.data.gen1",
 )
 
 
