@@ -6,13 +6,14 @@ registered neuron name or ``"relu"`` for the ANN baseline, which runs with T = 1
 per-timestep logits ``[T, B, num_classes]``.
 """
 
-from . import audio, mobilenet, recurrent, resnet, small, vgg  # noqa: F401  (registration)
+from . import audio, mobilenet, recurrent, resnet, small, spikformer, vgg  # noqa: F401  (registration)
 from .audio import M5
 from .common import ANN_NEURON, NeuronFactory, SpikingModel, static_form
 from .mobilenet import MobileNet
 from .recurrent import RecurrentSNN
 from .resnet import BasicBlock, ResNet
 from .small import MLP, DigitsCNN
+from .spikformer import Spikformer
 from .vgg import VGG
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RecurrentSNN",
     "ResNet",
     "SpikingModel",
+    "Spikformer",
     "VGG",
     "static_form",
 ]
