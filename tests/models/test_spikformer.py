@@ -96,6 +96,7 @@ def test_bad_sizes_are_config_errors():
 def _short_run(name, tmp_path):
     cfg = load_recipe(name)
     cfg["data"].update(SHORT)
+    cfg["train"]["epochs"] = 1
     return run_recipe(cfg, out_dir=tmp_path / name, progress=False)
 
 

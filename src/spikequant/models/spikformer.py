@@ -146,11 +146,15 @@ class Spikformer(SpikingModel):
         mlp_ratio: hidden width of the MLP is ``mlp_ratio * D``.
         patch_size: ``p``, a power of two up to 16: tokens are ``p x p`` patches.
         attn_scale: ``scale`` of ``scale * Q K^T V``.
-        in_channels (``in_chans`` through :func:`~spikequant.create_model`), num_classes,
-        input_size, timesteps, neuron, neuron_kwargs: as every zoo model.
+        num_classes: classes of the head.
+        in_channels: input channels (``in_chans`` through ``spikequant.create_model``).
+        input_size: ``H`` or ``(H, W)``, multiples of ``patch_size``.
+        timesteps: ``T`` (a static input is repeated over T steps).
+        neuron: registered neuron name (``lif``; ``qlif`` for SpQuant's ternary membrane).
+        neuron_kwargs: keyword arguments of every neuron.
 
     The defaults are small (``D = 32``, one block, 2 heads, ``p = 4``) so the shared model tests
-    stay fast; the paper's cells are in the recipes (``spikformer-cifar10`` etc.).
+    stay fast; the paper's cells are in the recipes (``spquant-spikformer-cifar10`` etc.).
     """
 
     def __init__(
