@@ -20,7 +20,7 @@ from spikequant.train.recipe import validate_recipe
 
 RECIPES = [name for name in list_recipes() if "spikformer" in name]
 #: small subsets: one epoch of each digits recipe stays within a few seconds on one core
-SHORT = {"train_subset": 384, "test_subset": 200}
+SHORT = {"train_subset": 768, "test_subset": 200}
 
 
 @pytest.fixture(autouse=True)
