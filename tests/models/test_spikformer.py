@@ -9,6 +9,7 @@ import spikequant as sq
 from spikequant.config import list_recipes, load_recipe
 from spikequant.data import get_dataset
 from spikequant.errors import ConfigError
+from spikequant.models import NeuronFactory
 from spikequant.models.spikformer import SpikingSelfAttention
 from spikequant.pipeline import load_run_model
 from spikequant.pipeline import run as run_recipe
@@ -71,7 +72,7 @@ def test_paper_cells_have_spikformers_size(recipe, tokens, millions):
 def test_attention_is_q_kt_v_without_softmax():
     """The module's Q (K^T V) equals (Q K^T) V exactly: both sum products of 0/1 spikes."""
     torch.manual_seed(0)
-    make = sq.create_model("spikformer", input_size=8, timesteps=2, neuron="lif").make_neuron
+    make = NeuronFactory("lif", None, timesteps=2)
     attention = SpikingSelfAttention(dim=8, heads=2, scale=0.125, make_neuron=make)
     x = (torch.rand(2, 3, 8, 4, 4) > 0.5).float()  # [T, B, D, H, W] spike tokens
     seen = {}
