@@ -16,6 +16,11 @@ Backward, the staircase is replaced by a sum of sigmoids centred on the level mi
 
 which for ``k = 1`` is the spec formula (``g(0) = 0.786448`` for ternary, Ts = 2). The surrogate
 is not clipped: far outside ``[c, h]`` it decays like the tails of the outer sigmoids.
+
+``shape`` swaps the stacked term for another registered surrogate (the paper's Table 2 ablation):
+``dQ/du ~ sum_i f'((u - s_i) / k)`` with ``f`` = ``spikequant.surrogate`` ``shape`` at
+``alpha = Ts``; every term has unit area, so each level step still carries a total gradient of 1.
+``shape = "sigmoid"`` is the formula above.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..registry import SURROGATES
+from ..surrogate import create_surrogate  # importing it registers the surrogates
 
 
 def round_half_toward_zero(x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +50,14 @@ class MembraneLevels:
     high: float = 1.0
     step: float = 1.0
     smoothness: float = 2.0
+    shape: str = "sigmoid"  # the stacked term: any registered surrogate (spikequant.surrogate)
 
     def __post_init__(self) -> None:
+        if self.shape not in SURROGATES.names():
+            raise ConfigError(
+                f"membrane quantizer: shape must be one of {', '.join(SURROGATES.names())}, "
+                f"got {self.shape!r}"
+            )
         for name in ("low", "high", "step", "smoothness"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -103,8 +116,12 @@ class MembraneLevels:
         return round_half_toward_zero(x) * self.step
 
     def surrogate_grad(self, u: torch.Tensor) -> torch.Tensor:
-        """``sum_i Ts * sig(Ts (u - s_i)/k) (1 - sig(...))`` over the level midpoints ``s_i``."""
+        """``sum_i Ts * sig(Ts (u - s_i)/k) (1 - sig(...))`` over the level midpoints ``s_i``
+        (with another ``shape``: ``sum_i f'((u - s_i)/k)``, ``f`` that surrogate at alpha Ts)."""
         shifts = self.midpoints().to(u.dtype).to(u.device)
+        if self.shape != "sigmoid":
+            term = create_surrogate(self.shape, alpha=self.smoothness)
+            return term.grad((u.unsqueeze(-1) - shifts) / self.step).sum(-1)
         z = self.smoothness * (u.unsqueeze(-1) - shifts) / self.step
         s = torch.sigmoid(z)
         return (self.smoothness * s * (1 - s)).sum(-1)
