@@ -60,3 +60,11 @@ def test_surrogate_threshold_grad_is_the_negated_triangle():
 def test_an_unknown_threshold_grad_is_a_config_error():
     with pytest.raises(ConfigError, match="threshold_grad must be one of"):
         QLIF(threshold_grad="shared")
+
+
+def test_one_bit_membrane_is_not_read_as_true():
+    # 1 == True in Python: the one-bit membrane {0, 1} must not become the ternary one
+    assert QLIF(membrane=1).levels.values().tolist() == [0.0, 1.0]
+    assert QLIF(membrane=1).membrane_bits == 1
+    assert QLIF(membrane=True).levels.values().tolist() == [-1.0, 0.0, 1.0]
+    assert QLIF(membrane=False).levels is None

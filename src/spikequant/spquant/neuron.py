@@ -127,11 +127,13 @@ def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
 
 
 def _make_levels(membrane, threshold: float, clip_low: float) -> MembraneLevels | None:
-    if membrane is None or membrane in ("fp", "fp32", "float", False):
+    if isinstance(membrane, bool):  # before the bits: True == 1 would read as one bit
+        membrane = "ternary" if membrane else "fp"
+    if membrane is None or membrane in ("fp", "fp32", "float"):
         return None
     if isinstance(membrane, MembraneLevels):
         return membrane
-    if membrane in ("ternary", True):
+    if membrane == "ternary":
         return MembraneLevels(low=clip_low, high=threshold, step=1.0)
     if isinstance(membrane, int) and not isinstance(membrane, bool):
         return MembraneLevels.from_bits(membrane, high=threshold)
