@@ -39,7 +39,6 @@ from ..quant.membrane import MembraneLevels
 from ..registry import register_neuron
 from ..surrogate import Surrogate, Triangle, create_surrogate
 
-
 # how a learned V_th gets its gradient: the separate path, or the spike surrogate's
 THRESHOLD_GRADS = ("separate", "surrogate")
 
@@ -202,7 +201,8 @@ class QLIF(SpikingNeuron):
             raise ConfigError(f"spatial_prune must be a fraction in [0, 1), got {spatial_prune!r}")
         if threshold_grad not in THRESHOLD_GRADS:
             raise ConfigError(
-                f"threshold_grad must be one of {', '.join(THRESHOLD_GRADS)}, got {threshold_grad!r}"
+                f"threshold_grad must be one of {', '.join(THRESHOLD_GRADS)}, "
+                f"got {threshold_grad!r}"
             )
         self.threshold_grad = threshold_grad
         shape = () if num_channels is None else (int(num_channels),)
