@@ -68,3 +68,19 @@ def test_one_bit_membrane_is_not_read_as_true():
     assert QLIF(membrane=1).membrane_bits == 1
     assert QLIF(membrane=True).levels.values().tolist() == [-1.0, 0.0, 1.0]
     assert QLIF(membrane=False).levels is None
+
+
+@pytest.mark.parametrize("bits", [8, 9])
+def test_wide_grids_sum_the_nearest_midpoints_to_float32_rounding(bits):
+    from spikequant.quant import membrane
+
+    levels = MembraneLevels.from_bits(bits)
+    assert levels.num_levels - 1 > membrane.SGS_FULL_SUM_MAX  # the windowed path
+    u = torch.linspace(-600, 5, 20001)
+    shifts = levels.midpoints()
+    z = 2.0 * (u.unsqueeze(-1) - shifts)
+    full = (2.0 * torch.sigmoid(z) * (1 - torch.sigmoid(z))).sum(-1)
+    assert torch.allclose(levels.surrogate_grad(u), full, rtol=1e-6, atol=1e-7)
+    u = torch.tensor([-3.2, 0.4], requires_grad=True)
+    levels(u).sum().backward()
+    assert torch.allclose(u.grad, levels.surrogate_grad(u.detach()))
