@@ -34,7 +34,6 @@ from ..errors import ConfigError
 from ..registry import SURROGATES
 from ..surrogate import create_surrogate  # importing it registers the surrogates
 
-
 # SGS on grids of more than SGS_FULL_SUM_MAX midpoints (8 bits and up) sums the 2 SGS_WINDOW + 1
 # nearest ones only (MembraneLevels._windowed_sigmoid_grad): the sum over all 2^b - 1 made a
 # 7-bit membrane train about 20x slower than a ternary one, and 8 bits twice that again
