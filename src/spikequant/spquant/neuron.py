@@ -17,6 +17,8 @@ Options (all off by default):
 * ``learn_threshold``: one trainable ``V_th`` per layer with the separate gradient path
   ``dL/dV_th = -sum dL/do * tri(u - V_th) * sig(u - V_th) * 1[u >= V_th]`` (the membrane keeps the
   plain triangle gradient); ``V_th`` is clamped at ``min_threshold`` (0.1) in the forward pass.
+  ``threshold_grad="surrogate"`` trains it through the spike surrogate instead (the plain learnable
+  threshold the paper's Table 4 compares with): ``dL/dV_th = -sum dL/do * tri(u - V_th)``.
 * ``spatial_prune = p``: per sample and step, locations whose channel-mean pre-fire membrane
   ``decay u~ + I`` is in the lowest fraction ``p`` get no input current (they only leak).
 * a channel gate attached by :func:`spikequant.spquant.pruning.attach_channel_gates` masks whole
@@ -36,6 +38,9 @@ from ..neurons import SpikingNeuron, channel_view
 from ..quant.membrane import MembraneLevels
 from ..registry import register_neuron
 from ..surrogate import Surrogate, Triangle, create_surrogate
+
+# how a learned V_th gets its gradient: the separate path, or the spike surrogate's
+THRESHOLD_GRADS = ("separate", "surrogate")
 
 
 class QLIFState(NamedTuple):
@@ -203,11 +208,13 @@ def qlif_step(current: torch.Tensor, state: QLIFState, p: QLIFParams):
 
 
 def _make_levels(membrane, threshold: float, clip_low: float) -> MembraneLevels | None:
-    if membrane is None or membrane in ("fp", "fp32", "float", False):
+    if isinstance(membrane, bool):  # before the bits: True == 1 would read as one bit
+        membrane = "ternary" if membrane else "fp"
+    if membrane is None or membrane in ("fp", "fp32", "float"):
         return None
     if isinstance(membrane, MembraneLevels):
         return membrane
-    if membrane in ("ternary", True):
+    if membrane == "ternary":
         return MembraneLevels(low=clip_low, high=threshold, step=1.0)
     if isinstance(membrane, int) and not isinstance(membrane, bool):
         return MembraneLevels.from_bits(membrane, high=threshold)
@@ -237,6 +244,8 @@ class QLIF(SpikingNeuron):
         binary_membrane: store ``Q(u) * 1[Q(u) >= 0]`` (the -1 level pruned).
         spatial_prune: fraction ``p`` of locations pruned per sample and step (module docstring).
         num_channels: ``None`` for a per-layer threshold, else one per channel.
+        threshold_grad: ``"separate"`` (the separate gradient path) or ``"surrogate"`` (the
+            threshold's gradient is the spike surrogate's, as the membrane's with the sign flipped).
     """
 
     def __init__(
@@ -253,6 +262,7 @@ class QLIF(SpikingNeuron):
         binary_membrane: bool = False,
         spatial_prune: float = 0.0,
         num_channels: int | None = None,
+        threshold_grad: str = "separate",
         **removed,
     ) -> None:
         super().__init__()
@@ -271,6 +281,12 @@ class QLIF(SpikingNeuron):
             raise ConfigError(f"decay (the multiplicative leak) must be in [0, 1), got {decay!r}")
         if not (isinstance(spatial_prune, (int, float)) and 0 <= spatial_prune < 1):
             raise ConfigError(f"spatial_prune must be a fraction in [0, 1), got {spatial_prune!r}")
+        if threshold_grad not in THRESHOLD_GRADS:
+            raise ConfigError(
+                f"threshold_grad must be one of {', '.join(THRESHOLD_GRADS)}, "
+                f"got {threshold_grad!r}"
+            )
+        self.threshold_grad = threshold_grad
         shape = () if num_channels is None else (int(num_channels),)
         self.threshold = nn.Parameter(
             torch.full(shape, float(threshold)), requires_grad=learn_threshold
@@ -308,7 +324,7 @@ class QLIF(SpikingNeuron):
             self.binary_membrane,
             self.spatial_prune,
             self.surrogate,
-            bool(self.threshold.requires_grad),
+            bool(self.threshold.requires_grad) and self.threshold_grad == "separate",
             not self.training,
         )
 

@@ -150,6 +150,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 def _batch_first_to_time_first(module, args):
     x = args[0]
+    if x.ndim != 5:  # a static [B, C, H, W] probe (the cost profile): the model repeats it over T
+        return None
     return (x.transpose(0, 1), *args[1:])
 
 
