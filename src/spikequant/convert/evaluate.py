@@ -36,7 +36,8 @@ def accuracy_vs_timesteps(
     batch_size: int = 500,
     exact_model: nn.Module | None = None,
 ) -> list[dict]:
-    """Per T: accuracy (fraction, 0..1), spikes per neuron over the T steps, and per neuron per step.
+    """Per T: accuracy (fraction, 0..1), spikes per neuron over the T steps, and per neuron per
+    step.
 
     With ``exact_model`` (the QAT ANN of a ``calif`` network), every batch's integer activations
     at the largest T are also compared with the ANN's, with no extra simulation; the summed
