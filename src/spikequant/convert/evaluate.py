@@ -86,9 +86,7 @@ def first_within(rows: list[dict], reference: float, tolerance: float = ONE_POIN
     return None
 
 
-def settled_within(
-    rows: list[dict], reference: float, tolerance: float = ONE_POINT
-) -> int | None:
+def settled_within(rows: list[dict], reference: float, tolerance: float = ONE_POINT) -> int | None:
     """Smallest T from which every larger T of the sweep stays within ``tolerance`` of
     ``reference`` (None if the last T is not within). Unlike :func:`first_within` it ignores a
     transient that touches the band and falls out again."""
