@@ -9,6 +9,7 @@ import spikequant as sq
 from spikequant.checkpoint import save_checkpoint
 from spikequant.cli import main
 from spikequant.export import from_nir, read_nir
+from spikequant.io import command_line
 
 
 def make_checkpoint(folder, neuron):
@@ -94,4 +95,8 @@ def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys
     assert report["nir_semantics"]["prediction_agreement"] == 1.0
     saved = json.loads((tmp_path / "results" / "roundtrip.json").read_text())
     assert saved["verify"]["layers"] == report["layers"]
-    assert "| accuracy, imported |" in (tmp_path / "results" / "roundtrip.md").read_text()
+    page = (tmp_path / "results" / "roundtrip.md").read_text()
+    assert "| accuracy, imported |" in page
+    # both files are headed by the command that wrote them
+    assert saved["command"] == command_line()
+    assert page.startswith(f"Command: `{saved['command']}`")

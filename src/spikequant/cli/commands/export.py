@@ -193,16 +193,17 @@ def verify(args, model, meta: dict, path: Path) -> dict:
 
 
 def write_report(name: str, result: dict) -> None:
-    from ...io import results_dir, write_json, write_text
+    from ...io import command_header, command_line, results_dir, write_json, write_text
 
     folder = results_dir()
-    write_json(folder / f"{name}.json", result)
+    write_json(folder / f"{name}.json", {"command": command_line(), **result})
     nodes = ", ".join(f"{n} {k}" for k, n in result["nodes"].items())
     lines = [
+        command_header().rstrip("\n"),
+        "",
         f"# NIR export of `{result['checkpoint']}`",
         "",
-        f"Model {result['model']} (recipe {result['recipe']}). Written by "
-        f"`spikequant export ... --report {name}`.",
+        f"Model {result['model']} (recipe {result['recipe']}).",
         "",
         f"- file: {result['bytes']} bytes, dt = {result['dt']}, input {result['input_shape']}, "
         f"output {result['output_shape']}",
