@@ -101,7 +101,11 @@ def run(args) -> int:
             snn = convert_lstm(model, seq_train, neuron=neuron)
             rows = accuracy_by_timesteps(snn, seq_test, y_test, steps, batch_size=1000)
             within = next((r["timesteps"] for r in rows if r["accuracy"] >= ann - 0.01), None)
-            entry[neuron] = {"scales": snn.scales.tolist(), "rows": rows, "within_1_point": within}
+            entry[neuron] = {
+                "scales": snn.scales.tolist(),
+                "rows": rows,
+                "within_1_point_at_T": within,
+            }
             for r in rows:
                 print(f"  {neuron} T={r['timesteps']:>4}: {100 * r['accuracy']:.2f} %")
         report["models"][name] = entry
@@ -157,7 +161,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
         lines.append("")
         for n in neurons:
-            within = entry[n]["within_1_point"]
+            within = entry[n]["within_1_point_at_T"]
             text = (
                 f"first T within 1 point of the ANN: {within}"
                 if within is not None
