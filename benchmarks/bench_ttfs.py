@@ -222,7 +222,7 @@ def _run(numpy_samples: int, full: bool, seed: int) -> dict:
 
 
 def main() -> None:
-    from spikequant.io import results_dir, write_json
+    from spikequant.io import command_line, results_dir, write_json
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ttfs")
     parser.add_argument("--numpy-samples", type=int, default=500)
@@ -231,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.numpy_samples, args.full, threads=args.threads)
     path = results_dir(None, "docs/results") / "bench_ttfs.json"
-    write_json(path, result)
+    write_json(path, {"command": command_line(), **result})
     for key, value in result.items():
         print(f"{key}: {value}")
     print(f"wrote {path}")

@@ -116,11 +116,14 @@ def test_precharged_if_rounds_at_T1():
 
 
 def test_first_and_settled_within():
-    rows = [{"T": t, "accuracy": a} for t, a in ((1, 90), (2, 96), (3, 94), (4, 95.6), (5, 96))]
-    assert first_within(rows, 96.5) == 2  # touches the band at T = 2 ...
-    assert settled_within(rows, 96.5) == 4  # ... and stays in it from T = 4
-    assert settled_within(rows[:3], 96.5) is None
-    assert first_within(rows[:1], 96.5) is None
+    # accuracies are fractions; the band is one percentage point (0.01) below the reference
+    rows = [
+        {"T": t, "accuracy": a} for t, a in ((1, 0.90), (2, 0.96), (3, 0.94), (4, 0.956), (5, 0.96))
+    ]
+    assert first_within(rows, 0.965) == 2  # touches the band at T = 2 ...
+    assert settled_within(rows, 0.965) == 4  # ... and stays in it from T = 4
+    assert settled_within(rows[:3], 0.965) is None
+    assert first_within(rows[:1], 0.965) is None
 
 
 def test_method_variants():

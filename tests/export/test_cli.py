@@ -9,6 +9,7 @@ import spikequant as sq
 from spikequant.checkpoint import save_checkpoint
 from spikequant.cli import main
 from spikequant.export import from_nir, read_nir
+from spikequant.io import command_line
 
 
 def make_checkpoint(folder, neuron):
@@ -95,5 +96,9 @@ def test_verify_compares_original_and_round_trip_on_real_digits(tmp_path, capsys
     reports = tmp_path / "ckpt" / "reports"  # the checkpoint's own folder, not ./docs/results
     saved = json.loads((reports / "roundtrip.json").read_text())
     assert saved["verify"]["layers"] == report["layers"]
-    assert "| accuracy, imported |" in (reports / "roundtrip.md").read_text()
+    page = (reports / "roundtrip.md").read_text()
+    assert "| accuracy, imported |" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.nir"]
+    # both files are headed by the command that wrote them
+    assert saved["command"] == command_line()
+    assert page.startswith(f"Command: `{saved['command']}`")

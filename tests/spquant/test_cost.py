@@ -8,6 +8,7 @@ import torch
 from spikequant import create_model, reset_state
 from spikequant.cli import main
 from spikequant.cost import energy_per_op, measure_activity, model_cost
+from spikequant.io import command_line
 from spikequant.spquant.pruning import attach_channel_gates, configure_pruning
 
 
@@ -60,6 +61,15 @@ def test_cli_cost_model_name(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["neurons"] == 921_600
     assert report["memory_mb"]["membrane"] == pytest.approx(0.2304)
+
+
+def test_cli_cost_out_file_is_headed_by_its_command(tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    assert main(["cost", "vgg9", "--input-size", "2,48,48", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(out.read_text())
+    assert saved.pop("command") == command_line()  # the process's own command line
+    assert saved == printed
 
 
 def test_cli_cost_bad_input(capsys):

@@ -19,11 +19,12 @@ from .network import SpikingNetwork, compare_codes, merge_agreements
 def ann_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
 ) -> float:
+    """Fraction (0..1) of ``x`` whose argmax of ``model(x)`` equals ``y``."""
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
         correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    return 100.0 * correct / max(len(x), 1)
+    return correct / max(len(x), 1)
 
 
 @torch.no_grad()
@@ -35,7 +36,8 @@ def accuracy_vs_timesteps(
     batch_size: int = 500,
     exact_model: nn.Module | None = None,
 ) -> list[dict]:
-    """Per T: accuracy (%), spikes per neuron over the T steps, and per neuron per step.
+    """Per T: accuracy (fraction, 0..1), spikes per neuron over the T steps, and per neuron per
+    step.
 
     With ``exact_model`` (the QAT ANN of a ``calif`` network), every batch's integer activations
     at the largest T are also compared with the ANN's, with no extra simulation; the summed
@@ -63,7 +65,7 @@ def accuracy_vs_timesteps(
         rows.append(
             {
                 "T": t,
-                "accuracy": 100.0 * correct[t] / max(len(x), 1),
+                "accuracy": correct[t] / max(len(x), 1),
                 "spikes_per_neuron": per_neuron,
                 "theta": per_neuron / t,
             }
@@ -71,21 +73,26 @@ def accuracy_vs_timesteps(
     return rows
 
 
-def first_within(rows: list[dict], reference: float, points: float = 1.0) -> int | None:
-    """Smallest T whose accuracy is within ``points`` of ``reference`` (None if never)."""
+# "within 1 point": one percentage point, as a fraction of accuracy
+ONE_POINT = 0.01
+
+
+def first_within(rows: list[dict], reference: float, tolerance: float = ONE_POINT) -> int | None:
+    """Smallest T whose accuracy (fraction) is within ``tolerance`` of ``reference`` (None if
+    never); the default is one percentage point."""
     for row in rows:
-        if row["accuracy"] >= reference - points:
+        if row["accuracy"] >= reference - tolerance:
             return row["T"]
     return None
 
 
-def settled_within(rows: list[dict], reference: float, points: float = 1.0) -> int | None:
-    """Smallest T from which every larger T of the sweep stays within ``points`` of
+def settled_within(rows: list[dict], reference: float, tolerance: float = ONE_POINT) -> int | None:
+    """Smallest T from which every larger T of the sweep stays within ``tolerance`` of
     ``reference`` (None if the last T is not within). Unlike :func:`first_within` it ignores a
     transient that touches the band and falls out again."""
     settled = None
     for row in reversed(rows):
-        if row["accuracy"] < reference - points:
+        if row["accuracy"] < reference - tolerance:
             break
         settled = row["T"]
     return settled
@@ -127,7 +134,8 @@ def compare_methods(
     calibration_size: int = 512,
 ) -> dict:
     """Convert ``model`` with each method (or labelled variant, see :func:`method_variants`) and
-    sweep T; returns the JSON-able report, keyed by label."""
+    sweep T; returns the JSON-able report, keyed by label. Accuracies and ``gap_to_ann`` are
+    fractions (0..1); "within 1 point" means within 0.01 of the ANN's accuracy."""
     variants = method_variants(methods, options)
     ann_acc = ann_accuracy(model, x_test, y_test)
     report = {
@@ -149,8 +157,8 @@ def compare_methods(
             "method": method,
             "options": {k: v for k, v in opts.items() if k != "architecture"},
             "rows": rows,
-            "within_1_point_at_T": first_within(rows, ann_acc, 1.0),
-            "settled_within_1_point_at_T": settled_within(rows, ann_acc, 1.0),
+            "within_1_point_at_T": first_within(rows, ann_acc),
+            "settled_within_1_point_at_T": settled_within(rows, ann_acc),
         }
         if "sin" in snn.info:
             entry["sin"] = snn.info["sin"]
@@ -169,7 +177,8 @@ def markdown_table(report: dict, title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        f"ANN test accuracy: {report['ann_accuracy']:.2f} % ({report['test_samples']} test images)",
+        f"ANN test accuracy: {100 * report['ann_accuracy']:.2f} % "
+        f"({report['test_samples']} test images)",
         "",
     ]
     if compact:
@@ -178,7 +187,7 @@ def markdown_table(report: dict, title: str) -> str:
     else:
         header = (
             "| T | "
-            + " | ".join(f"{m} acc (%) | {m} gap | {m} spikes/neuron" for m in methods)
+            + " | ".join(f"{m} acc (%) | {m} gap (points) | {m} spikes/neuron" for m in methods)
             + " |"
         )
         lines += [header, "|" + "---|" * (1 + 3 * len(methods))]
@@ -186,9 +195,9 @@ def markdown_table(report: dict, title: str) -> str:
         cells = []
         for m in methods:
             row = report["methods"][m]["rows"][i]
-            cells.append(f"{row['accuracy']:.2f}")
+            cells.append(f"{100 * row['accuracy']:.2f}")
             if not compact:
-                cells += [f"{row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
+                cells += [f"{100 * row['gap_to_ann']:+.2f}", f"{row['spikes_per_neuron']:.3f}"]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -237,14 +246,14 @@ def plot_report(report: dict, path: Path, title: str) -> Path:
 
     plt = pyplot("the conversion report's plot")
 
-    ann = report["ann_accuracy"]
+    ann = 100 * report["ann_accuracy"]  # plotted in percent
     colors = plt.get_cmap("tab20" if len(report["methods"]) > 10 else "tab10").colors
     # right panel: the band "within 1 point of the ANN" where the latency check is decided
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, zoom in zip(axes, (False, True), strict=True):
         for i, (method, entry) in enumerate(report["methods"].items()):
             ts = [r["T"] for r in entry["rows"]]
-            acc = [r["accuracy"] for r in entry["rows"]]
+            acc = [100 * r["accuracy"] for r in entry["rows"]]
             ax.plot(ts, acc, marker="o", ms=3, color=colors[i % len(colors)], label=method)
         ax.axhline(ann, color="k", ls="--", lw=1, label="ANN")
         ax.set_xscale("log", base=2)

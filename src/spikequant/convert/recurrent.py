@@ -236,7 +236,7 @@ def accuracy_by_timesteps(
     timesteps: Sequence[int],
     batch_size: int = 500,
 ) -> list[dict]:
-    """Per T: accuracy (%) and spikes per neuron per sequence element window."""
+    """Per T: accuracy (fraction, 0..1) and spikes per neuron per sequence element window."""
     rows = []
     for t in sorted({int(t) for t in timesteps}):
         correct, spikes, neurons = 0, 0.0, 0
@@ -248,7 +248,7 @@ def accuracy_by_timesteps(
         rows.append(
             {
                 "timesteps": t,
-                "accuracy": 100.0 * correct / max(len(x), 1),
+                "accuracy": correct / max(len(x), 1),
                 "spikes_per_neuron": spikes / max(neurons, 1) / x.shape[1],
             }
         )

@@ -11,6 +11,7 @@ folder, ready for ``spikequant robustness``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def markdown(metrics: dict, cfg: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from ..config import load_recipe, run_recipe
     from ..errors import SpikequantError
-    from ..io import results_dir, write_json, write_text
+    from ..io import command_line, results_dir, write_json, write_text
 
     parser = argparse.ArgumentParser(prog="python -m spikequant.temporal.report")
     parser.add_argument("recipe")
@@ -59,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace a run in --run-dir")
     args = parser.parse_args(argv)
-    command = "python -m spikequant.temporal.report " + " ".join(
-        argv if argv is not None else sys.argv[1:]
+    # the exact command, quoted as a shell needs it (io.command_line reads sys.argv)
+    command = (
+        command_line()
+        if argv is None
+        else "python -m spikequant.temporal.report " + shlex.join(argv)
     )
     try:
         cfg = load_recipe(args.recipe, args.overrides)

@@ -258,19 +258,19 @@ def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ANN accuracy {report['ann_accuracy']:.2f} %")
+    table = Table(title=f"ANN accuracy {100 * report['ann_accuracy']:.2f} %")
     table.add_column("T", justify="right")
     for m in report["methods"]:
         table.add_column(f"{m} acc %", justify="right")
-        table.add_column(f"{m} gap", justify="right")
+        table.add_column(f"{m} gap (points)", justify="right")
         table.add_column(f"{m} spikes/neuron", justify="right")
     for i, t in enumerate(report["timesteps"]):
         cells = []
         for entry in report["methods"].values():
             row = entry["rows"][i]
             cells += [
-                f"{row['accuracy']:.2f}",
-                f"{row['gap_to_ann']:+.2f}",
+                f"{100 * row['accuracy']:.2f}",
+                f"{100 * row['gap_to_ann']:+.2f}",
                 f"{row['spikes_per_neuron']:.3f}",
             ]
         table.add_row(str(t), *cells)

@@ -138,9 +138,9 @@ def run(args) -> int:
     else:
         _print(cost)
     if args.out:
-        from ...io import write_json
+        from ...io import command_line, write_json
 
-        write_json(args.out, cost)
+        write_json(args.out, {"command": command_line(), **cost})
     return 0
 
 

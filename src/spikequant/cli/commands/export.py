@@ -233,15 +233,16 @@ def verify(args, model, meta: dict, path: Path) -> dict:
 
 
 def write_report(name: str, result: dict, folder: Path) -> None:
-    from ...io import write_json, write_text
+    from ...io import command_header, command_line, write_json, write_text
 
-    write_json(folder / f"{name}.json", result)
+    write_json(folder / f"{name}.json", {"command": command_line(), **result})
     nodes = ", ".join(f"{n} {k}" for k, n in result["nodes"].items())
     lines = [
+        command_header().rstrip("\n"),
+        "",
         f"# NIR export of `{result['checkpoint']}`",
         "",
-        f"Model {result['model']} (recipe {result['recipe']}). Written by "
-        f"`spikequant export ... --report {name}`.",
+        f"Model {result['model']} (recipe {result['recipe']}).",
         "",
         f"- file: {result['bytes']} bytes, dt = {result['dt']}, input {result['input_shape']}, "
         f"output {result['output_shape']}",

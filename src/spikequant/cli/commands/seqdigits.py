@@ -4,8 +4,6 @@ report the converted SNN's test accuracy at each T (steps per row)."""
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 
 DEFAULT_TIMESTEPS = "1,2,4,8,16,32,64,128"
@@ -61,7 +59,7 @@ def run(args) -> int:
     from ...convert.recurrent import LSTMClassifier, accuracy_by_timesteps, convert_lstm
     from ...data import load_arrays
     from ...errors import ConfigError
-    from ...io import DEFAULT_REPORTS, results_dir, write_json, write_text
+    from ...io import DEFAULT_REPORTS, command_line, results_dir, write_json, write_text
 
     models = _parse_list(args.models, ("lstm", "bilstm"), "models")
     neurons = _parse_list(args.neurons, ("msat", "if"), "neurons")
@@ -73,7 +71,7 @@ def run(args) -> int:
         raise ConfigError("--timesteps, --epochs and --hidden must be positive")
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "spikequant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
 
     x_train, y_train = load_arrays("mnist5k", "train")
     x_test, y_test = load_arrays("mnist5k", "test")
@@ -96,16 +94,20 @@ def run(args) -> int:
         started = time.time()
         _train(model, seq_train, y_train, args)
         with torch.no_grad():
-            ann = 100.0 * float((model(seq_test).argmax(1) == y_test).float().mean())
+            ann = float((model(seq_test).argmax(1) == y_test).float().mean())
         entry = {"ann_accuracy": ann, "train_seconds": round(time.time() - started, 1)}
-        print(f"{name}: ANN test accuracy {ann:.2f} %")
+        print(f"{name}: ANN test accuracy {100 * ann:.2f} %")
         for neuron in neurons:
             snn = convert_lstm(model, seq_train, neuron=neuron)
             rows = accuracy_by_timesteps(snn, seq_test, y_test, steps, batch_size=1000)
-            within = next((r["timesteps"] for r in rows if r["accuracy"] >= ann - 1.0), None)
-            entry[neuron] = {"scales": snn.scales.tolist(), "rows": rows, "within_1_point": within}
+            within = next((r["timesteps"] for r in rows if r["accuracy"] >= ann - 0.01), None)
+            entry[neuron] = {
+                "scales": snn.scales.tolist(),
+                "rows": rows,
+                "within_1_point_at_T": within,
+            }
             for r in rows:
-                print(f"  {neuron} T={r['timesteps']:>4}: {r['accuracy']:.2f} %")
+                print(f"  {neuron} T={r['timesteps']:>4}: {100 * r['accuracy']:.2f} %")
         report["models"][name] = entry
 
     out = results_dir(args.out, DEFAULT_REPORTS)
@@ -147,19 +149,19 @@ def markdown(report: dict) -> str:
     ]
     for name, entry in report["models"].items():
         neurons = [n for n in ("msat", "if") if n in entry]
-        lines += [f"## {name}", "", f"ANN test accuracy: {entry['ann_accuracy']:.2f} %", ""]
+        lines += [f"## {name}", "", f"ANN test accuracy: {100 * entry['ann_accuracy']:.2f} %", ""]
         header = "| T | " + " | ".join(f"{n} acc (%) | {n} spikes/neuron/row" for n in neurons)
         lines += [header + " |", "|---|" + "---|---|" * len(neurons)]
         by_t = {n: {r["timesteps"]: r for r in entry[n]["rows"]} for n in neurons}
         for t in sorted(by_t[neurons[0]]):
             cells = [
-                f"{by_t[n][t]['accuracy']:.2f} | {by_t[n][t]['spikes_per_neuron']:.3f}"
+                f"{100 * by_t[n][t]['accuracy']:.2f} | {by_t[n][t]['spikes_per_neuron']:.3f}"
                 for n in neurons
             ]
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
         lines.append("")
         for n in neurons:
-            within = entry[n]["within_1_point"]
+            within = entry[n]["within_1_point_at_T"]
             text = (
                 f"first T within 1 point of the ANN: {within}"
                 if within is not None
