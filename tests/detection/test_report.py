@@ -31,7 +31,7 @@ def test_detection_report_writes_md_and_json_headed_by_the_command(tmp_path, cap
     assert main(argv) == 0
     md = (out / "detection_digits.md").read_text()
     doc = json.loads((out / "detection_digits.json").read_text())
-    assert md.startswith("Command: `") and md.splitlines()[0] == doc["command"]
+    assert md.splitlines()[0] == f"Command: `{doc['command']}`"
     fp, quant = doc["results"]["fp_snn"], doc["results"]["quant_snn"]
     for r in (fp, quant):
         assert 0.0 <= r["map_50"] <= 1.0 and r["synops"] >= 0

@@ -211,7 +211,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..io import check_output_dir, command_header, write_json, write_text
+    from ..io import check_output_dir, command_header, command_line, write_json, write_text
 
     for name in ("train_scenes", "test_scenes", "epochs", "batch_size", "timesteps"):
         if getattr(args, name) < 1:
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
         result.update(train_seconds=seconds, loss_history=history, **VARIANTS[variant])
         log(f"  mAP@0.5 {result['map_50']:.3f}, SynOps {result['synops']:.3g}")
         results[variant] = result
-    document = {"command": header.strip(), "settings": settings, "results": results}
+    document = {"command": command_line(), "settings": settings, "results": results}
     name = OUTPUT_NAME if args.dataset == "digits_canvas" else f"{OUTPUT_NAME}_events"
     write_json(out / f"{name}.json", document)
     write_text(out / f"{name}.md", _markdown(results, settings, header))
