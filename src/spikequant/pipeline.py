@@ -20,6 +20,7 @@ from torch import nn
 
 from . import runfolder
 from .checkpoint import load_checkpoint
+from .devices import model_device
 from .errors import CheckpointError, ConfigError, ConversionError, RunFolderError
 from .io import write_json
 from .train import distributed
@@ -149,7 +150,7 @@ def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
         raise ConfigError("the training set is empty (check data.train_subset and the dataset)")
     x, y = dataset[0]
     # on the model's device: a model moved to a GPU must not look like a shape mismatch
-    device = next(iter(model.parameters()), torch.zeros(0)).device
+    device = model_device(model)
     x = torch.as_tensor(x).unsqueeze(0).to(device)
     was_training = model.training
     model.eval()

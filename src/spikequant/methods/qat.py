@@ -199,7 +199,8 @@ def conversion_arrays(name: str, split: str, root, limit: int | None):
 @torch.no_grad()
 def ann_evaluate(model: nn.Module, dataset, batch_size: int) -> dict[str, Any]:
     """Accuracy (fraction) and mean cross-entropy of an ANN ``f(x) -> [B, classes]``."""
-    from ..train.trainer import batches, model_device
+    from ..devices import model_device
+    from ..train.trainer import batches
 
     was_training = model.training
     model.eval()

@@ -153,8 +153,8 @@ class TTFS(Method):
 
     @staticmethod
     def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
+        from ..devices import model_device
         from ..temporal.evaluate import evaluate
-        from ..train.trainer import model_device
 
         device = model_device(model)
         X, y = dataset.tensors

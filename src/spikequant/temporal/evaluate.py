@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import model_device
 from .models import TTFSNet
 
 ENERGY_PER_SPIKE_PJ = 10.0
@@ -25,7 +26,7 @@ def evaluate(
 ) -> dict:
     """Accuracy and spike statistics on ``(X, y)``; ``z_input`` overrides the encoder (jitter).
     Batches move to the model's device; the data may stay on the CPU."""
-    device = next(iter(model.parameters()), torch.zeros(0)).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     correct, neurons_fired, neurons_total = 0, None, None

@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from ..devices import model_device
 from ..errors import ConfigError
 from .evaluate import evaluate
 from .layers import FULL_PRECISION_BITS, quantize_symmetric, set_weight_bits, ttfs_weighted_layers
@@ -104,7 +105,7 @@ def output_jitter(
     model: TTFSNet, X, y, jitters=DEFAULT_JITTER, seed: int = 0, batch_size: int = 250
 ) -> list[dict]:
     model = _full_precision_copy(model).eval()
-    device = next(iter(model.parameters()), torch.zeros(0)).device
+    device = model_device(model)
     X, y = X.to(device), y.to(device)
     times = model.encoder.times(model._check_input(X))
     clean = torch.cat(

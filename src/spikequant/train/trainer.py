@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .. import runfolder
+from ..devices import model_device
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
@@ -137,15 +138,6 @@ def batches(
         persistent_workers=False,
     )
     yield from loader
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _batch_first_to_time_first(module, args):

@@ -79,8 +79,10 @@ def _evaluate_converted(model, data, batch_size: int) -> dict:
     T steps, and its spikes (all spiking stages; hidden spikes, no input spikes)."""
     import torch
 
+    from ...devices import model_device
+
     xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
-    device = next(iter(model.parameters()), torch.zeros(0)).device
+    device = model_device(model)
     X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long).to(device)
     T = int(model.timesteps)
     correct, spikes, neurons = 0, 0.0, 0
@@ -107,6 +109,8 @@ def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
     """TTFS networks (class = earliest output spike) and plain ANNs (class = argmax logits)."""
     import torch
 
+    from ...devices import model_device
+
     xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
     X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
     if family == "ttfs":
@@ -121,7 +125,7 @@ def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
             "dense_macs": None,
             **r,
         }
-    device = next(iter(model.parameters()), torch.zeros(0)).device
+    device = model_device(model)
     model.eval()
     with torch.no_grad():
         pred = torch.cat(
