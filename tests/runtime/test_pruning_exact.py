@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from spikequant.data import get_dataset
-from spikequant.methods.spquant import spquant_options
 from spikequant.neurons import reset_state
 from spikequant.runtime.lower import lower_model, quantize_input
 from spikequant.runtime.native import NativeRuntime
@@ -22,6 +21,8 @@ from spikequant.runtime.reference import ReferenceInterpreter
 from spikequant.spquant.build import build_spquant_model
 from spikequant.spquant.neuron import _CLASS_TOLERANCE, _snap_to_classes
 from spikequant.spquant.pruning import qlif_layers
+
+from .conftest import spec
 
 TEST_DIGITS = 256
 
@@ -31,25 +32,7 @@ def trained(calibration):
     """BN statistics from 256 real training digits, then 10 Adam steps on them (the network
     reaches about 70 % on test digits: a trained model whose layers fire at working rates)."""
     torch.manual_seed(0)
-    model_spec = {
-        "name": "cnn_digits",
-        "kwargs": {
-            "num_classes": 10,
-            "in_channels": 1,
-            "input_size": 28,
-            "timesteps": 4,
-            "neuron": "qlif",
-            "neuron_kwargs": {"membrane": "ternary", "learn_threshold": True},
-        },
-    }
-    spq = spquant_options(
-        weight_bits=2,
-        weight_alpha=4.0,
-        weight_rescale=True,
-        learn_threshold=True,
-        spatial_prune=0.35,
-        channel_gates=True,
-    )
+    model_spec, spq = spec(spatial_prune=0.35)  # the runtime tests' SpQuant digits network
     model = build_spquant_model(model_spec, spq)
     x, y = calibration
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
