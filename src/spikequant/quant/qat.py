@@ -58,8 +58,8 @@ def fake_quant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return q * view
 
 
-class QuantConv1d(nn.Conv1d):
-    """Conv1d whose forward pass uses per-channel fake-quantized weights."""
+class _FakeQuantConv:
+    """The convolution of the class it is mixed into, with per-channel fake-quantized weights."""
 
     def __init__(self, *args, bits: int = 8, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +70,10 @@ class QuantConv1d(nn.Conv1d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bits={self.bits}"
+
+
+class QuantConv1d(_FakeQuantConv, nn.Conv1d):
+    """Conv1d whose forward pass uses per-channel fake-quantized weights."""
 
 
 def avg_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -77,18 +81,8 @@ def avg_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool1d(x, kernel) if x.ndim == 3 else F.avg_pool2d(x, kernel)
 
 
-class QuantConv2d(nn.Conv2d):
+class QuantConv2d(_FakeQuantConv, nn.Conv2d):
     """Conv2d whose forward pass uses per-channel fake-quantized weights."""
-
-    def __init__(self, *args, bits: int = 8, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.bits = check_bits(bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, fake_quant_weight(self.weight, self.bits), self.bias)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", bits={self.bits}"
 
 
 class QuantLinear(nn.Linear):
