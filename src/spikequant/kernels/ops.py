@@ -1,13 +1,16 @@
 """The fused C++ kernels as PyTorch operators (``torch.ops.spikequant.*``).
 
-Registered with :mod:`torch.library` (``custom_op`` + ``register_fake`` + ``register_autograd``)
-so that ``torch.compile`` traces a neuron without a graph break (the operator is one opaque node
+Registered with :mod:`torch.library` (``define`` + ``impl`` + ``register_fake`` +
+``register_autograd``; the schema is inferred from the Python signature) so that ``torch.compile`` traces a neuron without a graph break (the operator is one opaque node
 whose output shapes the fake implementation gives) and ``torch.export`` keeps it as one node.
 ONNX has no such operator: while :func:`torch.onnx.export` runs, :func:`spikequant.kernels.
 choose_backend` picks no kernel, so the neurons export as their reference step ops.
 
 ``integrate_fire_forward`` takes every number the backward needs too (surrogate kind and
 constants, detach), because an operator's backward sees only the forward's inputs.
+
+Not ``torch.library.custom_op``: its dispatch wrapper imports ``torch._dynamo`` on the first
+call, which added 1.5-4 s to every process that ran a neuron (every CLI command).
 """
 
 from __future__ import annotations
@@ -27,7 +30,23 @@ def _extension():
     return ext
 
 
-@torch.library.custom_op("spikequant::integrate_fire_forward", mutates_args=())
+_LIBRARY = torch.library.Library("spikequant", "FRAGMENT")
+
+
+def _operator(function):
+    """Define ``spikequant::<name>`` with the schema of ``function``'s annotations and make
+    ``function`` its implementation on every device; returns the operator."""
+    name = f"spikequant::{function.__name__}"
+    schema = torch.library.infer_schema(function, mutates_args=())
+    torch.library.define(name, schema, lib=_LIBRARY)
+    torch.library.impl(name, "default", function, lib=_LIBRARY)
+    return getattr(torch.ops.spikequant, function.__name__).default
+
+
+def _fake(operator):
+    return torch.library.register_fake(operator, lib=_LIBRARY)
+
+
 def integrate_fire_forward(
     x: Tensor,
     v0: Tensor,
@@ -52,12 +71,14 @@ def integrate_fire_forward(
     return out, v_final
 
 
-@integrate_fire_forward.register_fake
+integrate_fire_forward = _operator(integrate_fire_forward)
+
+
+@_fake(integrate_fire_forward)
 def _forward_fake(x, v0, threshold, spike_value, *args):
     return torch.empty_like(x), torch.empty_like(v0)
 
 
-@torch.library.custom_op("spikequant::integrate_fire_backward", mutates_args=())
 def integrate_fire_backward(
     grad_out: Tensor | None,
     grad_v_final: Tensor | None,
@@ -108,7 +129,10 @@ def integrate_fire_backward(
     return tuple(x.new_empty(0) if g is None else g for g in grads)
 
 
-@integrate_fire_backward.register_fake
+integrate_fire_backward = _operator(integrate_fire_backward)
+
+
+@_fake(integrate_fire_backward)
 def _backward_fake(grad_out, grad_v_final, x, v0, threshold, spike_value, *args):
     need_v0, need_th, need_sv = args[-3:]
     return (
@@ -152,4 +176,6 @@ def _backward(ctx, grad_out, grad_v_final):
     )
 
 
-integrate_fire_forward.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd(
+    integrate_fire_forward, _backward, setup_context=_setup_context, lib=_LIBRARY
+)
