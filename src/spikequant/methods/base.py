@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
@@ -154,8 +153,3 @@ class Method(TrainingHooks):
             "method": self.name,
             "method_options": self.cfg["method"],
         }
-
-
-def example_batch(dataset: Dataset) -> torch.Tensor:
-    x, _ = dataset[0]
-    return x.unsqueeze(0)
