@@ -193,3 +193,56 @@ def test_an_analysis_plot_draws_accuracy_against_the_clipping_boundary(tmp_path)
     assert "| 0 | 80.00 | -15.00 | 0.2500 | 0.4000 .. 0.4000 |" in markdown
     assert "| net.1 | -3.50 | 0.0000 (0.1000) | 0.2500 (0.4000) |" in markdown
     assert (saved.parent / "fake_clip.png").is_file()
+
+
+def test_a_study_runs_its_clipping_analyses_at_their_boundaries_and_plots_them(tmp_path):
+    """End to end on the 8x8 digits (a few seconds): two networks, each analysed at c = -1, 0."""
+    tiny = ["data.name=digits8x8", "data.train_subset=64", "data.test_subset=32",
+            "data.batch_size=32", "model.timesteps=2", "train.epochs=1"]  # fmt: skip
+    study = {
+        "title": "clipping (tiny)",
+        "seeds": [0],
+        "overrides": tiny,
+        "rows": {
+            "cnn": {"recipe": "spquant-mnist-fp", "overrides": [
+                "model.kwargs={widths: [4, 8], hidden: 16, input_size: 8}"]},
+            "mlp": {"recipe": "spquant-mnist-fp", "overrides": [
+                "model.name=mlp", "model.kwargs={hidden: [16], input_size: 8}"]},
+        },
+        "summary": ["test_accuracy"],
+        "analyses": [{"kind": "spquant-clipping", "row": r, "clips": [-1, 0]}
+                     for r in ("cnn", "mlp")],
+        "plots": [{"name": "clip", "title": "clipping", "analysis": "spquant-clipping"}],
+    }  # fmt: skip
+    path = _study_file(tmp_path, study, "tiny")
+    assert main(["study", str(path), "--work-dir", str(tmp_path / "w"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "w" / "tiny.json").read_text())
+    for row in ("cnn", "mlp"):
+        result = report["analyses"][f"spquant-clipping:{row}"]
+        assert list(result["accuracy_with_clip"]) == ["none", "-1.0", "0.0"]
+        for layer in result["r_s"].values():
+            assert layer["u_min"] <= 0 and set(layer["clips"]) == {"-1.0", "0.0"}
+    series = report["plots"]["clip"]["series"]
+    assert [s["x"] for s in series] == [[-1.0, 0.0]] * 2
+    assert series[1]["y"][1] == pytest.approx(
+        100 * report["analyses"]["spquant-clipping:mlp"]["accuracy_with_clip"]["0.0"]
+    )
+    assert (tmp_path / "w" / "tiny_clip.png").is_file()
+
+
+def test_the_clipping_study_analyses_three_different_networks():
+    from spikequant.config import load_recipe
+    from spikequant.registry import create_model
+
+    study = load_study("spquant-clipping")
+    names = set()
+    for row, spec in study["rows"].items():
+        cfg = load_recipe(spec["recipe"], [*study["overrides"], *spec["overrides"]])
+        assert cfg["model"]["neuron_kwargs"]["membrane"] == "fp"  # clipping a float membrane
+        names.add(cfg["model"]["name"])
+        kwargs = {**cfg["model"].get("kwargs", {}), "input_size": 28, "in_channels": 1}
+        model = create_model(cfg["model"]["name"], neuron="qlif", **kwargs)
+        assert any(type(m).__name__ == "QLIF" for m in model.modules()), row
+    assert names == {"cnn_digits", "resnet20", "vgg9"}
+    assert [a["row"] for a in study["analyses"]] == list(study["rows"])
+    assert study["plots"][0]["analysis"] == "spquant-clipping"

@@ -130,8 +130,8 @@ def draw_plot(data: dict):
     for i, m in enumerate(data["marks"]):
         linked = m.get("series")
         color = f"C{linked % 10}" if linked is not None else f"C{(len(data['series']) + i) % 10}"
-        line = ax.axhline(m["y"], color=color, ls=styles[i % len(styles)], lw=1.2,
-                          label=m["label"])  # fmt: skip
+        style = ":" if linked is not None else styles[i % len(styles)]
+        line = ax.axhline(m["y"], color=color, ls=style, lw=1.2, label=m["label"])
         drawn["marks"].append({"label": m["label"], "y": float(line.get_ydata()[0])})
     ax.set_title(data["title"], fontsize=10)
     if data["x_label"]:
