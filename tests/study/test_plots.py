@@ -124,6 +124,11 @@ def test_render_with_the_study_name_adds_the_plots_of_the_study_file(tmp_path, c
     (saved.parent / "fake_bits.png").unlink()
     assert main(["study", str(study), "--render", "--out", str(saved.parent)]) == 0
     assert (saved.parent / "fake_bits.png").is_file()
+    # a study file without plots removes them
+    _study_file(tmp_path / "saved", without, "fake")
+    assert main(["study", str(study), "--render", str(saved)]) == 0
+    assert "plots" not in json.loads(saved.read_text())
+    assert "](fake_bits.png)" not in saved.with_suffix(".md").read_text()
     # a study file of other rows is refused
     other = dict(STUDY, rows={k: v for k, v in STUDY["rows"].items() if k != "fp"}, plots=[])
     capsys.readouterr()

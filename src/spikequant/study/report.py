@@ -129,6 +129,8 @@ def evaluate_report(report: dict) -> dict:
         from .plots import plot_data
 
         report["plots"] = {p["name"]: plot_data(report, p) for p in study["plots"]}
+    else:  # a study file whose plots were removed (``study NAME --render``)
+        report.pop("plots", None)
     return report
 
 
