@@ -155,8 +155,9 @@ def run_study(
         for spec in study["analyses"]:
             run = next(r for r in runs if r.row == spec["row"] and r.seed == seeds[0])
             log(f"[study] {spec['kind']} on {run.run_dir}")
+            options = {k: v for k, v in spec.items() if k not in ("kind", "row")}
             report["analyses"][f"{spec['kind']}:{spec['row']}"] = ANALYSES[spec["kind"]][0](
-                run.run_dir, run.cfg
+                run.run_dir, run.cfg, **options
             )
         reports.append(evaluate_report(report))
     if not sweep:

@@ -52,49 +52,86 @@ def _test_set(cfg: dict):
 
 
 @torch.no_grad()
-def spquant_clipping(run_dir: Path, cfg: dict) -> dict:
-    """r_s per layer for c in -5..-1 on 256 test samples, and the run's accuracy when its stored
-    membrane is clipped at c (inference only, no fine-tuning)."""
+def spquant_clipping(run_dir: Path, cfg: dict, clips: list[float] | None = None) -> dict:
+    """r_s per layer for each c of ``clips`` (default -5..-1) on 256 test samples, and the run's
+    accuracy when its stored membrane is clipped at c (inference only, no fine-tuning)."""
     from ..spquant.analysis import clipping_sweep, set_membrane_clip
     from ..spquant.build import load_spquant_model
     from ..train.trainer import evaluate
 
+    clips = tuple(CLIPS if clips is None else clips)
     test = _test_set(cfg)
     model, _ = load_spquant_model(run_dir)
     x = torch.stack([test[i][0] for i in range(min(256, len(test)))])
-    sweep = clipping_sweep(model, x, CLIPS)
+    sweep = clipping_sweep(model, x, clips)
     accuracy = {}
-    for c in (None, *CLIPS):
+    for c in (None, *clips):
         set_membrane_clip(model, c)
         accuracy["none" if c is None else str(c)] = evaluate(model, test)["accuracy"]
     set_membrane_clip(model, None)
     return {"r_s": sweep, "accuracy_with_clip": accuracy}
 
 
+def _clips_of(result: dict) -> list[float]:
+    """The boundaries c of a result, in the order swept (JSON keeps them as strings)."""
+    return [float(c) for c in result["accuracy_with_clip"] if c != "none"]
+
+
 def clipping_markdown(result: dict, where: str) -> list[str]:
     from .report import table_head, table_row
 
-    layers = result["r_s"]
+    layers, clips = result["r_s"], _clips_of(result)
+    unclipped = 100 * result["accuracy_with_clip"]["none"]
     lines = [
         f"## Clipping analysis on {where} (inference only)",
         "",
-        "Cells: r_s (fraction of the neurons below c after step 1 that fire later, mean over",
-        "t = 2..T) and, in brackets, that silent fraction of the layer (r_s is 0 when no neuron",
-        "is below c).",
+        "Accuracy with the stored membrane clipped from below at c; r_s: the fraction of the",
+        "neurons below c after step 1 that fire later (mean over t = 2..T; 0 when no neuron is",
+        "below c), its largest value over the layers, and the range over the layers of that",
+        "silent fraction of the neurons.",
         "",
-        *table_head(["c", "accuracy %", *(f"r_s {name}" for name in layers)]),
+        *table_head(["c", "accuracy %", "change (points)", "max r_s", "silent fraction"]),
     ]
-    for c in CLIPS:
-        cells = []
-        for layer in layers.values():
-            entry = layer["clips"].get(c, layer["clips"].get(str(c)))  # str keys after JSON
-            cells.append(f"{entry['r_s']:.4f} ({entry['silent_fraction']:.4f})")
+    for c in clips:
+        entries = [_clip_entry(layer, c) for layer in layers.values()]
         acc = 100 * result["accuracy_with_clip"][str(c)]
-        lines.append(table_row([f"{c:g}", f"{acc:.2f}", *cells]))
-    acc = 100 * result["accuracy_with_clip"]["none"]
-    lines.append(f"| none | {acc:.2f} |" + " |" * len(layers))
+        silent = [e["silent_fraction"] for e in entries]
+        lines.append(table_row([
+            f"{c:g}", f"{acc:.2f}", f"{acc - unclipped:+.2f}",
+            f"{max(e['r_s'] for e in entries):.4f}", f"{min(silent):.4f} .. {max(silent):.4f}",
+        ]))  # fmt: skip
+    lines.append(f"| none | {unclipped:.2f} | | | |")
+    lines += [
+        "",
+        "Per layer: the lowest stored membrane u_min, and r_s (silent fraction) at each c.",
+        "",
+        *table_head(["layer", "u_min", *(f"c = {c:g}" for c in clips)]),
+    ]
+    for name, layer in layers.items():
+        cells = []
+        for c in clips:
+            entry = _clip_entry(layer, c)
+            cells.append(f"{entry['r_s']:.4f} ({entry['silent_fraction']:.4f})")
+        lines.append(table_row([name, f"{layer['u_min']:.2f}", *cells]))
     return lines
 
 
-# kind -> (compute(run_dir, cfg) -> JSON dict, markdown(result, where) -> lines)
-ANALYSES = {"spquant-clipping": (spquant_clipping, clipping_markdown)}
+def _clip_entry(layer: dict, c: float) -> dict:
+    return layer["clips"].get(c, layer["clips"].get(str(c)))  # str keys after JSON
+
+
+def clipping_series(result: dict) -> dict:
+    """Accuracy (%) against c, and the unclipped accuracy as the reference."""
+    clips = _clips_of(result)
+    return {
+        "x_label": "clipping boundary c of the stored membrane",
+        "y_label": "test accuracy %",
+        "x": clips,
+        "y": [100 * result["accuracy_with_clip"][str(c)] for c in clips],
+        "reference": {"label": "unclipped", "y": 100 * result["accuracy_with_clip"]["none"]},
+    }
+
+
+# kind -> (compute(run_dir, cfg, **options) -> JSON dict, markdown(result, where) -> lines,
+#          series(result) -> {x_label, y_label, x, y, reference} for a plot)
+ANALYSES = {"spquant-clipping": (spquant_clipping, clipping_markdown, clipping_series)}

@@ -125,6 +125,12 @@ def evaluate_report(report: dict) -> dict:
     }
     report["comparisons"] = {c["name"]: compare(report, c) for c in study["comparisons"]}
     report["checks"] = {c["name"]: check(report, c) for c in study["checks"]}
+    if study.get("plots"):  # reports of studies without plots keep their keys
+        from .plots import plot_data
+
+        report["plots"] = {p["name"]: plot_data(report, p) for p in study["plots"]}
+    else:  # a study file whose plots were removed (``study NAME --render``)
+        report.pop("plots", None)
     return report
 
 
@@ -278,6 +284,10 @@ def report_markdown(report: dict) -> str:
         result = report["analyses"][f"{spec['kind']}:{spec['row']}"]
         where = f"the {study['rows'][spec['row']]['label']} run of seed {seeds[0]}"
         lines += ["", *ANALYSES[spec["kind"]][1](result, where)]
+    for plot in (report.get("plots") or {}).values():
+        lines += ["", f"![{plot['title']}]({plot['file']})"]
+        if plot["missing"]:
+            lines.append(f"(Not drawn, no value: {', '.join(plot['missing'])}.)")
     return "\n".join(lines) + "\n"
 
 
@@ -343,21 +353,37 @@ def pooled(settings: list[dict], names: list[str]) -> dict:
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    """``<stem>.json`` and ``<stem>.md`` in ``out_dir`` (the stem is the report's own)."""
+    """``<stem>.json`` and ``<stem>.md`` in ``out_dir`` (the stem is the report's own), and
+    next to them ``<stem>_<plot>.png`` for every plot the study declares."""
+    from .plots import write_plots
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = sweep_markdown(report) if report["kind"] == "sweep" else report_markdown(report)
     json_path = write_json(out_dir / f"{report['stem']}.json", report)
     md_path = write_text(out_dir / f"{report['stem']}.md", markdown)
+    # after the JSON: without matplotlib, --render draws the plots once it is installed
+    write_plots(report, out_dir)
     return json_path, md_path
 
 
-def rerender(path: Path, command: str) -> dict:
-    """Load a saved report, recompute its comparisons and checks from its runs (no training)."""
+def rerender(path: Path, command: str, study: dict | None = None) -> dict:
+    """Load a saved report, recompute its comparisons, checks and plots from its runs (no
+    training). ``study``: the report's study as loaded now, whose ``plots`` replace the saved
+    ones (the study's name and rows must be the report's)."""
     import json
 
     try:
         report = json.loads(Path(path).read_text())
+        if study is not None:
+            _take_plots(report, study, path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON, UTF-8
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"{path} is not a report written by `spikequant study`: {exc!r}"
+        ) from None
+    try:
         if report.get("kind") == "sweep":
             for s in report["settings"]:
                 evaluate_report(s["report"])
@@ -371,3 +397,19 @@ def rerender(path: Path, command: str) -> dict:
         ) from None
     report["rendered_by"] = command
     return report
+
+
+def _take_plots(report: dict, study: dict, path: Path) -> None:
+    saved = report["study"]
+    if saved["name"] != study["name"] or list(saved["rows"]) != list(study["rows"]):
+        raise ConfigError(
+            f"{path} is a report of study {saved['name']!r} (rows {', '.join(saved['rows'])}), "
+            f"not of {study['name']!r} (rows {', '.join(study['rows'])})"
+        )
+    ran = {a["kind"] for a in saved.get("analyses", [])}
+    for plot in study["plots"]:
+        if plot["analysis"] and plot["analysis"] not in ran:
+            raise ConfigError(f"{path} holds no {plot['analysis']} analysis to plot")
+    saved["plots"] = study["plots"]
+    for setting in report.get("settings", []):
+        setting["report"]["study"]["plots"] = study["plots"]

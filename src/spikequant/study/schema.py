@@ -3,8 +3,9 @@
 A study file (YAML, ``src/spikequant/studies/NAME.yaml``) declares rows (a recipe + overrides
 each), the seeds every row is trained for, optional stages (a row initialised from another row's
 run of the same seed, ``init_from``), the fields summarised over seeds, paired comparisons between
-rows and checks on them, and named settings (override sets; ``--setting``). ``docs/studies.md``
-documents every key. :func:`validate_study` returns the study with every default filled in.
+rows and checks on them, analyses, plots, and named settings (override sets; ``--setting``).
+``docs/studies.md`` documents every key. :func:`validate_study` returns the study with every
+default filled in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import ConfigError
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Comparisons: ``difference`` is ``scale * (row - base)`` per seed, ``ratio`` is ``row / base``.
 OPS = ("difference", "ratio")
+PLOT_KINDS = ("line", "bar")
 # A check passes when ``LIMITS[limit](mean, value)``.
 LIMITS = {
     "at_most": operator.le,
@@ -192,13 +194,109 @@ def _check(value: Any, path: str, comparisons: dict) -> dict:
     }
 
 
+def _clips(value: Any, path: str) -> list[float]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(c, bool) or not isinstance(c, (int, float)) or c > 0 for c in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ConfigError(f"study: {path} must be a list of distinct numbers <= 0, got {value!r}")
+    return [float(c) for c in value]
+
+
 def _analysis(value: Any, path: str, rows: dict) -> dict:
     from .plugins import ANALYSES
 
-    v = _keys(value, path, ("kind", "row"), ("kind", "row"))
-    return {
+    v = _keys(value, path, ("kind", "row", "clips"), ("kind", "row"))
+    spec = {
         "kind": _known(v["kind"], f"{path}.kind", ANALYSES, "analysis"),
         "row": _known(v["row"], f"{path}.row", rows, "row"),
+    }
+    if "clips" in v:  # the clipping boundaries c of spquant-clipping (its only option)
+        spec["clips"] = _clips(v["clips"], f"{path}.clips")
+    return spec
+
+
+def _row_list(value: Any, path: str, rows: dict) -> list[str]:
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise ConfigError(f"study: {path} must be a non-empty list of distinct rows, got {value!r}")
+    return _each(value, path, _known, rows, "row")
+
+
+def _plot_x(value: Any, path: str, rows: dict) -> dict:
+    """``x``: a row field (its mean over seeds per row) or ``{values: {ROW: number}}``."""
+    if isinstance(value, str):
+        value = {"field": value}
+    v = _keys(value, path, ("field", "values", "label"))
+    if ("field" in v) == ("values" in v):
+        raise ConfigError(f"study: {path} needs exactly one of field, values")
+    if "field" in v:
+        field = _str(v["field"], f"{path}.field")
+        label = _str(v.get("label", field), f"{path}.label")
+        return {"field": field, "values": None, "label": label}
+    values = _mapping(v["values"], f"{path}.values")
+    if not values:
+        raise ConfigError(f"study: {path}.values must map at least one row to a number")
+    return {
+        "field": None,
+        "values": {
+            _known(row, f"{path}.values", rows, "row"): _number(x, f"{path}.values.{row}")
+            for row, x in values.items()
+        },
+        "label": _str(v.get("label", "x"), f"{path}.label"),
+    }
+
+
+def _plot(value: Any, path: str, rows: dict, analyses: list[dict]) -> dict:
+    """A plot of the report: rows' values (``y`` against ``x``, or one bar per row), or the
+    series of every analysis of one kind (``analysis``)."""
+    v = _keys(
+        value, path, ("name", "title", "kind", "x", "y", "rows", "marks", "label", "analysis"),
+        ("name", "title"),
+    )  # fmt: skip
+    kind = _known(v.get("kind", "line"), f"{path}.kind", PLOT_KINDS, "plot kind")
+    plot = {"name": _name(v["name"], f"{path}.name"), "title": _str(v["title"], f"{path}.title")}
+    if "analysis" in v:
+        given = [k for k in ("x", "y", "rows", "marks", "label") if k in v]
+        if given or kind != "line":
+            raise ConfigError(
+                f"study: {path} plots an analysis, whose series give x and y: drop "
+                f"{', '.join(given) or 'kind'}"
+            )
+        ran = [a["kind"] for a in analyses]
+        analysis = _known(v["analysis"], f"{path}.analysis", tuple(ran), "analysis of the study")
+        return {**plot, "kind": kind, "analysis": analysis, "label": None, "x": None,
+                "y": None, "rows": [], "marks": []}  # fmt: skip
+    if "y" not in v:
+        raise ConfigError(f"study: {path} is missing the required key 'y' (or 'analysis')")
+    if kind == "bar" and "x" in v:
+        raise ConfigError(f"study: {path}.x: a bar plot has one bar per row (drop x)")
+    if kind == "line" and "x" not in v:
+        raise ConfigError(f"study: {path} is missing the required key 'x' (a line plot)")
+    x = _plot_x(v["x"], f"{path}.x", rows) if kind == "line" else None
+    marks = _row_list(v["marks"], f"{path}.marks", rows) if "marks" in v else []
+    if x is not None and x["values"] is not None:
+        if "rows" in v:
+            raise ConfigError(f"study: {path}.rows: the rows are those of {path}.x.values")
+        plotted = list(x["values"])
+    elif "rows" in v:
+        plotted = _row_list(v["rows"], f"{path}.rows", rows)
+    else:
+        plotted = [r for r in rows if r not in marks]
+    both = [r for r in marks if r in plotted]
+    if both:
+        raise ConfigError(f"study: {path}.marks: {', '.join(both)} also plotted as points")
+    y = _field(v["y"], f"{path}.y")
+    return {
+        **plot,
+        "kind": kind,
+        "analysis": None,
+        "label": _str(v.get("label", y["label"]), f"{path}.label"),  # of the points' series
+        "x": x,
+        "y": y,
+        "rows": plotted,
+        "marks": marks,
     }
 
 
@@ -221,7 +319,8 @@ def _setting(value: Any, path: str, rows: dict) -> dict:
 
 TOP = (
     "name", "title", "description", "seeds", "overrides", "rows", "summary", "details",
-    "collect", "comparisons", "checks", "analyses", "settings", "setting", "pooled", "extends",
+    "collect", "comparisons", "checks", "analyses", "plots", "settings", "setting", "pooled",
+    "extends",
 )  # fmt: skip
 
 
@@ -249,6 +348,11 @@ def validate_study(raw: Any, name: str) -> dict:
         _name(k, f"settings.{k}"): _setting(s, f"settings.{k}", rows)
         for k, s in _mapping(v.get("settings") or {}, "settings").items()
     }
+    analyses = _each(v.get("analyses"), "analyses", _analysis, rows)
+    plots = _each(v.get("plots"), "plots", _plot, rows, analyses)
+    names = [p["name"] for p in plots]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"study: plots must have distinct names, got {names}")
     setting = v.get("setting")
     if setting is not None:
         _known(setting, "setting", settings, "setting")
@@ -264,7 +368,8 @@ def validate_study(raw: Any, name: str) -> dict:
         "collect": _each(v.get("collect"), "collect", _known, COLLECTORS, "collector"),
         "comparisons": list(comparisons.values()),
         "checks": _each(v.get("checks"), "checks", _check, comparisons),
-        "analyses": _each(v.get("analyses"), "analyses", _analysis, rows),
+        "analyses": analyses,
+        "plots": plots,
         "settings": settings,
         "setting": setting,
         "pooled": _each(v.get("pooled"), "pooled", _known, comparisons, "comparison"),

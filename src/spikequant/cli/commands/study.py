@@ -1,5 +1,6 @@
 """``spikequant study NAME``: train a declared study (``src/spikequant/studies/NAME.yaml``) and
-write its report; ``--render FILE.json`` rewrites a saved report without training."""
+write its report; ``--render FILE.json`` rewrites a saved report without training (``spikequant
+study NAME --render``: with the plots the study file declares)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,13 @@ def register(sub) -> None:
     )  # fmt: skip
     p.add_argument(
         "--render",
-        type=Path,
+        nargs="?",
+        const="",
         default=None,
         metavar="FILE.json",
-        help="train nothing: recompute a saved report's comparisons and checks",
+        help="train nothing: recompute a saved report's comparisons, checks and plots (with a "
+        "study NAME: the plots it declares; FILE.json defaults to the report in --out or the "
+        "work dir)",
     )
     p.add_argument("--list", action="store_true", help="list the bundled studies")
     add_run_arguments(p)
@@ -152,25 +156,48 @@ def _print(report: dict, paths, as_json: bool) -> None:
             f"{name}: {'PASS' if c['pass'] else 'FAIL'} (mean {c['mean']:.3f}, "
             f"{c['seeds_passing']}/{c['seeds']} seeds pass alone)"
         )
-    print(f"wrote {paths[0]} and {paths[1]}")
+    plots = [str(Path(paths[0]).parent / p["file"]) for p in (report.get("plots") or {}).values()]
+    print(f"wrote {', '.join(map(str, [*paths[:-1], *plots]))} and {paths[-1]}")
+
+
+def _rerender(args) -> tuple[dict, Path]:
+    """``--render [FILE.json]``: the saved report recomputed; with a study NAME, its plots are
+    the ones the study file declares now (so saved results get the plots added later)."""
+    from ...errors import ConfigError
+    from ...study import load_study, rerender
+    from ...study.report import report_stem
+
+    study = load_study(args.name) if args.name is not None else None
+    if args.render:
+        path = Path(args.render)
+    elif study is None:
+        raise ConfigError("--render needs a saved report (FILE.json) or a study name")
+    else:
+        folder = args.out or args.work_dir or Path("runs/study") / study["name"]
+        path = folder / f"{report_stem(study['name'], args.setting, args.sweep)}.json"
+    parts = ["spikequant", "study", *([args.name] if args.name else []), "--render"]
+    parts += [str(path)] if args.render else []
+    for flag, value in (("--setting", args.setting), ("--work-dir", args.work_dir)):
+        if value is not None and not args.render:
+            parts += [flag, str(value)]
+    if args.sweep and not args.render:
+        parts.append("--sweep")
+    if args.out is not None:
+        parts += ["--out", str(args.out)]
+    report = rerender(path, shlex.join(parts), study=study)
+    return report, path.parent
 
 
 def run(args) -> int:
     from ...errors import ConfigError
-    from ...study import list_studies, load_study, rerender, run_study, write_report
+    from ...study import list_studies, load_study, run_study, write_report
     from ...study.runner import log_to_stderr
 
     if args.list:
         print("\n".join(list_studies()))
         return 0
     if args.render is not None:
-        if args.name is not None:
-            raise ConfigError("--render takes a saved report, not a study name")
-        parts = ["spikequant", "study", "--render", str(args.render)]
-        if args.out is not None:
-            parts += ["--out", str(args.out)]
-        report = rerender(args.render, shlex.join(parts))
-        default_out = args.render.parent
+        report, default_out = _rerender(args)
     elif args.name is None:
         raise ConfigError("name a study (spikequant study --list) or give --render FILE.json")
     else:
@@ -179,6 +206,10 @@ def run(args) -> int:
             from ...train.distributed import resolve_device
 
             resolve_device(args.device)  # refused before the first run starts
+        if study["plots"]:
+            from ..._optional import require
+
+            require("matplotlib", "the plots of a study report")  # before training, not after
         default_out = args.work_dir or Path("runs/study") / study["name"]
         report = run_study(
             study,
