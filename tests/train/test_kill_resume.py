@@ -52,6 +52,7 @@ CASES = {
             "train.epochs=2",
             "method.bits=[32, 4]",
             "model.kwargs.sizes=[784, 16, 10]",
+            "data.augment.crop_padding=2",
         ],
     ),
 }

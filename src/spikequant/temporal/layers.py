@@ -57,18 +57,22 @@ def quantize_ste(w: torch.Tensor, bits: int, range_quantile: float = 1.0) -> tor
 
 
 class TTFSEncoder(nn.Module):
-    """Pixels ``p in [0, 1]`` -> ``z = exp(alpha (1 - p))`` (brighter spikes earlier).
+    """Pixels ``p in [0, 1]`` -> ``z = exp(t)`` with ``t = alpha (1 - p)`` (``bright_first``,
+    the paper's MNIST rule: brighter spikes earlier) or ``t = alpha p`` (its CIFAR-10 rule).
 
     ``noise_std`` adds Gaussian jitter to the spike times in training mode only (the paper trains
     on noisy input times), clamped at ``t >= 0``.
     """
 
-    def __init__(self, alpha: float = 3.0, noise_std: float = 0.0) -> None:
+    def __init__(
+        self, alpha: float = 3.0, noise_std: float = 0.0, bright_first: bool = True
+    ) -> None:
         super().__init__()
         if not alpha > 0:
             raise ConfigError(f"encoder alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
         self.noise_std = float(noise_std)
+        self.bright_first = bool(bright_first)
 
     def times(self, pixels: torch.Tensor) -> torch.Tensor:
         from ..coding import latency_times
@@ -77,7 +81,8 @@ class TTFSEncoder(nn.Module):
             from ..errors import NonFiniteError
 
             raise NonFiniteError("TTFS encoder input contains NaN or infinity")
-        t = latency_times(pixels.clamp(0, 1), self.alpha)
+        p = pixels.clamp(0, 1)
+        t = latency_times(p, self.alpha) if self.bright_first else self.alpha * p
         if self.training and self.noise_std > 0:
             t = (t + self.noise_std * torch.randn_like(t)).clamp_min(0)
         return t
@@ -86,7 +91,7 @@ class TTFSEncoder(nn.Module):
         return torch.exp(self.times(pixels))
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, noise_std={self.noise_std}"
+        return f"alpha={self.alpha}, noise_std={self.noise_std}, bright_first={self.bright_first}"
 
 
 class _TTFSWeighted(nn.Module):

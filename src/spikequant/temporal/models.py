@@ -205,6 +205,7 @@ def ttfs_vgg16(
     kernel_size: int = 3,
     alpha: float = 3.0,
     input_noise: float = 0.0,
+    bright_first: bool = True,
     z_max: float = DEFAULT_Z_MAX,
 ) -> TTFSNet:
     """SpikingVGG16 (paper, Table 1): ``features`` lists SCNN(k, C, 1) layers by their channels
@@ -214,7 +215,8 @@ def ttfs_vgg16(
     The default is the paper's 13 SCNN layers (64 ... 1024 channels) with five max-pooling
     layers, FC(4096)-FC(4096)-FC(512)-FC(10). ``width`` scales every conv and hidden FC width.
     Pooling windows use SAME padding (``out = ceil(size / 2)``, padded positions silent), so any
-    input size works; on 32x32 inputs that is the plain 2x2 pooling.
+    input size works; on 32x32 inputs that is the plain 2x2 pooling. ``bright_first=False``
+    encodes ``t = alpha p`` (the paper's CIFAR-10 rule) instead of ``alpha (1 - p)``.
     """
     width = _check_width(width)
     channels, height, w = (int(s) for s in input_shape)
@@ -248,7 +250,10 @@ def ttfs_vgg16(
         fan_in = layers[-1].out_features
     layers.append(TTFSLinear(fan_in, int(num_classes), z_max))
     return TTFSNet(
-        TTFSEncoder(alpha, input_noise), layers, tuple(int(s) for s in input_shape), z_max
+        TTFSEncoder(alpha, input_noise, bright_first),
+        layers,
+        tuple(int(s) for s in input_shape),
+        z_max,
     )
 
 
@@ -305,6 +310,7 @@ def ttfs_googlenet(
     global_pool: str = "avg",
     alpha: float = 3.0,
     input_noise: float = 0.0,
+    bright_first: bool = True,
     z_max: float = DEFAULT_Z_MAX,
 ) -> TTFSNet:
     """SpikingGoogleNet (paper): GoogLeNet's conv/FC layers as SCNN/FC layers.
@@ -314,8 +320,9 @@ def ttfs_googlenet(
     ``[#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj]`` (see :func:`ttfs_inception`) and
     ``"M"``; then a global pooling over the feature map (``"avg"``: mean ``z`` of the spiking
     positions, as GoogLeNet's average pooling; ``"earliest"``: the first spike) and
-    FC(num_classes). ``width`` scales every channel count. Not modelled: local response
-    normalisation, dropout and the two auxiliary classifiers (training-only heads).
+    FC(num_classes). ``width`` scales every channel count; ``bright_first`` picks the input
+    encoding (see :class:`TTFSEncoder`). Not modelled: local response normalisation, dropout and
+    the two auxiliary classifiers (training-only heads).
     """
     width = _check_width(width)
     channels, height, w = (int(s) for s in input_shape)
@@ -348,5 +355,8 @@ def ttfs_googlenet(
         channels = sum(branch[-1].out_channels for branch in block.branches)
     layers += [TTFSGlobalPool2d(global_pool, z_max), TTFSLinear(channels, int(num_classes), z_max)]
     return TTFSNet(
-        TTFSEncoder(alpha, input_noise), layers, tuple(int(s) for s in input_shape), z_max
+        TTFSEncoder(alpha, input_noise, bright_first),
+        layers,
+        tuple(int(s) for s in input_shape),
+        z_max,
     )
