@@ -39,7 +39,11 @@ CASES = {
             "model.kwargs.hidden=16",
         ],
     ),
-    "qat": ("qat-mnist", [*SMALL, "train.epochs=2", "method.fold_epochs=2"]),
+    "qat": (
+        "qat-mnist",
+        # augmented, so that the resumed run must also repeat the crop/flip draws
+        [*SMALL, "train.epochs=2", "method.fold_epochs=2", "data.augment.crop_padding=2"],
+    ),
     "ttfs": (
         "ttfs-fc100",
         [
@@ -48,6 +52,7 @@ CASES = {
             "train.epochs=2",
             "method.bits=[32, 4]",
             "model.kwargs.sizes=[784, 16, 10]",
+            "data.augment.crop_padding=2",
         ],
     ),
 }

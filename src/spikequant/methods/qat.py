@@ -8,6 +8,11 @@ over the fine-tune); (3) with a ``convert`` option, convert with each listed met
 MSAT, Ca-LIF) and sweep T, writing the report to ``convert.out`` (default: ``OUT/conversion``);
 the sweep runs on the test split (its first ``data.test_subset`` images if set) and calibrates on
 512 training images.
+
+Stages 1 and 2 augment every training batch as the recipe's ``data.augment`` and
+``data.mixup_alpha`` say, as the other methods do: per streamed batch, with randomness drawn from
+the run's generator, so a resumed run repeats it exactly. Calibration and evaluation use the
+plain images.
 """
 
 from __future__ import annotations
@@ -75,9 +80,6 @@ class QAT(Method):
 
     def total_epochs(self) -> int:
         return self.main_epochs + self.fold_epochs
-
-    def augment(self):
-        return None
 
     def model_spec(self) -> dict:
         kwargs = dict(self.cfg["model"]["kwargs"])

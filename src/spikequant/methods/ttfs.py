@@ -8,7 +8,9 @@ regulariser. After backward each layer's gradient ``G`` is scaled by ``clip / n`
 ``optim.lr`` (first epoch) to ``lr_end`` (last full-precision epoch); each further entry of
 ``bits`` (e.g. ``[32, 8, 4, 2]``) fine-tunes ``epochs_per_stage`` epochs with the forward pass
 quantized to that many bits at ``stage_lr``; each stage's model is saved in ``OUT/bits<b>``.
-Each epoch's data order comes from its own generator seeded ``1000 seed + epoch``.
+Each epoch's data order comes from its own generator seeded ``1000 seed + epoch``. Training
+batches are augmented as ``data.augment`` says (random crop, resized crop, flip of the pixels
+before encoding; the paper's CIFAR-10 and ImageNet training); mixup is refused.
 """
 
 from __future__ import annotations
@@ -93,18 +95,29 @@ class TTFS(Method):
     def total_epochs(self) -> int:
         return len(self.plan)
 
+    @classmethod
+    def check_recipe(cls, cfg: dict) -> None:
+        super().check_recipe(cfg)
+        if cfg["data"]["mixup_alpha"] > 0:
+            raise ConfigError(
+                "recipe: method ttfs classifies by the earliest output spike and has no mixed-"
+                "label loss; set data.mixup_alpha to 0 (crop and flip in data.augment work)"
+            )
+
     def datasets(self):
-        from ..data import load_arrays
+        """In-memory splits as float/int64 tensors; datasets decoded file by file (ImageNet)
+        stream batch by batch."""
+        from ..data import get_dataset
 
         data = self.cfg["data"]
         sets = []
         for split, n in (("train", data["train_subset"]), ("test", data["test_subset"])):
-            X, y = load_arrays(data["name"], split, root=data["root"])
-            sets.append(subset(TensorDataset(X.float(), y.long()), n))
+            dataset = get_dataset(data["name"], split, root=data["root"])
+            if isinstance(dataset, TensorDataset):
+                X, y = dataset.tensors[:2]
+                dataset = TensorDataset(X.float(), y.long())
+            sets.append(subset(dataset, n))
         return tuple(sets)
-
-    def augment(self):
-        return None
 
     def model_spec(self) -> dict:
         return {"name": self.cfg["model"]["name"], "kwargs": dict(self.cfg["model"]["kwargs"])}
@@ -132,6 +145,8 @@ class TTFS(Method):
         from ..temporal.loss import ttfs_loss
 
         o = self.options
+        if trainer.augment is not None:  # crop / flip of the pixels (mixup is refused)
+            x, y = trainer.augment(x, y, trainer.generator)
         x, y = trainer.to_device(x), trainer.to_device(y)
         z_out = trainer.forward(x)
         loss = ttfs_loss(
@@ -156,8 +171,13 @@ class TTFS(Method):
         from ..devices import model_device
         from ..temporal.evaluate import evaluate
 
+        if not isinstance(dataset, TensorDataset):
+            from ..temporal.evaluate import evaluate_batches
+            from ..train.trainer import batches
+
+            return evaluate_batches(model, batches(dataset, batch_size, shuffle=False))
         device = model_device(model)
-        X, y = dataset.tensors
+        X, y = dataset.tensors[:2]
         return evaluate(model, X.to(device), y.to(device), batch_size)
 
     def on_epoch_end(self, trainer, record: dict) -> None:

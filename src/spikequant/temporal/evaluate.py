@@ -8,6 +8,8 @@ evaluated samples.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from ..devices import model_device
@@ -26,25 +28,46 @@ def evaluate(
 ) -> dict:
     """Accuracy and spike statistics on ``(X, y)``; ``z_input`` overrides the encoder (jitter).
     Batches move to the model's device; the data may stay on the CPU."""
+    starts = range(0, len(X), batch_size)
+    return evaluate_batches(
+        model,
+        (
+            (
+                X[start : start + batch_size],
+                y[start : start + batch_size],
+                None if z_input is None else z_input[start : start + batch_size],
+            )
+            for start in starts
+        ),
+    )
+
+
+@torch.no_grad()
+def evaluate_batches(model: TTFSNet, batches: Iterable) -> dict:
+    """:func:`evaluate` over batches ``(x, y)`` or ``(x, y, z_input)`` as they stream in (a
+    dataset decoded file by file, e.g. ImageNet, never sits in memory at once)."""
     device = model_device(model)
     was_training = model.training
     model.eval()
-    correct, neurons_fired, neurons_total = 0, None, None
+    correct, n = 0, 0
     layer_fired: list[float] = []
     layer_sizes: list[int] = []
-    for start in range(0, len(X), batch_size):
-        xb = X[start : start + batch_size].to(device, non_blocking=True)
-        zb = None if z_input is None else z_input[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device, non_blocking=True)
+    for batch in batches:
+        xb, yb = batch[0], batch[1]
+        zb = batch[2] if len(batch) > 2 else None
+        xb = xb.to(device, non_blocking=True)
+        zb = None if zb is None else zb.to(device)
+        yb = yb.to(device, non_blocking=True)
         outputs = model.layer_outputs(xb, zb)
         correct += int((model.predict(outputs[-1]) == yb).sum())
+        n += len(yb)
         fired = [float((z < model.z_max).sum()) for z in outputs]
         if not layer_fired:
             layer_fired = [0.0] * len(outputs)
             layer_sizes = [z[0].numel() for z in outputs]
         layer_fired = [a + b for a, b in zip(layer_fired, fired, strict=False)]
     model.train(was_training)
-    n = len(X)
+    n = max(n, 1)
     neurons_total = sum(layer_sizes)
     neurons_fired = sum(layer_fired) / n
     fraction = neurons_fired / neurons_total if neurons_total else 0.0

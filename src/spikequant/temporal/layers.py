@@ -1,4 +1,4 @@
-"""TTFS layers on ``z = exp(t)``: encoder, dense, convolutional, pooling.
+"""TTFS layers on ``z = exp(t)``: encoder, dense, convolutional, pooling, concatenation.
 
 Every layer maps ``z`` to ``z``; silent neurons carry ``z = z_max``. Dense and convolutional
 layers add a bias/synchronisation input that always spikes at ``t = 0`` (``z = 1``); its
@@ -57,18 +57,22 @@ def quantize_ste(w: torch.Tensor, bits: int, range_quantile: float = 1.0) -> tor
 
 
 class TTFSEncoder(nn.Module):
-    """Pixels ``p in [0, 1]`` -> ``z = exp(alpha (1 - p))`` (brighter spikes earlier).
+    """Pixels ``p in [0, 1]`` -> ``z = exp(t)`` with ``t = alpha (1 - p)`` (``bright_first``,
+    the paper's MNIST rule: brighter spikes earlier) or ``t = alpha p`` (its CIFAR-10 rule).
 
     ``noise_std`` adds Gaussian jitter to the spike times in training mode only (the paper trains
     on noisy input times), clamped at ``t >= 0``.
     """
 
-    def __init__(self, alpha: float = 3.0, noise_std: float = 0.0) -> None:
+    def __init__(
+        self, alpha: float = 3.0, noise_std: float = 0.0, bright_first: bool = True
+    ) -> None:
         super().__init__()
         if not alpha > 0:
             raise ConfigError(f"encoder alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
         self.noise_std = float(noise_std)
+        self.bright_first = bool(bright_first)
 
     def times(self, pixels: torch.Tensor) -> torch.Tensor:
         from ..coding import latency_times
@@ -77,7 +81,8 @@ class TTFSEncoder(nn.Module):
             from ..errors import NonFiniteError
 
             raise NonFiniteError("TTFS encoder input contains NaN or infinity")
-        t = latency_times(pixels.clamp(0, 1), self.alpha)
+        p = pixels.clamp(0, 1)
+        t = latency_times(p, self.alpha) if self.bright_first else self.alpha * p
         if self.training and self.noise_std > 0:
             t = (t + self.noise_std * torch.randn_like(t)).clamp_min(0)
         return t
@@ -86,7 +91,7 @@ class TTFSEncoder(nn.Module):
         return torch.exp(self.times(pixels))
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, noise_std={self.noise_std}"
+        return f"alpha={self.alpha}, noise_std={self.noise_std}, bright_first={self.bright_first}"
 
 
 class _TTFSWeighted(nn.Module):
@@ -227,49 +232,169 @@ class TTFSConv2d(_TTFSWeighted):
         )
 
 
-class TTFSMaxPool2d(nn.Module):
+POOL_PADDINGS = ("valid", "same")
+
+
+class _TTFSPool(nn.Module):
+    """Window geometry shared by the pooling layers: ``kernel_size``, ``stride`` (default: the
+    kernel) and ``padding``: ``"valid"`` (no padding, ``out = floor((size - k) / s) + 1``) or
+    ``"same"`` (TensorFlow-style, ``out = ceil(size / s)``, like :class:`TTFSConv2d`). Padded
+    positions are silent (``z = z_max``), so they never become a window's spike."""
+
+    def __init__(self, kernel_size: int, stride: int | None, padding: str, z_max: float) -> None:
+        super().__init__()
+        stride = kernel_size if stride is None else stride
+        if kernel_size < 1 or stride < 1:
+            raise ConfigError(
+                f"pool kernel_size and stride must be >= 1, got {kernel_size}, {stride}"
+            )
+        if padding not in POOL_PADDINGS:
+            raise ConfigError(f"pool padding must be one of {POOL_PADDINGS}, got {padding!r}")
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), padding
+        self.z_max = float(z_max)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        if self.padding == "same":
+            return (
+                same_padding(height, self.kernel_size, self.stride)[0],
+                same_padding(width, self.kernel_size, self.stride)[0],
+            )
+        return (
+            (height - self.kernel_size) // self.stride + 1,
+            (width - self.kernel_size) // self.stride + 1,
+        )
+
+    def _pad(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 4:
+            raise ShapeError(f"{type(self).__name__} expects [B, C, H, W], got {tuple(z.shape)}")
+        if self.padding == "valid":
+            if z.shape[2] < self.kernel_size or z.shape[3] < self.kernel_size:
+                raise ShapeError(
+                    f"{type(self).__name__}: input {tuple(z.shape[2:])} is smaller than the "
+                    f"{self.kernel_size}x{self.kernel_size} window"
+                )
+            return z
+        _, top, bottom = same_padding(z.shape[2], self.kernel_size, self.stride)
+        _, left, right = same_padding(z.shape[3], self.kernel_size, self.stride)
+        if not (top or bottom or left or right):
+            return z
+        return F.pad(z, (left, right, top, bottom), value=self.z_max)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class TTFSMaxPool2d(_TTFSPool):
     """Max pooling on spike times. ``mode="earliest"`` (paper): output the first spike in the
-    window, ``min z``; ``mode="latest"``: the last one, ``max z`` over the spiking inputs (silent if
-    all are silent). Windows of ``kernel_size`` with equal stride, no padding."""
+    window, ``min z`` (max pooling of the activations, since ``t`` decreases with the value);
+    ``mode="latest"``: the last one, ``max z`` over the spiking inputs (silent if all are silent).
+
+    Gradient: ``d z_out / d z_i = 1`` for the selected input, 0 for the others (the gradient of
+    ``min``). Window geometry: see :class:`_TTFSPool` (default: ``kernel_size`` windows with equal
+    stride, no padding)."""
 
     def __init__(
-        self, kernel_size: int = 2, mode: str = "earliest", z_max: float = DEFAULT_Z_MAX
+        self,
+        kernel_size: int = 2,
+        mode: str = "earliest",
+        z_max: float = DEFAULT_Z_MAX,
+        stride: int | None = None,
+        padding: str = "valid",
     ) -> None:
-        super().__init__()
+        super().__init__(kernel_size, stride, padding, z_max)
         if mode not in ("earliest", "latest"):
             raise ConfigError(f"max-pool mode must be 'earliest' or 'latest', got {mode!r}")
-        self.kernel_size, self.mode, self.z_max = kernel_size, mode, float(z_max)
+        self.mode = mode
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self._pad(z)
         if self.mode == "earliest":
-            return -F.max_pool2d(-z, self.kernel_size)
+            return -F.max_pool2d(-z, self.kernel_size, self.stride)
         spiking = z < self.z_max
-        latest = F.max_pool2d(torch.where(spiking, z, torch.zeros_like(z)), self.kernel_size)
+        latest = F.max_pool2d(
+            torch.where(spiking, z, torch.zeros_like(z)), self.kernel_size, self.stride
+        )
         return torch.where(latest > 0, latest, torch.full_like(latest, self.z_max))
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, mode={self.mode}"
+        return f"{super().extra_repr()}, mode={self.mode}"
 
 
-class TTFSAvgPool2d(nn.Module):
-    """Average of ``z`` over the spiking inputs of each window (silent if none spikes).
+class TTFSAvgPool2d(_TTFSPool):
+    """Average of ``z`` over the spiking inputs of each window (silent if none spikes):
+    ``z_out = sum_{i spiking} z_i / |{i spiking}|``.
 
     Unlike earliest-spike pooling it must wait for every input, so it gives up the latency gain.
+    Window geometry: see :class:`_TTFSPool`.
     """
 
-    def __init__(self, kernel_size: int = 2, z_max: float = DEFAULT_Z_MAX) -> None:
-        super().__init__()
-        self.kernel_size, self.z_max = kernel_size, float(z_max)
+    def __init__(
+        self,
+        kernel_size: int = 2,
+        z_max: float = DEFAULT_Z_MAX,
+        stride: int | None = None,
+        padding: str = "valid",
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, z_max)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self._pad(z)
         spiking = (z < self.z_max).to(z.dtype)
-        total = F.avg_pool2d(z * spiking, self.kernel_size)
-        count = F.avg_pool2d(spiking, self.kernel_size)
+        total = F.avg_pool2d(z * spiking, self.kernel_size, self.stride)
+        count = F.avg_pool2d(spiking, self.kernel_size, self.stride)
         mean = total / count.clamp_min(1e-12)
         return torch.where(count > 0, mean, torch.full_like(mean, self.z_max))
 
+
+class TTFSGlobalPool2d(nn.Module):
+    """``[B, C, H, W] -> [B, C]`` over the whole feature map: ``mode="avg"`` the mean ``z`` of the
+    spiking positions (silent if none), ``mode="earliest"`` the first spike (``min z``)."""
+
+    def __init__(self, mode: str = "avg", z_max: float = DEFAULT_Z_MAX) -> None:
+        super().__init__()
+        if mode not in ("avg", "earliest"):
+            raise ConfigError(f"global pool mode must be 'avg' or 'earliest', got {mode!r}")
+        self.mode, self.z_max = mode, float(z_max)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 4:
+            raise ShapeError(f"TTFSGlobalPool2d expects [B, C, H, W], got {tuple(z.shape)}")
+        flat = z.flatten(2)
+        if self.mode == "earliest":
+            return flat.amin(2)
+        spiking = (flat < self.z_max).to(z.dtype)
+        count = spiking.sum(2)
+        mean = (flat * spiking).sum(2) / count.clamp_min(1)
+        return torch.where(count > 0, mean, torch.full_like(mean, self.z_max))
+
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}"
+        return f"mode={self.mode}"
+
+
+class TTFSConcat(nn.Module):
+    """Parallel TTFS sub-networks on one input, their spike times concatenated along channels:
+    ``z_out = [b_1(z), ..., b_n(z)]`` (an inception block). Concatenation does not change any
+    spike time, so each branch's output neurons keep their own earliest-spike semantics and the
+    gradient of each slice flows back into its own branch. Every branch must keep the spatial
+    size (stride 1 and SAME padding)."""
+
+    def __init__(self, branches: list[nn.Module]) -> None:
+        super().__init__()
+        if not branches:
+            raise ConfigError("TTFSConcat needs at least one branch")
+        self.branches = nn.ModuleList(
+            b if isinstance(b, nn.Module) else nn.Sequential(*b) for b in branches
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        outs = [branch(z) for branch in self.branches]
+        sizes = {tuple(o.shape[:1] + o.shape[2:]) for o in outs}
+        if len(sizes) != 1:
+            raise ShapeError(
+                "TTFSConcat branches must agree in every dim but channels, got "
+                f"{[tuple(o.shape) for o in outs]}"
+            )
+        return torch.cat(outs, 1)
 
 
 class TTFSFlatten(nn.Module):

@@ -6,6 +6,12 @@ Registered models (rebuilt by :func:`spikequant.checkpoint.load_model`):
 * ``ttfs_scnn(input_shape=[1, 28, 28], conv=[[32, 5, 2], [16, 5, 2]], num_classes=10)`` - the
   paper's MNIST SCNN(5,32,2)-SCNN(5,16,2)-FC10; ``pool`` inserts a pooling layer after each conv
   (``null``, ``"max"`` earliest-spike, ``"max_latest"`` or ``"avg"``).
+* ``ttfs_vgg16(input_shape=[3, 32, 32], features=[64, 64, "M", ...], fc=[4096, 4096, 512])`` - the
+  paper's CIFAR-10 SpikingVGG16: 3x3 SCNN layers and 2x2 earliest-spike pooling wherever
+  ``features`` puts them, then spiking FC layers; ``width`` scales every hidden layer.
+* ``ttfs_googlenet(input_shape=[3, 224, 224], num_classes=1000)`` - the paper's ImageNet
+  SpikingGoogleNet: GoogLeNet (Szegedy et al. 2015) with SCNN/FC layers, inception blocks whose
+  four branches' spike times are concatenated along channels, earliest-spike max pooling.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from ..errors import ConfigError, ShapeError
 from ..registry import MODELS, register_model
 from .layers import (
     TTFSAvgPool2d,
+    TTFSConcat,
     TTFSConv2d,
     TTFSEncoder,
     TTFSFlatten,
+    TTFSGlobalPool2d,
     TTFSLinear,
     TTFSMaxPool2d,
     ttfs_weighted_layers,
@@ -62,17 +70,24 @@ class TTFSNet(nn.Module):
     def layer_outputs(
         self, pixels: torch.Tensor, z_input: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
-        """``z`` after every dense/conv layer (the spiking neurons), input first excluded."""
+        """``z`` after every dense/conv layer (the spiking neurons) in the order they run, input
+        excluded; branches of an inception block count as their own layers. The last entry is
+        the output layer."""
         z = (
             self.encoder(self._check_input(pixels))
             if z_input is None
             else self._check_input(z_input)
         )
-        outputs = []
-        for layer in self.layers:
-            z = layer(z)
-            if isinstance(layer, (TTFSLinear, TTFSConv2d)):
-                outputs.append(z)
+        outputs: list[torch.Tensor] = []
+        handles = [
+            layer.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+            for layer in ttfs_weighted_layers(self)
+        ]
+        try:
+            self.layers(z)
+        finally:
+            for handle in handles:
+                handle.remove()
         return outputs
 
     @staticmethod
@@ -124,9 +139,9 @@ def ttfs_fc(
 
 
 _POOLS = {
-    "max": lambda z_max: TTFSMaxPool2d(2, "earliest", z_max),
-    "max_latest": lambda z_max: TTFSMaxPool2d(2, "latest", z_max),
-    "avg": lambda z_max: TTFSAvgPool2d(2, z_max),
+    "max": lambda z_max, padding="valid": TTFSMaxPool2d(2, "earliest", z_max, padding=padding),
+    "max_latest": lambda z_max, padding="valid": TTFSMaxPool2d(2, "latest", z_max, padding=padding),
+    "avg": lambda z_max, padding="valid": TTFSAvgPool2d(2, z_max, padding=padding),
 }
 
 
@@ -159,4 +174,189 @@ def ttfs_scnn(
     layers += [TTFSFlatten(), TTFSLinear(channels * height * width, num_classes, z_max)]
     return TTFSNet(
         TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
+    )
+
+
+def _scaled(channels, width: float) -> int:
+    """A hidden width times the multiplier ``width``, at least 1."""
+    return max(1, int(round(int(channels) * float(width))))
+
+
+def _check_width(width) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ConfigError(f"width must be a number > 0, got {width!r}")
+    return float(width)
+
+
+VGG16_FEATURES = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+    512, 512, 512, "M", 1024, 1024, 1024, "M",
+)  # fmt: skip
+VGG16_FC = (4096, 4096, 512)
+
+
+@_register("ttfs_vgg16")
+def ttfs_vgg16(
+    input_shape=(3, 32, 32),
+    features=VGG16_FEATURES,
+    fc=VGG16_FC,
+    num_classes: int = 10,
+    width: float = 1.0,
+    kernel_size: int = 3,
+    alpha: float = 3.0,
+    input_noise: float = 0.0,
+    bright_first: bool = True,
+    z_max: float = DEFAULT_Z_MAX,
+) -> TTFSNet:
+    """SpikingVGG16 (paper, Table 1): ``features`` lists SCNN(k, C, 1) layers by their channels
+    ``C`` and pooling layers by name, anywhere: ``"M"``/``"max"`` (2x2 earliest spike),
+    ``"max_latest"`` or ``"avg"``; then FC layers ``fc`` and FC(num_classes).
+
+    The default is the paper's 13 SCNN layers (64 ... 1024 channels) with five max-pooling
+    layers, FC(4096)-FC(4096)-FC(512)-FC(10). ``width`` scales every conv and hidden FC width.
+    Pooling windows use SAME padding (``out = ceil(size / 2)``, padded positions silent), so any
+    input size works; on 32x32 inputs that is the plain 2x2 pooling. ``bright_first=False``
+    encodes ``t = alpha p`` (the paper's CIFAR-10 rule) instead of ``alpha (1 - p)``.
+    """
+    width = _check_width(width)
+    channels, height, w = (int(s) for s in input_shape)
+    layers: list[nn.Module] = []
+    for item in features:
+        if isinstance(item, str):
+            name = "max" if item == "M" else item
+            if name not in _POOLS:
+                raise ConfigError(
+                    f"ttfs_vgg16 features: a pooling entry is 'M' or one of {sorted(_POOLS)}, "
+                    f"got {item!r}"
+                )
+            pool = _POOLS[name](z_max, "same")
+            layers.append(pool)
+            height, w = pool.output_shape(height, w)
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            conv = TTFSConv2d(channels, _scaled(item, width), kernel_size, 1, z_max)
+            layers.append(conv)
+            channels = conv.out_channels
+        else:
+            raise ConfigError(
+                f"ttfs_vgg16 features lists conv channels (integers >= 1) and pooling names, "
+                f"got {item!r}"
+            )
+    fan_in = channels * height * w
+    layers.append(TTFSFlatten())
+    for units in fc:
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ConfigError(f"ttfs_vgg16 fc lists layer widths (integers >= 1), got {units!r}")
+        layers.append(TTFSLinear(fan_in, _scaled(units, width), z_max))
+        fan_in = layers[-1].out_features
+    layers.append(TTFSLinear(fan_in, int(num_classes), z_max))
+    return TTFSNet(
+        TTFSEncoder(alpha, input_noise, bright_first),
+        layers,
+        tuple(int(s) for s in input_shape),
+        z_max,
+    )
+
+
+# GoogLeNet (Szegedy et al. 2015, Table 1): the stem as [channels, kernel, stride] SCNN layers
+# and "M" (3x3 stride-2 max pooling), then inception blocks
+# [#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj] and "M" between stages 3-4 and 4-5.
+GOOGLENET_STEM = ([64, 7, 2], "M", [64, 1, 1], [192, 3, 1], "M")
+GOOGLENET_BLOCKS = (
+    [64, 96, 128, 16, 32, 32],  # 3a
+    [128, 128, 192, 32, 96, 64],  # 3b
+    "M",
+    [192, 96, 208, 16, 48, 64],  # 4a
+    [160, 112, 224, 24, 64, 64],  # 4b
+    [128, 128, 256, 24, 64, 64],  # 4c
+    [112, 144, 288, 32, 64, 64],  # 4d
+    [256, 160, 320, 32, 128, 128],  # 4e
+    "M",
+    [256, 160, 320, 32, 128, 128],  # 5a
+    [384, 192, 384, 48, 128, 128],  # 5b
+)
+
+
+def _earliest_pool(z_max: float, stride: int) -> TTFSMaxPool2d:
+    return TTFSMaxPool2d(3, "earliest", z_max, stride=stride, padding="same")
+
+
+def ttfs_inception(in_channels: int, spec, z_max: float = DEFAULT_Z_MAX) -> TTFSConcat:
+    """An inception block of SCNN layers: branches 1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3 stride-1
+    earliest-spike max pooling -> 1x1; their spike times concatenated along channels.
+    ``spec = [#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj]``."""
+    if len(spec) != 6 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in spec):
+        raise ConfigError(
+            "an inception block is [#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj] "
+            f"(integers >= 1), got {spec!r}"
+        )
+    c1, c3r, c3, c5r, c5, pool_proj = spec
+    return TTFSConcat(
+        [
+            [TTFSConv2d(in_channels, c1, 1, 1, z_max)],
+            [TTFSConv2d(in_channels, c3r, 1, 1, z_max), TTFSConv2d(c3r, c3, 3, 1, z_max)],
+            [TTFSConv2d(in_channels, c5r, 1, 1, z_max), TTFSConv2d(c5r, c5, 5, 1, z_max)],
+            [_earliest_pool(z_max, 1), TTFSConv2d(in_channels, pool_proj, 1, 1, z_max)],
+        ]
+    )
+
+
+@_register("ttfs_googlenet")
+def ttfs_googlenet(
+    input_shape=(3, 224, 224),
+    num_classes: int = 1000,
+    width: float = 1.0,
+    stem=GOOGLENET_STEM,
+    blocks=GOOGLENET_BLOCKS,
+    global_pool: str = "avg",
+    alpha: float = 3.0,
+    input_noise: float = 0.0,
+    bright_first: bool = True,
+    z_max: float = DEFAULT_Z_MAX,
+) -> TTFSNet:
+    """SpikingGoogleNet (paper): GoogLeNet's conv/FC layers as SCNN/FC layers.
+
+    ``stem``: ``[channels, kernel, stride]`` SCNN layers and ``"M"`` (3x3 stride-2 earliest-spike
+    max pooling, SAME padding); ``blocks``: inception blocks
+    ``[#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj]`` (see :func:`ttfs_inception`) and
+    ``"M"``; then a global pooling over the feature map (``"avg"``: mean ``z`` of the spiking
+    positions, as GoogLeNet's average pooling; ``"earliest"``: the first spike) and
+    FC(num_classes). ``width`` scales every channel count; ``bright_first`` picks the input
+    encoding (see :class:`TTFSEncoder`). Not modelled: local response normalisation, dropout and
+    the two auxiliary classifiers (training-only heads).
+    """
+    width = _check_width(width)
+    channels, height, w = (int(s) for s in input_shape)
+    layers: list[nn.Module] = []
+
+    def pool() -> None:
+        nonlocal height, w
+        layers.append(_earliest_pool(z_max, 2))
+        height, w = layers[-1].output_shape(height, w)
+
+    for item in stem:
+        if item == "M":
+            pool()
+            continue
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise ConfigError(f"a stem entry is [channels, kernel, stride] or 'M', got {item!r}")
+        out_ch, kernel, stride = (int(v) for v in item)
+        conv = TTFSConv2d(channels, _scaled(out_ch, width), kernel, stride, z_max)
+        layers.append(conv)
+        channels = conv.out_channels
+        height, w = conv.output_shape(height, w)
+    for item in blocks:
+        if item == "M":
+            pool()
+            continue
+        if not isinstance(item, (list, tuple)):
+            raise ConfigError(f"a block is an inception spec (6 integers) or 'M', got {item!r}")
+        block = ttfs_inception(channels, [_scaled(c, width) for c in item], z_max)
+        layers.append(block)
+        channels = sum(branch[-1].out_channels for branch in block.branches)
+    layers += [TTFSGlobalPool2d(global_pool, z_max), TTFSLinear(channels, int(num_classes), z_max)]
+    return TTFSNet(
+        TTFSEncoder(alpha, input_noise, bright_first),
+        layers,
+        tuple(int(s) for s in input_shape),
+        z_max,
     )
