@@ -26,8 +26,15 @@ def _quantize(program: Program, array: np.ndarray) -> np.ndarray:
     else:
         if not np.all(np.isfinite(array)):
             raise ProgramError("the input contains NaN or infinity")
-        codes = np.rint(array.astype(np.float64) / spec["scale"])
+        if spec["kind"] == "isi":  # as the Ca-LIF network reads an image: round(255 x)
+            codes = np.rint(array.astype(np.float64) * spec["code_max"])
+        else:
+            codes = np.rint(array.astype(np.float64) / spec["scale"])
     return np.clip(codes, 0, spec["code_max"]).astype(np.int32)
+
+
+def spec_kind(program: Program) -> str:
+    return str(program.header["input"]["kind"])
 
 
 def read_input(program: Program, path: str | Path) -> tuple[np.ndarray, bool]:
@@ -58,6 +65,11 @@ def read_input(program: Program, path: str | Path) -> tuple[np.ndarray, bool]:
         return _quantize(program, array)[None], True
     if array.shape == (1, *shape):
         return _quantize(program, array), True
+    if spec_kind(program) == "isi":
+        raise ProgramError(
+            f"a Ca-LIF program takes one static image {list(shape)} (it ISI-codes it over T "
+            f"steps itself), got shape {array.shape}"
+        )
     if array.ndim == 4 and array.shape[1:] == shape:
         return _quantize(program, array)[:, None], False
     if array.ndim == 5 and array.shape[1:] == (1, *shape):

@@ -90,7 +90,7 @@ def _chain(net) -> list[tuple[str, nn.Module]]:
             if node.all_input_nodes != [previous]:
                 raise ProgramError("the network's output is not the last layer of a plain chain")
             break
-        name = str(node.target)
+        name = str(node.target) if node.op == "call_module" else node.name
         if node.all_input_nodes != [previous]:
             raise ProgramError(
                 f"{name!r}: the integer runtime lowers plain chains of layers; this node has "

@@ -350,7 +350,6 @@ class NativeRuntime:
         keys = ("weights", "membranes", "spikes", "scratch")
         return {k: int(v) for k, v in zip(keys, out, strict=True)}
 
-
     def counts(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Ca-LIF program, after ``run``: the counts ``c`` of spiking layer ``index`` (before
         pooling), the pool neuron's counts (None without pooling) and each sample's total spikes."""
