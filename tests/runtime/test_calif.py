@@ -359,3 +359,17 @@ def test_what_cannot_be_lowered_is_refused_with_one_line_naming_the_layer():
         lower_model(convert(create_model("ann_mlp", qat=True, bits=4, hidden=[4]).eval(), "calif"))
     with pytest.raises(ProgramError, match="not a spiking network"):
         lower_model(create_model("ann_mlp", qat=True, bits=4, hidden=[4]).eval())
+
+
+def test_deploy_refuses_an_unlowerable_calif_run_with_one_line(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {"qat": True, "bits": 4, "hidden": []}  # no hidden layer: read-out fed by input
+    model = create_model("ann_mlp", **kwargs).eval()
+    net = convert(model, "calif", timesteps=4)
+    source = {"method": "qat", "model": {"name": "ann_mlp", "kwargs": kwargs}}
+    source["dataset"] = "mnist5k"
+    save_converted(net, tmp_path / "run", source_model=model, source_meta=source)
+    code, _, err = quiet_main(["deploy", str(tmp_path / "run"), "--out", str(tmp_path / "m.sqrt")])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "without a hidden layer" in lines[0], err
+    assert not (tmp_path / "m.sqrt").exists()
