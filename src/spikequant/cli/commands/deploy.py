@@ -28,11 +28,18 @@ def run(args) -> int:
     from ...io import check_output_file
 
     check_output_file(args.out)  # before any work
+    if args.emit_c:
+        check_output_file(args.emit_c, "--emit-c")
     model, meta = load_run_model(target)
     from ...convert.saved import RUNTIME_REFUSALS, is_converted, refusal
 
     dataset = meta.get("dataset")
     if is_converted(meta) and (meta.get("conversion") or {}).get("method") == "calif":
+        if args.emit_c:
+            raise ConfigError(
+                "--emit-c writes QLIF programs; a Ca-LIF program runs in the C++ engine "
+                "(spikequant run)"
+            )
         return _deploy_calif(args, model, meta, target)
     if is_converted(meta):
         raise ConfigError(refusal(meta, RUNTIME_REFUSALS, "the integer runtime"))
@@ -56,6 +63,12 @@ def run(args) -> int:
         source={"run": str(target), "recipe": meta.get("name"), "dataset": dataset},
     )
     digest = save_program(program, args.out)
+    if args.emit_c:
+        from ...io import write_text
+        from ...runtime.emit_c import emit_c
+
+        write_text(args.emit_c, emit_c(program, digest))
+        print(f"wrote {args.emit_c}: dependency-free C99 (cc -O2 -std=c99 {args.emit_c})")
     removed = sum(len(layer["removed_channels"]) for layer in program.layers)
     print(
         f"wrote {args.out}: {len(program.layers)} layers, T = {program.timesteps}, "
@@ -123,4 +136,10 @@ def register(subparsers) -> None:
         help="float value of one input code (default: from the dataset)",
     )
     p.add_argument("--code-max", type=int, default=None, help="largest input code")
+    p.add_argument(
+        "--emit-c",
+        default=None,
+        metavar="FILE.c",
+        help="also write the program as one dependency-free C99 file (QLIF programs)",
+    )
     p.set_defaults(func=run)
