@@ -4,7 +4,8 @@ A float array is quantized with the program's input scale (``clamp(round(x / sca
 code_max)``); an integer array is taken as codes already. Accepted shapes: ``[C, H, W]`` or
 ``[1, C, H, W]`` (a static input, repeated over T) and ``[T, C, H, W]`` / ``[T, 1, C, H, W]``
 (one frame per step). An image is read as 8-bit pixels ``p`` (grayscale for one channel, RGB for
-three) and scaled to ``p / 255`` first.
+three) and scaled to ``p / 255`` first. A Ca-LIF program (input kind ``isi``) takes one static
+image; its float values become the pixels ``round(255 x)``, as its network reads them.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ def _quantize(program: Program, array: np.ndarray) -> np.ndarray:
         else:
             codes = np.rint(array.astype(np.float64) / spec["scale"])
     return np.clip(codes, 0, spec["code_max"]).astype(np.int32)
-
-
-def spec_kind(program: Program) -> str:
-    return str(program.header["input"]["kind"])
 
 
 def read_input(program: Program, path: str | Path) -> tuple[np.ndarray, bool]:
@@ -65,7 +62,7 @@ def read_input(program: Program, path: str | Path) -> tuple[np.ndarray, bool]:
         return _quantize(program, array)[None], True
     if array.shape == (1, *shape):
         return _quantize(program, array), True
-    if spec_kind(program) == "isi":
+    if program.header["input"]["kind"] == "isi":
         raise ProgramError(
             f"a Ca-LIF program takes one static image {list(shape)} (it ISI-codes it over T "
             f"steps itself), got shape {array.shape}"
