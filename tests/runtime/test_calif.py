@@ -130,6 +130,31 @@ def test_program_reproduces_the_float_network_exactly(lenet, simulated):
         native.step(pixels)
 
 
+def test_learned_steps_need_128_bit_membranes_and_still_agree(lenet):
+    """With the learned float32 steps (not powers of two) the exact membranes need ~80 bits:
+    the program keeps them in 128 bits; the float network rounds its float64 sums, so only
+    near-ties could differ; on these digits nothing does."""
+    import copy
+
+    model, _, x, _ = lenet
+    learned = copy.deepcopy(model)
+    for module in learned.modules():
+        if isinstance(module, QuantReLU):
+            module.power_of_two = False
+    net = convert(learned, "calif", timesteps=T)
+    program = lower_calif(net, (1, 28, 28))
+    assert program.header["membrane_bits"] == 128
+    result = net.simulate(x, [T])[T]
+    pixels = quantize_input(program, x)
+    logits, trace = ReferenceInterpreter(program).run(pixels, trace=True)
+    for index, (pre, _) in enumerate(net.codes().values()):
+        assert torch.equal(trace.counts[index].double(), pre)
+    assert torch.equal(logits.argmax(1), result["logits"].argmax(1))
+    unit = program.header["logit_unit"]
+    torch.testing.assert_close(logits.double() * unit, result["logits"], rtol=1e-12, atol=0)
+    assert np.array_equal(NativeRuntime(program, batch=len(x)).run(pixels), logits.numpy())
+
+
 def quiet_main(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -181,6 +206,7 @@ def random_calif_program(draw) -> Program:
     channels, size = draw(st.integers(1, 2)), draw(st.integers(4, 8))
     shape = [channels, size, size]
     n_conv, n_linear = draw(st.integers(0, 2)), draw(st.integers(0, 1))
+    big = draw(st.booleans())  # membranes and logits beyond 64 bits (learned float32 steps)
     layers, tensors = [], {}
     total = n_conv + n_linear + 1
     for index in range(total):
@@ -208,8 +234,10 @@ def random_calif_program(draw) -> Program:
             levels[0, 0] = bound  # int32 storage
         weight = levels.reshape(full[0], shape[0], k, k) if conv else levels
         tensors[f"layers.{index}.weight"] = weight.astype(np.int32 if wide else np.int8)
-        tensors[f"layers.{index}.multiplier"] = rng.integers(-3, 9, full[0])
-        tensors[f"layers.{index}.offset"] = rng.integers(-40, 41, full[0])
+        tensors[f"layers.{index}.multiplier"] = (
+            rng.integers(-(2**40), 2**40, full[0]) if big else rng.integers(-3, 9, full[0])
+        )
+        tensors[f"layers.{index}.offset"] = rng.integers(-40, 41, full[0]) * (2**40 if big else 1)
         pool = 1
         if conv and not readout and min(full[1:]) >= 2 and draw(st.booleans()):
             pool = 2
@@ -230,8 +258,10 @@ def random_calif_program(draw) -> Program:
         }
         if not readout:
             scale = bound if wide else 1
-            tensors[f"layers.{index}.threshold"] = rng.integers(1, 12 * scale, full[0])
-            tensors[f"layers.{index}.offset"] *= scale
+            tensors[f"layers.{index}.threshold"] = (
+                rng.integers(1, 2**62, full[0]) if big else rng.integers(1, 12 * scale, full[0])
+            )
+            tensors[f"layers.{index}.offset"] *= 1 if big else scale
             layer["neuron"] = {
                 "kind": "calif",
                 "qmax": draw(st.sampled_from([None, 1, 3, 7])),
@@ -240,6 +270,8 @@ def random_calif_program(draw) -> Program:
                 "pool": pool,
                 "input_units": index == 0,
             }
+        if readout:
+            layer["logit_shift"] = 20 if big else draw(st.integers(0, 2))
         layers.append(layer)
         shape = out
     header = {
@@ -247,6 +279,7 @@ def random_calif_program(draw) -> Program:
         "timesteps": timesteps,
         "num_classes": shape[0],
         "logit_unit": 1.0,
+        "membrane_bits": 128 if big else 64,
         "input": {
             "shape": [channels, size, size], "kind": "isi", "scale": 1 / 255, "code_max": 255,
             "budget": budget,

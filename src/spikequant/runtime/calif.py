@@ -62,21 +62,18 @@ def isi_spikes(pix: torch.Tensor, t: int, timesteps: int, budget: int) -> torch.
     return upto(t) - upto(t - 1)
 
 
-def round_count(v: torch.Tensor, threshold: torch.Tensor, tie: str) -> torch.Tensor:
-    """Net rounding spikes of membranes ``v`` (ungated): ``|v - k TH| <= TH/2`` after them."""
+def round_count(v, threshold, tie: str):
+    """Net rounding spikes of membranes ``v`` (ungated): ``|v - k TH| <= TH/2`` after them
+    (integer arrays; ``//`` is floor division)."""
     if tie == "up":
-        return torch.div(2 * v + threshold, 2 * threshold, rounding_mode="floor")
-    return -torch.div(threshold - 2 * v, 2 * threshold, rounding_mode="floor")
+        return (2 * v + threshold) // (2 * threshold)
+    return -((threshold - 2 * v) // (2 * threshold))
 
 
-def _sum_pool(x: torch.Tensor, p: int) -> torch.Tensor:
+def _sum_pool(x: np.ndarray, p: int) -> np.ndarray:
     b, c, h, w = x.shape
     hp, wp = h // p, w // p
     return x[:, :, : hp * p, : wp * p].reshape(b, c, hp, p, wp, p).sum((3, 5))
-
-
-def _channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    return v.view(1, -1, *([1] * (ndim - 2)))
 
 
 class CaLIFInterpreter:
@@ -125,8 +122,12 @@ class CaLIFInterpreter:
         return acc.reshape(x.shape[0], weight.shape[0], h, w)
 
     def run(self, pixels, trace: bool = False):
-        """``pixels[B, *shape]`` (integers 0..255) -> integer logits ``[B, K]`` (times
-        ``logit_unit``: the float network's logits), and a :class:`CaLIFTrace` with ``trace``."""
+        """``pixels[B, *shape]`` (integers 0..255) -> integer logits ``[B, K]`` (int64; times
+        ``logit_unit``: the float network's logits), and a :class:`CaLIFTrace` with ``trace``.
+
+        Membranes and logits are Python integers (numpy object arrays): a program whose exact
+        membranes need more than 64 bits (``"membrane_bits": 128``) runs as exactly as one that
+        does not; the logits leave as ``floor(logits / 2^logit_shift)``."""
         header = self.program.header
         spec = header["input"]
         pix = torch.as_tensor(np.asarray(pixels)).to(torch.int64)
@@ -147,43 +148,51 @@ class CaLIFInterpreter:
             if layer["neuron"] is None:
                 state.append(None)
                 continue
-            full = self._pre_pool_shape(i)
-            zeros = torch.zeros(batch, *full, dtype=torch.int64)
-            pooled = torch.zeros(batch, *layer["out_shape"], dtype=torch.int64)
-            state.append({"v": zeros, "c": zeros.clone(), "pv": pooled, "pc": pooled.clone()})
-        logits = torch.zeros(batch, header["num_classes"], dtype=torch.int64)
-        spikes_total = torch.zeros(batch, dtype=torch.int64)
+            zeros = _ints(np.zeros((batch, *self._pre_pool_shape(i)), np.int64))
+            pooled = _ints(np.zeros((batch, *layer["out_shape"]), np.int64))
+            state.append({"v": zeros, "c": zeros.copy(), "pv": pooled, "pc": pooled.copy()})
+        logits = _ints(np.zeros((batch, header["num_classes"]), np.int64))
+        spikes_total = np.zeros(batch, np.int64)
         for t in range(1, steps + 1):
             x = isi_spikes(pix, t, steps, budget)
             for i, layer in enumerate(layers):
-                acc = self._accumulate(i, x)
-                m = _channel(self.multipliers[i], acc.ndim)
+                acc = _ints(self._accumulate(i, x).numpy())
+                m = self._channel(self.multipliers[i], acc.ndim)
                 if layer["neuron"] is None:
-                    logits += m * acc
+                    logits = logits + m * acc
                     break
-                x = self._fire(i, state[i], m * acc + _channel(self.offsets[i], acc.ndim))
+                b = self._channel(self.offsets[i], acc.ndim)
+                s = self._fire(i, state[i], m * acc + b)
                 spikes_total += self._count(state[i], record, i)
+                x = torch.from_numpy(s.astype(np.int64))
         x = None
         for i, layer in enumerate(layers):
             if x is None:  # the input sends no rounding spikes
-                acc = torch.zeros(batch, *self._pre_pool_shape(i), dtype=torch.int64)
+                acc = _ints(np.zeros((batch, *self._pre_pool_shape(i)), np.int64))
             else:
-                acc = self._accumulate(i, x)
-            m = _channel(self.multipliers[i], acc.ndim)
+                acc = _ints(self._accumulate(i, x).numpy())
+            m = self._channel(self.multipliers[i], acc.ndim)
             if layer["neuron"] is None:
-                logits += m * acc + _channel(self.offsets[i], acc.ndim)
+                logits = logits + m * acc + self._channel(self.offsets[i], acc.ndim)
                 break
-            x = self._round(i, state[i], m * acc)
+            x = torch.from_numpy(self._round(i, state[i], m * acc).astype(np.int64))
             spikes_total += state[i].pop("round_spikes")
-        if record is not None:
-            record.counts = [s["c"] for s in state if s is not None]
-            record.pool_counts = [
-                s["pc"] for s, layer in zip(state, layers, strict=True)
-                if s is not None and layer["neuron"]["pool"] > 1
-            ]  # fmt: skip
-            record.total_spikes = spikes_total
-            return logits, record
-        return logits
+        shift = int(layers[-1].get("logit_shift", 0))
+        logits = torch.from_numpy((logits >> shift).astype(np.int64))
+        if record is None:
+            return logits
+        record.counts = [torch.from_numpy(s["c"].astype(np.int64)) for s in state if s]
+        record.pool_counts = [
+            torch.from_numpy(s["pc"].astype(np.int64))
+            for s, layer in zip(state, layers, strict=True)
+            if s is not None and layer["neuron"]["pool"] > 1
+        ]
+        record.total_spikes = torch.from_numpy(spikes_total)
+        return logits, record
+
+    @staticmethod
+    def _channel(values: torch.Tensor, ndim: int) -> np.ndarray:
+        return _ints(values.numpy()).reshape(1, -1, *([1] * (ndim - 2)))
 
     def _pre_pool_shape(self, i: int) -> list[int]:
         layer = self.program.layers[i]
@@ -198,9 +207,9 @@ class CaLIFInterpreter:
             raise ProgramError(f"layer {i}: pooled shape does not fit the header")
         return [layer["out_shape"][0], ho, wo]
 
-    def _fire(self, i: int, st: dict, current: torch.Tensor) -> torch.Tensor:
+    def _fire(self, i: int, st: dict, current: np.ndarray) -> np.ndarray:
         neuron = self.program.layers[i]["neuron"]
-        th = _channel(self.thresholds[i], current.ndim)
+        th = self._channel(self.thresholds[i], current.ndim)
         v, c = st["v"] + current, st["c"]
         pos = v >= th
         if neuron["qmax"] is not None:
@@ -208,49 +217,53 @@ class CaLIFInterpreter:
         neg = v <= -th
         if neuron["gate"]:
             neg &= c > 0
-        s = pos.to(torch.int64) - neg.to(torch.int64)
+        s = _ints(pos.astype(np.int64) - neg.astype(np.int64))
         st["v"], st["c"], st["s"] = v - s * th, c + s, s
         p = neuron["pool"]
         if p == 1:
             st["ps"] = None
             return s
         pv = st["pv"] + _sum_pool(s, p)
-        ps = (pv >= p * p).to(torch.int64) - (pv <= -p * p).to(torch.int64)
-        st["pv"], st["pc"], st["ps"] = pv - ps * p * p, st["pc"] + ps, ps
+        ps = _ints((pv >= p * p).astype(np.int64) - (pv <= -p * p).astype(np.int64))
+        st["pv"], st["pc"], st["ps"] = pv - ps * (p * p), st["pc"] + ps, ps
         return ps
 
-    def _count(self, st: dict, record: CaLIFTrace | None, i: int) -> torch.Tensor:
+    def _count(self, st: dict, record: CaLIFTrace | None, i: int) -> np.ndarray:
         s, ps = st["s"], st["ps"]
-        total = (s != 0).flatten(1).sum(1)
+        total = (s != 0).reshape(len(s), -1).sum(1)
         if ps is not None:
-            total = total + (ps != 0).flatten(1).sum(1)
+            total = total + (ps != 0).reshape(len(ps), -1).sum(1)
         if record is not None:
-            record.spikes[i].append(s.to(torch.int8))
+            record.spikes[i].append(torch.from_numpy(s.astype(np.int8)))
             if ps is not None:
-                record.pool_spikes[i].append(ps.to(torch.int8))
+                record.pool_spikes[i].append(torch.from_numpy(ps.astype(np.int8)))
         return total
 
-    def _round(self, i: int, st: dict, current: torch.Tensor) -> torch.Tensor:
+    def _round(self, i: int, st: dict, current: np.ndarray) -> np.ndarray:
         neuron = self.program.layers[i]["neuron"]
-        th = _channel(self.thresholds[i], current.ndim)
+        th = self._channel(self.thresholds[i], current.ndim)
         v, c = st["v"] + current, st["c"]
         k = round_count(v, th, neuron["tie"])
         if neuron["qmax"] is not None:
-            k = torch.minimum(k, neuron["qmax"] - c)
+            k = np.minimum(k, neuron["qmax"] - c)
         if neuron["gate"]:
-            k = torch.maximum(k, -c)
+            k = np.maximum(k, -c)
         st["v"], st["c"] = v - k * th, c + k
-        total = k.abs().flatten(1).sum(1)
+        total = np.abs(k).reshape(len(k), -1).sum(1).astype(np.int64)
         p = neuron["pool"]
         if p > 1:
             pv = st["pv"] + _sum_pool(k, p)
-            area = torch.full((1,), p * p, dtype=torch.int64)
-            kp = round_count(pv, area, neuron["tie"])
-            st["pv"], st["pc"] = pv - kp * p * p, st["pc"] + kp
-            total = total + kp.abs().flatten(1).sum(1)
+            kp = round_count(pv, p * p, neuron["tie"])
+            st["pv"], st["pc"] = pv - kp * (p * p), st["pc"] + kp
+            total = total + np.abs(kp).reshape(len(kp), -1).sum(1).astype(np.int64)
             k = kp
         st["round_spikes"] = total
         return k
+
+
+def _ints(array: np.ndarray) -> np.ndarray:
+    """``array`` as Python integers (exact at any width)."""
+    return np.asarray(array).astype(object)
 
 
 __all__ = ["CaLIFInterpreter", "CaLIFTrace", "isi_spikes", "round_count"]

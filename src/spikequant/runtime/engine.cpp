@@ -482,20 +482,24 @@ struct CaLayer {
   int64_t outputs() const { return pool > 1 ? cout * hp * wp : neurons(); }
 };
 
+// membranes and logits in 128 bits: exact for every program (a program with power-of-two steps
+// would fit 64 bits; learned float32 steps need up to ~80)
+typedef __int128 wide_t;
+
 struct CaEngine {
   std::vector<CaLayer> layers;
-  int64_t batch = 0, classes = 0, timesteps = 0, budget = 0, in_size = 0;
+  int64_t batch = 0, classes = 0, timesteps = 0, budget = 0, in_size = 0, logit_shift = 0;
   // per sample and spiking layer: final counts (before / after pooling), total spikes
   std::vector<std::vector<std::vector<int64_t>>> counts, pool_counts;
   std::vector<int64_t> spikes;
 };
 
-inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  int64_t q = a / b;
+inline wide_t floor_div(wide_t a, wide_t b) {  // b > 0
+  wide_t q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-inline int64_t round_count(int64_t v, int64_t th, bool tie_up) {
+inline wide_t round_count(wide_t v, wide_t th, bool tie_up) {
   return tie_up ? floor_div(2 * v + th, 2 * th) : -floor_div(th - 2 * v, 2 * th);
 }
 
@@ -530,7 +534,8 @@ void ca_accumulate(const CaLayer& L, const std::vector<int64_t>& x, std::vector<
 }
 
 struct CaState {
-  std::vector<int64_t> v, c, pv, pc;
+  std::vector<wide_t> v;
+  std::vector<int64_t> c, pv, pc;
 };
 
 // one step (round = false) or the rounding phase (round = true) of spiking layer L:
@@ -544,18 +549,19 @@ int64_t ca_neurons(const CaLayer& L, CaState& S, const std::vector<int64_t>& acc
     const int64_t b = round ? 0 : L.offset[size_t(o)];
     for (int64_t p = 0; p < hw; ++p) {
       const size_t idx = size_t(o * hw + p);
-      int64_t v = S.v[idx] + m * acc[size_t(p * co + o)] + b;
+      wide_t v = S.v[idx] + wide_t(m) * acc[size_t(p * co + o)] + b;
       int64_t c = S.c[idx], s;
       if (!round) {
         bool pos = v >= th && (L.qmax < 0 || c < L.qmax);
         bool neg = v <= -th && (!L.gate || c > 0);
         s = int64_t(pos) - int64_t(neg);
       } else {
-        s = round_count(v, th, L.tie_up != 0);
-        if (L.qmax >= 0) s = std::min(s, L.qmax - c);
-        if (L.gate) s = std::max(s, -c);
+        wide_t k = round_count(v, th, L.tie_up != 0);  // |k| <= qmax + 1 after the clamps
+        if (L.qmax >= 0 && k > L.qmax - c) k = L.qmax - c;
+        if (L.gate && k < -c) k = -c;
+        s = int64_t(k);
       }
-      S.v[idx] = v - s * th;
+      S.v[idx] = v - wide_t(s) * th;
       S.c[idx] = c + s;
       pre[idx] = s;
       fired += round ? std::llabs(s) : int64_t(s != 0);
@@ -578,7 +584,7 @@ int64_t ca_neurons(const CaLayer& L, CaState& S, const std::vector<int64_t>& acc
         if (!round)
           s = int64_t(v >= area) - int64_t(v <= -area);
         else
-          s = round_count(v, area, L.tie_up != 0);
+          s = int64_t(round_count(v, area, L.tie_up != 0));
         S.pv[idx] = v - s * area;
         S.pc[idx] += s;
         out[idx] = s;
@@ -587,7 +593,7 @@ int64_t ca_neurons(const CaLayer& L, CaState& S, const std::vector<int64_t>& acc
   return fired;
 }
 
-void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* logits) {
+void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* out_logits) {
   const size_t n = E.layers.size();
   std::vector<CaState> state(n);
   size_t widest = size_t(E.in_size), acc_len = 1, pre_len = 1;
@@ -603,7 +609,7 @@ void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* logits) {
     state[li].pc.assign(size_t(L.pool > 1 ? L.outputs() : 0), 0);
   }
   std::vector<int64_t> x(widest), y(widest), acc(acc_len), pre(pre_len);
-  std::fill(logits, logits + E.classes, 0);
+  std::vector<wide_t> logits(size_t(E.classes), 0);
   int64_t fired = 0;
   const int64_t T = E.timesteps, K = E.budget;
   auto upto = [&](int64_t p, int64_t t) -> int64_t {
@@ -616,7 +622,8 @@ void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* logits) {
       const CaLayer& L = E.layers[li];
       ca_accumulate(L, x, acc);
       if (!L.spiking) {
-        for (int64_t o = 0; o < L.cout; ++o) logits[o] += L.mult[size_t(o)] * acc[size_t(o)];
+        for (int64_t o = 0; o < L.cout; ++o)
+          logits[size_t(o)] += wide_t(L.mult[size_t(o)]) * acc[size_t(o)];
         break;
       }
       fired += ca_neurons(L, state[li], acc, false, pre, y);
@@ -629,12 +636,15 @@ void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* logits) {
     ca_accumulate(L, x, acc);
     if (!L.spiking) {
       for (int64_t o = 0; o < L.cout; ++o)
-        logits[o] += L.mult[size_t(o)] * acc[size_t(o)] + L.offset[size_t(o)];
+        logits[size_t(o)] += wide_t(L.mult[size_t(o)]) * acc[size_t(o)] + L.offset[size_t(o)];
       break;
     }
     fired += ca_neurons(L, state[li], acc, true, pre, y);
     std::swap(x, y);
   }
+  const wide_t unit = wide_t(1) << E.logit_shift;
+  for (int64_t o = 0; o < E.classes; ++o)
+    out_logits[o] = int64_t(floor_div(logits[size_t(o)], unit));
   E.spikes[size_t(b)] = fired;
   for (size_t li = 0; li < n; ++li) {
     E.counts[size_t(b)][li] = state[li].c;
@@ -648,12 +658,14 @@ extern "C" {
 
 // cfg: n_layers * 16 int64 (conv, cin, hin, win, cout, hout, wout [before pooling], k, stride,
 // pad, spiking, qmax [-1: none], gate, tie_up, pool, unused); weights[i]: int64 [cout][fan_in];
-// mult/offset/threshold int64 [cout]; the input is in_size 8-bit pixels per sample.
+// mult/offset/threshold int64 [cout]; the input is in_size 8-bit pixels per sample; the logits
+// leave as floor(z / 2^logit_shift).
 void* sqc_create(int64_t n_layers, const int64_t* cfg, const int64_t* const* weights,
                  const int64_t* const* mult, const int64_t* const* offset,
                  const int64_t* const* threshold, int64_t batch, int64_t timesteps,
-                 int64_t budget, int64_t in_size) {
+                 int64_t budget, int64_t in_size, int64_t logit_shift) {
   CaEngine* E = new CaEngine();
+  E->logit_shift = logit_shift;
   E->batch = batch;
   E->timesteps = timesteps;
   E->budget = budget;

@@ -18,6 +18,12 @@ integers:
 * the read-out holds ``A_c = u_c w_in / q``, ``B_c = b_c / q`` with one ``q`` for all classes, so
   that the integer logit times ``q`` (the header's ``logit_unit``) is the float network's logit.
 
+With power-of-two steps every integer fits 64 bits; with learned (arbitrary float32) steps the
+exact membranes need up to ~80 bits: the program then says ``"membrane_bits": 128`` (the C++
+engine keeps ``__int128`` membranes and logits, the reference Python integers; ``A``, ``B``,
+``TH`` stay int64) and the logits leave as ``floor(z / 2^logit_shift)`` with ``logit_shift``
+chosen so they fit int64 (``logit_unit`` includes the shift).
+
 Where the float network's own float64 sums are exact (power-of-two steps, the setting in which the
 Ca-LIF codes equal the quantized ANN's by construction) the program reproduces its spikes, codes
 and logits exactly; elsewhere the program is the exact-arithmetic form, which the float network
@@ -35,7 +41,9 @@ from torch import nn
 from ..errors import ProgramError
 from .format import Program
 
-_MEMBRANE_BOUND = 2**61  # |V''|, |2 V'' + TH| stay below 2^63
+_NARROW_BOUND = 2**61  # |V''|, |2 V'' + TH| below 2^63: 64-bit membranes
+_WIDE_BOUND = 2**125  # else 128-bit membranes (C++ __int128), up to this
+_INT64 = 2**63
 _PIXEL_SCALE = 1.0 / 255.0
 
 
@@ -138,6 +146,7 @@ def lower_calif(net, input_shape, *, source: dict | None = None) -> Program:
     pending: dict | None = None  # a weight layer waiting for its Ca-LIF block
     worth = None  # Sy of the previous block (None: the input spikes)
     round_in = 0  # largest |net rounding spikes| reaching the next weight layer
+    wide = False  # some membrane needs more than 64 bits
     flat = len(shape) == 1
     for name, module in _chain(net):
         if isinstance(module, nn.Flatten):
@@ -224,11 +233,12 @@ def lower_calif(net, input_shape, *, source: dict | None = None) -> Program:
             timesteps * (abs(m) * acc + abs(o)) + th_c + abs(m) * acc * round_in
             for m, o, th_c, acc in zip(multipliers, offsets, thresholds, acc_step, strict=True)
         )
-        if bound >= _MEMBRANE_BOUND:
+        if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets + thresholds)) >= _INT64:
             raise ProgramError(
                 f"{pending['name']!r}: the exact integer membrane of this layer needs more than "
-                "64 bits (weights, bias and step span too many binary digits)"
+                "128 bits (weights, bias and step span too many binary digits)"
             )
+        wide = wide or bound >= _NARROW_BOUND
         header_layers.append(
             _layer_header(pending, layer_index, tensors, multipliers, offsets)
             | {
@@ -262,16 +272,21 @@ def lower_calif(net, input_shape, *, source: dict | None = None) -> Program:
         abs(m) * acc * (timesteps + round_in) + abs(o)
         for m, o, acc in zip(multipliers, offsets, _channel_acc_bounds(pending), strict=True)
     )
-    if bound >= 2**62:
-        raise ProgramError(f"{pending['name']!r}: the exact integer logits need more than 64 bits")
+    if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets)) >= _INT64:
+        raise ProgramError(f"{pending['name']!r}: the exact integer logits need more than 128 bits")
+    # the logits are summed exactly (128 bits where needed) and leave as int64: floor(z / 2^s)
+    logit_shift = max(0, bound.bit_length() - 62)
+    wide = wide or logit_shift > 0
     readout = _layer_header(pending, len(header_layers), tensors, multipliers, offsets)
     readout["neuron"] = None
+    readout["logit_shift"] = int(logit_shift)
     header_layers.append(readout)
     header = {
         "kind": "calif",
         "timesteps": int(timesteps),
         "num_classes": int(pending["out_shape"][0]),
-        "logit_unit": float(Fraction(1) / unit),
+        "logit_unit": float(Fraction(2**logit_shift) / unit),
+        "membrane_bits": 128 if wide else 64,
         "input": {
             "shape": [int(v) for v in input_shape],
             "kind": "isi",

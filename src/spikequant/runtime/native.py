@@ -115,6 +115,7 @@ def _load(path: Path):
         ctypes.c_int64,
         ctypes.c_int64,
         ctypes.c_int64,
+        ctypes.c_int64,
     ]
     lib.sqc_free.argtypes = [ctypes.c_void_p]
     lib.sqc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
@@ -264,10 +265,11 @@ class NativeRuntime:
             program.timesteps,
             int(program.header["input"]["budget"]),
             self.input_size,
+            int(layers[-1].get("logit_shift", 0)),
         )
         self._held = {
             "weights": sum(a.nbytes for key in "wmot" for a in arrays[key]),
-            "membranes": 16 * sum(_calif_neurons(layer) for layer in layers),
+            "membranes": 24 * sum(_calif_neurons(layer) for layer in layers),
             "spikes": 16 * max(self.input_size, *(_calif_outputs(layer) for layer in layers)),
             "scratch": 8 * max(_calif_neurons(layer) for layer in layers),
         }
