@@ -32,7 +32,9 @@ no ``kind`` or ``"qlif"``): the input is ``"kind": "isi"`` with the spike budget
 (8-bit pixels, ISI-coded inside the program), a spiking layer's neuron is ``{"kind": "calif",
 "qmax", "gate", "tie", "pool"}``, its weights may be ``"weight_encoding": "int32"`` (exact integer
 levels of float32 weights that are not a small multiple of one step) and the read-out gives the
-float value of one integer logit as ``"logit_unit"``. The equations are in
+float value of one integer logit as ``"logit_unit"`` (and ``"logit_shift"``: the exact logits are
+shifted right by it to fit int64); ``"membrane_bits"`` (64 or 128) says how wide the exact
+membranes are. The equations are in
 :mod:`spikequant.runtime.calif`.
 """
 
