@@ -124,10 +124,100 @@ def _chain(net) -> list[tuple[str, nn.Module]]:
     return chain
 
 
+def _synapse(name: str, layer: nn.Module, shape: list[int], flat: bool) -> dict:
+    """A conv/linear layer of the chain: its shapes, integer levels, units and biases."""
+    if isinstance(layer, nn.Conv2d):
+        if len(shape) != 3:
+            raise ProgramError(f"{name!r}: a conv layer needs a [C, H, W] input")
+        k, s, p = layer.kernel_size, layer.stride, layer.padding
+        plain = layer.dilation == (1, 1) and layer.padding_mode == "zeros"
+        if layer.groups != 1 or not plain or not isinstance(p, tuple):
+            raise ProgramError(f"{name!r}: grouped, dilated or non-zero-padded conv")
+        if k[0] != k[1] or s[0] != s[1] or p[0] != p[1]:
+            raise ProgramError(f"{name!r}: only square kernels, strides and paddings")
+        h = (shape[1] + 2 * p[0] - k[0]) // s[0] + 1
+        w = (shape[2] + 2 * p[0] - k[0]) // s[0] + 1
+        spec = {"op": "conv", "kernel": k[0], "stride": s[0], "padding": p[0]}
+        out_shape, fan_in = [layer.out_channels, h, w], shape[0] * k[0] * k[0]
+    elif isinstance(layer, nn.Linear):
+        if not flat:
+            raise ProgramError(f"{name!r}: a linear layer needs a flat input (Flatten)")
+        if shape[0] != layer.in_features:
+            raise ProgramError(f"{name!r}: expects {layer.in_features} inputs, gets {shape[0]}")
+        spec = {"op": "linear", "kernel": 1, "stride": 1, "padding": 0}
+        out_shape, fan_in = [layer.out_features], layer.in_features
+    else:
+        raise ProgramError(f"{name!r}: the integer runtime cannot lower {type(layer).__name__}")
+    weight = layer.weight.detach().cpu().double().numpy()
+    bias = layer.bias.detach().cpu().double().numpy() if layer.bias is not None else None
+    units, levels = _levels(weight, name)
+    return {
+        "name": name,
+        "spec": spec,
+        "in_shape": list(shape),
+        "out_shape": out_shape,
+        "fan_in": fan_in,
+        "units": units,
+        "levels": levels,
+        "bias": [Fraction(float(v)) for v in bias]
+        if bias is not None
+        else [Fraction(0)] * len(units),
+    }
+
+
+def _hidden(synapse: dict, block, worth, budget: int, timesteps: int, round_in: int):
+    """``(A, B, TH, bound of |V''|)`` of a weight layer and its Ca-LIF block (module docstring);
+    ``worth``: ``Sy`` of the block before (None: fed by the input spikes)."""
+    input_units = worth is None
+    if bool(block.input_units) != input_units:
+        raise ProgramError(f"{synapse['name']!r}: unexpected input units of its Ca-LIF block")
+    scale = budget if input_units else 1
+    w_in = Fraction(1) if input_units else worth
+    th = timesteps * scale * Fraction(float(block.step_size))
+    multipliers, offsets, thresholds = [], [], []
+    for u, b in zip(synapse["units"], synapse["bias"], strict=True):
+        a, bb = timesteps * u * w_in, scale * b
+        unit = Fraction(2) ** _fit_unit([a, bb, th])
+        multipliers.append(int(a * unit))
+        offsets.append(int(bb * unit))
+        thresholds.append(int(th * unit))
+    bound = max(
+        timesteps * (abs(m) * acc + abs(o)) + th_c + abs(m) * acc * round_in
+        for m, o, th_c, acc in zip(
+            multipliers, offsets, thresholds, _channel_acc_bounds(synapse), strict=True
+        )
+    )
+    if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets + thresholds)) >= _INT64:
+        raise ProgramError(
+            f"{synapse['name']!r}: the exact integer membrane of this layer needs more than "
+            "128 bits (weights, bias and step span too many binary digits)"
+        )
+    return multipliers, offsets, thresholds, bound
+
+
+def _readout(synapse: dict, worth, timesteps: int, round_in: int):
+    """``(A, B, unit exponent E, logit shift)`` of the read-out (one unit for all classes)."""
+    if synapse["spec"]["op"] != "linear":
+        raise ProgramError(f"{synapse['name']!r}: the read-out must be a linear layer")
+    a = [u * worth for u in synapse["units"]]
+    exponent = _fit_unit(a + synapse["bias"])
+    unit = Fraction(2) ** exponent
+    multipliers = [int(v * unit) for v in a]
+    offsets = [int(b * unit) for b in synapse["bias"]]
+    bound = max(
+        abs(m) * acc * (timesteps + round_in) + abs(o)
+        for m, o, acc in zip(multipliers, offsets, _channel_acc_bounds(synapse), strict=True)
+    )
+    if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets)) >= _INT64:
+        raise ProgramError(f"{synapse['name']!r}: the exact integer logits need more than 128 bits")
+    # the logits are summed exactly (128 bits where needed) and leave as int64: floor(z / 2^s)
+    return multipliers, offsets, exponent, max(0, bound.bit_length() - 62)
+
+
 def lower_calif(net, input_shape, *, source: dict | None = None) -> Program:
     """Lower the Ca-LIF :class:`~spikequant.convert.network.SpikingNetwork` ``net`` (inputs
     ``[C, H, W]`` or ``[F]`` images in [0, 1], 8-bit) to an integer :class:`Program`."""
-    from ..convert.network import CaBlock, Synapse
+    from ..convert.network import Synapse
 
     if getattr(net, "method", None) != "calif":
         raise ProgramError("lower_calif takes a network converted with method 'calif'")
@@ -151,142 +241,54 @@ def lower_calif(net, input_shape, *, source: dict | None = None) -> Program:
     for name, module in _chain(net):
         if isinstance(module, nn.Flatten):
             shape, flat = [int(np.prod(shape))], True
-            continue
-        if isinstance(module, Synapse):
+        elif isinstance(module, Synapse):
             if pending is not None:
                 raise ProgramError(f"{name!r}: two weight layers without a Ca-LIF block between")
-            layer = module.layer
-            if isinstance(layer, nn.Conv2d):
-                if len(shape) != 3:
-                    raise ProgramError(f"{name!r}: a conv layer needs a [C, H, W] input")
-                k, s, p = layer.kernel_size, layer.stride, layer.padding
-                plain = layer.dilation == (1, 1) and layer.padding_mode == "zeros"
-                if layer.groups != 1 or not plain or not isinstance(p, tuple):
-                    raise ProgramError(f"{name!r}: grouped, dilated or non-zero-padded conv")
-                if k[0] != k[1] or s[0] != s[1] or p[0] != p[1]:
-                    raise ProgramError(f"{name!r}: only square kernels, strides and paddings")
-                h = (shape[1] + 2 * p[0] - k[0]) // s[0] + 1
-                w = (shape[2] + 2 * p[0] - k[0]) // s[0] + 1
-                spec = {"op": "conv", "kernel": k[0], "stride": s[0], "padding": p[0]}
-                out_shape = [layer.out_channels, h, w]
-                fan_in = shape[0] * k[0] * k[0]
-            elif isinstance(layer, nn.Linear):
-                if not flat:
-                    raise ProgramError(f"{name!r}: a linear layer needs a flat input (Flatten)")
-                if shape[0] != layer.in_features:
-                    raise ProgramError(
-                        f"{name!r}: expects {layer.in_features} inputs, gets {shape[0]}"
-                    )
-                spec = {"op": "linear", "kernel": 1, "stride": 1, "padding": 0}
-                out_shape = [layer.out_features]
-                fan_in = layer.in_features
-            else:
-                raise ProgramError(
-                    f"{name!r}: the integer runtime cannot lower {type(layer).__name__}"
-                )
-            weight = layer.weight.detach().cpu().double().numpy()
-            bias = (
-                layer.bias.detach().cpu().double().numpy()
-                if layer.bias is not None
-                else np.zeros(out_shape[0])
+            pending = _synapse(name, module.layer, shape, flat)
+            shape = pending["out_shape"]
+            flat = len(shape) == 1
+        else:  # a Ca-LIF block
+            if pending is None:
+                raise ProgramError(f"{name!r}: a Ca-LIF block must follow a conv/linear layer")
+            pool = int(module.pool) if module.pool_neuron is not None else 1
+            if pool > 1 and len(shape) != 3:
+                raise ProgramError(f"{name!r}: Ca-LIF pooling needs a [C, H, W] layer")
+            multipliers, offsets, thresholds, bound = _hidden(
+                pending, module, worth, budget, timesteps, round_in
             )
-            units, levels = _levels(weight, name)
-            pending = {
-                "name": name,
-                "spec": spec,
-                "in_shape": list(shape),
-                "out_shape": out_shape,
-                "fan_in": fan_in,
-                "units": units,
-                "levels": levels,
-                "bias": [Fraction(float(v)) for v in bias],
-            }
-            shape, flat = out_shape, len(out_shape) == 1
-            continue
-        # a Ca-LIF block
-        if pending is None:
-            raise ProgramError(f"{name!r}: a Ca-LIF block must follow a conv/linear layer")
-        if not isinstance(module, CaBlock):  # pragma: no cover - _chain admits nothing else
-            raise ProgramError(f"{name!r}: unexpected module")
-        pool = int(module.pool) if module.pool_neuron is not None else 1
-        if pool > 1 and len(shape) != 3:
-            raise ProgramError(f"{name!r}: Ca-LIF pooling needs a [C, H, W] layer")
-        input_units = worth is None
-        if bool(module.input_units) != input_units:
-            raise ProgramError(f"{name!r}: unexpected input units of a Ca-LIF block")
-        step = Fraction(float(module.step_size))
-        scale = budget if input_units else 1
-        w_in = Fraction(1) if input_units else worth
-        a = [timesteps * u * w_in for u in pending["units"]]
-        bb = [scale * b for b in pending["bias"]]
-        th = timesteps * scale * step
-        multipliers, offsets, thresholds = [], [], []
-        for c in range(len(a)):
-            exponent = _fit_unit([a[c], bb[c], th])
-            unit = Fraction(2) ** exponent
-            multipliers.append(int(a[c] * unit))
-            offsets.append(int(bb[c] * unit))
-            thresholds.append(int(th * unit))
-        layer_index = len(header_layers)
-        acc_step = _channel_acc_bounds(pending)
-        bound = max(
-            timesteps * (abs(m) * acc + abs(o)) + th_c + abs(m) * acc * round_in
-            for m, o, th_c, acc in zip(multipliers, offsets, thresholds, acc_step, strict=True)
-        )
-        if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets + thresholds)) >= _INT64:
-            raise ProgramError(
-                f"{pending['name']!r}: the exact integer membrane of this layer needs more than "
-                "128 bits (weights, bias and step span too many binary digits)"
+            wide = wide or bound >= _NARROW_BOUND
+            index = len(header_layers)
+            if pool > 1:
+                shape = [shape[0], shape[1] // pool, shape[2] // pool]
+            neuron = module.neuron
+            header_layers.append(
+                _layer_header(pending, index, tensors, multipliers, offsets)
+                | {
+                    "out_shape": [int(v) for v in shape],
+                    "neuron": {
+                        "kind": "calif",
+                        "qmax": neuron.qmax,
+                        "gate": bool(neuron.gate),
+                        "tie": neuron.tie,
+                        "pool": pool,
+                        "input_units": worth is None,
+                    },
+                }
             )
-        wide = wide or bound >= _NARROW_BOUND
-        header_layers.append(
-            _layer_header(pending, layer_index, tensors, multipliers, offsets)
-            | {
-                "neuron": {
-                    "kind": "calif",
-                    "qmax": module.neuron.qmax,
-                    "gate": bool(module.neuron.gate),
-                    "tie": module.neuron.tie,
-                    "pool": pool,
-                    "input_units": input_units,
-                },
-            }
-        )
-        tensors[f"layers.{layer_index}.threshold"] = np.array(thresholds, dtype=np.int64)
-        if pool > 1:
-            shape = [shape[0], shape[1] // pool, shape[2] // pool]
-        header_layers[-1]["out_shape"] = [int(v) for v in shape]
-        qmax = module.neuron.qmax
-        round_in = (qmax if qmax is not None else timesteps) + 1
-        worth, pending = step, None
+            tensors[f"layers.{index}.threshold"] = np.array(thresholds, dtype=np.int64)
+            round_in = (neuron.qmax if neuron.qmax is not None else timesteps) + 1
+            worth, pending = Fraction(float(module.step_size)), None
     if pending is None:
         raise ProgramError("the Ca-LIF network must end with a conv/linear read-out")
-    if pending["spec"]["op"] != "linear":
-        raise ProgramError(f"{pending['name']!r}: the read-out must be a linear layer")
-    a = [u * worth for u in pending["units"]]
-    exponent = _fit_unit(a + pending["bias"])
-    unit = Fraction(2) ** exponent
-    multipliers = [int(v * unit) for v in a]
-    offsets = [int(b * unit) for b in pending["bias"]]
-    bound = max(
-        abs(m) * acc * (timesteps + round_in) + abs(o)
-        for m, o, acc in zip(multipliers, offsets, _channel_acc_bounds(pending), strict=True)
-    )
-    if bound >= _WIDE_BOUND or max(map(abs, multipliers + offsets)) >= _INT64:
-        raise ProgramError(f"{pending['name']!r}: the exact integer logits need more than 128 bits")
-    # the logits are summed exactly (128 bits where needed) and leave as int64: floor(z / 2^s)
-    logit_shift = max(0, bound.bit_length() - 62)
-    wide = wide or logit_shift > 0
+    multipliers, offsets, exponent, logit_shift = _readout(pending, worth, timesteps, round_in)
     readout = _layer_header(pending, len(header_layers), tensors, multipliers, offsets)
-    readout["neuron"] = None
-    readout["logit_shift"] = int(logit_shift)
-    header_layers.append(readout)
+    header_layers.append(readout | {"neuron": None, "logit_shift": int(logit_shift)})
     header = {
         "kind": "calif",
         "timesteps": int(timesteps),
         "num_classes": int(pending["out_shape"][0]),
-        "logit_unit": float(Fraction(2**logit_shift) / unit),
-        "membrane_bits": 128 if wide else 64,
+        "logit_unit": float(Fraction(2) ** (logit_shift - exponent)),
+        "membrane_bits": 128 if wide or logit_shift > 0 else 64,
         "input": {
             "shape": [int(v) for v in input_shape],
             "kind": "isi",
