@@ -9,7 +9,11 @@ channel gates, T = 4):
   random (seeded), quantized, with batch-norm statistics from 256 real training digits so that
   the layers spike at realistic rates;
 * ``vgg9``: VGG-9 on 2x48x48 binary event frames (random frames, 10 % density), random weights,
-  batch-norm statistics from such frames.
+  batch-norm statistics from such frames;
+* ``calif_lenet``: a 4-bit QAT LeNet (power-of-two steps) trained briefly on 1,024 real digits,
+  converted to Ca-LIF neurons at T = 16 and lowered to an exact integer Ca-LIF program (real
+  test digits as inputs). Its float counterpart ``float_calif`` is the converted network's own
+  float64 simulation (``SpikingNetwork.forward``), which the program reproduces exactly.
 
 Each variant runs in its own fresh process, one thread, so that its peak resident memory (VmHWM)
 is its own: ``runtime`` (the C++ engine through ctypes; the process imports numpy and the
@@ -48,7 +52,10 @@ NETWORKS = {
     "vgg9": {"name": "vgg9", "kwargs": {"num_classes": 10, "in_channels": 2, "input_size": 48,
                                         "timesteps": 4}},
 }
-REPEATS = {"digits": (30, 5), "vgg9": (3, 1)}  # timed windows at batch 1, batch 32
+REPEATS = {"digits": (30, 5), "vgg9": (3, 1), "calif_lenet": (10, 2)}  # batch 1, batch 32
+CALIF_LENET = {"qat": True, "bits": 4, "bn": False, "power_of_two_steps": True}
+CALIF_T = 16
+VARIANTS = {"calif_lenet": ("runtime", "float_calif")}  # others: runtime, fakequant, float_snn
 
 
 def _status_kib(field: str) -> int:
@@ -99,10 +106,35 @@ def _child_runtime(work: Path, net: str, library: str) -> dict:
     }
 
 
+def _child_float_calif(work: Path) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from safetensors.torch import load_file
+
+    from spikequant.convert import convert
+    from spikequant.registry import create_model
+
+    model = create_model("ann_lenet", **CALIF_LENET)
+    model.load_state_dict(load_file(str(work / "calif_lenet_state.safetensors")))
+    net = convert(model.eval(), "calif", timesteps=CALIF_T)
+    floats = torch.from_numpy(np.load(work / "calif_lenet_floats.npy"))
+    baseline = _status_kib("VmRSS")
+    r1, r32 = REPEATS["calif_lenet"]
+    ms1 = _median_ms(lambda: net(floats[:1]), r1)
+    ms32 = _median_ms(lambda: net(floats), r32)
+    return {"batch1_ms": ms1, "batch32_ms": ms32, "peak_rss_kib": _status_kib("VmHWM"),
+            "rss_before_run_kib": baseline,
+            "predictions": net(floats[:1]).argmax(1).tolist()}
+
+
 def _child_torch(work: Path, net: str, kind: str) -> dict:
     import numpy as np
     import torch
 
+    if kind == "float_calif":
+        return _child_float_calif(work)
     torch.set_num_threads(1)
     from safetensors.torch import load_file
 
@@ -147,8 +179,59 @@ def _qlif_kwargs() -> dict:
 
 
 # ------------------------------------------------------------------------------------- parent
+def _prepare_calif(work: Path) -> dict:
+    """Train the 4-bit LeNet briefly, convert it to Ca-LIF, lower and save the program."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from spikequant.convert import convert
+    from spikequant.convert.ann import train_epochs
+    from spikequant.data import load_arrays
+    from spikequant.registry import create_model
+    from spikequant.runtime.format import save_program
+    from spikequant.runtime.lower import quantize_input
+    from spikequant.runtime.lower_calif import lower_calif
+
+    torch.manual_seed(0)
+    x, y = load_arrays("mnist5k", "train")
+    model = create_model("ann_lenet", **CALIF_LENET)
+    train_epochs(model, x[:1024], y[:1024], epochs=2, lr=0.003, batch_size=64,
+                 cfg={"optimizer": "adam"}, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    net = convert(model, "calif", timesteps=CALIF_T)
+    program = lower_calif(net, (1, 28, 28))
+    save_program(program, work / "calif_lenet.sqrt")
+    floats = load_arrays("mnist5k", "test")[0][:32]
+    np.save(work / "calif_lenet_inputs.npy", quantize_input(program, floats))
+    np.save(work / "calif_lenet_floats.npy", floats.numpy())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(work / "calif_lenet_state.safetensors"))
+    with torch.no_grad():
+        expected = net(floats[:1]).argmax(1)
+    from spikequant.runtime.native import _pre_pool
+
+    spiking = sum(  # Ca-LIF neurons and pool neurons
+        int(np.prod(_pre_pool(layer)))
+        + (int(np.prod(layer["out_shape"])) if layer["neuron"]["pool"] > 1 else 0)
+        for layer in program.layers
+        if layer["neuron"]
+    )
+    return {
+        "weights": sum(int(np.prod(program.weight(i).shape)) for i in range(len(program.layers))),
+        "neurons": spiking,
+        "removed_channels": 0,
+        "program_weight_bytes": program.weight_bytes(),
+        "int32_layers": sum(layer["weight_encoding"] == "int32" for layer in program.layers),
+        "timesteps": CALIF_T,
+        "fakequant_prediction": expected.tolist(),  # the float Ca-LIF network's
+    }
+
+
 def _prepare(work: Path, net: str) -> dict:
     """Build, calibrate, lower and save one network; returns cost's memory prediction."""
+    if net == "calif_lenet":
+        return _prepare_calif(work)
     import numpy as np
     import torch
     from safetensors.torch import save_file
@@ -229,7 +312,9 @@ def _spawn(args: list[str], timeout: float) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(networks: tuple[str, ...] = ("digits", "vgg9"), timeout: float = 1800.0) -> dict:
+def run(
+    networks: tuple[str, ...] = ("digits", "vgg9", "calif_lenet"), timeout: float = 1800.0
+) -> dict:
     from spikequant.runtime.native import build_library
 
     library = str(build_library())
@@ -241,17 +326,25 @@ def run(networks: tuple[str, ...] = ("digits", "vgg9"), timeout: float = 1800.0)
         for net in networks:
             info = _prepare(work, net)
             row = {"prepare": info}
-            row["runtime"] = _spawn(["runtime", str(work), net, library], timeout)
-            row["fakequant"] = _spawn(["fakequant", str(work), net], timeout)
-            row["float_snn"] = _spawn(["float_snn", str(work), net], timeout)
+            for variant in VARIANTS.get(net, ("runtime", "fakequant", "float_snn")):
+                extra = [library] if variant == "runtime" else []
+                row[variant] = _spawn([variant, str(work), net, *extra], timeout)
             row["checks"] = _checks(row)
             results["networks"][net] = row
     return results
 
 
 def _checks(row: dict) -> dict:
-    rt, fq, fs = row["runtime"], row["fakequant"], row["float_snn"]
+    missing = {"error": "not run"}
+    rt, fq, fs = row["runtime"], row.get("fakequant", missing), row.get("float_snn", missing)
     out: dict = {}
+    fc = row.get("float_calif")
+    if fc is not None and "error" not in rt and "error" not in fc:
+        out["speedup_vs_float_calif_b1"] = fc["batch1_ms"] / rt["batch1_ms"]
+        out["speedup_vs_float_calif_b32"] = fc["batch32_ms"] / rt["batch32_ms"]
+        out["rss_ratio_vs_float_calif"] = fc["peak_rss_kib"] / rt["peak_rss_kib"]
+        out["prediction_matches_float_calif"] = rt["predictions"] == fc["predictions"] == row[
+            "prepare"]["fakequant_prediction"]
     if "error" not in rt and "error" not in fq:
         out["speedup_vs_fakequant_b1"] = fq["batch1_ms"] / rt["batch1_ms"]
         out["speedup_vs_fakequant_b32"] = fq["batch32_ms"] / rt["batch32_ms"]
@@ -261,7 +354,7 @@ def _checks(row: dict) -> dict:
     if "error" not in rt and "error" not in fs:
         out["speedup_vs_float_snn_b1"] = fs["batch1_ms"] / rt["batch1_ms"]
         out["speedup_vs_float_snn_b32"] = fs["batch32_ms"] / rt["batch32_ms"]
-    if "error" not in rt:
+    if "error" not in rt and "cost_bits" in row["prepare"]:
         held = rt["held_bytes"]
         measured = held["weights"] + held["membranes"] + held["spikes"]
         predicted = row["prepare"]["cost_bits"]["total"] / 8
@@ -282,7 +375,8 @@ def report(results: dict) -> str:
         f"{results['date']}, {results['cpu_count']} CPU cores, load average "
         f"{', '.join(f'{v:.1f}' for v in results['load_average'])} at the start (a shared "
         "machine: wall times include time other processes held the CPU). One thread per "
-        "variant, each in a fresh process; latency = median wall time of one T = 4 window.", "",
+        "variant, each in a fresh process; latency = median wall time of one window (T = 4; "
+        f"Ca-LIF: T = {CALIF_T} and its rounding phase).", "",
     ]
     targets = []
     for net, row in results["networks"].items():
@@ -292,7 +386,7 @@ def report(results: dict) -> str:
                   f"{prep['removed_channels']} channels removed by static gates.", "",
                   "| variant | batch 1 ms | batch 32 ms | peak RSS MiB | RSS before run MiB |",
                   "|---|---|---|---|---|"]
-        for variant in ("runtime", "fakequant", "float_snn"):
+        for variant in VARIANTS.get(net, ("runtime", "fakequant", "float_snn")):
             r = row[variant]
             if "error" in r:
                 lines.append(f"| {variant} | error: {r['error']} | | | |")
@@ -303,6 +397,16 @@ def report(results: dict) -> str:
             )
         c = row["checks"]
         rt = row["runtime"]
+        if net == "calif_lenet":
+            lines += ["", f"Exact integer Ca-LIF program ({prep['int32_layers']} of 5 layers with "
+                      f"int32 levels, {prep['program_weight_bytes']:,} weight bytes). Speed-up of "
+                      f"the runtime over the float Ca-LIF network: "
+                      f"{_fmt(c.get('speedup_vs_float_calif_b1'))}x at batch 1, "
+                      f"{_fmt(c.get('speedup_vs_float_calif_b32'))}x at batch 32; peak RSS float "
+                      f"/ runtime = {_fmt(c.get('rss_ratio_vs_float_calif'))}x. Prediction of "
+                      f"sample 0 equals the float network's: "
+                      f"{c.get('prediction_matches_float_calif')}.", ""]
+            continue
         if "held_bytes" in rt:
             held = rt["held_bytes"]
             lines += ["", f"Runtime holds (batch 1): weights {held['weights']:,} B (packed "
@@ -346,7 +450,7 @@ def report(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--networks", default="digits,vgg9")
+    parser.add_argument("--networks", default="digits,vgg9,calif_lenet")
     args = parser.parse_args(argv)
     if args.child:
         kind, work, net, *rest = args.child

@@ -7,6 +7,9 @@ Workloads:
   (c) peak memory of (b) and of a VGG-11 training step at T=4 and T=16 (fresh process each);
   (d) on a CUDA device: LIF and IF forward+backward at T = 2, 4, 8, 32, the Triton kernels against
       SpikingJelly's GPU backends and snnTorch where installed (one line saying so without a GPU);
+  (e) the integer runtime (``benchmarks/bench_runtime.py``: the C++ engine against the float
+      PyTorch models it replaces, on the SpQuant digits network and the Ca-LIF LeNet; VGG-9 only
+      with a CUDA device present, as it takes minutes on one CPU thread);
   plus the checkpointed-BPTT trade-off (memory and time against T) and the ``run()`` of every
   other ``benchmarks/bench_*.py`` module.
 
@@ -269,11 +272,35 @@ def bench_gpu(repeats: int) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- integer runtime
+def bench_runtime() -> dict:
+    from . import bench_runtime as runtime
+
+    networks = ("digits", "calif_lenet") + (("vgg9",) if torch.cuda.is_available() else ())
+    return runtime.run(networks)
+
+
+def _runtime_section(results: dict) -> list[str]:
+    from . import bench_runtime as runtime
+
+    text = runtime.report(results).splitlines()
+    body = text[text.index("# Integer runtime benchmark") + 1 :]
+    return [
+        "## (e) Integer runtime (`benchmarks/bench_runtime.py`)", "",
+        "The C++ engine of `spikequant run` against the float PyTorch models it replaces (VGG-9 "
+        "runs only on a machine with a CUDA device; `python -m benchmarks.bench_runtime` runs "
+        "all three networks and writes `docs/results/runtime_bench.md`).",
+        *[("#" + line) if line.startswith("## ") else line for line in body], "",
+    ]
+
+
 # ----------------------------------------------------------------------------- other modules
 def bench_others() -> dict:
     out = {}
     for path in sorted(pathlib.Path(__file__).parent.glob("bench_*.py")):
         name = path.stem
+        if name == "bench_runtime":  # its own part, (e)
+            continue
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             out[name] = module.run()
@@ -479,6 +506,9 @@ def render_markdown(res: dict) -> str:
                 for name, why in gpu[kind]["skipped"].items():
                     lines.append(f"\n{name} not run: {why}")
                 lines.append("")
+    runtime = res.get("runtime")
+    if runtime:
+        lines += _runtime_section(runtime)
     others = res.get("others")
     if others:
         lines += ["## Other benchmarks (`benchmarks/bench_*.py`)", ""]
@@ -490,8 +520,9 @@ def render_markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--only", default="layers,cnn,memory,bptt,gpu,others",
-                        help="comma-separated subset of: layers,cnn,memory,bptt,gpu,others")
+    parser.add_argument("--only", default="layers,cnn,memory,bptt,gpu,runtime,others",
+                        help="comma-separated subset of: layers,cnn,memory,bptt,gpu,runtime,"
+                             "others")
     parser.add_argument("--out", default=None, help="results directory (default docs/results)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other parts of an existing bench.json (each part records "
@@ -527,7 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "libraries": libs_info,
     }
-    for key in ("bandwidth", "layers", "cnn", "memory", "bptt", "gpu", "others"):
+    for key in ("bandwidth", "layers", "cnn", "memory", "bptt", "gpu", "runtime", "others"):
         if key in previous and (key if key != "bandwidth" else "layers") not in parts:
             res[key] = previous[key]
     res["parts"] = dict(previous.get("parts", {}))
@@ -544,6 +575,8 @@ def main(argv: list[str] | None = None) -> dict:
         res["bptt"] = bench_bptt_tradeoff()
     if "gpu" in parts:
         res["gpu"] = bench_gpu(args.repeats)
+    if "runtime" in parts:
+        res["runtime"] = bench_runtime()
     if "others" in parts:
         res["others"] = bench_others()
     res["environment"]["load_after"] = round(os.getloadavg()[0], 2)

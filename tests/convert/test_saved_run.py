@@ -154,7 +154,7 @@ COMMANDS = {
     "deploy": {
         "rate": "float weights",
         "msat": "adaptive thresholds",
-        "calif": "no Ca-LIF neuron",
+        "calif": 0,  # an exact integer Ca-LIF program (tests/runtime/test_calif.py)
     },
     "cost": {"rate": 0, "msat": 0, "calif": "ANN-vs-SNN energy model of rate and msat"},
     "convert": {m: "already a spiking network" for m in METHODS},
@@ -190,6 +190,9 @@ def test_commands_on_a_converted_run_work_or_refuse(saved_runs, command, method,
         assert not (tmp_path / "m.nir").exists() and not (tmp_path / "m.sqrt").exists()
         return
     assert code == 0, err
+    if command == "deploy":
+        assert (tmp_path / "m.sqrt").is_file() and "Ca-LIF program" in printed
+        return
     result = json.loads(printed)
     if command == "eval":
         assert result["timesteps"] == 4

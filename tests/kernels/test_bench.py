@@ -96,3 +96,30 @@ def test_gpu_rows_say_in_one_line_that_there_is_no_gpu(capsys):
         "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0},
     }
     assert result["skipped"] in render_markdown(res)
+
+
+def test_runtime_part_renders_its_own_section():
+    from benchmarks.bench_runtime import _checks
+
+    timing = {"batch1_ms": 2.0, "batch32_ms": 60.0, "peak_rss_kib": 40_000,
+              "rss_before_run_kib": 39_000, "predictions": [3]}  # fmt: skip
+    row = {
+        "prepare": {"weights": 10, "neurons": 20, "removed_channels": 0, "int32_layers": 5,
+                    "program_weight_bytes": 40, "fakequant_prediction": [3]},
+        "runtime": {**timing, "held_bytes": {"weights": 1, "membranes": 1, "spikes": 1,
+                                             "scratch": 1}, "torch_imported": False},
+        "float_calif": {**timing, "batch1_ms": 100.0, "peak_rss_kib": 280_000},
+    }  # fmt: skip
+    row["checks"] = _checks(row)
+    assert row["checks"]["speedup_vs_float_calif_b1"] == 50.0
+    assert row["checks"]["prediction_matches_float_calif"] is True
+    res = {
+        "date": "now",
+        "libraries": {},
+        "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0},
+        "runtime": {"command": "c", "date": "now", "load_average": [1.0, 1.0, 1.0],
+                    "cpu_count": 2, "networks": {"calif_lenet": row}},
+    }  # fmt: skip
+    text = render_markdown(res)
+    assert "## (e) Integer runtime" in text and "### calif_lenet" in text
+    assert "| float_calif | 100.00 |" in text and "50.00x at batch 1" in text

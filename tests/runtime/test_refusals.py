@@ -12,10 +12,11 @@ from spikequant.runtime.lower import lower_model
 
 
 def test_calif_network_and_its_qat_ann_are_refused_with_one_line():
+    # lower_model lowers QLIF networks; a Ca-LIF network has its own lowering (lower_calif)
     torch.manual_seed(0)
     ann = create_model("ann_mlp", qat=True, bits=8, hidden=[16]).eval()
-    for model in (ann, convert(ann, "calif")):
-        with pytest.raises(ProgramError, match="Ca-LIF converted networks") as info:
+    for model, words in ((ann, "not a spiking network"), (convert(ann, "calif"), "lower_calif")):
+        with pytest.raises(ProgramError, match=words) as info:
             lower_model(model)
         assert "\n" not in str(info.value)
 

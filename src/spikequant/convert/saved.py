@@ -53,9 +53,7 @@ RUNTIME_REFUSALS = {
     "keeps float weights and calibrated float thresholds",
     "msat": "MSAT's adaptive thresholds (exp/sigmoid of the membrane every step) have no integer "
     "form in the runtime",
-    "calif": "the integer runtime has no Ca-LIF neuron (bipolar spikes, ISI input coding, rounding "
-    "phase)",
-}
+}  # calif runs are lowered (spikequant.runtime.lower_calif)
 
 
 def refusal(meta: dict, table: dict[str, str], command: str) -> str:

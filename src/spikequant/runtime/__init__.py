@@ -1,8 +1,10 @@
-"""Integer inference runtime for quantized spiking networks (Quant-SNN / SpQuant-SNN).
+"""Integer inference runtime for quantized spiking networks (Quant-SNN / SpQuant-SNN, Ca-LIF).
 
 * :mod:`~spikequant.runtime.format`: the ``.sqrt`` program file (safetensors + JSON header,
   SHA-256 content hash; numpy only),
 * :mod:`~spikequant.runtime.lower`: trained model -> integer program,
+* :mod:`~spikequant.runtime.lower_calif`: Ca-LIF converted network -> integer program,
+* :mod:`~spikequant.runtime.calif`: the int64 reference interpreter of a Ca-LIF program,
 * :mod:`~spikequant.runtime.reference`: the PyTorch int64 reference interpreter,
 * :mod:`~spikequant.runtime.native`: the C++ runtime (event-driven, no torch needed at run time).
 
@@ -19,6 +21,8 @@ _EXPORTS = {
     "save_program": "format",
     "FORMAT_VERSION": "format",
     "lower_model": "lower",
+    "lower_calif": "lower_calif",
+    "CaLIFInterpreter": "calif",
     "quantize_input": "lower",
     "ReferenceInterpreter": "reference",
     "NativeRuntime": "native",

@@ -462,3 +462,262 @@ void sq_bytes(void* engine, int64_t* out) {
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------------------------
+// Ca-LIF programs (see spikequant/runtime/calif.py for the semantics, bit for bit): ISI-coded
+// 8-bit input, bipolar spikes, int64 membranes V'' and signed counts c per neuron, an optional
+// sum-pool + pool neuron per layer, then one rounding phase after step T. Event-driven: every
+// nonzero input (a spike +-1, or a net rounding count) adds value * weight row to the int64
+// accumulators of the outputs it reaches.
+namespace {
+
+struct CaLayer {
+  int64_t conv, cin, hin, win, cout, hout, wout, k, stride, pad, spiking, qmax, gate, tie_up,
+      pool;
+  int64_t hp, wp;             // pooled output
+  std::vector<int64_t> rows;  // [fan_in rows][cout]
+  std::vector<int64_t> mult, offset, threshold;
+  int64_t inputs() const { return cin * hin * win; }
+  int64_t neurons() const { return cout * hout * wout; }
+  int64_t outputs() const { return pool > 1 ? cout * hp * wp : neurons(); }
+};
+
+// membranes and logits in 128 bits: exact for every program (a program with power-of-two steps
+// would fit 64 bits; learned float32 steps need up to ~80)
+typedef __int128 wide_t;
+
+struct CaEngine {
+  std::vector<CaLayer> layers;
+  int64_t batch = 0, classes = 0, timesteps = 0, budget = 0, in_size = 0, logit_shift = 0;
+  // per sample and spiking layer: final counts (before / after pooling), total spikes
+  std::vector<std::vector<std::vector<int64_t>>> counts, pool_counts;
+  std::vector<int64_t> spikes;
+};
+
+inline wide_t floor_div(wide_t a, wide_t b) {  // b > 0
+  wide_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+inline wide_t round_count(wide_t v, wide_t th, bool tie_up) {
+  return tie_up ? floor_div(2 * v + th, 2 * th) : -floor_div(th - 2 * v, 2 * th);
+}
+
+void ca_accumulate(const CaLayer& L, const std::vector<int64_t>& x, std::vector<int64_t>& acc) {
+  std::fill(acc.begin(), acc.begin() + L.hout * L.wout * L.cout, 0);
+  const int64_t hw = L.hin * L.win, co = L.cout;
+  for (int64_t i = 0; i < L.inputs(); ++i) {
+    const int64_t v = x[size_t(i)];
+    if (!v) continue;
+    if (!L.conv) {
+      const int64_t* r = L.rows.data() + i * co;
+      for (int64_t o = 0; o < co; ++o) acc[size_t(o)] += v * r[o];
+      continue;
+    }
+    const int64_t c = i / hw, y = (i % hw) / L.win, xx = i % L.win;
+    for (int64_t ky = 0; ky < L.k; ++ky) {
+      int64_t ny = y + L.pad - ky;
+      if (ny < 0 || ny % L.stride) continue;
+      int64_t oy = ny / L.stride;
+      if (oy >= L.hout) continue;
+      for (int64_t kx = 0; kx < L.k; ++kx) {
+        int64_t nx = xx + L.pad - kx;
+        if (nx < 0 || nx % L.stride) continue;
+        int64_t ox = nx / L.stride;
+        if (ox >= L.wout) continue;
+        const int64_t* r = L.rows.data() + ((c * L.k + ky) * L.k + kx) * co;
+        int64_t* a = acc.data() + (oy * L.wout + ox) * co;
+        for (int64_t o = 0; o < co; ++o) a[o] += v * r[o];
+      }
+    }
+  }
+}
+
+struct CaState {
+  std::vector<wide_t> v;
+  std::vector<int64_t> c, pv, pc;
+};
+
+// one step (round = false) or the rounding phase (round = true) of spiking layer L:
+// acc (HWC) -> state, output spikes / net rounding counts `out` (CHW, after pooling)
+int64_t ca_neurons(const CaLayer& L, CaState& S, const std::vector<int64_t>& acc, bool round,
+                   std::vector<int64_t>& pre, std::vector<int64_t>& out) {
+  const int64_t co = L.cout, hw = L.hout * L.wout;
+  int64_t fired = 0;
+  for (int64_t o = 0; o < co; ++o) {
+    const int64_t th = L.threshold[size_t(o)], m = L.mult[size_t(o)];
+    const int64_t b = round ? 0 : L.offset[size_t(o)];
+    for (int64_t p = 0; p < hw; ++p) {
+      const size_t idx = size_t(o * hw + p);
+      wide_t v = S.v[idx] + wide_t(m) * acc[size_t(p * co + o)] + b;
+      int64_t c = S.c[idx], s;
+      if (!round) {
+        bool pos = v >= th && (L.qmax < 0 || c < L.qmax);
+        bool neg = v <= -th && (!L.gate || c > 0);
+        s = int64_t(pos) - int64_t(neg);
+      } else {
+        wide_t k = round_count(v, th, L.tie_up != 0);  // |k| <= qmax + 1 after the clamps
+        if (L.qmax >= 0 && k > L.qmax - c) k = L.qmax - c;
+        if (L.gate && k < -c) k = -c;
+        s = int64_t(k);
+      }
+      S.v[idx] = v - wide_t(s) * th;
+      S.c[idx] = c + s;
+      pre[idx] = s;
+      fired += round ? std::llabs(s) : int64_t(s != 0);
+    }
+  }
+  if (L.pool == 1) {
+    std::copy(pre.begin(), pre.begin() + L.neurons(), out.begin());
+    return fired;
+  }
+  const int64_t p = L.pool, area = p * p;
+  for (int64_t o = 0; o < co; ++o)
+    for (int64_t y = 0; y < L.hp; ++y)
+      for (int64_t x = 0; x < L.wp; ++x) {
+        int64_t sum = 0;
+        for (int64_t dy = 0; dy < p; ++dy)
+          for (int64_t dx = 0; dx < p; ++dx)
+            sum += pre[size_t((o * L.hout + y * p + dy) * L.wout + x * p + dx)];
+        const size_t idx = size_t((o * L.hp + y) * L.wp + x);
+        int64_t v = S.pv[idx] + sum, s;
+        if (!round)
+          s = int64_t(v >= area) - int64_t(v <= -area);
+        else
+          s = int64_t(round_count(v, area, L.tie_up != 0));
+        S.pv[idx] = v - s * area;
+        S.pc[idx] += s;
+        out[idx] = s;
+        fired += round ? std::llabs(s) : int64_t(s != 0);
+      }
+  return fired;
+}
+
+void ca_sample(CaEngine& E, int64_t b, const int32_t* pix, int64_t* out_logits) {
+  const size_t n = E.layers.size();
+  std::vector<CaState> state(n);
+  size_t widest = size_t(E.in_size), acc_len = 1, pre_len = 1;
+  for (size_t li = 0; li < n; ++li) {
+    const CaLayer& L = E.layers[li];
+    widest = std::max(widest, size_t(L.outputs()));
+    acc_len = std::max(acc_len, size_t(L.hout * L.wout * L.cout));
+    pre_len = std::max(pre_len, size_t(L.neurons()));
+    if (!L.spiking) continue;
+    state[li].v.assign(size_t(L.neurons()), 0);
+    state[li].c.assign(size_t(L.neurons()), 0);
+    state[li].pv.assign(size_t(L.pool > 1 ? L.outputs() : 0), 0);
+    state[li].pc.assign(size_t(L.pool > 1 ? L.outputs() : 0), 0);
+  }
+  std::vector<int64_t> x(widest), y(widest), acc(acc_len), pre(pre_len);
+  std::vector<wide_t> logits(size_t(E.classes), 0);
+  int64_t fired = 0;
+  const int64_t T = E.timesteps, K = E.budget;
+  auto upto = [&](int64_t p, int64_t t) -> int64_t {
+    if (p <= 0) return 0;
+    return std::min(((t + 1) * K * p - 1) / (255 * T), (K * p) / 255);
+  };
+  for (int64_t t = 1; t <= T; ++t) {
+    for (int64_t i = 0; i < E.in_size; ++i) x[size_t(i)] = upto(pix[i], t) - upto(pix[i], t - 1);
+    for (size_t li = 0; li < n; ++li) {
+      const CaLayer& L = E.layers[li];
+      ca_accumulate(L, x, acc);
+      if (!L.spiking) {
+        for (int64_t o = 0; o < L.cout; ++o)
+          logits[size_t(o)] += wide_t(L.mult[size_t(o)]) * acc[size_t(o)];
+        break;
+      }
+      fired += ca_neurons(L, state[li], acc, false, pre, y);
+      std::swap(x, y);
+    }
+  }
+  std::fill(x.begin(), x.end(), 0);  // the input sends no rounding spikes
+  for (size_t li = 0; li < n; ++li) {
+    const CaLayer& L = E.layers[li];
+    ca_accumulate(L, x, acc);
+    if (!L.spiking) {
+      for (int64_t o = 0; o < L.cout; ++o)
+        logits[size_t(o)] += wide_t(L.mult[size_t(o)]) * acc[size_t(o)] + L.offset[size_t(o)];
+      break;
+    }
+    fired += ca_neurons(L, state[li], acc, true, pre, y);
+    std::swap(x, y);
+  }
+  const wide_t unit = wide_t(1) << E.logit_shift;
+  for (int64_t o = 0; o < E.classes; ++o)
+    out_logits[o] = int64_t(floor_div(logits[size_t(o)], unit));
+  E.spikes[size_t(b)] = fired;
+  for (size_t li = 0; li < n; ++li) {
+    E.counts[size_t(b)][li] = state[li].c;
+    E.pool_counts[size_t(b)][li] = state[li].pc;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// cfg: n_layers * 16 int64 (conv, cin, hin, win, cout, hout, wout [before pooling], k, stride,
+// pad, spiking, qmax [-1: none], gate, tie_up, pool, unused); weights[i]: int64 [cout][fan_in];
+// mult/offset/threshold int64 [cout]; the input is in_size 8-bit pixels per sample; the logits
+// leave as floor(z / 2^logit_shift).
+void* sqc_create(int64_t n_layers, const int64_t* cfg, const int64_t* const* weights,
+                 const int64_t* const* mult, const int64_t* const* offset,
+                 const int64_t* const* threshold, int64_t batch, int64_t timesteps,
+                 int64_t budget, int64_t in_size, int64_t logit_shift) {
+  CaEngine* E = new CaEngine();
+  E->logit_shift = logit_shift;
+  E->batch = batch;
+  E->timesteps = timesteps;
+  E->budget = budget;
+  E->in_size = in_size;
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const int64_t* c = cfg + i * 16;
+    CaLayer L{};
+    L.conv = c[0]; L.cin = c[1]; L.hin = c[2]; L.win = c[3]; L.cout = c[4]; L.hout = c[5];
+    L.wout = c[6]; L.k = c[7]; L.stride = c[8]; L.pad = c[9]; L.spiking = c[10];
+    L.qmax = c[11]; L.gate = c[12]; L.tie_up = c[13]; L.pool = c[14];
+    L.hp = L.hout / L.pool; L.wp = L.wout / L.pool;
+    const int64_t fan_in = L.conv ? L.cin * L.k * L.k : L.inputs();
+    L.rows.assign(size_t(fan_in * L.cout), 0);
+    for (int64_t o = 0; o < L.cout; ++o)
+      for (int64_t r = 0; r < fan_in; ++r) L.rows[size_t(r * L.cout + o)] = weights[i][o * fan_in + r];
+    L.mult.assign(mult[i], mult[i] + L.cout);
+    L.offset.assign(offset[i], offset[i] + L.cout);
+    if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
+    E->layers.push_back(std::move(L));
+  }
+  E->classes = E->layers.back().cout;
+  E->counts.assign(size_t(batch), std::vector<std::vector<int64_t>>(size_t(n_layers)));
+  E->pool_counts.assign(size_t(batch), std::vector<std::vector<int64_t>>(size_t(n_layers)));
+  E->spikes.assign(size_t(batch), 0);
+  return E;
+}
+
+void sqc_free(void* engine) { delete static_cast<CaEngine*>(engine); }
+
+// pixels int32 [batch][in_size] (0..255) -> logits int64 [batch][classes] (whole window)
+void sqc_run(void* engine, const int32_t* pixels, int64_t* logits, int64_t threads) {
+  CaEngine* E = static_cast<CaEngine*>(engine);
+  threads = std::max<int64_t>(1, threads);
+#pragma omp parallel for num_threads(int(threads)) schedule(dynamic, 1) if (threads > 1)
+  for (int64_t b = 0; b < E->batch; ++b)
+    ca_sample(*E, b, pixels + b * E->in_size, logits + b * E->classes);
+}
+
+// final counts of spiking layer li (before pooling, and after it when pooled) and total spikes
+void sqc_counts(void* engine, int64_t li, int64_t* counts, int64_t* pool_counts,
+                int64_t* spikes) {
+  CaEngine* E = static_cast<CaEngine*>(engine);
+  const CaLayer& L = E->layers[size_t(li)];
+  for (int64_t b = 0; b < E->batch; ++b) {
+    const auto& c = E->counts[size_t(b)][size_t(li)];
+    std::copy(c.begin(), c.end(), counts + b * L.neurons());
+    if (L.pool > 1) {
+      const auto& pc = E->pool_counts[size_t(b)][size_t(li)];
+      std::copy(pc.begin(), pc.end(), pool_counts + b * L.outputs());
+    }
+    spikes[b] = E->spikes[size_t(b)];
+  }
+}
+
+}  // extern "C"

@@ -12,7 +12,7 @@ is one safetensors file whose metadata holds
 whose version it does not know. This module needs only numpy and safetensors (no torch), so a
 deployed process can load and run a program without PyTorch.
 
-Header layout (version 1)::
+Header layout (version 2; a version-1 file is a QLIF program of the same layout and still loads)::
 
     {"timesteps": T, "num_classes": K,
      "input": {"shape": [C, H, W], "kind": "analog" | "spikes", "scale": s, "code_max": m},
@@ -26,6 +26,16 @@ and per layer ``i`` the tensors ``layers.i.weight`` (int8 levels ``[out, in, k, 
 in]``, or for ``ternary2`` uint8 with four 2-bit codes per byte: 0 -> 0, 1 -> +1, 3 -> -1, first
 weight in the low bits), ``layers.i.multiplier`` / ``layers.i.offset`` (int64 ``[out]``) and, for
 a spiking layer, ``layers.i.threshold`` (int64 ``[out]``, in units of ``2^-(F+1)``).
+
+Version 2 adds Ca-LIF programs (``"kind": "calif"`` at the top of the header; QLIF programs have
+no ``kind`` or ``"qlif"``): the input is ``"kind": "isi"`` with the spike budget ``"budget": K``
+(8-bit pixels, ISI-coded inside the program), a spiking layer's neuron is ``{"kind": "calif",
+"qmax", "gate", "tie", "pool"}``, its weights may be ``"weight_encoding": "int32"`` (exact integer
+levels of float32 weights that are not a small multiple of one step) and the read-out gives the
+float value of one integer logit as ``"logit_unit"`` (and ``"logit_shift"``: the exact logits are
+shifted right by it to fit int64); ``"membrane_bits"`` (64 or 128) says how wide the exact
+membranes are. The equations are in
+:mod:`spikequant.runtime.calif`.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ import numpy as np
 from ..errors import ProgramError
 
 FORMAT_NAME = "spikequant-integer-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: QLIF programs only, read as they are
 _TERNARY_CODES = {0: 0, 1: 1, -1: 3}
 
 
@@ -57,6 +68,11 @@ class Program:
         return self.header["layers"]
 
     @property
+    def kind(self) -> str:
+        """``"qlif"`` (binary-spike QLIF layers) or ``"calif"`` (Ca-LIF layers, ISI input)."""
+        return str(self.header.get("kind", "qlif"))
+
+    @property
     def timesteps(self) -> int:
         return int(self.header["timesteps"])
 
@@ -67,6 +83,8 @@ class Program:
         shape = weight_shape(layer)
         if layer["weight_encoding"] == "ternary2":
             return unpack_ternary(raw, int(np.prod(shape))).reshape(shape)
+        if layer["weight_encoding"] not in ("int8", "int32"):
+            raise ProgramError(f"unknown weight encoding {layer['weight_encoding']!r}")
         return raw.reshape(shape)
 
     def content_hash(self) -> str:
@@ -166,14 +184,16 @@ def load_program(path: str | os.PathLike) -> Program:
     if "spikequant_program" not in metadata:
         raise ProgramError(f"{path} holds no spikequant program header")
     version = metadata.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in {str(v) for v in READABLE_VERSIONS}:
         raise ProgramError(
             f"{path} has program format version {version!r}; this spikequant reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     header = json.loads(metadata["spikequant_program"])
     if header.get("format") != FORMAT_NAME:
         raise ProgramError(f"{path} is not a {FORMAT_NAME} file")
+    if header.get("kind", "qlif") not in ("qlif", "calif"):
+        raise ProgramError(f"{path} holds a program of unknown kind {header.get('kind')!r}")
     digest = content_hash(header, tensors)
     if digest != metadata.get("sha256"):
         raise ProgramError(
@@ -185,6 +205,7 @@ def load_program(path: str | os.PathLike) -> Program:
 
 __all__ = [
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "Program",
     "content_hash",
     "load_program",

@@ -4,7 +4,8 @@ A float array is quantized with the program's input scale (``clamp(round(x / sca
 code_max)``); an integer array is taken as codes already. Accepted shapes: ``[C, H, W]`` or
 ``[1, C, H, W]`` (a static input, repeated over T) and ``[T, C, H, W]`` / ``[T, 1, C, H, W]``
 (one frame per step). An image is read as 8-bit pixels ``p`` (grayscale for one channel, RGB for
-three) and scaled to ``p / 255`` first.
+three) and scaled to ``p / 255`` first. A Ca-LIF program (input kind ``isi``) takes one static
+image; its float values become the pixels ``round(255 x)``, as its network reads them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def _quantize(program: Program, array: np.ndarray) -> np.ndarray:
     else:
         if not np.all(np.isfinite(array)):
             raise ProgramError("the input contains NaN or infinity")
-        codes = np.rint(array.astype(np.float64) / spec["scale"])
+        if spec["kind"] == "isi":  # as the Ca-LIF network reads an image: round(255 x)
+            codes = np.rint(array.astype(np.float64) * spec["code_max"])
+        else:
+            codes = np.rint(array.astype(np.float64) / spec["scale"])
     return np.clip(codes, 0, spec["code_max"]).astype(np.int32)
 
 
@@ -58,6 +62,11 @@ def read_input(program: Program, path: str | Path) -> tuple[np.ndarray, bool]:
         return _quantize(program, array)[None], True
     if array.shape == (1, *shape):
         return _quantize(program, array), True
+    if program.header["input"]["kind"] == "isi":
+        raise ProgramError(
+            f"a Ca-LIF program takes one static image {list(shape)} (it ISI-codes it over T "
+            f"steps itself), got shape {array.shape}"
+        )
     if array.ndim == 4 and array.shape[1:] == shape:
         return _quantize(program, array)[:, None], False
     if array.ndim == 5 and array.shape[1:] == (1, *shape):

@@ -301,12 +301,15 @@ def _refuse_unsupported(model: nn.Module) -> None:
     from ..convert.calif import CaLIF
     from ..quant.qat import QuantReLU
 
+    if getattr(model, "method", None) == "calif":
+        raise ProgramError(
+            "a Ca-LIF converted network is lowered by spikequant.runtime.lower_calif.lower_calif "
+            "(spikequant deploy does this for a calif run)"
+        )
     if any(isinstance(m, (CaLIF, QuantReLU)) for m in model.modules()):
         raise ProgramError(
-            "Ca-LIF converted networks (and the QAT networks they come from) are not lowered yet: "
-            "their layers pass multi-level counts clamp(round(z / S), 0, qmax) and round their "
-            "pools, the program has binary-spike QLIF layers only; deploy a Quant-SNN or "
-            "SpQuant-SNN run"
+            "a QAT network (quantized ReLUs) is not a spiking network: convert it with "
+            "`spikequant convert RUN --method calif --save-run OUT`, then deploy OUT"
         )
     missing = [k for k in ("input_size", "in_channels", "timesteps") if not hasattr(model, k)]
     if missing:
@@ -445,6 +448,9 @@ def quantize_input(program: Program, x) -> np.ndarray:
     ``clamp(round(x / scale), 0, code_max)`` (binary frames for a spiking input)."""
     spec = program.header["input"]
     array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if spec["kind"] == "isi":  # a Ca-LIF program: 8-bit pixels round(255 x), as its network
+        codes = np.clip(np.rint(array.astype(np.float64) * spec["code_max"]), 0, spec["code_max"])
+        return codes.astype(np.int32)
     codes = np.clip(np.rint(array.astype(np.float64) / spec["scale"]), 0, spec["code_max"])
     return codes.astype(np.int32)
 

@@ -103,6 +103,29 @@ def _load(path: Path):
     ]
     lib.sq_trace.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     lib.sq_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.sqc_create.restype = ctypes.c_void_p
+    lib.sqc_create.argtypes = [
+        ctypes.c_int64,
+        _P64,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+    ]
+    lib.sqc_free.argtypes = [ctypes.c_void_p]
+    lib.sqc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.sqc_counts.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     return lib
 
 
@@ -159,6 +182,15 @@ class NativeRuntime:
         self.batch = int(batch)
         self.threads = max(1, int(threads))
         self._lib = _load(Path(library) if library else build_library())
+        self._calif = program.kind == "calif"
+        spec = program.header["input"]
+        self.input_shape = tuple(spec["shape"])
+        self.input_size = int(np.prod(self.input_shape))
+        self.num_classes = int(program.header["num_classes"])
+        if self._calif:
+            self._handle = None
+            self._create_calif()
+            return
         layers = program.layers
         analog = program.header["input"]["kind"] == "analog"
         cfg = np.array(
@@ -194,14 +226,60 @@ class NativeRuntime:
             self.batch,
         )
         self._keep = []
-        spec = program.header["input"]
-        self.input_shape = tuple(spec["shape"])
-        self.input_size = int(np.prod(self.input_shape))
-        self.num_classes = int(program.header["num_classes"])
+
+    def _create_calif(self) -> None:
+        program = self.program
+        layers = program.layers
+        cfg, arrays = [], {"w": [], "m": [], "o": [], "t": []}
+        for i, layer in enumerate(layers):
+            cfg.extend(_calif_config(layer))
+            weight = np.ascontiguousarray(
+                program.weight(i).reshape(layer["out_shape"][0], -1), dtype=np.int64
+            )
+            tensors = program.tensors
+            threshold = tensors.get(f"layers.{i}.threshold", np.zeros(1, np.int64))
+            for key, arr in zip(
+                "wmot",
+                (
+                    weight,
+                    tensors[f"layers.{i}.multiplier"],
+                    tensors[f"layers.{i}.offset"],
+                    threshold,
+                ),
+                strict=True,
+            ):
+                arrays[key].append(np.ascontiguousarray(arr, dtype=np.int64))
+        config = np.array(cfg, dtype=np.int64)
+
+        def pointers(key):
+            return (ctypes.c_void_p * len(layers))(*[a.ctypes.data for a in arrays[key]])
+
+        self._handle = self._lib.sqc_create(
+            len(layers),
+            config.ctypes.data_as(_P64),
+            pointers("w"),
+            pointers("m"),
+            pointers("o"),
+            pointers("t"),
+            self.batch,
+            program.timesteps,
+            int(program.header["input"]["budget"]),
+            self.input_size,
+            int(layers[-1].get("logit_shift", 0)),
+        )
+        self._held = {
+            "weights": sum(a.nbytes for key in "wmot" for a in arrays[key]),
+            "membranes": 24 * sum(_calif_neurons(layer) for layer in layers),
+            "spikes": 16 * max(self.input_size, *(_calif_outputs(layer) for layer in layers)),
+            "scratch": 8 * max(_calif_neurons(layer) for layer in layers),
+        }
 
     def close(self) -> None:
         if getattr(self, "_handle", None):
-            self._lib.sq_free(self._handle)
+            if self._calif:
+                self._lib.sqc_free(self._handle)
+            else:
+                self._lib.sq_free(self._handle)
             self._handle = None
 
     def __del__(self) -> None:
@@ -214,11 +292,20 @@ class NativeRuntime:
             raise ShapeError(f"runtime input must be {expected} int codes, got {array.shape}")
         return array
 
+    def _whole_windows_only(self, what: str) -> None:
+        if self._calif:
+            raise ProgramError(
+                f"a Ca-LIF program has no {what}: it runs whole windows (its rounding phase "
+                "follows step T)"
+            )
+
     def reset(self) -> None:
+        self._whole_windows_only("streaming mode")
         self._lib.sq_reset(self._handle)
 
     def step(self, codes) -> np.ndarray:
         """Streaming: one time step ``codes[batch, C, H, W]`` -> this step's logits (int64)."""
+        self._whole_windows_only("streaming mode")
         x = self._codes(codes, (self.batch,))
         out = np.zeros((self.batch, self.num_classes), np.int64)
         self._lib.sq_step(self._handle, x.ctypes.data, out.ctypes.data, self.threads)
@@ -228,6 +315,13 @@ class NativeRuntime:
         """Batched: ``[batch, C, H, W]`` (static, repeated T times) or ``[T, batch, C, H, W]``
         -> integer logits summed over the window ``[batch, K]``."""
         array = np.asarray(codes)
+        if self._calif:
+            x = self._codes(array, (self.batch,))
+            if x.size and (x.min() < 0 or x.max() > 255):
+                raise ProgramError("a Ca-LIF program takes 8-bit pixels 0..255")
+            out = np.zeros((self.batch, self.num_classes), np.int64)
+            self._lib.sqc_run(self._handle, x.ctypes.data, out.ctypes.data, self.threads)
+            return out
         static = array.ndim == len(self.input_shape) + 1
         steps = self.program.timesteps if static else array.shape[0]
         x = self._codes(array, (self.batch,) if static else (steps, self.batch))
@@ -239,6 +333,7 @@ class NativeRuntime:
 
     def trace(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Spikes and stored membrane levels of spiking layer ``index`` after the last step."""
+        self._whole_windows_only("per-step trace (use counts)")
         layer = self.program.layers[index]
         if layer["neuron"] is None:
             raise ProgramError(f"layer {index} is the read-out (no neurons)")
@@ -250,10 +345,73 @@ class NativeRuntime:
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes the engine holds: weights (+ per-channel integers), membranes, spikes, scratch."""
+        if self._calif:
+            return dict(self._held)
         out = np.zeros(4, np.int64)
         self._lib.sq_bytes(self._handle, out.ctypes.data)
         keys = ("weights", "membranes", "spikes", "scratch")
         return {k: int(v) for k, v in zip(keys, out, strict=True)}
+
+    def counts(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Ca-LIF program, after ``run``: the counts ``c`` of spiking layer ``index`` (before
+        pooling), the pool neuron's counts (None without pooling) and each sample's total spikes."""
+        if not self._calif:
+            raise ProgramError("counts are the integer activations of a Ca-LIF program")
+        layer = self.program.layers[index]
+        if layer["neuron"] is None:
+            raise ProgramError(f"layer {index} is the read-out (no neurons)")
+        full = (self.batch, layer["out_shape"][0], *_pre_pool(layer)[1:])
+        counts = np.zeros(full, np.int64)
+        pooled = np.zeros((self.batch, *layer["out_shape"]), np.int64)
+        spikes = np.zeros(self.batch, np.int64)
+        self._lib.sqc_counts(
+            self._handle, index, counts.ctypes.data, pooled.ctypes.data, spikes.ctypes.data
+        )
+        return counts, (pooled if layer["neuron"]["pool"] > 1 else None), spikes
+
+
+def _pre_pool(layer: dict) -> list[int]:
+    """Output shape of a Ca-LIF layer's conv/linear (before its pooling)."""
+    if layer["op"] == "linear":
+        return list(layer["out_shape"])
+    k, pad, stride = layer["kernel"], layer["padding"], layer["stride"]
+    _, h, w = layer["in_shape"]
+    return [layer["out_shape"][0], (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1]
+
+
+def _calif_neurons(layer: dict) -> int:
+    return int(np.prod(_pre_pool(layer))) if layer["neuron"] else 0
+
+
+def _calif_outputs(layer: dict) -> int:
+    return int(np.prod(layer["out_shape"]))
+
+
+def _calif_config(layer: dict) -> list[int]:
+    full = _pre_pool(layer)
+    shape = layer["in_shape"]
+    cin, hin, win = (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
+    cout, hout, wout = (full[0], full[1], full[2]) if len(full) == 3 else (full[0], 1, 1)
+    neuron = layer["neuron"] or {}
+    qmax = neuron.get("qmax")
+    return [
+        int(layer["op"] == "conv"),
+        cin,
+        hin,
+        win,
+        cout,
+        hout,
+        wout,
+        layer["kernel"],
+        layer["stride"],
+        layer["padding"],
+        int(bool(neuron)),
+        -1 if qmax is None else int(qmax),
+        int(neuron.get("gate", False)),
+        int(neuron.get("tie", "up") == "up"),
+        int(neuron.get("pool", 1)),
+        0,
+    ]
 
 
 __all__ = ["NativeRuntime", "build_library", "library_dir"]

@@ -11,6 +11,9 @@ Per time step and layer (equations in :mod:`spikequant.runtime.lower`)::
     s    = pre >= TH,   n' = 0 if s else clamp(sign(pre) ((|pre| + 2^F - 1) >> (F+1)), lo, hi)
 
 and the read-out adds ``M * acc + B`` to the integer logits of every step.
+
+A Ca-LIF program (``program.kind == "calif"``) runs in :class:`~spikequant.runtime.calif.
+CaLIFInterpreter`; :class:`ReferenceInterpreter` hands it over.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ShapeError
+from ..errors import ProgramError, ShapeError
 from .format import Program
 
 
@@ -72,6 +75,13 @@ class ReferenceInterpreter:
 
     def __init__(self, program: Program) -> None:
         self.program = program
+        self.calif = None
+        if program.kind == "calif":
+            from .calif import CaLIFInterpreter
+
+            self.calif = CaLIFInterpreter(program)
+            self.state = None
+            return
         self.weights = [
             torch.from_numpy(program.weight(i).astype(np.int64)) for i in range(len(program.layers))
         ]
@@ -97,6 +107,11 @@ class ReferenceInterpreter:
 
     def step(self, codes: torch.Tensor, trace: Trace | None = None) -> torch.Tensor:
         """One time step of ``codes[B, C, H, W]`` (int); returns this step's logits ``[B, K]``."""
+        if self.calif is not None:
+            raise ProgramError(
+                "a Ca-LIF program has no streaming mode: it runs whole windows (its rounding "
+                "phase follows step T)"
+            )
         codes = torch.as_tensor(codes).to(torch.int64)
         shape = tuple(self.program.header["input"]["shape"])
         if codes.ndim != 4 or tuple(codes.shape[1:]) != shape:
@@ -143,7 +158,10 @@ class ReferenceInterpreter:
 
     def run(self, codes: torch.Tensor, trace: bool = False):
         """``codes[B, C, H, W]`` (static, repeated T times) or ``[T, B, C, H, W]`` -> integer logits
-        summed over time ``[B, K]`` (and a :class:`Trace` with ``trace=True``)."""
+        summed over time ``[B, K]`` (and a :class:`Trace` with ``trace=True``). A Ca-LIF
+        program takes pixels ``[B, C, H, W]`` (0..255) and traces a ``CaLIFTrace``."""
+        if self.calif is not None:
+            return self.calif.run(codes, trace=trace)
         codes = torch.as_tensor(codes)
         steps = self.program.timesteps
         frames = codes.unbind(0) if codes.ndim == 5 else [codes] * steps

@@ -1,6 +1,8 @@
 """``spikequant deploy RUN --out model.sqrt``: lower a trained Quant-SNN / SpQuant-SNN run to an
 integer-only program (2-bit or int8 weight levels, ternary membranes, integer thresholds, leak as
 a shift, statically closed channels removed) in one safetensors file with a SHA-256 content hash.
+A Ca-LIF converted run (``spikequant convert RUN --method calif --save-run OUT``) becomes an exact
+integer Ca-LIF program (ISI-coded 8-bit pixels, bipolar spikes, pool neurons, rounding phase).
 Run it with ``spikequant run model.sqrt INPUT``.
 """
 
@@ -26,12 +28,21 @@ def run(args) -> int:
     from ...io import check_output_file
 
     check_output_file(args.out)  # before any work
+    if args.emit_c:
+        check_output_file(args.emit_c, "--emit-c")
     model, meta = load_run_model(target)
     from ...convert.saved import RUNTIME_REFUSALS, is_converted, refusal
 
+    dataset = meta.get("dataset")
+    if is_converted(meta) and (meta.get("conversion") or {}).get("method") == "calif":
+        if args.emit_c:
+            raise ConfigError(
+                "--emit-c writes QLIF programs; a Ca-LIF program runs in the C++ engine "
+                "(spikequant run)"
+            )
+        return _deploy_calif(args, model, meta, target)
     if is_converted(meta):
         raise ConfigError(refusal(meta, RUNTIME_REFUSALS, "the integer runtime"))
-    dataset = meta.get("dataset")
     kind = args.input_kind
     scale = args.input_scale
     code_max = args.code_max
@@ -52,10 +63,53 @@ def run(args) -> int:
         source={"run": str(target), "recipe": meta.get("name"), "dataset": dataset},
     )
     digest = save_program(program, args.out)
+    if args.emit_c:
+        from ...io import write_text
+        from ...runtime.emit_c import emit_c
+
+        write_text(args.emit_c, emit_c(program, digest))
+        print(f"wrote {args.emit_c}: dependency-free C99 (cc -O2 -std=c99 {args.emit_c})")
     removed = sum(len(layer["removed_channels"]) for layer in program.layers)
     print(
         f"wrote {args.out}: {len(program.layers)} layers, T = {program.timesteps}, "
         f"{program.weight_bytes():,} weight bytes, {removed} pruned channels removed"
+    )
+    print(f"sha256 {digest}")
+    return 0
+
+
+def _deploy_calif(args, model, meta, target: Path) -> int:
+    from ...data import dataset_info
+    from ...runtime.format import save_program
+    from ...runtime.lower_calif import lower_calif
+
+    given = [
+        flag
+        for flag, value in (
+            ("--input-kind", args.input_kind != "analog"),
+            ("--input-scale", args.input_scale is not None),
+            ("--code-max", args.code_max is not None),
+        )
+        if value
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} do not apply to a Ca-LIF program: it takes 8-bit pixels and "
+            "ISI-codes them itself"
+        )
+    dataset = meta.get("dataset")
+    shape = dataset_info(str(dataset)).input_shape  # ConfigError naming the known ones
+    program = lower_calif(
+        model,
+        shape,
+        source={"run": str(target), "conversion": "calif", "dataset": dataset},
+    )
+    digest = save_program(program, args.out)
+    wide = sum(layer["weight_encoding"] == "int32" for layer in program.layers)
+    print(
+        f"wrote {args.out}: Ca-LIF program, {len(program.layers)} layers, T = "
+        f"{program.timesteps}, ISI budget K = {program.header['input']['budget']}, "
+        f"{program.weight_bytes():,} weight bytes ({wide} layers with int32 levels)"
     )
     print(f"sha256 {digest}")
     return 0
@@ -82,4 +136,10 @@ def register(subparsers) -> None:
         help="float value of one input code (default: from the dataset)",
     )
     p.add_argument("--code-max", type=int, default=None, help="largest input code")
+    p.add_argument(
+        "--emit-c",
+        default=None,
+        metavar="FILE.c",
+        help="also write the program as one dependency-free C99 file (QLIF programs)",
+    )
     p.set_defaults(func=run)
