@@ -24,6 +24,8 @@ from spikequant.convert.network import calif_agreement
 from spikequant.data import load_arrays
 from spikequant.errors import ConversionError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: registered model -> (kwargs at a small width, input size: side, (h, w) or samples for M5)
 FAMILIES = {
     "vgg9": (dict(width=0.125), 16),
@@ -57,15 +59,6 @@ DEEP = {"mobilenet_v1", "mobilenet20", "resnet34"}
 DEEP_TOL = 1.0
 T_SHORT, T_LONG = 8, 128
 BITS = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One step of these tiny networks gains nothing from threads (and loses under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 #: recurrent networks have no feed-forward ANN form (LSTMs convert through convert_lstm)

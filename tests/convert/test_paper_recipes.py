@@ -20,7 +20,7 @@ from spikequant.pipeline import load_run_model
 
 from ..data.conftest import make_cifar10, make_cifar100
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 MSAT = {
     "cifar10-vgg16-msat": ("cifar10", "vgg16", 0.0625),
@@ -37,14 +37,6 @@ CALIF = {
 PRESETS = {"vgg16": "vgg16", "resnet20": "resnet20", "resnet34": "resnet34"}
 CALIF_BITS = 3
 IMAGENET_CLASSES = ["n01440764", "n01443537"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,28 @@ def test_state_carries_over_chunks_like_reference():
     torch.testing.assert_close(outputs["fused"][2], outputs["torch"][2], rtol=1e-5, atol=1e-5)
 
 
+def test_results_do_not_depend_on_the_thread_count():
+    # the suite runs one thread per worker (tests/conftest.py): the OpenMP split is checked here
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(6, 4, 16, 12, 12, generator=gen)
+    weights = torch.randn(x.shape, generator=gen)
+    previous = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            neuron = ATIFu(threshold=0.8, num_channels=16, surrogate=Sigmoid(4.0), backend="fused")
+            xs = x.clone().requires_grad_(True)
+            out = neuron(xs)
+            (out * weights).sum().backward()
+            results[threads] = (out.detach(), xs.grad, neuron.threshold.grad)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[1][0], results[2][0])
+    assert torch.equal(results[1][1], results[2][1])
+    torch.testing.assert_close(results[1][2], results[2][2], rtol=1e-6, atol=1e-6)
+
+
 def test_inference_without_grad_matches():
     x = torch.randn(5, 3, 7)
     ref = IF(threshold=0.7)(x)

@@ -19,20 +19,14 @@ from spikequant.spquant.weights import RescaledPowerOfTwo
 from spikequant.train.build import build_model, model_spec
 from spikequant.train.recipe import validate_recipe
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RECIPES = [name for name in list_recipes() if "spikformer" in name]
 #: one epoch of each digits recipe on 768 digits at T = 2 (the recipes' network and optimizer,
 #: half their timesteps): about 12 s (direct) and 16 s (spquant) of one core, measured; the
 #: test accuracy was 0.33 and 0.31 (chance 0.1; 0.2 is five standard deviations above it)
 SHORT = {"train_subset": 768, "test_subset": 200}
 SHORT_TIMESTEPS = 2
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_recipes_are_bundled_and_validate():

@@ -17,6 +17,8 @@ from spikequant.temporal.layers import set_solver_backend
 from spikequant.temporal.loss import clip_row_normalised, ttfs_loss
 from spikequant.temporal.models import ttfs_fc, ttfs_scnn
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def fused_available():
@@ -24,15 +26,6 @@ def fused_available():
 
     if kernel.load() is None:
         pytest.skip(f"fused kernel unavailable: {kernel.load_error()}")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a TTFS step is many small operations: one thread is several times faster on a busy CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,9 @@ from spikequant.temporal import (
 )
 from spikequant.temporal.evaluate import evaluate
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SILENT = DEFAULT_Z_MAX
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_same_padded_pooling_never_picks_the_padding():

@@ -21,20 +21,12 @@ from spikequant.train.trainer import Trainer
 
 from ..data.conftest import make_cifar10
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 RECIPES = {
     "cifar10-vgg16-ttfs": ("cifar10", "ttfs_vgg16", (3, 32, 32)),
     "imagenet-googlenet-ttfs": ("imagenet", "ttfs_googlenet", (3, 224, 224)),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
