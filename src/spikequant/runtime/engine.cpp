@@ -31,23 +31,28 @@ struct Layer {
   std::vector<uint8_t> packed;  // ternary: [rows][row_len / 4]
   std::vector<int8_t> dense;    // int8:    [rows][cout]
   std::vector<int64_t> mult, offset, threshold;
+  std::vector<int32_t> pooled_of;  // input position y * win + x -> pooled py * wp + px, or -1
   int64_t neurons() const { return cout * hout * wout; }
   int64_t inputs() const { return cin * hin * win; }
   bool packed_state() const { return hi - lo + 1 <= 4; }
 };
 
 struct Scratch {  // one per thread: stays hot in cache across the samples a thread runs
-  std::vector<int32_t> acc;  // accumulator (HWC order)
-  std::vector<int64_t> pre;  // pre-fire membrane (HWC)
+  std::vector<int32_t> acc;    // accumulator, CHW order (what the neuron update reads)
+  std::vector<int32_t> hwc;    // accumulator of a scattered conv layer, HWC order
+  std::vector<int32_t> block;  // the Cout accumulators of one output position (gather_conv)
+  std::vector<int64_t> pre;    // pre-fire membrane (CHW)
+  std::vector<int8_t> level;   // membrane levels of one layer, unpacked (CHW)
+  std::vector<uint8_t> fired;  // spikes of one layer, one byte each (CHW, padded to 64)
+  std::vector<int64_t> channel_sum;
   std::vector<std::pair<int64_t, int64_t>> score;
-  std::vector<uint8_t> keep;
   std::vector<int32_t> head, fill, list;  // input events bucketed by pooled position
 };
 
 struct Sample {
   std::vector<std::vector<uint8_t>> state;   // per spiking layer: membranes (packed or int8)
   std::vector<std::vector<uint64_t>> spikes;  // per spiking layer: output bitmap (CHW order)
-  std::vector<int32_t> first_acc;             // cached analog accumulator (static input)
+  std::vector<int64_t> first_current;         // cached 2 I of the analog first layer (CHW)
   bool first_cached = false;
 };
 
@@ -73,6 +78,12 @@ inline void set_level(const Layer& L, std::vector<uint8_t>& st, int64_t i, int v
   } else {
     st[i] = uint8_t(int8_t(v));
   }
+}
+
+// the byte that stores four membranes at level 0
+inline uint8_t zero_byte(const Layer& L) {
+  const uint8_t code = uint8_t(-L.lo) & 3;
+  return uint8_t(code | code << 2 | code << 4 | code << 6);
 }
 
 // acc[out_pos * cout + o] += scale * W[row][o]
@@ -131,35 +142,47 @@ inline void scatter(const Layer& L, int64_t c, int64_t py, int64_t px, int32_t v
   }
 }
 
-// conv layers, output-stationary: bucket the input events by pooled position, then every
-// output sums the rows of the events in its receptive field into its own Cout accumulators
-// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs
-void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
-  const int64_t hw = L.hin * L.win, pooled = L.hp * L.wp;
-  int32_t* head = W.head.data();
-  int32_t* list = W.list.data();
-  std::fill(head, head + pooled + 1, 0);
-  auto for_each_event = [&](auto&& fn) {
-    for (size_t wi = 0; wi < bits.size(); ++wi) {
-      uint64_t word = bits[wi];
+// every set bit of a CHW spike bitmap as (channel, pooled position); channel by channel, so
+// that no bit index needs a division (floor-mode pooling drops the last row/col: position -1)
+template <class Fn>
+inline void for_each_event(const Layer& L, const std::vector<uint64_t>& bits, Fn&& fn) {
+  const int64_t hw = L.hin * L.win;
+  const int32_t* pooled_of = L.pooled_of.data();
+  for (int64_t c = 0; c < L.cin; ++c) {
+    const int64_t begin = c * hw, end = begin + hw;
+    for (int64_t wi = begin >> 6; wi <= (end - 1) >> 6; ++wi) {
+      uint64_t word = bits[size_t(wi)];
+      const int64_t base = wi * 64;
+      if (base < begin) word &= ~uint64_t(0) << (begin - base);
+      if (base + 64 > end) word &= ~uint64_t(0) >> (base + 64 - end);
       while (word) {
-        int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
+        const int32_t pos = pooled_of[base + __builtin_ctzll(word) - begin];
         word &= word - 1;
-        int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
-        int64_t py = y / L.pool, px = x / L.pool;
-        if (py >= L.hp || px >= L.wp) continue;
-        fn(c, py * L.wp + px);
+        if (pos >= 0) fn(c, pos);
       }
     }
-  };
-  for_each_event([&](int64_t, int64_t pos) { ++head[pos + 1]; });
+  }
+}
+
+// conv layers, output-stationary: bucket the input events by pooled position, then every
+// output sums the rows of the events in its receptive field into its own Cout accumulators
+// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs;
+// the block then goes to the CHW accumulator
+void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
+  const int64_t pooled = L.hp * L.wp, hw = L.hout * L.wout;
+  int32_t* head = W.head.data();
+  int32_t* list = W.list.data();
+  int32_t* fill = W.fill.data();
+  std::fill(head, head + pooled + 1, 0);
+  for_each_event(L, bits, [&](int64_t, int32_t pos) { ++head[pos + 1]; });
   for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
-  std::vector<int32_t>& fill = W.fill;
-  std::copy(head, head + pooled, fill.begin());
-  for_each_event([&](int64_t c, int64_t pos) { list[fill[size_t(pos)]++] = int32_t(c); });
+  std::copy(head, head + pooled, fill);
+  for_each_event(L, bits, [&](int64_t c, int32_t pos) { list[fill[pos]++] = int32_t(c); });
+  int32_t* a = W.block.data();
+  const size_t block_len = size_t(L.row_len + 4);
   for (int64_t oy = 0; oy < L.hout; ++oy) {
     for (int64_t ox = 0; ox < L.wout; ++ox) {
-      int32_t* a = acc + (oy * L.wout + ox) * L.cout;
+      std::fill(a, a + block_len, 0);
       for (int64_t ky = 0; ky < L.k; ++ky) {
         int64_t iy = oy * L.stride - L.pad + ky;
         if (iy < 0 || iy >= L.hp) continue;
@@ -171,25 +194,19 @@ void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, 
             add_row(L, (int64_t(list[e]) * L.k + ky) * L.k + kx, a, 1);
         }
       }
+      const int64_t p = oy * L.wout + ox;
+      for (int64_t o = 0; o < L.cout; ++o) acc[o * hw + p] = a[o];
     }
   }
 }
 
+// linear layer on spikes (one output position: CHW = HWC)
 void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, int32_t* acc) {
-  const int64_t hw = L.hin * L.win;
-  for (size_t wi = 0; wi < bits.size(); ++wi) {
-    uint64_t word = bits[wi];
-    while (word) {
-      int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
-      word &= word - 1;
-      int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
-      int64_t py = y / L.pool, px = x / L.pool;
-      if (py >= L.hp || px >= L.wp) continue;  // floor-mode pooling drops the last row/col
-      scatter(L, c, py, px, 1, acc);
-    }
-  }
+  const int64_t pooled = L.hp * L.wp;
+  for_each_event(L, bits, [&](int64_t c, int32_t pos) { add_row(L, c * pooled + pos, acc, 1); });
 }
 
+// acc in HWC order (conv) or per output (linear)
 void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
   const int64_t hw = L.hin * L.win;
   for (int64_t i = 0; i < L.inputs(); ++i) {
@@ -202,6 +219,21 @@ void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
   }
 }
 
+// the first layer's accumulator from the input codes, CHW order
+void accumulate_input(const Layer& L, const int32_t* codes, Scratch& W, int32_t* acc) {
+  const int64_t hw = L.hout * L.wout, co = L.cout;
+  if (!L.conv || hw == 1) {
+    std::fill(acc, acc + L.row_len + 4, 0);
+    accumulate_codes(L, codes, acc);
+    return;
+  }
+  int32_t* hwc = W.hwc.data();
+  std::fill(hwc, hwc + hw * co + 4, 0);
+  accumulate_codes(L, codes, hwc);
+  for (int64_t p = 0; p < hw; ++p)
+    for (int64_t o = 0; o < co; ++o) acc[o * hw + p] = hwc[p * co + o];
+}
+
 inline int thread_index(const Engine* E) {
   int t = omp_get_thread_num();
   return t < int(E->scratch.size()) ? t : 0;
@@ -209,93 +241,122 @@ inline int thread_index(const Engine* E) {
 
 inline int64_t floor_shift(int64_t v, int64_t s) { return v >> s; }  // arithmetic shift (floor)
 
-// neuron update of one spiking layer: acc (HWC) -> state, spike bitmap (CHW)
-void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int32_t* acc) {
-  const int64_t co = L.cout, hw = L.hout * L.wout;
+// 2 I = 2 floor((M acc + B) / 2^S) of every neuron of a spiking layer (CHW)
+void input_current(const Layer& L, const int32_t* acc, int64_t* current2) {
+  const int64_t hw = L.hout * L.wout;
+  for (int64_t o = 0; o < L.cout; ++o) {
+    const int64_t m = L.mult[size_t(o)], b = L.offset[size_t(o)], s = L.shift;
+    const int32_t* a = acc + o * hw;
+    int64_t* out = current2 + o * hw;
+    for (int64_t p = 0; p < hw; ++p) out[p] = 2 * floor_shift(m * int64_t(a[p]) + b, s);
+  }
+}
+
+// neuron update of one spiking layer: 2 I (CHW, from input_current) -> state, spike bitmap
+// (CHW). Per channel, the positions are contiguous: the loops vectorise.
+void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64_t* current2) {
+  const int64_t co = L.cout, hw = L.hout * L.wout, n = co * hw;
   auto& st = S.state[li];
-  auto& bits = S.spikes[li];
-  std::fill(bits.begin(), bits.end(), 0);
+  int8_t* level = W.level.data();
+  if (L.packed_state()) {
+    const int8_t lo = int8_t(L.lo);
+    for (int64_t j = 0; j < n / 4; ++j) {
+      const uint8_t byte = st[size_t(j)];
+      for (int q = 0; q < 4; ++q) level[4 * j + q] = int8_t(((byte >> (2 * q)) & 3) + lo);
+    }
+    for (int64_t i = n / 4 * 4; i < n; ++i) level[i] = int8_t(get_level(L, st, i));
+  } else {
+    std::memcpy(level, st.data(), size_t(n));
+  }
   const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
   int64_t* pre = W.pre.data();
-  for (int64_t p = 0; p < hw; ++p) {
-    for (int64_t o = 0; o < co; ++o) {
-      int64_t cur = floor_shift(L.mult[o] * int64_t(acc[p * co + o]) + L.offset[o], L.shift);
-      int64_t n = get_level(L, st, o * hw + p);
-      pre[p * co + o] = n * leak_mul + 2 * cur;
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) pre[i] = int64_t(level[i]) * leak_mul + current2[i];
   if (L.drop > 0) {
+    int64_t* sum = W.channel_sum.data();
+    std::fill(sum, sum + hw, 0);
+    for (int64_t o = 0; o < co; ++o)
+      for (int64_t p = 0; p < hw; ++p) sum[p] += pre[o * hw + p];
     auto& score = W.score;
-    for (int64_t p = 0; p < hw; ++p) {
-      int64_t s = 0;
-      for (int64_t o = 0; o < co; ++o) s += pre[p * co + o];
-      score[p] = {s, p};
-    }
+    for (int64_t p = 0; p < hw; ++p) score[size_t(p)] = {sum[p], p};
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
-    std::fill(W.keep.begin(), W.keep.begin() + hw, 1);
-    for (int64_t d = 0; d < L.drop; ++d) W.keep[score[d].second] = 0;
-    for (int64_t p = 0; p < hw; ++p) {
-      if (W.keep[p]) continue;
-      for (int64_t o = 0; o < co; ++o) pre[p * co + o] = get_level(L, st, o * hw + p) * leak_mul;
+    for (int64_t d = 0; d < L.drop; ++d) {
+      const int64_t p = score[size_t(d)].second;
+      for (int64_t o = 0; o < co; ++o) pre[o * hw + p] = int64_t(level[o * hw + p]) * leak_mul;
     }
   }
-  const int64_t half = int64_t(1) << L.frac;
-  for (int64_t p = 0; p < hw; ++p) {
-    for (int64_t o = 0; o < co; ++o) {
-      int64_t v = pre[p * co + o];
-      int64_t idx = o * hw + p;
-      int level;
-      if (v >= L.threshold[o]) {
-        bits[idx >> 6] |= uint64_t(1) << (idx & 63);
-        level = 0;
-      } else {
-        int64_t mag = (std::llabs(v) + half - 1) >> (L.frac + 1);
-        int64_t lv = v < 0 ? -mag : mag;
-        lv = std::min(std::max(lv, L.lo), L.hi);
-        if (L.binary && lv < 0) lv = 0;
-        level = int(lv);
-      }
-      set_level(L, st, idx, level);
+  const int64_t half = int64_t(1) << L.frac, round_up = half - 1, out_shift = L.frac + 1;
+  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo, hi = L.hi;
+  uint8_t* fired = W.fired.data();
+  for (int64_t o = 0; o < co; ++o) {
+    const int64_t th = L.threshold[size_t(o)];
+    const int64_t* v = pre + o * hw;
+    int8_t* lv = level + o * hw;
+    uint8_t* f = fired + o * hw;
+    for (int64_t p = 0; p < hw; ++p) {
+      const int64_t x = v[p];
+      const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
+      int64_t l = x < 0 ? -mag : mag;
+      l = std::min(std::max(l, lo), hi);
+      const bool spike = x >= th;
+      f[p] = uint8_t(spike);
+      lv[p] = int8_t(spike ? 0 : l);
     }
+  }
+  const int64_t words = (n + 63) / 64;
+  std::fill(fired + n, fired + words * 64, 0);
+  uint64_t* bits = S.spikes[li].data();
+  for (int64_t w = 0; w < words; ++w) {
+    uint64_t word = 0;
+    const uint8_t* f = fired + w * 64;
+    for (int j = 0; j < 64; ++j) word |= uint64_t(f[j]) << j;
+    bits[w] = word;
+  }
+  if (L.packed_state()) {
+    const int8_t lo8 = int8_t(L.lo);
+    for (int64_t j = 0; j < n / 4; ++j) {
+      const int8_t* l = level + 4 * j;
+      st[size_t(j)] = uint8_t((l[0] - lo8) | (l[1] - lo8) << 2 | (l[2] - lo8) << 4 |
+                              (l[3] - lo8) << 6);
+    }
+    for (int64_t i = n / 4 * 4; i < n; ++i) set_level(L, st, i, level[i]);
+  } else {
+    std::memcpy(st.data(), level, size_t(n));
   }
 }
 
 void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t* logits,
                  bool reuse_first) {
-  const Layer* prev = nullptr;
   size_t prev_index = 0;
+  int32_t* acc = W.acc.data();
   for (size_t li = 0; li < E.layers.size(); ++li) {
     const Layer& L = E.layers[li];
-    int32_t* acc = W.acc.data();
-    const size_t acc_len = size_t(L.hout * L.wout * L.cout + 4);
-    if (li == 0 && L.analog) {
+    const int64_t* current2 = W.pre.data();  // overwritten in place by neuron_update
+    if (li == 0 && L.analog && L.spiking) {
+      // a static analog input gives the same current every step: computed once per window
       if (!(reuse_first && S.first_cached)) {
-        std::fill(S.first_acc.begin(), S.first_acc.end(), 0);
-        accumulate_codes(L, input, S.first_acc.data());
+        accumulate_input(L, input, W, acc);
+        input_current(L, acc, S.first_current.data());
         S.first_cached = true;
       }
-      std::copy(S.first_acc.begin(), S.first_acc.begin() + acc_len, acc);
+      current2 = S.first_current.data();
     } else {
-      std::fill(acc, acc + acc_len, 0);
       if (li == 0) {
-        // binary input frame: build events from the codes directly
-        accumulate_codes(L, input, acc);
+        accumulate_input(L, input, W, acc);
+      } else if (L.conv) {
+        gather_conv(L, S.spikes[prev_index], W, acc);
       } else {
-        if (L.conv)
-          gather_conv(L, S.spikes[prev_index], W, acc);
-        else
-          accumulate_spikes(L, S.spikes[prev_index], acc);
+        std::fill(acc, acc + L.row_len + 4, 0);
+        accumulate_spikes(L, S.spikes[prev_index], acc);
       }
+      if (!L.spiking) {
+        for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
+        return;
+      }
+      input_current(L, acc, W.pre.data());
     }
-    if (!L.spiking) {
-      for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
-      return;
-    }
-    neuron_update(L, S, W, li, acc);
-    prev = &L;
+    neuron_update(L, S, W, li, current2);
     prev_index = li;
   }
-  (void)prev;
 }
 
 }  // namespace
@@ -318,7 +379,7 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     }
   Engine* E = new Engine();
   E->batch = batch;
-  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0;
+  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0, max_row = 0, max_neurons = 0;
   for (int64_t i = 0; i < n_layers; ++i) {
     const int64_t* c = cfg + i * 22;
     Layer L{};
@@ -349,6 +410,12 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     L.mult.assign(mult[i], mult[i] + L.cout);
     L.offset.assign(offset[i], offset[i] + L.cout);
     if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
+    L.pooled_of.assign(size_t(L.hin * L.win), -1);
+    for (int64_t y = 0; y < L.hp * L.pool; ++y)
+      for (int64_t x = 0; x < L.wp * L.pool; ++x)
+        L.pooled_of[size_t(y * L.win + x)] = int32_t(y / L.pool * L.wp + x / L.pool);
+    max_row = std::max(max_row, size_t(L.row_len + 4));
+    max_neurons = std::max(max_neurons, size_t(L.neurons()));
     max_acc = std::max(max_acc, size_t(L.hout * L.wout * L.row_len + 4));
     max_hw = std::max(max_hw, size_t(L.hout * L.wout));
     max_pooled = std::max(max_pooled, size_t(L.hp * L.wp + 1));
@@ -367,14 +434,21 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
         for (size_t j = 0; j < n; ++j) set_level(L, S.state.back(), int64_t(j), 0);
       }
     }
-    S.first_acc.assign(E->layers[0].analog ? max_acc : 0, 0);
+    const Layer& first = E->layers[0];
+    S.first_current.assign(first.analog && first.spiking ? size_t(first.neurons()) : 0, 0);
   }
+  const Layer& first = E->layers[0];
+  const size_t hwc_len = first.conv ? size_t(first.hout * first.wout * first.cout + 4) : 0;
   E->scratch.resize(size_t(std::max(1, omp_get_max_threads())));
   for (auto& W : E->scratch) {
     W.acc.assign(max_acc, 0);
-    W.pre.assign(max_acc, 0);
+    W.hwc.assign(hwc_len, 0);
+    W.block.assign(max_row, 0);
+    W.pre.assign(max_neurons, 0);
+    W.level.assign(max_neurons, 0);
+    W.fired.assign((max_neurons + 63) / 64 * 64, 0);
+    W.channel_sum.assign(max_hw, 0);
     W.score.assign(max_hw, {0, 0});
-    W.keep.assign(max_hw, 1);
     W.head.assign(max_pooled, 0);
     W.fill.assign(max_pooled, 0);
     W.list.assign(max_events, 0);
@@ -390,7 +464,14 @@ void sq_reset(void* engine) {
     for (size_t li = 0; li < E->layers.size(); ++li) {
       const Layer& L = E->layers[li];
       std::fill(S.spikes[li].begin(), S.spikes[li].end(), 0);
-      for (int64_t j = 0; j < (L.spiking ? L.neurons() : 0); ++j) set_level(L, S.state[li], j, 0);
+      if (!L.spiking) continue;
+      if (L.packed_state()) {
+        const int64_t n = L.neurons();
+        std::fill(S.state[li].begin(), S.state[li].begin() + n / 4, zero_byte(L));
+        for (int64_t j = n / 4 * 4; j < n; ++j) set_level(L, S.state[li], j, 0);
+      } else {
+        std::fill(S.state[li].begin(), S.state[li].end(), 0);
+      }
     }
     S.first_cached = false;
   }
@@ -453,10 +534,13 @@ void sq_bytes(void* engine, int64_t* out) {
   for (auto& S : E->samples) {
     for (auto& v : S.state) st += int64_t(v.size());
     for (auto& v : S.spikes) sp += int64_t(v.size() * sizeof(uint64_t));
-    scratch += int64_t(S.first_acc.size() * 4);
+    scratch += int64_t(S.first_current.size() * 8);
   }
+  for (auto& L : E->layers) scratch += int64_t(L.pooled_of.size() * 4);
   for (auto& W : E->scratch)
-    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size() +
+    scratch += int64_t((W.acc.size() + W.hwc.size() + W.block.size()) * 4 +
+                       (W.pre.size() + W.channel_sum.size()) * 8 + W.level.size() +
+                       W.fired.size() + W.score.size() * 16 +
                        (W.head.size() + W.fill.size() + W.list.size()) * 4);
   out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
 }
