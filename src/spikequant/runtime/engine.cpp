@@ -32,6 +32,7 @@ struct Layer {
   std::vector<int8_t> dense;    // int8:    [rows][cout]
   std::vector<int64_t> mult, offset, threshold;
   std::vector<int32_t> pooled_of;  // input position y * win + x -> pooled py * wp + px, or -1
+  uint32_t unpack[256];            // packed membrane byte -> four int8 levels
   int64_t neurons() const { return cout * hout * wout; }
   int64_t inputs() const { return cin * hin * win; }
   bool packed_state() const { return hi - lo + 1 <= 4; }
@@ -45,6 +46,7 @@ struct Scratch {  // one per thread: stays hot in cache across the samples a thr
   std::vector<int8_t> level;   // membrane levels of one layer, unpacked (CHW)
   std::vector<uint8_t> fired;  // spikes of one layer, one byte each (CHW, padded to 64)
   std::vector<int64_t> channel_sum;
+  std::vector<uint8_t> dropped;  // spatial pruning: 1 = the position's current is zeroed
   std::vector<std::pair<int64_t, int64_t>> score;
   std::vector<int32_t> head, fill, list;  // input events bucketed by pooled position
 };
@@ -58,6 +60,15 @@ struct Sample {
 
 int8_t LUT[256][4];
 alignas(16) int32_t LUT32[256][4];
+
+// four int32 lanes (GCC/Clang vector extension: SSE2 / NEON / plain code elsewhere)
+typedef int32_t quad_t __attribute__((vector_size(16)));
+
+inline quad_t lut_quad(uint8_t byte) {
+  quad_t v;
+  std::memcpy(&v, LUT32[byte], sizeof v);
+  return v;
+}
 
 struct Engine {
   std::vector<Layer> layers;
@@ -96,9 +107,10 @@ inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
       // row_len slack)
       const int64_t quads = L.row_len / 4;
       for (int64_t q = 0; q < quads; ++q) {
-        const int32_t* v = LUT32[r[q]];
-        int32_t* a = acc + q * 4;
-        for (int j = 0; j < 4; ++j) a[j] += v[j];
+        quad_t a;
+        std::memcpy(&a, acc + q * 4, sizeof a);
+        a += lut_quad(r[q]);
+        std::memcpy(acc + q * 4, &a, sizeof a);
       }
     } else {
       for (int64_t q = 0; q < L.row_len / 4; ++q) {
@@ -164,6 +176,35 @@ inline void for_each_event(const Layer& L, const std::vector<uint64_t>& bits, Fn
   }
 }
 
+// gather_conv's output loop for ternary rows of Q bytes (4 Q output channels)
+template <int Q>
+void gather_ternary(const Layer& L, const int32_t* head, const int32_t* list, int32_t* acc) {
+  const int64_t hw = L.hout * L.wout, k = L.k;
+  const uint8_t* rows = L.packed.data();
+  for (int64_t oy = 0; oy < L.hout; ++oy) {
+    for (int64_t ox = 0; ox < L.wout; ++ox) {
+      quad_t block[Q] = {};
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * L.stride - L.pad + ky;
+        if (iy < 0 || iy >= L.hp) continue;
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t ix = ox * L.stride - L.pad + kx;
+          if (ix < 0 || ix >= L.wp) continue;
+          const int64_t pos = iy * L.wp + ix, tap = ky * k + kx;
+          for (int32_t e = head[pos]; e < head[pos + 1]; ++e) {
+            const uint8_t* r = rows + (int64_t(list[e]) * k * k + tap) * Q;
+            for (int q = 0; q < Q; ++q) block[q] += lut_quad(r[q]);
+          }
+        }
+      }
+      int32_t out[4 * Q];
+      std::memcpy(out, block, sizeof out);
+      const int64_t p = oy * L.wout + ox;
+      for (int64_t o = 0; o < L.cout; ++o) acc[o * hw + p] = out[o];
+    }
+  }
+}
+
 // conv layers, output-stationary: bucket the input events by pooled position, then every
 // output sums the rows of the events in its receptive field into its own Cout accumulators
 // (a contiguous block that stays in L1), instead of scattering each event over 9 outputs;
@@ -178,6 +219,16 @@ void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, 
   for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
   std::copy(head, head + pooled, fill);
   for_each_event(L, bits, [&](int64_t c, int32_t pos) { list[fill[pos]++] = int32_t(c); });
+  if (L.ternary) {
+    switch (L.row_len / 4) {  // the common widths: the block stays in vector registers
+      case 1: return gather_ternary<1>(L, head, list, acc);
+      case 2: return gather_ternary<2>(L, head, list, acc);
+      case 4: return gather_ternary<4>(L, head, list, acc);
+      case 8: return gather_ternary<8>(L, head, list, acc);
+      case 16: return gather_ternary<16>(L, head, list, acc);
+      default: break;
+    }
+  }
   int32_t* a = W.block.data();
   const size_t block_len = size_t(L.row_len + 4);
   for (int64_t oy = 0; oy < L.hout; ++oy) {
@@ -259,11 +310,8 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
   auto& st = S.state[li];
   int8_t* level = W.level.data();
   if (L.packed_state()) {
-    const int8_t lo = int8_t(L.lo);
-    for (int64_t j = 0; j < n / 4; ++j) {
-      const uint8_t byte = st[size_t(j)];
-      for (int q = 0; q < 4; ++q) level[4 * j + q] = int8_t(((byte >> (2 * q)) & 3) + lo);
-    }
+    // one stored byte -> four int8 levels through a 256-entry table
+    for (int64_t j = 0; j < n / 4; ++j) std::memcpy(level + 4 * j, &L.unpack[st[size_t(j)]], 4);
     for (int64_t i = n / 4 * 4; i < n; ++i) level[i] = int8_t(get_level(L, st, i));
   } else {
     std::memcpy(level, st.data(), size_t(n));
@@ -271,6 +319,9 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
   const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
   int64_t* pre = W.pre.data();
   for (int64_t i = 0; i < n; ++i) pre[i] = int64_t(level[i]) * leak_mul + current2[i];
+  // a dropped position keeps only the leak (its current is zeroed): applied in the fire loop
+  uint8_t* dropped = W.dropped.data();
+  std::fill(dropped, dropped + hw, 0);
   if (L.drop > 0) {
     int64_t* sum = W.channel_sum.data();
     std::fill(sum, sum + hw, 0);
@@ -279,10 +330,7 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     auto& score = W.score;
     for (int64_t p = 0; p < hw; ++p) score[size_t(p)] = {sum[p], p};
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
-    for (int64_t d = 0; d < L.drop; ++d) {
-      const int64_t p = score[size_t(d)].second;
-      for (int64_t o = 0; o < co; ++o) pre[o * hw + p] = int64_t(level[o * hw + p]) * leak_mul;
-    }
+    for (int64_t d = 0; d < L.drop; ++d) dropped[score[size_t(d)].second] = 1;
   }
   const int64_t half = int64_t(1) << L.frac, round_up = half - 1, out_shift = L.frac + 1;
   const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo, hi = L.hi;
@@ -293,7 +341,7 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     int8_t* lv = level + o * hw;
     uint8_t* f = fired + o * hw;
     for (int64_t p = 0; p < hw; ++p) {
-      const int64_t x = v[p];
+      const int64_t x = dropped[p] ? int64_t(lv[p]) * leak_mul : v[p];
       const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
       int64_t l = x < 0 ? -mag : mag;
       l = std::min(std::max(l, lo), hi);
@@ -306,17 +354,27 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
   std::fill(fired + n, fired + words * 64, 0);
   uint64_t* bits = S.spikes[li].data();
   for (int64_t w = 0; w < words; ++w) {
+    // eight 0/1 bytes -> eight bits: the multiplier moves byte j's bit to bit 56 + j, and no two
+    // partial products overlap (so no carries)
     uint64_t word = 0;
-    const uint8_t* f = fired + w * 64;
-    for (int j = 0; j < 64; ++j) word |= uint64_t(f[j]) << j;
+    for (int j = 0; j < 8; ++j) {
+      uint64_t eight;
+      std::memcpy(&eight, fired + w * 64 + j * 8, 8);
+      word |= ((eight * 0x0102040810204080ULL) >> 56) << (8 * j);
+    }
     bits[w] = word;
   }
   if (L.packed_state()) {
-    const int8_t lo8 = int8_t(L.lo);
+    // four levels -> codes level - lo (0..3) in four bytes -> one byte: the multiplier moves
+    // code j (bits 8j) to bits 24 + 2j; the other partial products fall in disjoint 2-bit
+    // fields below bit 24 or above bit 31 (no carries into the top byte)
+    const uint32_t minus_lo = uint32_t(-L.lo & 3) * 0x01010101u;
     for (int64_t j = 0; j < n / 4; ++j) {
-      const int8_t* l = level + 4 * j;
-      st[size_t(j)] = uint8_t((l[0] - lo8) | (l[1] - lo8) << 2 | (l[2] - lo8) << 4 |
-                              (l[3] - lo8) << 6);
+      uint32_t four;
+      std::memcpy(&four, level + 4 * j, 4);
+      // (level - lo) mod 4 per byte from the low two bits (sums <= 6: no carry between bytes)
+      const uint32_t codes = ((four & 0x03030303u) + minus_lo) & 0x03030303u;
+      st[size_t(j)] = uint8_t((codes * 0x01041040u) >> 24);
     }
     for (int64_t i = n / 4 * 4; i < n; ++i) set_level(L, st, i, level[i]);
   } else {
@@ -410,6 +468,11 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     L.mult.assign(mult[i], mult[i] + L.cout);
     L.offset.assign(offset[i], offset[i] + L.cout);
     if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
+    for (int b = 0; b < 256; ++b) {
+      int8_t four[4];
+      for (int q = 0; q < 4; ++q) four[q] = int8_t(((b >> (2 * q)) & 3) + L.lo);
+      std::memcpy(&L.unpack[b], four, 4);
+    }
     L.pooled_of.assign(size_t(L.hin * L.win), -1);
     for (int64_t y = 0; y < L.hp * L.pool; ++y)
       for (int64_t x = 0; x < L.wp * L.pool; ++x)
@@ -448,6 +511,7 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     W.level.assign(max_neurons, 0);
     W.fired.assign((max_neurons + 63) / 64 * 64, 0);
     W.channel_sum.assign(max_hw, 0);
+    W.dropped.assign(max_hw, 0);
     W.score.assign(max_hw, {0, 0});
     W.head.assign(max_pooled, 0);
     W.fill.assign(max_pooled, 0);
@@ -539,7 +603,7 @@ void sq_bytes(void* engine, int64_t* out) {
   for (auto& L : E->layers) scratch += int64_t(L.pooled_of.size() * 4);
   for (auto& W : E->scratch)
     scratch += int64_t((W.acc.size() + W.hwc.size() + W.block.size()) * 4 +
-                       (W.pre.size() + W.channel_sum.size()) * 8 + W.level.size() +
+                       (W.pre.size() + W.channel_sum.size()) * 8 + W.level.size() + W.dropped.size() +
                        W.fired.size() + W.score.size() * 16 +
                        (W.head.size() + W.fill.size() + W.list.size()) * 4);
   out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
