@@ -114,10 +114,10 @@ inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
       }
     } else {
       for (int64_t q = 0; q < L.row_len / 4; ++q) {
-        const int8_t* v = LUT[r[q]];
-        int64_t o = q * 4;
-        acc[o] += scale * v[0]; acc[o + 1] += scale * v[1];
-        acc[o + 2] += scale * v[2]; acc[o + 3] += scale * v[3];
+        quad_t a;
+        std::memcpy(&a, acc + q * 4, sizeof a);
+        a += lut_quad(r[q]) * scale;
+        std::memcpy(acc + q * 4, &a, sizeof a);
       }
     }
   } else {
@@ -251,10 +251,35 @@ void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, 
   }
 }
 
-// linear layer on spikes (one output position: CHW = HWC)
-void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, int32_t* acc) {
+// linear layer on spikes (one output position: CHW = HWC). Ternary rows: the events' rows are
+// listed first, then summed eight quads (32 outputs) at a time in vector registers, so the
+// accumulators are loaded and stored once per layer instead of once per event
+void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W,
+                       int32_t* acc) {
   const int64_t pooled = L.hp * L.wp;
-  for_each_event(L, bits, [&](int64_t c, int32_t pos) { add_row(L, c * pooled + pos, acc, 1); });
+  if (!L.ternary) {
+    for_each_event(L, bits, [&](int64_t c, int32_t pos) { add_row(L, c * pooled + pos, acc, 1); });
+    return;
+  }
+  int32_t* rows = W.list.data();
+  int64_t count = 0;
+  for_each_event(L, bits, [&](int64_t c, int32_t pos) { rows[count++] = int32_t(c * pooled + pos); });
+  const int64_t quads = L.row_len / 4;
+  const uint8_t* packed = L.packed.data();
+  int64_t q0 = 0;
+  for (; q0 + 8 <= quads; q0 += 8) {
+    quad_t block[8] = {};
+    for (int64_t e = 0; e < count; ++e) {
+      const uint8_t* r = packed + int64_t(rows[e]) * quads + q0;
+      for (int q = 0; q < 8; ++q) block[q] += lut_quad(r[q]);
+    }
+    std::memcpy(acc + 4 * q0, block, sizeof block);
+  }
+  for (; q0 < quads; ++q0) {
+    quad_t block = {};
+    for (int64_t e = 0; e < count; ++e) block += lut_quad(packed[int64_t(rows[e]) * quads + q0]);
+    std::memcpy(acc + 4 * q0, &block, sizeof block);
+  }
 }
 
 // acc in HWC order (conv) or per output (linear)
@@ -316,9 +341,8 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
   } else {
     std::memcpy(level, st.data(), size_t(n));
   }
+  // pre-fire membrane: pre = n 2^(F+1-j) + 2 I, formed where it is read
   const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
-  int64_t* pre = W.pre.data();
-  for (int64_t i = 0; i < n; ++i) pre[i] = int64_t(level[i]) * leak_mul + current2[i];
   // a dropped position keeps only the leak (its current is zeroed): applied in the fire loop
   uint8_t* dropped = W.dropped.data();
   std::fill(dropped, dropped + hw, 0);
@@ -326,7 +350,8 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     int64_t* sum = W.channel_sum.data();
     std::fill(sum, sum + hw, 0);
     for (int64_t o = 0; o < co; ++o)
-      for (int64_t p = 0; p < hw; ++p) sum[p] += pre[o * hw + p];
+      for (int64_t p = 0; p < hw; ++p)
+        sum[p] += int64_t(level[o * hw + p]) * leak_mul + current2[o * hw + p];
     auto& score = W.score;
     for (int64_t p = 0; p < hw; ++p) score[size_t(p)] = {sum[p], p};
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
@@ -337,11 +362,11 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
   uint8_t* fired = W.fired.data();
   for (int64_t o = 0; o < co; ++o) {
     const int64_t th = L.threshold[size_t(o)];
-    const int64_t* v = pre + o * hw;
+    const int64_t* current = current2 + o * hw;
     int8_t* lv = level + o * hw;
     uint8_t* f = fired + o * hw;
     for (int64_t p = 0; p < hw; ++p) {
-      const int64_t x = dropped[p] ? int64_t(lv[p]) * leak_mul : v[p];
+      const int64_t x = int64_t(lv[p]) * leak_mul + (dropped[p] ? 0 : current[p]);
       const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
       int64_t l = x < 0 ? -mag : mag;
       l = std::min(std::max(l, lo), hi);
@@ -404,7 +429,7 @@ void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t
         gather_conv(L, S.spikes[prev_index], W, acc);
       } else {
         std::fill(acc, acc + L.row_len + 4, 0);
-        accumulate_spikes(L, S.spikes[prev_index], acc);
+        accumulate_spikes(L, S.spikes[prev_index], W, acc);
       }
       if (!L.spiking) {
         for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
