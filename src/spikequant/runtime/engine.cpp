@@ -342,7 +342,9 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     std::memcpy(level, st.data(), size_t(n));
   }
   // pre-fire membrane: pre = n 2^(F+1-j) + 2 I, formed where it is read
-  const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
+  // n 2^(F+1-j) as a shift of the unsigned bits (a vector shift, not an emulated 64-bit multiply)
+  const int leak_bits = int(L.frac + 1 - L.leak_shift);
+  auto leak = [leak_bits](int8_t level) { return int64_t(uint64_t(int64_t(level)) << leak_bits); };
   // a dropped position keeps only the leak (its current is zeroed): applied in the fire loop
   uint8_t* dropped = W.dropped.data();
   std::fill(dropped, dropped + hw, 0);
@@ -351,7 +353,7 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     std::fill(sum, sum + hw, 0);
     for (int64_t o = 0; o < co; ++o)
       for (int64_t p = 0; p < hw; ++p)
-        sum[p] += int64_t(level[o * hw + p]) * leak_mul + current2[o * hw + p];
+        sum[p] += leak(level[o * hw + p]) + current2[o * hw + p];
     auto& score = W.score;
     for (int64_t p = 0; p < hw; ++p) score[size_t(p)] = {sum[p], p};
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
@@ -366,7 +368,7 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     int8_t* lv = level + o * hw;
     uint8_t* f = fired + o * hw;
     for (int64_t p = 0; p < hw; ++p) {
-      const int64_t x = int64_t(lv[p]) * leak_mul + (dropped[p] ? 0 : current[p]);
+      const int64_t x = leak(lv[p]) + (dropped[p] ? 0 : current[p]);
       const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
       int64_t l = x < 0 ? -mag : mag;
       l = std::min(std::max(l, lo), hi);
