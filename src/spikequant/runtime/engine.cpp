@@ -328,6 +328,39 @@ void input_current(const Layer& L, const int32_t* acc, int64_t* current2) {
   }
 }
 
+// threshold and stored level of every neuron: pre = leak + 2 I (0 for a dropped position),
+// s = pre >= TH, n' = 0 if s else clamp(sign(pre) ((|pre| + 2^F - 1) >> (F+1)), lo, hi).
+// LO = -1 or 0 (with hi = 1: ternary / binary membranes): the rounded magnitude reaches 1 exactly
+// when |pre| >= 2^F + 1, so n' is two comparisons; LO = -128: any levels.
+template <int LO, class Leak>
+void fire(const Layer& L, int64_t hw, const int64_t* current2, const uint8_t* dropped, Leak leak,
+          int8_t* level, uint8_t* fired) {
+  const int64_t half = int64_t(1) << L.frac, round_up = half - 1, out_shift = L.frac + 1;
+  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo, hi = L.hi;
+  const int64_t one = half + 1;
+  for (int64_t o = 0; o < L.cout; ++o) {
+    const int64_t th = L.threshold[size_t(o)];
+    const int64_t* current = current2 + o * hw;
+    int8_t* lv = level + o * hw;
+    uint8_t* f = fired + o * hw;
+    for (int64_t p = 0; p < hw; ++p) {
+      const int64_t x = leak(lv[p]) + (dropped[p] ? 0 : current[p]);
+      int64_t l;
+      if (LO == -1) {
+        l = int64_t(x >= one) - int64_t(x <= -one);
+      } else if (LO == 0) {
+        l = int64_t(x >= one);
+      } else {
+        const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
+        l = std::min(std::max(x < 0 ? -mag : mag, lo), hi);
+      }
+      const bool spike = x >= th;
+      f[p] = uint8_t(spike);
+      lv[p] = int8_t(spike ? 0 : l);
+    }
+  }
+}
+
 // neuron update of one spiking layer: 2 I (CHW, from input_current) -> state, spike bitmap
 // (CHW). Per channel, the positions are contiguous: the loops vectorise.
 void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64_t* current2) {
@@ -359,24 +392,14 @@ void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64
     std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
     for (int64_t d = 0; d < L.drop; ++d) dropped[score[size_t(d)].second] = 1;
   }
-  const int64_t half = int64_t(1) << L.frac, round_up = half - 1, out_shift = L.frac + 1;
-  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo, hi = L.hi;
+  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo;
   uint8_t* fired = W.fired.data();
-  for (int64_t o = 0; o < co; ++o) {
-    const int64_t th = L.threshold[size_t(o)];
-    const int64_t* current = current2 + o * hw;
-    int8_t* lv = level + o * hw;
-    uint8_t* f = fired + o * hw;
-    for (int64_t p = 0; p < hw; ++p) {
-      const int64_t x = leak(lv[p]) + (dropped[p] ? 0 : current[p]);
-      const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
-      int64_t l = x < 0 ? -mag : mag;
-      l = std::min(std::max(l, lo), hi);
-      const bool spike = x >= th;
-      f[p] = uint8_t(spike);
-      lv[p] = int8_t(spike ? 0 : l);
-    }
-  }
+  if (L.hi == 1 && lo == -1)
+    fire<-1>(L, hw, current2, dropped, leak, level, fired);
+  else if (L.hi == 1 && lo == 0)
+    fire<0>(L, hw, current2, dropped, leak, level, fired);
+  else
+    fire<-128>(L, hw, current2, dropped, leak, level, fired);
   const int64_t words = (n + 63) / 64;
   std::fill(fired + n, fired + words * 64, 0);
   uint64_t* bits = S.spikes[li].data();
