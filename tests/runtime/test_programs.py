@@ -20,7 +20,6 @@ from spikequant.runtime.format import (
 from spikequant.runtime.native import NativeRuntime
 from spikequant.runtime.reference import ReferenceInterpreter
 
-
 WIDE = [9, 12, 16, 17, 32, 40, 64]
 
 
