@@ -20,15 +20,19 @@ from spikequant.runtime.format import (
 from spikequant.runtime.native import NativeRuntime
 from spikequant.runtime.reference import ReferenceInterpreter
 
+WIDE = [9, 12, 16, 17, 32, 40, 64]
 
-def random_program(draw) -> Program:
+
+def random_program(draw, wide: bool = False) -> Program:
+    """``wide``: layers of 9 to 64 channels (the engine's register-block widths 16, 32, 64 and
+    the general path for other widths) instead of 1 to 7."""
     rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
     analog = draw(st.booleans())
     channels = draw(st.integers(1, 3))
     size = draw(st.integers(4, 9))
     shape = [channels, size, size]
     header_layers, tensors = [], {}
-    n_conv = draw(st.integers(1, 2))
+    n_conv = 2 if wide else draw(st.integers(1, 2))  # wide: the second conv is event-driven
     n_linear = draw(st.integers(0, 1))
     total = n_conv + n_linear + 1
     for index in range(total):
@@ -42,7 +46,7 @@ def random_program(draw) -> Program:
             pad = k // 2
             h, w = shape[1] // pool, shape[2] // pool
             out = [
-                draw(st.integers(1, 6)),
+                draw(st.sampled_from(WIDE) if wide else st.integers(1, 6)),
                 (h + 2 * pad - k) // stride + 1,
                 (w + 2 * pad - k) // stride + 1,
             ]
@@ -52,8 +56,8 @@ def random_program(draw) -> Program:
             fan_in = (
                 shape[0] if len(shape) == 1 else shape[0] * (shape[1] // pool) * (shape[2] // pool)
             )
-            out = [draw(st.integers(2, 7))]
-        ternary = draw(st.booleans())
+            out = [draw(st.sampled_from(WIDE) if wide and not readout else st.integers(2, 7))]
+        ternary = wide or draw(st.booleans())  # the width-specialised paths are ternary
         levels = (
             rng.integers(-1, 2, size=(out[0], fan_in))
             if ternary
@@ -119,9 +123,24 @@ def programs(draw):
     return random_program(draw)
 
 
+@st.composite
+def wide_programs(draw):
+    return random_program(draw, wide=True)
+
+
 @settings(max_examples=40, deadline=None)
 @given(programs(), st.integers(1, 3), st.booleans(), st.integers(0, 2**31 - 1))
 def test_native_equals_reference_on_random_programs(program, batch, frames, seed):
+    check_native_equals_reference(program, batch, frames, seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(wide_programs(), st.integers(1, 2), st.booleans(), st.integers(0, 2**31 - 1))
+def test_native_equals_reference_on_wide_programs(program, batch, frames, seed):
+    check_native_equals_reference(program, batch, frames, seed)
+
+
+def check_native_equals_reference(program, batch, frames, seed):
     rng = np.random.default_rng(seed)
     spec = program.header["input"]
     steps = program.timesteps

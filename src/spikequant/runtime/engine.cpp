@@ -31,28 +31,44 @@ struct Layer {
   std::vector<uint8_t> packed;  // ternary: [rows][row_len / 4]
   std::vector<int8_t> dense;    // int8:    [rows][cout]
   std::vector<int64_t> mult, offset, threshold;
+  std::vector<int32_t> pooled_of;  // input position y * win + x -> pooled py * wp + px, or -1
+  uint32_t unpack[256];            // packed membrane byte -> four int8 levels
   int64_t neurons() const { return cout * hout * wout; }
   int64_t inputs() const { return cin * hin * win; }
   bool packed_state() const { return hi - lo + 1 <= 4; }
 };
 
 struct Scratch {  // one per thread: stays hot in cache across the samples a thread runs
-  std::vector<int32_t> acc;  // accumulator (HWC order)
-  std::vector<int64_t> pre;  // pre-fire membrane (HWC)
+  std::vector<int32_t> acc;    // accumulator, CHW order (what the neuron update reads)
+  std::vector<int32_t> hwc;    // accumulator of a scattered conv layer, HWC order
+  std::vector<int32_t> block;  // the Cout accumulators of one output position (gather_conv)
+  std::vector<int64_t> pre;    // pre-fire membrane (CHW)
+  std::vector<int8_t> level;   // membrane levels of one layer, unpacked (CHW)
+  std::vector<uint8_t> fired;  // spikes of one layer, one byte each (CHW, padded to 64)
+  std::vector<int64_t> channel_sum;
+  std::vector<uint8_t> dropped;  // spatial pruning: 1 = the position's current is zeroed
   std::vector<std::pair<int64_t, int64_t>> score;
-  std::vector<uint8_t> keep;
   std::vector<int32_t> head, fill, list;  // input events bucketed by pooled position
 };
 
 struct Sample {
   std::vector<std::vector<uint8_t>> state;   // per spiking layer: membranes (packed or int8)
   std::vector<std::vector<uint64_t>> spikes;  // per spiking layer: output bitmap (CHW order)
-  std::vector<int32_t> first_acc;             // cached analog accumulator (static input)
+  std::vector<int64_t> first_current;         // cached 2 I of the analog first layer (CHW)
   bool first_cached = false;
 };
 
 int8_t LUT[256][4];
 alignas(16) int32_t LUT32[256][4];
+
+// four int32 lanes (GCC/Clang vector extension: SSE2 / NEON / plain code elsewhere)
+typedef int32_t quad_t __attribute__((vector_size(16)));
+
+inline quad_t lut_quad(uint8_t byte) {
+  quad_t v;
+  std::memcpy(&v, LUT32[byte], sizeof v);
+  return v;
+}
 
 struct Engine {
   std::vector<Layer> layers;
@@ -75,6 +91,12 @@ inline void set_level(const Layer& L, std::vector<uint8_t>& st, int64_t i, int v
   }
 }
 
+// the byte that stores four membranes at level 0
+inline uint8_t zero_byte(const Layer& L) {
+  const uint8_t code = uint8_t(-L.lo) & 3;
+  return uint8_t(code | code << 2 | code << 4 | code << 6);
+}
+
 // acc[out_pos * cout + o] += scale * W[row][o]
 inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
   const int64_t co = L.cout;
@@ -85,16 +107,17 @@ inline void add_row(const Layer& L, int64_t row, int32_t* acc, int32_t scale) {
       // row_len slack)
       const int64_t quads = L.row_len / 4;
       for (int64_t q = 0; q < quads; ++q) {
-        const int32_t* v = LUT32[r[q]];
-        int32_t* a = acc + q * 4;
-        for (int j = 0; j < 4; ++j) a[j] += v[j];
+        quad_t a;
+        std::memcpy(&a, acc + q * 4, sizeof a);
+        a += lut_quad(r[q]);
+        std::memcpy(acc + q * 4, &a, sizeof a);
       }
     } else {
       for (int64_t q = 0; q < L.row_len / 4; ++q) {
-        const int8_t* v = LUT[r[q]];
-        int64_t o = q * 4;
-        acc[o] += scale * v[0]; acc[o + 1] += scale * v[1];
-        acc[o + 2] += scale * v[2]; acc[o + 3] += scale * v[3];
+        quad_t a;
+        std::memcpy(&a, acc + q * 4, sizeof a);
+        a += lut_quad(r[q]) * scale;
+        std::memcpy(acc + q * 4, &a, sizeof a);
       }
     }
   } else {
@@ -131,35 +154,86 @@ inline void scatter(const Layer& L, int64_t c, int64_t py, int64_t px, int32_t v
   }
 }
 
-// conv layers, output-stationary: bucket the input events by pooled position, then every
-// output sums the rows of the events in its receptive field into its own Cout accumulators
-// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs
-void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
-  const int64_t hw = L.hin * L.win, pooled = L.hp * L.wp;
-  int32_t* head = W.head.data();
-  int32_t* list = W.list.data();
-  std::fill(head, head + pooled + 1, 0);
-  auto for_each_event = [&](auto&& fn) {
-    for (size_t wi = 0; wi < bits.size(); ++wi) {
-      uint64_t word = bits[wi];
+// every set bit of a CHW spike bitmap as (channel, pooled position); channel by channel, so
+// that no bit index needs a division (floor-mode pooling drops the last row/col: position -1)
+template <class Fn>
+inline void for_each_event(const Layer& L, const std::vector<uint64_t>& bits, Fn&& fn) {
+  const int64_t hw = L.hin * L.win;
+  const int32_t* pooled_of = L.pooled_of.data();
+  for (int64_t c = 0; c < L.cin; ++c) {
+    const int64_t begin = c * hw, end = begin + hw;
+    for (int64_t wi = begin >> 6; wi <= (end - 1) >> 6; ++wi) {
+      uint64_t word = bits[size_t(wi)];
+      const int64_t base = wi * 64;
+      if (base < begin) word &= ~uint64_t(0) << (begin - base);
+      if (base + 64 > end) word &= ~uint64_t(0) >> (base + 64 - end);
       while (word) {
-        int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
+        const int32_t pos = pooled_of[base + __builtin_ctzll(word) - begin];
         word &= word - 1;
-        int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
-        int64_t py = y / L.pool, px = x / L.pool;
-        if (py >= L.hp || px >= L.wp) continue;
-        fn(c, py * L.wp + px);
+        if (pos >= 0) fn(c, pos);
       }
     }
-  };
-  for_each_event([&](int64_t, int64_t pos) { ++head[pos + 1]; });
-  for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
-  std::vector<int32_t>& fill = W.fill;
-  std::copy(head, head + pooled, fill.begin());
-  for_each_event([&](int64_t c, int64_t pos) { list[fill[size_t(pos)]++] = int32_t(c); });
+  }
+}
+
+// gather_conv's output loop for ternary rows of Q bytes (4 Q output channels)
+template <int Q>
+void gather_ternary(const Layer& L, const int32_t* head, const int32_t* list, int32_t* acc) {
+  const int64_t hw = L.hout * L.wout, k = L.k;
+  const uint8_t* rows = L.packed.data();
   for (int64_t oy = 0; oy < L.hout; ++oy) {
     for (int64_t ox = 0; ox < L.wout; ++ox) {
-      int32_t* a = acc + (oy * L.wout + ox) * L.cout;
+      quad_t block[Q] = {};
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * L.stride - L.pad + ky;
+        if (iy < 0 || iy >= L.hp) continue;
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t ix = ox * L.stride - L.pad + kx;
+          if (ix < 0 || ix >= L.wp) continue;
+          const int64_t pos = iy * L.wp + ix, tap = ky * k + kx;
+          for (int32_t e = head[pos]; e < head[pos + 1]; ++e) {
+            const uint8_t* r = rows + (int64_t(list[e]) * k * k + tap) * Q;
+            for (int q = 0; q < Q; ++q) block[q] += lut_quad(r[q]);
+          }
+        }
+      }
+      int32_t out[4 * Q];
+      std::memcpy(out, block, sizeof out);
+      const int64_t p = oy * L.wout + ox;
+      for (int64_t o = 0; o < L.cout; ++o) acc[o * hw + p] = out[o];
+    }
+  }
+}
+
+// conv layers, output-stationary: bucket the input events by pooled position, then every
+// output sums the rows of the events in its receptive field into its own Cout accumulators
+// (a contiguous block that stays in L1), instead of scattering each event over 9 outputs;
+// the block then goes to the CHW accumulator
+void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, int32_t* acc) {
+  const int64_t pooled = L.hp * L.wp, hw = L.hout * L.wout;
+  int32_t* head = W.head.data();
+  int32_t* list = W.list.data();
+  int32_t* fill = W.fill.data();
+  std::fill(head, head + pooled + 1, 0);
+  for_each_event(L, bits, [&](int64_t, int32_t pos) { ++head[pos + 1]; });
+  for (int64_t p = 0; p < pooled; ++p) head[p + 1] += head[p];
+  std::copy(head, head + pooled, fill);
+  for_each_event(L, bits, [&](int64_t c, int32_t pos) { list[fill[pos]++] = int32_t(c); });
+  if (L.ternary) {
+    switch (L.row_len / 4) {  // the common widths: the block stays in vector registers
+      case 1: return gather_ternary<1>(L, head, list, acc);
+      case 2: return gather_ternary<2>(L, head, list, acc);
+      case 4: return gather_ternary<4>(L, head, list, acc);
+      case 8: return gather_ternary<8>(L, head, list, acc);
+      case 16: return gather_ternary<16>(L, head, list, acc);
+      default: break;
+    }
+  }
+  int32_t* a = W.block.data();
+  const size_t block_len = size_t(L.row_len + 4);
+  for (int64_t oy = 0; oy < L.hout; ++oy) {
+    for (int64_t ox = 0; ox < L.wout; ++ox) {
+      std::fill(a, a + block_len, 0);
       for (int64_t ky = 0; ky < L.k; ++ky) {
         int64_t iy = oy * L.stride - L.pad + ky;
         if (iy < 0 || iy >= L.hp) continue;
@@ -171,25 +245,44 @@ void gather_conv(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W, 
             add_row(L, (int64_t(list[e]) * L.k + ky) * L.k + kx, a, 1);
         }
       }
+      const int64_t p = oy * L.wout + ox;
+      for (int64_t o = 0; o < L.cout; ++o) acc[o * hw + p] = a[o];
     }
   }
 }
 
-void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, int32_t* acc) {
-  const int64_t hw = L.hin * L.win;
-  for (size_t wi = 0; wi < bits.size(); ++wi) {
-    uint64_t word = bits[wi];
-    while (word) {
-      int64_t i = int64_t(wi) * 64 + __builtin_ctzll(word);
-      word &= word - 1;
-      int64_t c = i / hw, rem = i % hw, y = rem / L.win, x = rem % L.win;
-      int64_t py = y / L.pool, px = x / L.pool;
-      if (py >= L.hp || px >= L.wp) continue;  // floor-mode pooling drops the last row/col
-      scatter(L, c, py, px, 1, acc);
+// linear layer on spikes (one output position: CHW = HWC). Ternary rows: the events' rows are
+// listed first, then summed eight quads (32 outputs) at a time in vector registers, so the
+// accumulators are loaded and stored once per layer instead of once per event
+void accumulate_spikes(const Layer& L, const std::vector<uint64_t>& bits, Scratch& W,
+                       int32_t* acc) {
+  const int64_t pooled = L.hp * L.wp;
+  if (!L.ternary) {
+    for_each_event(L, bits, [&](int64_t c, int32_t pos) { add_row(L, c * pooled + pos, acc, 1); });
+    return;
+  }
+  int32_t* rows = W.list.data();
+  int64_t count = 0;
+  for_each_event(L, bits, [&](int64_t c, int32_t pos) { rows[count++] = int32_t(c * pooled + pos); });
+  const int64_t quads = L.row_len / 4;
+  const uint8_t* packed = L.packed.data();
+  int64_t q0 = 0;
+  for (; q0 + 8 <= quads; q0 += 8) {
+    quad_t block[8] = {};
+    for (int64_t e = 0; e < count; ++e) {
+      const uint8_t* r = packed + int64_t(rows[e]) * quads + q0;
+      for (int q = 0; q < 8; ++q) block[q] += lut_quad(r[q]);
     }
+    std::memcpy(acc + 4 * q0, block, sizeof block);
+  }
+  for (; q0 < quads; ++q0) {
+    quad_t block = {};
+    for (int64_t e = 0; e < count; ++e) block += lut_quad(packed[int64_t(rows[e]) * quads + q0]);
+    std::memcpy(acc + 4 * q0, &block, sizeof block);
   }
 }
 
+// acc in HWC order (conv) or per output (linear)
 void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
   const int64_t hw = L.hin * L.win;
   for (int64_t i = 0; i < L.inputs(); ++i) {
@@ -202,6 +295,21 @@ void accumulate_codes(const Layer& L, const int32_t* codes, int32_t* acc) {
   }
 }
 
+// the first layer's accumulator from the input codes, CHW order
+void accumulate_input(const Layer& L, const int32_t* codes, Scratch& W, int32_t* acc) {
+  const int64_t hw = L.hout * L.wout, co = L.cout;
+  if (!L.conv || hw == 1) {
+    std::fill(acc, acc + L.row_len + 4, 0);
+    accumulate_codes(L, codes, acc);
+    return;
+  }
+  int32_t* hwc = W.hwc.data();
+  std::fill(hwc, hwc + hw * co + 4, 0);
+  accumulate_codes(L, codes, hwc);
+  for (int64_t p = 0; p < hw; ++p)
+    for (int64_t o = 0; o < co; ++o) acc[o * hw + p] = hwc[p * co + o];
+}
+
 inline int thread_index(const Engine* E) {
   int t = omp_get_thread_num();
   return t < int(E->scratch.size()) ? t : 0;
@@ -209,93 +317,154 @@ inline int thread_index(const Engine* E) {
 
 inline int64_t floor_shift(int64_t v, int64_t s) { return v >> s; }  // arithmetic shift (floor)
 
-// neuron update of one spiking layer: acc (HWC) -> state, spike bitmap (CHW)
-void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int32_t* acc) {
-  const int64_t co = L.cout, hw = L.hout * L.wout;
-  auto& st = S.state[li];
-  auto& bits = S.spikes[li];
-  std::fill(bits.begin(), bits.end(), 0);
-  const int64_t leak_mul = int64_t(1) << (L.frac + 1 - L.leak_shift);
-  int64_t* pre = W.pre.data();
-  for (int64_t p = 0; p < hw; ++p) {
-    for (int64_t o = 0; o < co; ++o) {
-      int64_t cur = floor_shift(L.mult[o] * int64_t(acc[p * co + o]) + L.offset[o], L.shift);
-      int64_t n = get_level(L, st, o * hw + p);
-      pre[p * co + o] = n * leak_mul + 2 * cur;
-    }
+// 2 I = 2 floor((M acc + B) / 2^S) of every neuron of a spiking layer (CHW)
+void input_current(const Layer& L, const int32_t* acc, int64_t* current2) {
+  const int64_t hw = L.hout * L.wout;
+  for (int64_t o = 0; o < L.cout; ++o) {
+    const int64_t m = L.mult[size_t(o)], b = L.offset[size_t(o)], s = L.shift;
+    const int32_t* a = acc + o * hw;
+    int64_t* out = current2 + o * hw;
+    for (int64_t p = 0; p < hw; ++p) out[p] = 2 * floor_shift(m * int64_t(a[p]) + b, s);
   }
-  if (L.drop > 0) {
-    auto& score = W.score;
+}
+
+// threshold and stored level of every neuron: pre = leak + 2 I (0 for a dropped position),
+// s = pre >= TH, n' = 0 if s else clamp(sign(pre) ((|pre| + 2^F - 1) >> (F+1)), lo, hi).
+// LO = -1 or 0 (with hi = 1: ternary / binary membranes): the rounded magnitude reaches 1 exactly
+// when |pre| >= 2^F + 1, so n' is two comparisons; LO = -128: any levels.
+template <int LO, class Leak>
+void fire(const Layer& L, int64_t hw, const int64_t* current2, const uint8_t* dropped, Leak leak,
+          int8_t* level, uint8_t* fired) {
+  const int64_t half = int64_t(1) << L.frac, round_up = half - 1, out_shift = L.frac + 1;
+  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo, hi = L.hi;
+  const int64_t one = half + 1;
+  for (int64_t o = 0; o < L.cout; ++o) {
+    const int64_t th = L.threshold[size_t(o)];
+    const int64_t* current = current2 + o * hw;
+    int8_t* lv = level + o * hw;
+    uint8_t* f = fired + o * hw;
     for (int64_t p = 0; p < hw; ++p) {
-      int64_t s = 0;
-      for (int64_t o = 0; o < co; ++o) s += pre[p * co + o];
-      score[p] = {s, p};
-    }
-    std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
-    std::fill(W.keep.begin(), W.keep.begin() + hw, 1);
-    for (int64_t d = 0; d < L.drop; ++d) W.keep[score[d].second] = 0;
-    for (int64_t p = 0; p < hw; ++p) {
-      if (W.keep[p]) continue;
-      for (int64_t o = 0; o < co; ++o) pre[p * co + o] = get_level(L, st, o * hw + p) * leak_mul;
-    }
-  }
-  const int64_t half = int64_t(1) << L.frac;
-  for (int64_t p = 0; p < hw; ++p) {
-    for (int64_t o = 0; o < co; ++o) {
-      int64_t v = pre[p * co + o];
-      int64_t idx = o * hw + p;
-      int level;
-      if (v >= L.threshold[o]) {
-        bits[idx >> 6] |= uint64_t(1) << (idx & 63);
-        level = 0;
+      const int64_t x = leak(lv[p]) + (dropped[p] ? 0 : current[p]);
+      int64_t l;
+      if (LO == -1) {
+        l = int64_t(x >= one) - int64_t(x <= -one);
+      } else if (LO == 0) {
+        l = int64_t(x >= one);
       } else {
-        int64_t mag = (std::llabs(v) + half - 1) >> (L.frac + 1);
-        int64_t lv = v < 0 ? -mag : mag;
-        lv = std::min(std::max(lv, L.lo), L.hi);
-        if (L.binary && lv < 0) lv = 0;
-        level = int(lv);
+        const int64_t mag = ((x < 0 ? -x : x) + round_up) >> out_shift;
+        l = std::min(std::max(x < 0 ? -mag : mag, lo), hi);
       }
-      set_level(L, st, idx, level);
+      const bool spike = x >= th;
+      f[p] = uint8_t(spike);
+      lv[p] = int8_t(spike ? 0 : l);
     }
+  }
+}
+
+// neuron update of one spiking layer: 2 I (CHW, from input_current) -> state, spike bitmap
+// (CHW). Per channel, the positions are contiguous: the loops vectorise.
+void neuron_update(const Layer& L, Sample& S, Scratch& W, size_t li, const int64_t* current2) {
+  const int64_t co = L.cout, hw = L.hout * L.wout, n = co * hw;
+  auto& st = S.state[li];
+  int8_t* level = W.level.data();
+  if (L.packed_state()) {
+    // one stored byte -> four int8 levels through a 256-entry table
+    for (int64_t j = 0; j < n / 4; ++j) std::memcpy(level + 4 * j, &L.unpack[st[size_t(j)]], 4);
+    for (int64_t i = n / 4 * 4; i < n; ++i) level[i] = int8_t(get_level(L, st, i));
+  } else {
+    std::memcpy(level, st.data(), size_t(n));
+  }
+  // pre-fire membrane: pre = n 2^(F+1-j) + 2 I, formed where it is read
+  // n 2^(F+1-j) as a shift of the unsigned bits (a vector shift, not an emulated 64-bit multiply)
+  const int leak_bits = int(L.frac + 1 - L.leak_shift);
+  auto leak = [leak_bits](int8_t level) { return int64_t(uint64_t(int64_t(level)) << leak_bits); };
+  // a dropped position keeps only the leak (its current is zeroed): applied in the fire loop
+  uint8_t* dropped = W.dropped.data();
+  std::fill(dropped, dropped + hw, 0);
+  if (L.drop > 0) {
+    int64_t* sum = W.channel_sum.data();
+    std::fill(sum, sum + hw, 0);
+    for (int64_t o = 0; o < co; ++o)
+      for (int64_t p = 0; p < hw; ++p)
+        sum[p] += leak(level[o * hw + p]) + current2[o * hw + p];
+    auto& score = W.score;
+    for (int64_t p = 0; p < hw; ++p) score[size_t(p)] = {sum[p], p};
+    std::nth_element(score.begin(), score.begin() + (L.drop - 1), score.begin() + hw);
+    for (int64_t d = 0; d < L.drop; ++d) dropped[score[size_t(d)].second] = 1;
+  }
+  const int64_t lo = L.binary ? std::max<int64_t>(L.lo, 0) : L.lo;
+  uint8_t* fired = W.fired.data();
+  if (L.hi == 1 && lo == -1)
+    fire<-1>(L, hw, current2, dropped, leak, level, fired);
+  else if (L.hi == 1 && lo == 0)
+    fire<0>(L, hw, current2, dropped, leak, level, fired);
+  else
+    fire<-128>(L, hw, current2, dropped, leak, level, fired);
+  const int64_t words = (n + 63) / 64;
+  std::fill(fired + n, fired + words * 64, 0);
+  uint64_t* bits = S.spikes[li].data();
+  for (int64_t w = 0; w < words; ++w) {
+    // eight 0/1 bytes -> eight bits: the multiplier moves byte j's bit to bit 56 + j, and no two
+    // partial products overlap (so no carries)
+    uint64_t word = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint64_t eight;
+      std::memcpy(&eight, fired + w * 64 + j * 8, 8);
+      word |= ((eight * 0x0102040810204080ULL) >> 56) << (8 * j);
+    }
+    bits[w] = word;
+  }
+  if (L.packed_state()) {
+    // four levels -> codes level - lo (0..3) in four bytes -> one byte: the multiplier moves
+    // code j (bits 8j) to bits 24 + 2j; the other partial products fall in disjoint 2-bit
+    // fields below bit 24 or above bit 31 (no carries into the top byte)
+    const uint32_t minus_lo = uint32_t(-L.lo & 3) * 0x01010101u;
+    for (int64_t j = 0; j < n / 4; ++j) {
+      uint32_t four;
+      std::memcpy(&four, level + 4 * j, 4);
+      // (level - lo) mod 4 per byte from the low two bits (sums <= 6: no carry between bytes)
+      const uint32_t codes = ((four & 0x03030303u) + minus_lo) & 0x03030303u;
+      st[size_t(j)] = uint8_t((codes * 0x01041040u) >> 24);
+    }
+    for (int64_t i = n / 4 * 4; i < n; ++i) set_level(L, st, i, level[i]);
+  } else {
+    std::memcpy(st.data(), level, size_t(n));
   }
 }
 
 void step_sample(Engine& E, Sample& S, Scratch& W, const int32_t* input, int64_t* logits,
                  bool reuse_first) {
-  const Layer* prev = nullptr;
   size_t prev_index = 0;
+  int32_t* acc = W.acc.data();
   for (size_t li = 0; li < E.layers.size(); ++li) {
     const Layer& L = E.layers[li];
-    int32_t* acc = W.acc.data();
-    const size_t acc_len = size_t(L.hout * L.wout * L.cout + 4);
-    if (li == 0 && L.analog) {
+    const int64_t* current2 = W.pre.data();  // overwritten in place by neuron_update
+    if (li == 0 && L.analog && L.spiking) {
+      // a static analog input gives the same current every step: computed once per window
       if (!(reuse_first && S.first_cached)) {
-        std::fill(S.first_acc.begin(), S.first_acc.end(), 0);
-        accumulate_codes(L, input, S.first_acc.data());
+        accumulate_input(L, input, W, acc);
+        input_current(L, acc, S.first_current.data());
         S.first_cached = true;
       }
-      std::copy(S.first_acc.begin(), S.first_acc.begin() + acc_len, acc);
+      current2 = S.first_current.data();
     } else {
-      std::fill(acc, acc + acc_len, 0);
       if (li == 0) {
-        // binary input frame: build events from the codes directly
-        accumulate_codes(L, input, acc);
+        accumulate_input(L, input, W, acc);
+      } else if (L.conv) {
+        gather_conv(L, S.spikes[prev_index], W, acc);
       } else {
-        if (L.conv)
-          gather_conv(L, S.spikes[prev_index], W, acc);
-        else
-          accumulate_spikes(L, S.spikes[prev_index], acc);
+        std::fill(acc, acc + L.row_len + 4, 0);
+        accumulate_spikes(L, S.spikes[prev_index], W, acc);
       }
+      if (!L.spiking) {
+        for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
+        return;
+      }
+      input_current(L, acc, W.pre.data());
     }
-    if (!L.spiking) {
-      for (int64_t o = 0; o < L.cout; ++o) logits[o] = L.mult[o] * int64_t(acc[o]) + L.offset[o];
-      return;
-    }
-    neuron_update(L, S, W, li, acc);
-    prev = &L;
+    neuron_update(L, S, W, li, current2);
     prev_index = li;
   }
-  (void)prev;
 }
 
 }  // namespace
@@ -318,7 +487,7 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     }
   Engine* E = new Engine();
   E->batch = batch;
-  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0;
+  size_t max_acc = 0, max_hw = 0, max_pooled = 0, max_events = 0, max_row = 0, max_neurons = 0;
   for (int64_t i = 0; i < n_layers; ++i) {
     const int64_t* c = cfg + i * 22;
     Layer L{};
@@ -349,6 +518,17 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
     L.mult.assign(mult[i], mult[i] + L.cout);
     L.offset.assign(offset[i], offset[i] + L.cout);
     if (L.spiking) L.threshold.assign(threshold[i], threshold[i] + L.cout);
+    for (int b = 0; b < 256; ++b) {
+      int8_t four[4];
+      for (int q = 0; q < 4; ++q) four[q] = int8_t(((b >> (2 * q)) & 3) + L.lo);
+      std::memcpy(&L.unpack[b], four, 4);
+    }
+    L.pooled_of.assign(size_t(L.hin * L.win), -1);
+    for (int64_t y = 0; y < L.hp * L.pool; ++y)
+      for (int64_t x = 0; x < L.wp * L.pool; ++x)
+        L.pooled_of[size_t(y * L.win + x)] = int32_t(y / L.pool * L.wp + x / L.pool);
+    max_row = std::max(max_row, size_t(L.row_len + 4));
+    max_neurons = std::max(max_neurons, size_t(L.neurons()));
     max_acc = std::max(max_acc, size_t(L.hout * L.wout * L.row_len + 4));
     max_hw = std::max(max_hw, size_t(L.hout * L.wout));
     max_pooled = std::max(max_pooled, size_t(L.hp * L.wp + 1));
@@ -367,14 +547,22 @@ void* sq_create(int64_t n_layers, const int64_t* cfg, const int8_t* const* weigh
         for (size_t j = 0; j < n; ++j) set_level(L, S.state.back(), int64_t(j), 0);
       }
     }
-    S.first_acc.assign(E->layers[0].analog ? max_acc : 0, 0);
+    const Layer& first = E->layers[0];
+    S.first_current.assign(first.analog && first.spiking ? size_t(first.neurons()) : 0, 0);
   }
+  const Layer& first = E->layers[0];
+  const size_t hwc_len = first.conv ? size_t(first.hout * first.wout * first.cout + 4) : 0;
   E->scratch.resize(size_t(std::max(1, omp_get_max_threads())));
   for (auto& W : E->scratch) {
     W.acc.assign(max_acc, 0);
-    W.pre.assign(max_acc, 0);
+    W.hwc.assign(hwc_len, 0);
+    W.block.assign(max_row, 0);
+    W.pre.assign(max_neurons, 0);
+    W.level.assign(max_neurons, 0);
+    W.fired.assign((max_neurons + 63) / 64 * 64, 0);
+    W.channel_sum.assign(max_hw, 0);
+    W.dropped.assign(max_hw, 0);
     W.score.assign(max_hw, {0, 0});
-    W.keep.assign(max_hw, 1);
     W.head.assign(max_pooled, 0);
     W.fill.assign(max_pooled, 0);
     W.list.assign(max_events, 0);
@@ -390,7 +578,14 @@ void sq_reset(void* engine) {
     for (size_t li = 0; li < E->layers.size(); ++li) {
       const Layer& L = E->layers[li];
       std::fill(S.spikes[li].begin(), S.spikes[li].end(), 0);
-      for (int64_t j = 0; j < (L.spiking ? L.neurons() : 0); ++j) set_level(L, S.state[li], j, 0);
+      if (!L.spiking) continue;
+      if (L.packed_state()) {
+        const int64_t n = L.neurons();
+        std::fill(S.state[li].begin(), S.state[li].begin() + n / 4, zero_byte(L));
+        for (int64_t j = n / 4 * 4; j < n; ++j) set_level(L, S.state[li], j, 0);
+      } else {
+        std::fill(S.state[li].begin(), S.state[li].end(), 0);
+      }
     }
     S.first_cached = false;
   }
@@ -453,10 +648,13 @@ void sq_bytes(void* engine, int64_t* out) {
   for (auto& S : E->samples) {
     for (auto& v : S.state) st += int64_t(v.size());
     for (auto& v : S.spikes) sp += int64_t(v.size() * sizeof(uint64_t));
-    scratch += int64_t(S.first_acc.size() * 4);
+    scratch += int64_t(S.first_current.size() * 8);
   }
+  for (auto& L : E->layers) scratch += int64_t(L.pooled_of.size() * 4);
   for (auto& W : E->scratch)
-    scratch += int64_t(W.acc.size() * 4 + W.pre.size() * 8 + W.score.size() * 16 + W.keep.size() +
+    scratch += int64_t((W.acc.size() + W.hwc.size() + W.block.size()) * 4 +
+                       (W.pre.size() + W.channel_sum.size()) * 8 + W.level.size() + W.dropped.size() +
+                       W.fired.size() + W.score.size() * 16 +
                        (W.head.size() + W.fill.size() + W.list.size()) * 4);
   out[0] = w; out[1] = st; out[2] = sp; out[3] = scratch;
 }

@@ -2,9 +2,9 @@ r"""The C++ integer runtime (``engine.cpp``), loaded through ctypes.
 
 The engine is plain C++ with a C API and no PyTorch dependency, so a deployed process runs a
 program with numpy alone (the point of an integer runtime is a small, torch-free footprint). It is
-compiled on first use with the host C++ compiler (``$CXX`` or ``c++``, ``-O3 -fopenmp``) into
-``<spikequant cache>/runtime/<hash of source and compiler>/`` (the cache root of
-:func:`spikequant.kernels.cache_root`) and reused afterwards.
+compiled on first use with the host C++ compiler (``$CXX`` or ``c++``, ``-O3 -fopenmp``,
+``-march=native`` on x86-64) into ``<spikequant cache>/runtime/<hash of source, compiler, flags and
+CPU>/`` (the cache root of :func:`spikequant.kernels.cache_root`) and reused afterwards.
 
 :class:`NativeRuntime` offers a batched mode (``run``: a whole window, samples in parallel with
 OpenMP) and a streaming mode (``step``: one time step per call, membranes kept between calls,
@@ -36,14 +36,36 @@ def _compiler() -> str:
     return os.environ.get("CXX", "c++")
 
 
+def _flags() -> list[str]:
+    flags = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        flags.append("-march=native")
+    return flags
+
+
+def _cpu() -> str:
+    """The CPU's model and feature flags: a ``-march=native`` build only runs on its own kind of
+    CPU, so a cache shared between machines must key on it (read without importing torch)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                name = line.split(":", 1)[0].strip()
+                if name in ("model name", "flags", "Features", "CPU part") and name not in found:
+                    found[name] = line.strip()
+    except OSError:
+        pass
+    return "\n".join(found.values()) or platform.processor()
+
+
 def library_dir(root: Path | None = None) -> Path:
     if root is None:
         from ..kernels.build import cache_root
 
         root = cache_root()
     key = hashlib.sha256(SOURCE.read_bytes())
-    key.update(_compiler().encode())
-    key.update(platform.machine().encode())
+    for part in (_compiler(), platform.machine(), _cpu(), " ".join(_flags())):
+        key.update(part.encode())
     return Path(root) / "runtime" / key.hexdigest()[:16]
 
 
@@ -59,9 +81,7 @@ def build_library(root: Path | None = None) -> Path:
             f"the C++ runtime needs a C++ compiler ({_compiler()!r} not found; set CXX)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    flags = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
-    if platform.machine() in ("x86_64", "AMD64"):
-        flags.append("-march=native")
+    flags = _flags()
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
