@@ -84,14 +84,20 @@ def test_qat_batches_are_augmented_reproducibly(tmp_path, monkeypatch):
     assert not torch.equal(other_seed, seen)
 
 
+CIFAR_AUGMENT = {"crop_padding": 4, "random_resize": False, "flip": True, "cutout": 16,
+                 "rand_augment_ops": 2, "rand_augment_magnitude": 9}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "name, augment",
     [
-        ("cifar10-vgg16-msat", {"crop_padding": 4, "random_resize": False, "flip": True}),
-        ("cifar100-resnet20-msat", {"crop_padding": 4, "random_resize": False, "flip": True}),
-        ("imagenet-resnet34-msat", {"crop_padding": 0, "random_resize": True, "flip": True}),
+        ("cifar10-vgg16-msat", CIFAR_AUGMENT),
+        ("cifar100-resnet20-msat", CIFAR_AUGMENT),
+        ("imagenet-resnet34-msat", {"crop_padding": 0, "random_resize": True, "flip": True,
+                                    "cutout": 0, "rand_augment_ops": 0,
+                                    "rand_augment_magnitude": 9}),
     ],
-)
+)  # fmt: skip
 def test_msat_paper_recipes_ship_the_augmentation_that_is_implemented(name, augment):
-    # the paper: flip + Cutout + AutoAugment; random crop and flip are what data.augment offers
+    # the paper: flip + Cutout + AutoAugment (RandAugment stands in for AutoAugment's policy)
     assert load_recipe(name)["data"]["augment"] == augment

@@ -167,3 +167,33 @@ def test_build_batch_augment_matches_trainer_contract():
     mixed, y_a, y_b, lam = mixing(x, y, _gen(1))
     assert mixed.shape == x.shape and 0 <= lam <= 1 and sorted(y_b.tolist()) == y.tolist()
     assert build_batch_augment()(x, y, _gen(0))[0] is x
+
+
+def test_recipe_cutout_and_rand_augment_reach_the_training_batches():
+    from spikequant.config import load_recipe
+    from spikequant.data import get_dataset
+    from spikequant.data.augment import RandAugment, cutout
+    from spikequant.train.build import build_augment
+
+    cfg = load_recipe(
+        "mnist-quick",
+        ["data.augment.cutout=6", "data.augment.rand_augment_ops=2",
+         "data.augment.rand_augment_magnitude=12"],
+    )  # fmt: skip
+    augment = build_augment(cfg)
+    x, y = get_dataset("mnist5k", "test").tensors
+    x, y = x[:16], y[:16]
+    out, labels = augment(x, y, torch.Generator().manual_seed(3))
+    again, _ = augment(x, y, torch.Generator().manual_seed(3))
+    other, _ = augment(x, y, torch.Generator().manual_seed(4))
+    assert torch.equal(labels, y) and torch.equal(out, again) and not torch.equal(out, other)
+    # the documented order: RandAugment per image, then Cutout, from the same generator
+    g = torch.Generator().manual_seed(3)
+    ops = RandAugment(2, 12, generator=g)
+    expected = cutout(torch.stack([ops(img) for img in x]), 6, generator=g)
+    assert torch.equal(out, expected)
+    assert all(not torch.equal(a, b) for a, b in zip(out, x, strict=True))
+    with pytest.raises(ConfigError, match="rand_augment_magnitude"):
+        load_recipe("mnist-quick", ["data.augment.rand_augment_magnitude=31"])
+    with pytest.raises(ConfigError, match="cutout"):
+        load_recipe("mnist-quick", ["data.augment.cutot=4"])  # a typo names the key

@@ -167,8 +167,9 @@ class Augment:
     """Input augmentation for a training batch, built from a recipe's ``augment`` mapping.
 
     Order: random resized crop (if ``resized_crop_scale``), random crop with padding (if
-    ``crop_padding``), horizontal flip (if ``flip``). Mixup needs the labels and is applied by
-    the trainer through :func:`mixup` with ``mixup_alpha``.
+    ``crop_padding``), horizontal flip (if ``flip``), RandAugment per image (``rand_augment =
+    (num_ops, magnitude)``), Cutout (a ``cutout`` x ``cutout`` square per image). Mixup needs the
+    labels and is applied by the trainer through :func:`mixup` with ``mixup_alpha``.
     """
 
     crop_padding: int | None = None
@@ -176,8 +177,11 @@ class Augment:
     resized_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = False
     mixup_alpha: float = 0.0
+    rand_augment: tuple[int, int] | None = None
+    cutout: int = 0
 
-    _KEYS = ("crop_padding", "resized_crop_scale", "resized_crop_ratio", "flip", "mixup_alpha")
+    _KEYS = ("crop_padding", "resized_crop_scale", "resized_crop_ratio", "flip", "mixup_alpha",
+             "rand_augment", "cutout")  # fmt: skip
 
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> Augment:
@@ -204,7 +208,13 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding is not None or self.resized_crop_scale or self.flip)
+        return bool(
+            self.crop_padding is not None
+            or self.resized_crop_scale
+            or self.flip
+            or self.rand_augment
+            or self.cutout
+        )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.resized_crop_scale is not None:
@@ -215,6 +225,11 @@ class Augment:
             x = random_crop(x, padding=int(self.crop_padding), generator=generator)
         if self.flip:
             x = random_horizontal_flip(x, generator=generator)
+        if self.rand_augment:
+            ops = RandAugment(*self.rand_augment, generator=generator)
+            x = torch.stack([ops(img) for img in x])
+        if self.cutout:
+            x = cutout(x, int(self.cutout), generator=generator)
         return x
 
 
@@ -224,15 +239,20 @@ def build_batch_augment(
     flip: bool = False,
     mixup_alpha: float = 0.0,
     resized_crop_scale: tuple[float, float] = (0.08, 1.0),
+    rand_augment: tuple[int, int] | None = None,
+    cutout: int = 0,
 ):
     """The trainer's hook: ``fn(x, y, generator)`` returning ``(x, y)``, or ``(x, y_a, y_b, lam)``
     when ``mixup_alpha > 0``. Order: random resized crop (``random_resize``), random crop with
-    ``crop_padding`` (0 = off), flip, then mixup; all randomness comes from ``generator``."""
+    ``crop_padding`` (0 = off), flip, RandAugment (``(num_ops, magnitude)``), Cutout (square
+    side, 0 = off), then mixup; all randomness comes from ``generator``."""
     augment = Augment(
         crop_padding=int(crop_padding) if crop_padding else None,
         resized_crop_scale=tuple(resized_crop_scale) if random_resize else None,
         flip=bool(flip),
         mixup_alpha=float(mixup_alpha),
+        rand_augment=tuple(rand_augment) if rand_augment else None,
+        cutout=int(cutout),
     )
 
     def apply(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):

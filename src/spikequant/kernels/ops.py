@@ -1,8 +1,9 @@
 """The fused C++ kernels as PyTorch operators (``torch.ops.spikequant.*``).
 
 Registered with :mod:`torch.library` (``define`` + ``impl`` + ``register_fake`` +
-``register_autograd``; the schema is inferred from the Python signature) so that ``torch.compile`` traces a neuron without a graph break (the operator is one opaque node
-whose output shapes the fake implementation gives) and ``torch.export`` keeps it as one node.
+``register_autograd``; the schema is inferred from the Python signature) so that
+``torch.compile`` traces a neuron without a graph break (the operator is one opaque node whose
+output shapes the fake implementation gives) and ``torch.export`` keeps it as one node.
 ONNX has no such operator: while :func:`torch.onnx.export` runs, :func:`spikequant.kernels.
 choose_backend` picks no kernel, so the neurons export as their reference step ops.
 

@@ -74,7 +74,14 @@ def build_augment(cfg: dict):
     """The recipe's augmentation as ``fn(x, y, generator)``, from :mod:`spikequant.data.augment`."""
     data = cfg["data"]
     aug = data["augment"]
-    wanted = aug["crop_padding"] or aug["random_resize"] or aug["flip"] or data["mixup_alpha"] > 0
+    wanted = (
+        aug["crop_padding"]
+        or aug["random_resize"]
+        or aug["flip"]
+        or aug["cutout"]
+        or aug["rand_augment_ops"]
+        or data["mixup_alpha"] > 0
+    )
     if not wanted:
         return None
     from ..data import augment as augment_module
@@ -84,6 +91,12 @@ def build_augment(cfg: dict):
         random_resize=aug["random_resize"],
         flip=aug["flip"],
         mixup_alpha=data["mixup_alpha"],
+        rand_augment=(
+            (aug["rand_augment_ops"], aug["rand_augment_magnitude"])
+            if aug["rand_augment_ops"]
+            else None
+        ),
+        cutout=aug["cutout"],
     )
 
 

@@ -7,7 +7,8 @@ A recipe after :func:`validate_recipe` has every section and key filled in::
     description: ...
     seed: 0
     data:     {name, root, batch_size, eval_batch_size, train_subset, test_subset, num_workers,
-               augment: {crop_padding, random_resize, flip}, mixup_alpha}
+               augment: {crop_padding, random_resize, flip, cutout,
+               rand_augment_ops, rand_augment_magnitude}, mixup_alpha}
     model:    {name, timesteps, neuron, neuron_kwargs, kwargs}
     optim:    {name: sgd|adam|adamw, lr, momentum, nesterov, weight_decay, grad_clip}
     schedule: {name: cosine|step|constant, step_size, gamma, min_lr_ratio}
@@ -104,6 +105,9 @@ AUGMENT = {
     "crop_padding": _f(int, 0, low=0),
     "random_resize": _f(bool, False),
     "flip": _f(bool, False),
+    "cutout": _f(int, 0, low=0),  # side of the zeroed square, 0 = off
+    "rand_augment_ops": _f(int, 0, low=0),  # RandAugment operations per image, 0 = off
+    "rand_augment_magnitude": _f(int, 9, low=0, high=30),
 }
 TOP_LEVEL = {"name", "seed", "description", "method", *SCHEMA}
 REQUIRED = ("data.name", "model.name")
