@@ -265,3 +265,16 @@ def test_signed_init_lets_three_hidden_fc_layers_learn_the_digits(tmp_path):
         accuracy[init] = run_recipe(cfg, out_dir=tmp_path / init, progress=False)["test_accuracy"]
     assert accuracy["signed"] >= 0.4  # chance: 0.1
     assert accuracy["signed"] >= accuracy["paper"] + 0.2
+
+
+def test_depth_report_writes_per_layer_statistics(tmp_path):
+    from spikequant.temporal import depth
+
+    kwargs = "{input_shape: [1, 8, 8], features: [4, M], fc: [8, 8]}"
+    argv = ["ttfs_vgg16", "--kwargs", kwargs, "--data", "digits8x8", "--samples", "40"]
+    assert depth.main([*argv, "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "ttfs_depth_vgg16.md").read_text()
+    assert text.startswith("Command: `python -m spikequant.temporal.depth ttfs_vgg16")
+    assert "## init `paper`" in text and "## init `signed`" in text
+    assert text.count("| Linear |") == 2 * 3 and text.count("| Conv2d |") == 2
+    assert depth.main([*argv, "--init", "kaiming", "--out", str(tmp_path)]) == 2
