@@ -205,3 +205,70 @@ def test_small_vgg16_learns_the_digits_in_one_epoch(tmp_path):
     model, meta = load_run_model(tmp_path)
     assert meta["model"]["name"] == "ttfs_vgg16"
     assert model(torch.rand(1, 1, 8, 8)).shape == (1, 10)
+
+
+def _participation_ratio(z: torch.Tensor) -> float:
+    """Effective number of independent signals in a layer: ``(sum s^2)^2 / sum s^4`` over the
+    singular values ``s`` of the spike times ``log z`` centred over the samples."""
+    t = torch.log(z.clamp(max=SILENT)).flatten(1)
+    s = torch.linalg.svdvals(t - t.mean(0))
+    return float((s**2).sum() ** 2 / (s**4).sum())
+
+
+def test_positive_init_collapses_deep_stacks_and_signed_init_does_not():
+    """With the paper's all-positive init a TTFS layer whose inputs all enter the causal set is a
+    positive weighted mean of them, the same for every neuron up to a scale: after two conv
+    stages each hidden FC layer carries one signal. The signed init keeps several."""
+    from spikequant.data.registry import load_arrays
+
+    digits, _ = load_arrays("digits8x8", "train")
+    x = digits[:300].float().reshape(-1, 1, 8, 8)
+    kwargs = dict(input_shape=[1, 8, 8], features=[8, "M", 16, "M"], fc=[32, 32, 32])
+    ratios = {}
+    for init in ("paper", "signed"):
+        torch.manual_seed(0)
+        model = sq.create_model("ttfs_vgg16", init=init, **kwargs)
+        with torch.no_grad():
+            ratios[init] = [_participation_ratio(z) for z in model.layer_outputs(x)]
+    # layers: conv, conv, FC, FC, FC, output
+    assert all(r < 1.05 for r in ratios["paper"][2:5])  # one signal (measured 1.00)
+    assert all(r > 1.5 for r in ratios["signed"][2:5])  # measured 6.5, 3.2, 1.8
+    assert all(r > 8 for r in ratios["signed"][:2])  # the conv layers: 15.4, 16.7 (paper 8.9, 4.1)
+    with pytest.raises(ConfigError, match="init"):
+        sq.create_model("ttfs_vgg16", init="kaiming", **kwargs)
+
+
+def test_signed_init_lets_three_hidden_fc_layers_learn_the_digits(tmp_path):
+    """Two conv/pool stages and three hidden FC layers, two epochs over the real 8x8 digits through
+    the recipe runner: at the paper's init it stays near chance (measured 0.16 and 0.11 for seeds
+    0 and 1), with the signed init it learns (0.54 and 0.61)."""
+    accuracy = {}
+    for init in ("paper", "signed"):
+        overrides = [
+            "data.name=digits8x8",
+            "data.eval_batch_size=360",
+            "train.epochs=2",
+            "optim.lr=1.0e-3",
+            "method.lr_end=1.0e-3",
+            "method.bits=[32]",
+            "model.name=ttfs_vgg16",
+            "model.kwargs={input_shape: [1, 8, 8], features: [8, M, 16, M], fc: [32, 32, 32], "
+            f"num_classes: 10, init: {init}}}",
+        ]
+        cfg = load_recipe("ttfs-scnn", overrides)
+        accuracy[init] = run_recipe(cfg, out_dir=tmp_path / init, progress=False)["test_accuracy"]
+    assert accuracy["signed"] >= 0.4  # chance: 0.1
+    assert accuracy["signed"] >= accuracy["paper"] + 0.2
+
+
+def test_depth_report_writes_per_layer_statistics(tmp_path):
+    from spikequant.temporal import depth
+
+    kwargs = "{input_shape: [1, 8, 8], features: [4, M], fc: [8, 8]}"
+    argv = ["ttfs_vgg16", "--kwargs", kwargs, "--data", "digits8x8", "--samples", "40"]
+    assert depth.main([*argv, "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "ttfs_depth_vgg16.md").read_text()
+    assert text.startswith("Command: `python -m spikequant.temporal.depth ttfs_vgg16")
+    assert "## init `paper`" in text and "## init `signed`" in text
+    assert text.count("| Linear |") == 2 * 3 and text.count("| Conv2d |") == 2
+    assert depth.main([*argv, "--init", "kaiming", "--out", str(tmp_path)]) == 2

@@ -409,6 +409,44 @@ def ttfs_weighted_layers(model: nn.Module) -> list[_TTFSWeighted]:
     return [m for m in model.modules() if isinstance(m, _TTFSWeighted)]
 
 
+WEIGHT_INITS = ("paper", "signed")
+
+
+def init_weights(
+    model: nn.Module, init: str = "paper", row_sum: float = 4.0, spread: float = 3.0
+) -> nn.Module:
+    """Initialise the TTFS layers of ``model``: ``"paper"`` leaves the paper's
+    ``U[0, 8 / (N + 1)]`` (drawn when the layers were built); ``"signed"`` redraws every layer but
+    the last as ``w_ji = row_sum / N + spread / sqrt(N) (e_ji - mean_i e_ji)``, ``e ~ N(0, 1)``,
+    bias 0, ``N`` = fan-in: every row sums to exactly ``row_sum``, around it the weights have
+    both signs.
+
+    Why: with only positive weights and (at init) nearly every input in the causal set, a layer
+    computes ``z_out = sum w z / (W - 1)``, a positive weighted mean that every neuron of the layer
+    shares up to a scale, so deep stacks collapse to one signal per layer (docs/ttfs.md, "The deep
+    models at small scale"). The zero-sum part keeps the neurons distinct: the deviation of the
+    inputs from their mean, ``sigma``, reaches the output as ``spread sigma / (row_sum - 1)``, so
+    ``spread = row_sum - 1`` (the defaults) keeps it at the same scale from layer to layer; the
+    fixed row sum leaves the weight-sum penalty ``K max(0, beta - sum w)`` inactive at the start
+    and sets how much later than its inputs a neuron fires (``row_sum = 4``: the paper's expected
+    sum). The output layer keeps the paper's positive init so that every class fires at first.
+    """
+    if init not in WEIGHT_INITS:
+        raise ConfigError(f"TTFS weight init must be one of {WEIGHT_INITS}, got {init!r}")
+    if not row_sum > 1 or not spread >= 0:
+        raise ConfigError(f"signed init needs row_sum > 1 and spread >= 0, got {row_sum}, {spread}")
+    if init == "paper":
+        return model
+    with torch.no_grad():
+        for layer in ttfs_weighted_layers(model)[:-1]:
+            rows = layer.weight.view(layer.weight.shape[0], -1)
+            n = rows.shape[1]
+            noise = torch.randn_like(rows)
+            rows.copy_(row_sum / n + spread / math.sqrt(n) * (noise - noise.mean(1, keepdim=True)))
+            layer.bias.zero_()
+    return model
+
+
 def set_weight_bits(model: nn.Module, bits: int, range_quantile: float | None = None) -> None:
     """Switch QAT forward quantization of every TTFS layer (32 = full precision);
     ``range_quantile`` (kept when None) picks the quantizer range, 1 = ``max|w|`` (spec)."""

@@ -12,6 +12,11 @@ Registered models (rebuilt by :func:`spikequant.checkpoint.load_model`):
 * ``ttfs_googlenet(input_shape=[3, 224, 224], num_classes=1000)`` - the paper's ImageNet
   SpikingGoogleNet: GoogLeNet (Szegedy et al. 2015) with SCNN/FC layers, inception blocks whose
   four branches' spike times are concatenated along channels, earliest-spike max pooling.
+
+Every model takes ``init``: ``"paper"`` (default, ``U[0, 8 / (N_in + 1)]``) or ``"signed"``
+(hidden rows summing to ``init_row_sum`` with a zero-sum part of spread ``init_row_sum - 1``), which
+keeps deep stacks from collapsing to one signal per layer
+(:func:`spikequant.temporal.layers.init_weights`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .layers import (
     TTFSGlobalPool2d,
     TTFSLinear,
     TTFSMaxPool2d,
+    init_weights,
     ttfs_weighted_layers,
 )
 from .solver import DEFAULT_Z_MAX
@@ -126,6 +132,8 @@ def ttfs_fc(
     input_noise: float = 0.0,
     z_max: float = DEFAULT_Z_MAX,
     input_shape=None,
+    init: str = "paper",
+    init_row_sum: float = 4.0,
 ) -> TTFSNet:
     """Fully connected TTFS network; ``sizes`` = [inputs, hidden..., classes]."""
     sizes = [int(s) for s in sizes]
@@ -135,7 +143,12 @@ def ttfs_fc(
     shape = tuple(input_shape) if input_shape else (sizes[0],)
     if _prod(shape) != sizes[0]:
         raise ConfigError(f"ttfs_fc input_shape {shape} does not have {sizes[0]} elements")
-    return TTFSNet(TTFSEncoder(alpha, input_noise), layers, shape, z_max)
+    return init_weights(
+        TTFSNet(TTFSEncoder(alpha, input_noise), layers, shape, z_max),
+        init,
+        init_row_sum,
+        init_row_sum - 1,
+    )
 
 
 _POOLS = {
@@ -154,6 +167,8 @@ def ttfs_scnn(
     alpha: float = 3.0,
     input_noise: float = 0.0,
     z_max: float = DEFAULT_Z_MAX,
+    init: str = "paper",
+    init_row_sum: float = 4.0,
 ) -> TTFSNet:
     """Spiking CNN: SCNN(k, C, s) layers [+ pooling] then FC(num_classes)."""
     if pool is not None and pool not in _POOLS:
@@ -172,8 +187,13 @@ def ttfs_scnn(
             layers.append(_POOLS[pool](z_max))
             height, width = height // 2, width // 2
     layers += [TTFSFlatten(), TTFSLinear(channels * height * width, num_classes, z_max)]
-    return TTFSNet(
-        TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
+    return init_weights(
+        TTFSNet(
+            TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
+        ),
+        init,
+        init_row_sum,
+        init_row_sum - 1,
     )
 
 
@@ -207,6 +227,8 @@ def ttfs_vgg16(
     input_noise: float = 0.0,
     bright_first: bool = True,
     z_max: float = DEFAULT_Z_MAX,
+    init: str = "paper",
+    init_row_sum: float = 4.0,
 ) -> TTFSNet:
     """SpikingVGG16 (paper, Table 1): ``features`` lists SCNN(k, C, 1) layers by their channels
     ``C`` and pooling layers by name, anywhere: ``"M"``/``"max"`` (2x2 earliest spike),
@@ -249,11 +271,16 @@ def ttfs_vgg16(
         layers.append(TTFSLinear(fan_in, _scaled(units, width), z_max))
         fan_in = layers[-1].out_features
     layers.append(TTFSLinear(fan_in, int(num_classes), z_max))
-    return TTFSNet(
-        TTFSEncoder(alpha, input_noise, bright_first),
-        layers,
-        tuple(int(s) for s in input_shape),
-        z_max,
+    return init_weights(
+        TTFSNet(
+            TTFSEncoder(alpha, input_noise, bright_first),
+            layers,
+            tuple(int(s) for s in input_shape),
+            z_max,
+        ),
+        init,
+        init_row_sum,
+        init_row_sum - 1,
     )
 
 
@@ -312,6 +339,8 @@ def ttfs_googlenet(
     input_noise: float = 0.0,
     bright_first: bool = True,
     z_max: float = DEFAULT_Z_MAX,
+    init: str = "paper",
+    init_row_sum: float = 4.0,
 ) -> TTFSNet:
     """SpikingGoogleNet (paper): GoogLeNet's conv/FC layers as SCNN/FC layers.
 
@@ -354,9 +383,14 @@ def ttfs_googlenet(
         layers.append(block)
         channels = sum(branch[-1].out_channels for branch in block.branches)
     layers += [TTFSGlobalPool2d(global_pool, z_max), TTFSLinear(channels, int(num_classes), z_max)]
-    return TTFSNet(
-        TTFSEncoder(alpha, input_noise, bright_first),
-        layers,
-        tuple(int(s) for s in input_shape),
-        z_max,
+    return init_weights(
+        TTFSNet(
+            TTFSEncoder(alpha, input_noise, bright_first),
+            layers,
+            tuple(int(s) for s in input_shape),
+            z_max,
+        ),
+        init,
+        init_row_sum,
+        init_row_sum - 1,
     )
