@@ -23,6 +23,9 @@ from ..data.conftest import make_cifar10
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
+# the paper: crop, flip and whitening (CIFAR-10), scale/aspect crops (ImageNet); nothing else
+NO_CUTOUT_OR_RAND_AUGMENT = {"cutout": 0, "rand_augment_ops": 0, "rand_augment_magnitude": 9}
+
 RECIPES = {
     "cifar10-vgg16-ttfs": ("cifar10", "ttfs_vgg16", (3, 32, 32)),
     "imagenet-googlenet-ttfs": ("imagenet", "ttfs_googlenet", (3, 224, 224)),
@@ -63,7 +66,8 @@ def test_recipe_validates_as_shipped(name):
             1e-4,
         )
         assert cfg["train"]["epochs"] == 320 and cfg["data"]["batch_size"] == 128
-        assert cfg["data"]["augment"] == {"crop_padding": 4, "random_resize": False, "flip": True}
+        assert cfg["data"]["augment"] == {"crop_padding": 4, "random_resize": False, "flip": True,
+                                          **NO_CUTOUT_OR_RAND_AUGMENT}  # fmt: skip
         from spikequant.registry import create_model
 
         shipped = create_model(model, **kwargs)
@@ -76,7 +80,8 @@ def test_recipe_validates_as_shipped(name):
             0.9,
         )
         assert cfg["data"]["batch_size"] == 256
-        assert cfg["data"]["augment"] == {"crop_padding": 0, "random_resize": True, "flip": True}
+        assert cfg["data"]["augment"] == {"crop_padding": 0, "random_resize": True, "flip": True,
+                                          **NO_CUTOUT_OR_RAND_AUGMENT}  # fmt: skip
 
 
 def _short(name, roots):
