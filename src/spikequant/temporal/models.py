@@ -143,12 +143,14 @@ def ttfs_fc(
     shape = tuple(input_shape) if input_shape else (sizes[0],)
     if _prod(shape) != sizes[0]:
         raise ConfigError(f"ttfs_fc input_shape {shape} does not have {sizes[0]} elements")
-    return init_weights(
-        TTFSNet(TTFSEncoder(alpha, input_noise), layers, shape, z_max),
-        init,
-        init_row_sum,
-        init_row_sum - 1,
+    return _initialised(
+        TTFSNet(TTFSEncoder(alpha, input_noise), layers, shape, z_max), init, init_row_sum
     )
+
+
+def _initialised(net: TTFSNet, init: str, init_row_sum: float) -> TTFSNet:
+    """``net`` with the weights of ``init`` (the signed init spreads rows by ``R - 1``)."""
+    return init_weights(net, init, init_row_sum, init_row_sum - 1)
 
 
 _POOLS = {
@@ -187,13 +189,12 @@ def ttfs_scnn(
             layers.append(_POOLS[pool](z_max))
             height, width = height // 2, width // 2
     layers += [TTFSFlatten(), TTFSLinear(channels * height * width, num_classes, z_max)]
-    return init_weights(
+    return _initialised(
         TTFSNet(
             TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
         ),
         init,
         init_row_sum,
-        init_row_sum - 1,
     )
 
 
@@ -271,7 +272,7 @@ def ttfs_vgg16(
         layers.append(TTFSLinear(fan_in, _scaled(units, width), z_max))
         fan_in = layers[-1].out_features
     layers.append(TTFSLinear(fan_in, int(num_classes), z_max))
-    return init_weights(
+    return _initialised(
         TTFSNet(
             TTFSEncoder(alpha, input_noise, bright_first),
             layers,
@@ -280,7 +281,6 @@ def ttfs_vgg16(
         ),
         init,
         init_row_sum,
-        init_row_sum - 1,
     )
 
 
@@ -383,7 +383,7 @@ def ttfs_googlenet(
         layers.append(block)
         channels = sum(branch[-1].out_channels for branch in block.branches)
     layers += [TTFSGlobalPool2d(global_pool, z_max), TTFSLinear(channels, int(num_classes), z_max)]
-    return init_weights(
+    return _initialised(
         TTFSNet(
             TTFSEncoder(alpha, input_noise, bright_first),
             layers,
@@ -392,5 +392,4 @@ def ttfs_googlenet(
         ),
         init,
         init_row_sum,
-        init_row_sum - 1,
     )
