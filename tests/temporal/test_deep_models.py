@@ -21,6 +21,8 @@ from spikequant.temporal import (
 )
 from spikequant.temporal.evaluate import evaluate
 
+from .numeric import central_difference
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SILENT = DEFAULT_Z_MAX
@@ -55,20 +57,6 @@ def test_global_pooling():
         TTFSGlobalPool2d("max")
 
 
-def _finite_difference(f, x, eps=1e-6):
-    grad = torch.zeros_like(x)
-    flat, gflat = x.view(-1), grad.view(-1)
-    for i in range(flat.numel()):
-        old = flat[i].item()
-        flat[i] = old + eps
-        hi = f().item()
-        flat[i] = old - eps
-        lo = f().item()
-        flat[i] = old
-        gflat[i] = (hi - lo) / (2 * eps)
-    return grad
-
-
 def test_inception_block_gradients_match_finite_differences():
     """The whole block (four branches, stride-1 SAME earliest-spike pooling, concatenation) in
     float64: input and weight gradients equal central finite differences."""
@@ -89,8 +77,8 @@ def test_inception_block_gradients_match_finite_differences():
     objective().backward()
     params = [block.branches[1][1].weight, block.branches[3][1].weight, block.branches[2][0].bias]
     with torch.no_grad():
-        fd_z = _finite_difference(objective, z.detach())
-        fd_w = [_finite_difference(objective, p.detach()) for p in params]
+        fd_z = central_difference(objective, z.detach(), 1e-6)
+        fd_w = [central_difference(objective, p.detach(), 1e-6) for p in params]
     assert z.grad.abs().sum() > 0
     assert torch.allclose(z.grad, fd_z, atol=1e-6, rtol=1e-6)
     for p, fd in zip(params, fd_w, strict=True):

@@ -12,6 +12,8 @@ from spikequant.errors import ConfigError, ShapeError
 from spikequant.temporal import DEFAULT_Z_MAX, solve_spike_times
 from spikequant.temporal.solver import _sorted_prefix_solution
 
+from .numeric import central_difference
+
 
 def euler_first_spike(times, weights, dt=1e-5, t_end=6.0):
     """Forward Euler on dv/dt = sum_i w_i exp(-(t - t_i)) u(t - t_i); first t with v >= 1."""
@@ -108,20 +110,6 @@ def test_closed_form_matches_euler(times, seed):
         assert t_euler == pytest.approx(t_out, abs=tolerance)
 
 
-def _finite_difference(f, x, eps=1e-7):
-    grad = torch.zeros_like(x)
-    flat, gflat = x.view(-1), grad.view(-1)
-    for i in range(flat.numel()):
-        old = flat[i].item()
-        flat[i] = old + eps
-        hi = f().item()
-        flat[i] = old - eps
-        lo = f().item()
-        flat[i] = old
-        gflat[i] = (hi - lo) / (2 * eps)
-    return grad
-
-
 def test_gradients_match_finite_differences():
     gen = torch.Generator().manual_seed(3)
     z = torch.exp(3 * torch.rand(4, 6, generator=gen, dtype=torch.float64))
@@ -140,8 +128,8 @@ def test_gradients_match_finite_differences():
 
     objective().backward()
     with torch.no_grad():
-        fd_z = _finite_difference(objective, z.detach())
-        fd_w = _finite_difference(objective, w.detach())
+        fd_z = central_difference(objective, z.detach(), 1e-7)
+        fd_w = central_difference(objective, w.detach(), 1e-7)
     silent_input = z.detach() >= DEFAULT_Z_MAX
     assert torch.allclose(z.grad[~silent_input], fd_z[~silent_input], atol=1e-6)
     assert torch.all(z.grad[silent_input] == 0)
