@@ -86,6 +86,19 @@ def simulated(lenet):
     return result, steps, net.codes()
 
 
+def _assert_engine_counts_equal_trace(native, program, trace):
+    """Every hidden layer's spike counts, pool-neuron counts and the spike total of the C++
+    engine equal the reference interpreter's trace."""
+    pooled = 0
+    for index, layer in enumerate(program.layers[:-1]):
+        counts, pool_counts, spikes = native.counts(index)
+        assert np.array_equal(counts, trace.counts[index].numpy())
+        if layer["neuron"]["pool"] > 1:
+            assert np.array_equal(pool_counts, trace.pool_counts[pooled].numpy())
+            pooled += 1
+        assert np.array_equal(spikes, trace.total_spikes.numpy())
+
+
 def test_program_reproduces_the_float_network_exactly(lenet, simulated):
     _, net, x, y = lenet
     result, steps, codes = simulated
@@ -118,14 +131,7 @@ def test_program_reproduces_the_float_network_exactly(lenet, simulated):
 
     native = NativeRuntime(program, batch=len(x), threads=2)
     assert np.array_equal(native.run(pixels), logits.numpy())
-    pooled = 0
-    for index, layer in enumerate(program.layers[:-1]):
-        counts, pool_counts, spikes = native.counts(index)
-        assert np.array_equal(counts, trace.counts[index].numpy())
-        if layer["neuron"]["pool"] > 1:
-            assert np.array_equal(pool_counts, trace.pool_counts[pooled].numpy())
-            pooled += 1
-        assert np.array_equal(spikes, trace.total_spikes.numpy())
+    _assert_engine_counts_equal_trace(native, program, trace)
     with pytest.raises(ProgramError, match="no streaming mode"):
         native.step(pixels)
 
@@ -305,14 +311,8 @@ def test_native_equals_reference_on_random_calif_programs(program, batch, seed):
     logits, trace = ReferenceInterpreter(program).run(pixels, trace=True)
     native = NativeRuntime(program, batch=batch)
     assert np.array_equal(native.run(pixels), logits.numpy())
-    pooled = 0
+    _assert_engine_counts_equal_trace(native, program, trace)
     for index, layer in enumerate(program.layers[:-1]):
-        counts, pool_counts, spikes = native.counts(index)
-        assert np.array_equal(counts, trace.counts[index].numpy())
-        if layer["neuron"]["pool"] > 1:
-            assert np.array_equal(pool_counts, trace.pool_counts[pooled].numpy())
-            pooled += 1
-        assert np.array_equal(spikes, trace.total_spikes.numpy())
         qmax = layer["neuron"]["qmax"]
         if layer["neuron"]["gate"]:
             assert trace.counts[index].min() >= 0  # the gate: no count below zero
