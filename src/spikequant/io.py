@@ -64,9 +64,12 @@ def run_reports_dir(checkpoint: str | os.PathLike) -> Path:
     return folder / "reports"
 
 
-def command_line() -> str:
+def command_line(argv: list[str] | None = None, module: str | None = None) -> str:
     """The command this process was started with, as a user would type it (``spikequant ...``
-    or ``python -m module ...``): the header every results file carries."""
+    or ``python -m module ...``): the header every results file carries. A ``main(argv)`` called
+    from Python passes its ``argv`` and ``module``: ``python -m module <argv, shell-quoted>``."""
+    if argv is not None and module is not None:
+        return f"python -m {module} " + shlex.join(argv)
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     name = getattr(spec, "name", None)

@@ -16,7 +16,6 @@ signals the layer carries; 1 = every neuron carries the same signal) and the mea
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -115,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="report stem (default ttfs_depth_<model>)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    command = (
-        command_line()
-        if argv is None
-        else "python -m spikequant.temporal.depth " + shlex.join(argv)
-    )
+    command = command_line(argv, "spikequant.temporal.depth")
     try:
         kwargs = yaml.safe_load(args.kwargs) or {}
         if not isinstance(kwargs, dict):

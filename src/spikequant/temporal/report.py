@@ -11,7 +11,6 @@ folder, ready for ``spikequant robustness``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -60,12 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace a run in --run-dir")
     args = parser.parse_args(argv)
-    # the exact command, quoted as a shell needs it (io.command_line reads sys.argv)
-    command = (
-        command_line()
-        if argv is None
-        else "python -m spikequant.temporal.report " + shlex.join(argv)
-    )
+    command = command_line(argv, "spikequant.temporal.report")
     try:
         cfg = load_recipe(args.recipe, args.overrides)
         run_dir = args.run_dir or Path("runs") / str(cfg["name"])
