@@ -101,15 +101,9 @@ def build_library(root: Path | None = None) -> Path:
 def _load(path: Path):
     lib = ctypes.CDLL(str(path))
     lib.sq_create.restype = ctypes.c_void_p
-    lib.sq_create.argtypes = [
-        ctypes.c_int64,
-        _P64,
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.c_int64,
-    ]
+    # both engines take (layer count, layer configs, four per-layer pointer arrays, ...)
+    layers = [ctypes.c_int64, _P64, *[ctypes.POINTER(ctypes.c_void_p)] * 4]
+    lib.sq_create.argtypes = [*layers, ctypes.c_int64]
     lib.sq_free.argtypes = [ctypes.c_void_p]
     lib.sq_reset.argtypes = [ctypes.c_void_p]
     lib.sq_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
@@ -124,19 +118,7 @@ def _load(path: Path):
     lib.sq_trace.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     lib.sq_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.sqc_create.restype = ctypes.c_void_p
-    lib.sqc_create.argtypes = [
-        ctypes.c_int64,
-        _P64,
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-    ]
+    lib.sqc_create.argtypes = [*layers, *[ctypes.c_int64] * 5]
     lib.sqc_free.argtypes = [ctypes.c_void_p]
     lib.sqc_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.sqc_counts.argtypes = [
