@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 
 from spikequant import kernels
-from spikequant.io import results_dir, write_json, write_text
+from spikequant.io import command_line, results_dir, write_json, write_text
 
 from . import models, peers
 
@@ -547,6 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     libs_info = available_libs()
     libs = [lib for lib, info in libs_info.items() if info["available"]]
     res: dict = {
+        "command": command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "environment": {
             "cpu": kernels.cpu_model().split(":")[-1].strip() or platform.processor(),
@@ -561,7 +562,8 @@ def main(argv: list[str] | None = None) -> dict:
         if key in previous and (key if key != "bandwidth" else "layers") not in parts:
             res[key] = previous[key]
     res["parts"] = dict(previous.get("parts", {}))
-    stamp = {"date": res["date"], "load_before": res["environment"]["load_before"]}
+    stamp = {"date": res["date"], "load_before": res["environment"]["load_before"],
+             "command": res["command"]}  # fmt: skip
     res["parts"].update({part: stamp for part in parts})
     if "layers" in parts:
         res["bandwidth"] = copy_bandwidth()
