@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv demo test bench install-size lint docs clean
+.PHONY: venv demo test test-ray bench install-size lint docs clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,13 @@ demo: venv
 	$(BIN)/spikequant demo
 
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not ray"
+
+# The study executor on a real local Ray instance (the ray extra is a large install, so it is
+# kept out of `make test`; there a stand-in module checks the scheduling).
+test-ray: venv
+	$(PIP_INSTALL) -e '.[dev,all,docs,ray]'
+	$(BIN)/python -m pytest -q -m ray
 
 bench: venv
 	$(PIP_INSTALL) -e '.[dev,all,docs,bench]'

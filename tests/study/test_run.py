@@ -221,3 +221,23 @@ def test_ray_executor_schedules_every_run_once_after_its_stage(sequential, monke
     assert set(fp_dirs) <= set(submitted[:2])
     assert all(r["reused"] for r in again["runs"])
     assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in report["runs"]]
+
+
+@pytest.mark.ray
+def test_a_local_ray_instance_gives_the_metrics_of_the_sequential_run(sequential):
+    """The study's runs as Ray tasks on a real local Ray instance (``make test-ray``): the same
+    metrics as the sequential run, bit for bit."""
+    import ray
+
+    root, report = sequential
+    argv = ["study", str(root / "tiny.yaml"), "--work-dir", str(root / "ray-real"),
+            "--executor", "ray", "--jobs", str(JOBS), "--no-progress"]  # fmt: skip
+    try:
+        assert main(argv) == 0
+    finally:
+        ray.shutdown()
+    on_ray = json.loads((root / "ray-real" / "tiny.json").read_text())
+    assert "--executor ray" in on_ray["command"]
+    seq = [_stable(r, root / "seq") for r in report["runs"]]
+    assert [_stable(r, root / "ray-real") for r in on_ray["runs"]] == seq
+    assert on_ray["summary"] == report["summary"]

@@ -296,7 +296,8 @@ def _execute_ray(unique, tasks, *, jobs: int, threads: int, log) -> dict[str, di
         import ray
     except ImportError:
         raise ConfigError(
-            "--executor ray needs the 'ray' package (pip install ray); --jobs N runs locally"
+            "--executor ray needs the 'ray' package (pip install 'spikequant[ray]'); --jobs N "
+            "runs locally"
         ) from None
     if os.environ.get("RAY_ADDRESS"):  # an existing cluster brings its own CPUs
         ray.init(ignore_reinit_error=True)
