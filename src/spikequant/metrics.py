@@ -102,15 +102,23 @@ def synaptic_ops(module: nn.Module, x: torch.Tensor, fed: torch.Tensor | None = 
     :class:`SpikeMonitor` (``synops``) and :func:`spikequant.cost.measure_activity`
     (``spike_synops``, ``effective_synops``) count with this function.
     """
+    return float(synaptic_ops_tensor(module, x, fed))
+
+
+def synaptic_ops_tensor(
+    module: nn.Module, x: torch.Tensor, fed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`synaptic_ops` as a float64 scalar on ``x``'s device (summed there over many
+    batches, read on the host once)."""
     with torch.no_grad():
         reach = _nonzero_reach(module, x)
         groups = reach.shape[1]
         per_group = _out_features(module) // groups
         if fed is None:
-            return float(reach.sum()) * per_group
+            return reach.sum().double() * per_group
         n = reach.shape[0]
         fed_count = fed.reshape(n, groups, per_group, *fed.shape[2:]).to(torch.float32).sum(2)
-        return float((reach * fed_count).sum())
+        return (reach * fed_count).sum().double()
 
 
 def dense_macs(module: nn.Module, output: torch.Tensor, fed: torch.Tensor | None = None) -> float:
@@ -178,7 +186,8 @@ class SpikeMonitor:
             entry = self.layers.setdefault(
                 name, {"spikes": 0.0, "events": 0.0, "neurons": 0, "timesteps": 0}
             )
-            entry["spikes"] += float((output != 0).sum())
+            # summed on the device (exact in float64), read once by report()
+            entry["spikes"] += (output != 0).sum().double()
             entry["events"] += float(output.shape[0] * output.shape[1])
             entry["neurons"] = math.prod(output.shape[2:])
             entry["timesteps"] = output.shape[0]
@@ -191,7 +200,7 @@ class SpikeMonitor:
             if self._first_layer is None:
                 self._first_layer = name
             entry = self.synapses.setdefault(name, {"ops": 0.0, "dense_macs": 0.0})
-            entry["ops"] += synaptic_ops(module, x)
+            entry["ops"] += synaptic_ops_tensor(module, x)
             entry["dense_macs"] += dense_macs(module, output)
 
         return hook
@@ -199,6 +208,8 @@ class SpikeMonitor:
     def report(self) -> dict:
         """Per-sample counts; see the module docstring for the definitions."""
         n = max(self.samples, 1)
+        for entry in (*self.layers.values(), *self.synapses.values()):
+            entry.update({k: float(v) for k, v in entry.items() if isinstance(v, torch.Tensor)})
         layers = {}
         total_spikes = total_neurons = 0.0
         for name, e in self.layers.items():
@@ -240,4 +251,5 @@ __all__ = [
     "sparsity_theta",
     "sqnr_db",
     "synaptic_ops",
+    "synaptic_ops_tensor",
 ]

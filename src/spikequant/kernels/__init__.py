@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, NonFiniteError, ShapeError
+from ..finite import require_finite
 from ._common import SURROGATE_KINDS, KernelSpec, kernel_layout
 from .build import CompiledExtension, cache_root, cpu_model, import_built_extension  # noqa: F401
 
@@ -281,8 +282,10 @@ def _check_finite(what: str, tensor: torch.Tensor) -> None:
     per layer; skipped while torch.compile traces (a data-dependent branch cannot be traced)."""
     if torch.compiler.is_compiling() or _onnx_exporting():
         return
-    if not bool(torch.isfinite(tensor.detach()).all()):
-        raise NonFiniteError(f"integrate_fire: the {what} holds NaN or infinity")
+    require_finite(
+        torch.isfinite(tensor.detach()).all(),
+        lambda _: f"integrate_fire: the {what} holds NaN or infinity",
+    )
 
 
 def _prepare(x_seq, v0, threshold, spike_value, per_step_threshold):

@@ -207,12 +207,19 @@ def ann_evaluate(model: nn.Module, dataset, batch_size: int) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = model_device(model)
-    correct, loss_sum, count = 0, 0.0, 0
+    # summed on the device in float64 (as exact as host sums) and read once
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     for x, y in batches(dataset, batch_size, shuffle=False):
         x, y = x.to(device), y.to(device)
         logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum().double()
         count += len(y)
     model.train(was_training)
-    return {"accuracy": correct / max(count, 1), "loss": loss_sum / max(count, 1), "samples": count}
+    return {
+        "accuracy": int(correct.item()) / max(count, 1),
+        "loss": loss_sum.item() / max(count, 1),
+        "samples": count,
+    }

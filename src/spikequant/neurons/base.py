@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, NonFiniteError, ShapeError, StaleStateError, StateShapeError
+from ..errors import ConfigError, ShapeError, StaleStateError, StateShapeError
+from ..finite import require_finite
 from ..kernels import BACKENDS
 
 State = Any  # a NamedTuple of tensors (and ints), specific to each neuron
@@ -195,9 +196,10 @@ def check_finite_parameters(neuron: nn.Module) -> None:
     parameters or buffers (thresholds, levels, time constants) holds NaN or infinity: a NaN
     threshold silently stops every spike (``h - NaN >= 0`` is false), so the layer refuses it.
 
-    One fused reduction per forward over the neuron's few parameter values; on the input NaN
-    is not checked here (that would read every activation again): the trainer checks each batch
-    and the loss.
+    One fused reduction per forward over the neuron's few parameter values, whose verdict the
+    trainer reads with its own once per step (:mod:`spikequant.finite`); on the input NaN is not
+    checked here (that would read every activation again): the trainer checks each batch and
+    the loss.
     """
     named = [
         (n, t)
@@ -208,13 +210,15 @@ def check_finite_parameters(neuron: nn.Module) -> None:
         return
     with torch.no_grad():
         finite = torch.stack([torch.isfinite(t).all() for _, t in named])
-        if bool(finite.all()):
-            return
-    bad = [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
-    raise NonFiniteError(
-        f"{neuron.__class__.__name__} layer ({neuron.extra_repr() or 'no options'}): parameter "
-        f"{', '.join(bad)} holds NaN or infinity"
-    )
+
+    def message(verdicts: list[bool]) -> str:
+        bad = [n for (n, _), ok in zip(named, verdicts, strict=True) if not ok]
+        return (
+            f"{neuron.__class__.__name__} layer ({neuron.extra_repr() or 'no options'}): "
+            f"parameter {', '.join(bad)} holds NaN or infinity"
+        )
+
+    require_finite(finite, message)
 
 
 def _stateful_modules(model: nn.Module):

@@ -188,11 +188,10 @@ class QuantReLU(nn.Module):
         return pre, post
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not bool(self.initialized):
+        if self.training:  # LSQ's start 2 mean|x| / sqrt(qmax), decided on the device (no sync)
             with torch.no_grad():
-                self.raw_step.fill_(
-                    max(2 * x.detach().abs().mean().item() / math.sqrt(self.qmax), 1e-4)
-                )
+                start = (2 * x.detach().abs().mean().double() / math.sqrt(self.qmax)).clamp(1e-4)
+                self.raw_step.copy_(torch.where(self.initialized, self.raw_step, start))
                 self.initialized.fill_(True)
         scale = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
         step = self._effective(_LSQGrad.apply(self.raw_step.abs().clamp(min=1e-6), scale))

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .. import runfolder
 from ..devices import model_device
 from ..errors import CheckpointError, ConfigError, NonFiniteError
+from ..finite import deferred_checks
 from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
 from . import distributed, loggers
@@ -184,23 +185,29 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
     """
     was_training = model.training
     model.eval()
-    correct = 0
-    loss_sum = 0.0
     count = 0
     timesteps = None
     try:
         with SpikeMonitor(model) as monitor:
             device = model_device(model)
+            # summed on the device (float64: the sums of the float32 values are exact to the
+            # last bit of a host sum) and read once, so a GPU is not stopped after every batch
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.float64, device=device)
             for x, y in batches(dataset, batch_size, shuffle=False):
                 x, y = x.to(device), y.to(device)
                 reset_state(model)
-                out = model(x)
+                with deferred_checks() as checks:
+                    out = model(x)
+                if checks.entries:  # a NaN threshold: refused before its accuracy is reported
+                    checks.raise_first(checks.verdicts(device).tolist())
                 timesteps = out.shape[0]
                 logits = out.mean(0)
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum().double()
                 count += len(y)
         report = monitor.report()
+        loss_sum, correct = loss_sum.item(), int(correct.item())
     finally:
         reset_state(model)
         model.train(was_training)
@@ -499,28 +506,49 @@ class Trainer:
             ),
             start=1,
         ):
+            with deferred_checks() as checks:  # one host read per step, below
+                loss, scores, y_used = self.hooks.criterion(self, x, y)
+                if loss is None:
+                    continue
+                self._set_lr()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                for key, value in self.hooks.after_backward(self).items():
+                    counters[key] = counters.get(key, 0) + value
+            # every check of the step and the step's loss and correct count in one transfer:
+            # reading each on the host would make a GPU wait for its queue every time
+            device = loss.device
+            finite_batch = torch.isfinite(x).all() if x.is_floating_point() else torch.tensor(True)
+            finite_grads = (
+                _finite_gradients(self.model)
+                if not self.scaler.is_enabled()  # float16 loss scaling skips such steps itself
+                else torch.tensor(True)
+            )
+            values = torch.cat(
+                [
+                    finite_batch.to(device, torch.float64).reshape(1),
+                    checks.verdicts(device),
+                    torch.stack([torch.isfinite(loss), finite_grads.to(device)]).double(),
+                    loss.detach().double().reshape(1) * len(y_used),
+                    (scores.argmax(1) == y_used).sum().double().reshape(1),
+                ]
+            ).tolist()
+            batch_ok, *verdicts, loss_ok, grads_ok, loss_total, step_correct = values
             where = f"in epoch {self.epoch + 1}, step {step}"
-            if x.is_floating_point() and not torch.isfinite(x).all():
+            if not batch_ok:
                 raise NonFiniteError(
                     f"the training batch {where} holds NaN or infinity; clean the dataset "
                     "(the last good checkpoint is kept)"
                 )
-            loss, scores, y_used = self.hooks.criterion(self, x, y)
-            if loss is None:
-                continue
-            if not torch.isfinite(loss):
+            checks.raise_first(verdicts)
+            if not loss_ok:
                 raise NonFiniteError(
-                    f"loss became {float(loss.detach())} {where} (lr "
+                    f"loss became {loss_total / len(y_used)} {where} (lr "
                     f"{self.optimizer.param_groups[0]['lr']:.3g}); the last good checkpoint "
                     "is kept: lower optim.lr or set optim.grad_clip"
                 )
-            self._set_lr()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            for key, value in self.hooks.after_backward(self).items():
-                counters[key] = counters.get(key, 0) + value
-            if not self.scaler.is_enabled() and not _finite_gradients(self.model):
+            if not grads_ok:
                 raise NonFiniteError(
                     f"gradients became NaN or infinite {where}; the weights were not updated "
                     "and the last good checkpoint is kept: lower optim.lr or set optim.grad_clip"
@@ -528,8 +556,8 @@ class Trainer:
             self.scaler.step(self.optimizer)  # a plain step unless float16 loss scaling is on
             self.scaler.update()
             self.iteration += 1
-            loss_sum += float(loss.detach()) * len(y_used)
-            correct += int((scores.argmax(1) == y_used).sum())
+            loss_sum += loss_total
+            correct += int(step_correct)
             seen += len(y_used)
             if bar is not None:
                 bar.update(task, advance=1, loss=loss_sum / seen, acc=100 * correct / seen)
@@ -602,11 +630,12 @@ class Trainer:
         return final or {}
 
 
-def _finite_gradients(model: nn.Module) -> bool:
+def _finite_gradients(model: nn.Module) -> torch.Tensor:
+    """Whether every gradient is finite, as a boolean tensor (read with the step's other values)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
 
 
 def _epoch_line(r: dict) -> str:
