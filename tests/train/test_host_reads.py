@@ -70,6 +70,13 @@ def digits_cnn(neuron: str, **neuron_kwargs) -> dict:
             ),  # fmt: skip
             id="qat",
         ),
+        pytest.param(
+            recipe(
+                {"name": "ttfs", "form": "code", "bits": [32, 2], "epochs_per_stage": 1},
+                {"name": "ttfs_fc", "kwargs": {"sizes": [64, 16, 10]}},
+            ),
+            id="ttfs",
+        ),
     ],
 )
 def test_a_training_step_reads_the_device_once(cfg, tmp_path, monkeypatch, one_thread):
@@ -84,7 +91,12 @@ def test_a_training_step_reads_the_device_once(cfg, tmp_path, monkeypatch, one_t
 
     monkeypatch.setattr(Trainer, "train_epoch", counting)
     run_recipe(cfg, out_dir=tmp_path / "run", progress=False)
-    assert counted == [(4, 4)]  # 128 samples in batches of 32: one read per step
+    # 128 samples in batches of 32: one read per step; TTFS counts its clipped gradients on the
+    # device and reads the count once per epoch, and trains a 2-bit stage after the first epoch
+    if cfg["method"]["name"] == "ttfs":
+        assert counted == [(4 + 1, 4)] * 2
+    else:
+        assert counted == [(4, 4)]
 
 
 def test_evaluation_reads_the_device_once_per_batch(one_thread):

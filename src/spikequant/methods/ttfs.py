@@ -160,7 +160,7 @@ class TTFS(Method):
         from ..temporal.loss import clip_row_normalised
 
         norms = clip_row_normalised(trainer.model, self.options.clip)
-        return {"clipped_grads": sum(n > self.options.clip for n in norms)}
+        return {"clipped_grads": (norms > self.options.clip).sum()}  # read once per epoch
 
     def evaluate(self, trainer, model, dataset) -> dict[str, Any]:
         self.last_eval = self._evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from ..finite import require_finite
 from .solver import DEFAULT_Z_MAX, check_backend, solve_spike_times
 
 FULL_PRECISION_BITS = 32
@@ -44,9 +45,10 @@ def quantize_symmetric(w: torch.Tensor, bits: int, range_quantile: float = 1.0) 
         delta = magnitude.max() / levels
     else:
         delta = torch.quantile(magnitude.flatten().float(), range_quantile).to(w.dtype) / levels
-    if delta == 0:
-        return w.detach().clone()
-    return torch.round(w.detach() / delta).clamp_(-levels, levels) * delta
+    # delta = 0 (every weight in the range is 0) keeps w; decided on the device, not read back
+    zero = delta == 0
+    codes = torch.round(w.detach() / torch.where(zero, 1.0, delta)).clamp_(-levels, levels)
+    return torch.where(zero, w.detach(), codes * delta)
 
 
 def quantize_ste(w: torch.Tensor, bits: int, range_quantile: float = 1.0) -> torch.Tensor:
@@ -77,10 +79,9 @@ class TTFSEncoder(nn.Module):
     def times(self, pixels: torch.Tensor) -> torch.Tensor:
         from ..coding import latency_times
 
-        if not torch.isfinite(pixels).all():
-            from ..errors import NonFiniteError
-
-            raise NonFiniteError("TTFS encoder input contains NaN or infinity")
+        require_finite(
+            torch.isfinite(pixels).all(), lambda _: "TTFS encoder input contains NaN or infinity"
+        )
         p = pixels.clamp(0, 1)
         t = latency_times(p, self.alpha) if self.bright_first else self.alpha * p
         if self.training and self.noise_std > 0:
@@ -108,6 +109,9 @@ class _TTFSWeighted(nn.Module):
         # A buffer, so a checkpoint of a QAT model reloads with its forward quantization on.
         self.register_buffer("quant_bits", torch.tensor(FULL_PRECISION_BITS, dtype=torch.int64))
         self.register_buffer("quant_range_quantile", torch.tensor(1.0, dtype=torch.float64))
+        # host copies of the two buffers, so that a forward on a GPU does not read them back;
+        # the buffers change only through the setters below and state-dict loading
+        self._bits, self._range_quantile = FULL_PRECISION_BITS, 1.0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the range option existed use the spec's max|w| range
@@ -115,14 +119,27 @@ class _TTFSWeighted(nn.Module):
             prefix + "quant_range_quantile", torch.tensor(1.0, dtype=torch.float64)
         )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._bits = int(self.quant_bits)
+        self._range_quantile = float(self.quant_range_quantile)
 
     @property
     def weight_bits(self) -> int:
-        return int(self.quant_bits)
+        return self._bits
 
     @weight_bits.setter
     def weight_bits(self, bits: int) -> None:
         self.quant_bits.fill_(int(bits))
+        self._bits = int(bits)
+
+    @property
+    def range_quantile(self) -> float:
+        """The quantizer's range: the ``range_quantile`` quantile of ``|w|`` (1 = ``max|w|``)."""
+        return self._range_quantile
+
+    @range_quantile.setter
+    def range_quantile(self, quantile: float) -> None:
+        self.quant_range_quantile.fill_(float(quantile))
+        self._range_quantile = float(quantile)
 
     def reset_parameters(self) -> None:
         """Paper's init ``W ~ U[0, 8 / (N_in + 1)]`` (``+1`` counts the bias input); bias 0."""
@@ -133,7 +150,7 @@ class _TTFSWeighted(nn.Module):
     def weight_matrix(self) -> torch.Tensor:
         """``[out, fan_in + 1]``: weights then the bias column, quantized when QAT is on."""
         full = torch.cat([self.weight.reshape(self.weight.shape[0], -1), self.bias.unsqueeze(1)], 1)
-        return quantize_ste(full, self.weight_bits, float(self.quant_range_quantile))
+        return quantize_ste(full, self.weight_bits, self.range_quantile)
 
     def weight_sums(self) -> torch.Tensor:
         """``sum_i w_ji`` per output neuron (bias included), for the weight-sum penalty."""
@@ -457,4 +474,4 @@ def set_weight_bits(model: nn.Module, bits: int, range_quantile: float | None = 
     for layer in ttfs_weighted_layers(model):
         layer.weight_bits = bits
         if range_quantile is not None:
-            layer.quant_range_quantile.fill_(float(range_quantile))
+            layer.range_quantile = range_quantile

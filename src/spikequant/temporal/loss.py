@@ -71,18 +71,19 @@ def ttfs_loss(
 
 
 @torch.no_grad()
-def clip_row_normalised(model: nn.Module, max_norm: float = 10.0) -> list[float]:
+def clip_row_normalised(model: nn.Module, max_norm: float = 10.0) -> torch.Tensor:
     """Scale each layer's weight gradient ``G`` (bias column included, ``[out, fan_in + 1]``) by
-    ``max_norm / n`` when ``n = ||G||_F / rows > max_norm``; returns the norms before clipping."""
+    ``max_norm / n`` when ``n = ||G||_F / rows > max_norm``; returns the norms before clipping
+    (float64, one per layer, on the gradients' device: decided there, not read back)."""
     norms = []
     for layer in ttfs_weighted_layers(model):
         grads = [p.grad for p in (layer.weight, layer.bias) if p.grad is not None]
         if not grads:
             continue
         rows = layer.weight.shape[0]
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))) / rows
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)) / rows
+        scale = torch.where(norm > max_norm, max_norm / norm, 1.0)
+        for g in grads:
+            g.mul_(scale)
         norms.append(norm)
-        if norm > max_norm:
-            for g in grads:
-                g.mul_(max_norm / norm)
-    return norms
+    return torch.stack(norms) if norms else torch.zeros(0, dtype=torch.float64)

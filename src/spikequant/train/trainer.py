@@ -318,9 +318,10 @@ class TrainingHooks:
     def on_epoch_start(self, trainer: Trainer) -> None:
         pass
 
-    def after_backward(self, trainer: Trainer) -> dict[str, float]:
+    def after_backward(self, trainer: Trainer) -> dict[str, float | torch.Tensor]:
         """Gradient hook, between backward and the optimizer step; returns counters summed over
-        the epoch into its record. Default: ``optim.grad_clip`` (global norm)."""
+        the epoch into its record (numbers, or scalar tensors summed on their device). Default:
+        ``optim.grad_clip`` (global norm)."""
         clip = trainer.cfg["optim"]["grad_clip"]
         if clip:
             nn.utils.clip_grad_norm_(trainer.model.parameters(), float(clip))
@@ -565,7 +566,8 @@ class Trainer:
         return {
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
-            **counters,
+            # a hook's counter may be a device tensor, summed there and read here once
+            **{k: v.item() if isinstance(v, torch.Tensor) else v for k, v in counters.items()},
         }
 
     def fit(self, *, stop_after: int | None = None) -> dict[str, Any]:
