@@ -111,6 +111,18 @@ def _pin_sj2_backend(kind: str, backend: str) -> Callable[[torch.Tensor], None]:
     return pin
 
 
+def sj_implementation(kind: str, device: torch.device) -> str | None:
+    """The CUDA implementation SpikingJelly 2.x ran last for ``kind`` on ``device`` (after a
+    layer's call: the one pinned for it), or None (older SpikingJelly, a CPU device)."""
+    if device.type != "cuda":
+        return None
+    try:
+        selection = importlib.import_module(_SJ_SELECTIONS[kind])._selection
+        return selection.diagnostics(device)["implementation"]
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+
+
 def _spikingjelly(kind: str, backend: str = "torch") -> Layer:
     """``backend``: SpikingJelly's multi-step implementation. Releases up to 0.0.0.0.15 take it as
     the node's ``backend`` argument ("torch", or "cupy" on GPUs); 2.x has no such argument

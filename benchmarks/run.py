@@ -269,17 +269,23 @@ def _gpu_layers(kind: str, device: torch.device) -> dict:
         candidates[f"spikingjelly ({sj_backend})"] = (
             lambda b=sj_backend: peers.make_layer("spikingjelly", kind, backend=b))
     candidates["snntorch"] = lambda: peers.make_layer("snntorch", kind)
-    layers, skipped = {}, {}
+    layers, skipped, ran = {}, {}, {}
     probe_x = torch.randn(2, 2, 64, device=device)
+    sync = _synchronizer(device)
     for name, make in candidates.items():
         try:
             layer = make()
             layer.module.to(device)
-            layer.run(probe_x * layer.input_scale)  # a backend may fail only when it runs
+            # a backend may fail only when it runs, forward or backward
+            xp = (probe_x * layer.input_scale).requires_grad_(True)
+            layer.run(xp).sum().backward()
+            sync()
             layers[name] = layer
+            if name.startswith("spikingjelly"):
+                ran[name] = peers.sj_implementation(kind, device)
         except Exception as exc:  # not installed / no such backend: recorded, not fatal
             skipped[name] = _failure(exc)
-    return {"layers": layers, "skipped": skipped}
+    return {"layers": layers, "skipped": skipped, "spikingjelly_ran": ran}
 
 
 def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, repeats: int,
@@ -322,7 +328,9 @@ def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, re
                     (inputs[OURS_GPU].grad - inputs[REFERENCE].grad).abs().max()),
             }
         rows.append(row)
-    return {"rows": rows, "skipped": found["skipped"]}
+    # SpikingJelly 2.x's own account of the CUDA implementation each of its layers ran
+    return {"rows": rows, "skipped": found["skipped"],
+            "spikingjelly_ran": found["spikingjelly_ran"]}
 
 
 def _training_factories() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -355,18 +363,33 @@ def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict)
         model = builders[name](factory, width=config["width"]).to(device)
         return model, models.training_step(model, x, y)
 
+    def time_steps(name, libs, x, y):
+        def synchronised(step):
+            def fn():
+                step()
+                sync()
+            return fn
+
+        factories = _training_factories()
+        steps = {lib: synchronised(build(name, factories[lib], x, y)[1]) for lib in libs}
+        return interleaved(steps, repeats, warmup=warmup)
+
     for name in config["models"]:
         size = config["size"][name] if isinstance(config["size"], dict) else config["size"]
         x, y = models.data(config["steps"], config["batch"], size=size)
         x, y = x.to(device), y.to(device)
         libraries, skipped = {}, {}
         for lib, factory in _training_factories().items():
+            model = step = None
             try:
                 model, step = build(name, factory, x, y)
                 loss = float(step().detach())  # a backend may fail only when it runs
                 sync()
             except Exception as exc:  # recorded, not fatal
                 skipped[lib] = _failure(exc)
+                del model, step  # a failed library's model must not count in the next peak
+                if on_cuda:
+                    torch.cuda.empty_cache()
                 continue
             entry = {"first_step_loss": loss, "peak_mib": None}
             if on_cuda:
@@ -379,22 +402,13 @@ def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict)
             del model, step
             if on_cuda:
                 torch.cuda.empty_cache()
-        steps = {}
-        for lib in libraries:
-            _, step = build(name, _training_factories()[lib], x, y)
-
-            def timed(step=step):
-                step()
-                sync()
-            steps[lib] = timed
-        timing = interleaved(steps, repeats, warmup=warmup)
+        timing = time_steps(name, list(libraries), x, y)  # its models are freed on return
         for lib, t in timing.items():
             libraries[lib].update(t)
             images_per_s = config["batch"] / (t["median_ms"] / 1e3)
             libraries[lib]["images_per_s"] = float(f"{images_per_s:.4g}")
         out["models"][name] = {"input": list(x.shape), "libraries": libraries,
                                "skipped": skipped}
-        del steps
         if on_cuda:
             torch.cuda.empty_cache()
     return out
@@ -528,6 +542,10 @@ def render_gpu_markdown(gpu: dict) -> str:
                    if check else "- | -") + " |")
         lines.append("")
         lines += [f"{name} not run: {why}" for name, why in gpu[kind]["skipped"].items()]
+        ran = {n: impl for n, impl in gpu[kind].get("spikingjelly_ran", {}).items() if impl}
+        if ran:
+            lines.append("SpikingJelly's implementation as it reports it: " + ", ".join(
+                f"{n} ran {impl}" for n, impl in ran.items()) + ".")
         lines.append("")
     training = gpu["training"]
     lines += [

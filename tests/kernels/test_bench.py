@@ -1,6 +1,8 @@
 """The benchmark harness: timings, ratios and targets computed right (on stubs with known
 answers), the CNN workload, and the report. The peer libraries are not installed here (only
-`make bench` installs them); their spike counts next to spikequant's are in the benchmark report."""
+`make bench` installs them); their spike counts next to spikequant's are in the benchmark report.
+The GPU part runs here on CPU tensors with tiny shapes, spikequant's Triton kernels in Triton's
+interpreter; its GPU numbers come only from a CUDA device."""
 
 from __future__ import annotations
 
@@ -160,6 +162,7 @@ def test_gpu_part_runs_on_cpu_with_floor_and_reference_agreement(gpu_part_on_cpu
             assert len(set(row["spikes"].values())) == 1
             assert row["spikes"]["spikequant (triton)"] > 0
         skipped = res[kind]["skipped"]
+        assert all(impl is None for impl in res[kind]["spikingjelly_ran"].values())  # CPU
         if _peer_present("spikingjelly"):
             assert "spikingjelly (torch)" in rows[0]["forward_backward"]
             # its GPU backends say why they did not run on a CPU tensor
@@ -245,6 +248,41 @@ def test_gpu_targets_use_the_fastest_spikingjelly_backend_the_floor_and_peak_mem
         "(GPU) vgg11 training step peak memory <= SpikingJelly's (its fastest backend)":
             ("900.0 MiB vs 800.0 MiB", False),
     }  # fmt: skip
+
+
+def test_each_spikingjelly_layer_pins_its_own_cuda_implementation():
+    """SpikingJelly 2.x chooses its CUDA implementation once per process; each benchmark layer
+    installs its own choice (and its own cache of it) when it runs on a CUDA tensor, and says
+    why it cannot run its GPU backends on a CPU tensor."""
+    pytest.importorskip("spikingjelly", reason="SpikingJelly is installed by make bench")
+    import importlib
+    import inspect
+
+    from spikingjelly.activation_based import neuron
+
+    if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:
+        pytest.skip("this SpikingJelly takes the backend as an argument (no pinning needed)")
+    selection = importlib.import_module("spikingjelly._ops.lif")._selection
+    saved = {a: getattr(selection, a) for a in ("_requested", "_selections",
+                                                 "_compiled_selections")}
+    on_cuda = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    try:
+        pin_triton = peers._pin_sj2_backend("lif", "triton")
+        pin_torch = peers._pin_sj2_backend("lif", "torch")
+        pin_triton(on_cuda)
+        assert selection._requested == "triton"
+        triton_cache = selection._selections
+        pin_torch(on_cuda)
+        assert selection._requested == "torch" and selection._selections is not triton_cache
+        pin_triton(on_cuda)
+        assert selection._requested == "triton" and selection._selections is triton_cache
+    finally:
+        for attr, value in saved.items():
+            setattr(selection, attr, value)
+    with pytest.raises(RuntimeError, match="needs a CUDA tensor"):
+        peers._pin_sj2_backend("lif", "cuda")(torch.zeros(1))
+    with pytest.raises(ValueError, match="no 'cupy' backend"):
+        peers.make_layer("spikingjelly", "if", backend="cupy")
 
 
 def test_resnet19_is_spikequants_layout_around_any_neuron():
