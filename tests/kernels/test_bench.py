@@ -105,7 +105,10 @@ def test_gpu_rows_say_in_one_line_that_there_is_no_gpu(capsys, tmp_path):
         "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0},
     }
     assert result["skipped"] in render_markdown(res)
+    assert "earlier run" not in render_markdown(res)
     assert bench_run.write_gpu_page(result, tmp_path) is None and not list(tmp_path.iterdir())
+    res["gpu"] = {**result, "earlier_page": True}  # a page from a CUDA run is still there
+    assert "[benchmarks-gpu.md](benchmarks-gpu.md)" in render_markdown(res)
 
 
 # The GPU part's whole code path on CPU tensors: spikequant's Triton kernels in Triton's
@@ -115,7 +118,7 @@ GPU_ON_CPU = """
 import json, sys
 from benchmarks import run
 res = run.bench_gpu(1, device="cpu", steps=(2, 4), step_shape=(2, 64), copy_numel=1 << 18,
-                    warmup=0, training={"steps": 2, "batch": 1, "width": 1 / 64,
+                    warmup=0, calls_per_sample=2, training={"steps": 2, "batch": 1, "width": 1 / 64,
                                         "size": {"vgg11": 32, "resnet19": 8}})
 page = run.write_gpu_page(res, run.pathlib.Path(sys.argv[1]))
 print(json.dumps({"result": res, "page": run.render_gpu_markdown(res), "written": str(page)}))
@@ -142,6 +145,7 @@ def test_gpu_part_runs_on_cpu_with_floor_and_reference_agreement(gpu_part_on_cpu
     out, _ = gpu_part_on_cpu
     res = out["result"]
     assert res["device_type"] == "cpu" and res["step_shape"] == [2, 64]
+    assert res["calls_per_sample"] == 2
     gbps = res["bandwidth"]["GBps"]
     assert gbps > 0 and res["bandwidth"]["bytes"] == 2 * 4 * (1 << 18)
     for kind in ("lif", "if"):
@@ -153,7 +157,7 @@ def test_gpu_part_runs_on_cpu_with_floor_and_reference_agreement(gpu_part_on_cpu
             # 5 float32 tensors of [T, 2, 64] at the measured bandwidth
             floor = 5 * row["T"] * 2 * 64 * 4 / (gbps * 1e9) * 1e3
             assert row["floor_ms"] == pytest.approx(floor, rel=1e-3, abs=1e-4)
-            ours = timing["spikequant (triton)"]["median_ms"]
+            ours = timing["spikequant (triton)"]["median_ms"]  # per call: 2 per sample
             assert row["triton_over_floor"] == pytest.approx(ours / row["floor_ms"], rel=0.01)
             # the Triton kernels reproduce the reference loop: spikes bit for bit, gradients
             assert row["triton_vs_reference"]["spikes_equal"] is True
@@ -213,7 +217,7 @@ def test_gpu_page_renders_rows_floor_and_targets_and_is_written_only_by_a_gpu_ru
                  f"device copy bandwidth {res['bandwidth']['GBps']} GB/s"):
         assert text in page
     floor = res["lif"]["rows"][1]["floor_ms"]
-    assert f"| 4 | {floor:.3f} |" in page
+    assert f"| 4 | {floor:.4g} |" in page
     # the same results from a CUDA device are written, and the main page points to them
     written = bench_run.write_gpu_page({**res, "device_type": "cuda"}, tmp_path)
     assert written == tmp_path / "benchmarks-gpu.md" and written.read_text() == page
