@@ -78,21 +78,75 @@ def _spikequant(kind: str, backend: str = "fused") -> Layer:
 
 
 # -------------------------------------------------------------------------------- SpikingJelly
+#: SpikingJelly 2.x: the module holding each node's choice among its CUDA implementations.
+_SJ_SELECTIONS = {"lif": "spikingjelly._ops.lif", "if": "spikingjelly._ops.if_"}
+#: the CUDA implementations SpikingJelly 2.x chooses among (its environment variables' values)
+SJ2_CUDA_BACKENDS = ("cuda", "triton", "torch")
+
+
+def _pin_sj2_backend(kind: str, backend: str) -> Callable[[torch.Tensor], None]:
+    """SpikingJelly 2.x picks one CUDA implementation per process (``SJ_LIF_CUDA_IMPLEMENTATION``
+    / ``SJ_IF_CUDA_IMPLEMENTATION``, read at import, default: the first that loads of cuda,
+    triton, torch). To run several side by side, each layer gets its own selection state and
+    installs it when its forward starts; it stays installed for the backward that follows (the
+    benchmark runs one library's forward and backward at a time, never interleaved)."""
+    if backend not in SJ2_CUDA_BACKENDS:
+        raise ValueError(f"SpikingJelly {version('spikingjelly')} has no {backend!r} backend "
+                         f"(its CUDA implementations: {', '.join(SJ2_CUDA_BACKENDS)})")
+    selection = importlib.import_module(_SJ_SELECTIONS[kind])._selection
+    own = {"_requested": backend, "_selections": {}, "_compiled_selections": {}}
+    if not all(hasattr(selection, attr) for attr in own):
+        raise RuntimeError(f"SpikingJelly {version('spikingjelly')}: unknown way to choose its "
+                           "CUDA implementation per layer")
+
+    def pin(x: torch.Tensor) -> None:
+        if x.device.type != "cuda":
+            if backend != "torch":
+                raise RuntimeError(f"SpikingJelly's {backend} backend needs a CUDA tensor (on "
+                                   f"{x.device.type} it runs its CPU implementation)")
+            return
+        for attr, value in own.items():
+            setattr(selection, attr, value)
+
+    return pin
+
+
+def sj_implementation(kind: str, device: torch.device) -> str | None:
+    """The CUDA implementation SpikingJelly 2.x ran last for ``kind`` on ``device`` (after a
+    layer's call: the one pinned for it), or None (older SpikingJelly, a CPU device)."""
+    if device.type != "cuda":
+        return None
+    try:
+        selection = importlib.import_module(_SJ_SELECTIONS[kind])._selection
+        return selection.diagnostics(device)["implementation"]
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+
+
 def _spikingjelly(kind: str, backend: str = "torch") -> Layer:
-    """``backend``: SpikingJelly's multi-step implementation ("torch", or "cupy"/"triton" on
-    GPUs where installed)."""
+    """``backend``: SpikingJelly's multi-step implementation. Releases up to 0.0.0.0.15 take it as
+    the node's ``backend`` argument ("torch", or "cupy" on GPUs); 2.x has no such argument
+    and chooses per process among "cuda", "triton" and "torch" on CUDA tensors (pinned per layer
+    here, see ``_pin_sj2_backend``) and runs its CPU implementation on CPU tensors."""
+    import inspect
+
     from spikingjelly.activation_based import functional, neuron, surrogate
 
+    cls = neuron.LIFNode if kind == "lif" else neuron.IFNode
+    options = dict(v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=4.0),
+                   step_mode="m")
     if kind == "lif":
-        node = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m",
-                              backend=backend)
+        options.update(tau=2.0, decay_input=True)
+    pin = None
+    if "backend" in inspect.signature(cls.__init__).parameters:
+        node = cls(**options, backend=backend)
     else:
-        node = neuron.IFNode(v_threshold=1.0, v_reset=0.0,
-                             surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m",
-                             backend=backend)
+        pin = _pin_sj2_backend(kind, backend)
+        node = cls(**options)
 
     def run(x):
+        if pin is not None:
+            pin(x)
         functional.reset_net(node)
         return node(x)
 

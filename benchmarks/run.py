@@ -214,62 +214,384 @@ def bench_bptt_tradeoff(repeats: int = 4) -> dict:
 # ---------------------------------------------------------------------------------- GPU rows
 GPU_STEPS = (2, 4, 8, 32)
 GPU_STEP_SHAPE = (64, 4096)  # [B, N] of one step
+#: the training steps of the GPU part: models, T, batch, CIFAR image side (or one per model),
+#: channel width factor
+GPU_TRAINING = {"models": ("vgg11", "resnet19"), "steps": 4, "batch": 64, "size": 32, "width": 1.0}
+GPU_COPY_NUMEL = 256 << 20  # 1 GiB per buffer: far beyond any GPU cache
+#: the speed targets of the GPU part, judged at T = TARGET_STEPS
+GPU_TARGETS = {"neuron_vs_spikingjelly": 1.5, "neuron_vs_floor": 2.0,
+               "training_vs_spikingjelly": 1.2}
+TARGET_STEPS = 4
+#: SpikingJelly's multi-step backends tried on the GPU ("cuda" and "triton": 2.x; "cupy": older)
+SJ_BACKENDS = ("cuda", "triton", "cupy", "torch")
+OURS_GPU = "spikequant (triton)"
+REFERENCE = "spikequant (torch loop)"
 
 
-def _gpu_layers(kind: str) -> dict:
-    """The GPU candidates that construct here: spikequant's Triton kernels and reference loop,
-    SpikingJelly's multi-step backends, snnTorch (each skipped when it cannot run)."""
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """Wait for the device's queued work (CUDA runs asynchronously; CPU work is done on return)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+
+
+def device_copy_bandwidth(device: torch.device, numel: int = GPU_COPY_NUMEL, copies: int = 10,
+                          repeats: int = 10) -> dict:
+    """Copy bandwidth (bytes read + written per second) of a float32 buffer on ``device``: the
+    median over ``repeats`` of ``copies`` back-to-back copies, synchronised once per sample."""
+    src = torch.ones(numel, device=device)
+    dst = torch.empty_like(src)
+    sync = _synchronizer(device)
+
+    def copy():
+        for _ in range(copies):
+            dst.copy_(src)
+        sync()
+
+    timing = interleaved({"copy": copy}, repeats, warmup=2)
+    seconds = max(timing["copy"]["median_ms"], 1e-3) / 1e3 / copies
+    moved = 2 * src.element_size() * numel
+    return {"bytes": moved, "copies": copies, "GBps": round(moved / seconds / 1e9, 2)}
+
+
+def _gpu_layers(kind: str, device: torch.device) -> dict:
+    """The GPU candidates that run on ``device``: spikequant's Triton kernels and reference loop,
+    SpikingJelly's multi-step backends, snnTorch (each skipped, with the reason, when it cannot)."""
     candidates = {
-        "spikequant (triton)": lambda: peers.make_layer("spikequant", kind, backend="triton"),
-        "spikequant (torch loop)": lambda: peers.make_layer("spikequant", kind, backend="torch"),
+        OURS_GPU: lambda: peers.make_layer("spikequant", kind, backend="triton"),
+        REFERENCE: lambda: peers.make_layer("spikequant", kind, backend="torch"),
     }
-    for sj_backend in ("triton", "cupy", "torch"):
+    for sj_backend in SJ_BACKENDS:
         candidates[f"spikingjelly ({sj_backend})"] = (
             lambda b=sj_backend: peers.make_layer("spikingjelly", kind, backend=b))
     candidates["snntorch"] = lambda: peers.make_layer("snntorch", kind)
-    layers, skipped = {}, {}
-    probe_x = torch.randn(2, 2, 64, device="cuda")
+    layers, skipped, ran = {}, {}, {}
+    probe_x = torch.randn(2, 2, 64, device=device)
+    sync = _synchronizer(device)
     for name, make in candidates.items():
         try:
             layer = make()
-            layer.module.to("cuda")
-            layer.run(probe_x * layer.input_scale)  # a backend may fail only when it runs
+            layer.module.to(device)
+            # a backend may fail only when it runs, forward or backward
+            xp = (probe_x * layer.input_scale).requires_grad_(True)
+            layer.run(xp).sum().backward()
+            sync()
             layers[name] = layer
+            if name.startswith("spikingjelly"):
+                ran[name] = peers.sj_implementation(kind, device)
         except Exception as exc:  # not installed / no such backend: recorded, not fatal
-            skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-    return {"layers": layers, "skipped": skipped}
+            skipped[name] = _failure(exc)
+    return {"layers": layers, "skipped": skipped, "spikingjelly_ran": ran}
 
 
-def bench_gpu(repeats: int) -> dict:
-    """LIF/IF forward+backward on [T, 64, 4096] float32 CUDA tensors for T = 2, 4, 8, 32."""
-    if not torch.cuda.is_available():
-        message = "no CUDA device: GPU rows (Triton kernels vs peers) skipped"
-        print(message)
-        return {"skipped": message}
-    result: dict = {"device": torch.cuda.get_device_name(), "step_shape": list(GPU_STEP_SHAPE)}
-    for kind in ("lif", "if"):
-        found = _gpu_layers(kind)
-        rows = []
-        for steps in GPU_STEPS:
-            gen = torch.Generator(device="cuda").manual_seed(steps)
-            shape = (steps, *GPU_STEP_SHAPE)
-            x = torch.randn(shape, generator=gen, device="cuda") + 0.5
-            grad_seed = torch.randn(shape, generator=gen, device="cuda")
-            inputs = {n: (x * layer.input_scale).requires_grad_(True)
-                      for n, layer in found["layers"].items()}
+def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, repeats: int,
+                     warmup: int, bandwidth: dict, calls: int) -> dict:
+    """Forward+backward of each candidate on ``[T, *step_shape]`` (each sample: ``calls``
+    back-to-back calls and one synchronisation, reported per call), with the spike counts of one
+    forward, the bandwidth floor (5 float32 tensor passes, as in part (a)) and, where both ran,
+    whether spikequant's Triton kernels reproduce its reference loop."""
+    found = _gpu_layers(kind, device)
+    layers = found["layers"]
+    sync = _synchronizer(device)
+    rows = []
+    for steps in steps_list:
+        gen = torch.Generator(device=device).manual_seed(steps)
+        shape = (steps, *step_shape)
+        x = torch.randn(shape, generator=gen, device=device) + 0.5
+        grad_seed = torch.randn(shape, generator=gen, device=device)
+        inputs = {n: (x * layer.input_scale).requires_grad_(True) for n, layer in layers.items()}
+        with torch.no_grad():
+            outputs = {n: layer.run(inputs[n]) for n, layer in layers.items()}
+        spikes = {n: int(out.sum()) for n, out in outputs.items()}
 
-            def forward_backward(layer, xi, grad_seed=grad_seed):
-                def fn():
+        def forward_backward(layer, xi, grad_seed=grad_seed):
+            def fn():
+                for _ in range(calls):
                     xi.grad = None
                     layer.run(xi).backward(grad_seed)
-                    torch.cuda.synchronize()
-                return fn
+                sync()
+            return fn
 
-            timing = interleaved({n: forward_backward(layer, inputs[n])
-                                  for n, layer in found["layers"].items()}, repeats)
-            rows.append({"T": steps, "forward_backward": timing})
-        result[kind] = {"rows": rows, "skipped": found["skipped"]}
+        samples = interleaved({n: forward_backward(layer, inputs[n])
+                               for n, layer in layers.items()}, repeats, warmup=warmup)
+        timing = {n: {"median_ms": round(t["median_ms"] / calls, 5),
+                      "min_ms": round(t["min_ms"] / calls, 5), "repeats": t["repeats"]}
+                  for n, t in samples.items()}
+        floor_ms = float(f"{5 * x.numel() * x.element_size() / (bandwidth['GBps'] * 1e6):.6g}")
+        row = {"T": steps, "forward_backward": timing, "spikes": spikes, "floor_ms": floor_ms}
+        if OURS_GPU in timing:
+            row["triton_over_floor"] = round(timing[OURS_GPU]["median_ms"] / floor_ms, 2)
+        if OURS_GPU in layers and REFERENCE in layers:
+            # after the timing, each input holds the gradient of its last backward
+            row["triton_vs_reference"] = {
+                "spikes_equal": bool(torch.equal(outputs[OURS_GPU], outputs[REFERENCE])),
+                "grad_max_abs_diff": float(
+                    (inputs[OURS_GPU].grad - inputs[REFERENCE].grad).abs().max()),
+            }
+        rows.append(row)
+    # SpikingJelly 2.x's own account of the CUDA implementation each of its layers ran
+    return {"rows": rows, "skipped": found["skipped"],
+            "spikingjelly_ran": found["spikingjelly_ran"]}
+
+
+def _training_factories() -> dict[str, Callable[[], torch.nn.Module]]:
+    factories = {
+        OURS_GPU: lambda: peers.make_neuron_module("spikequant", backend="triton"),
+        REFERENCE: lambda: peers.make_neuron_module("spikequant", backend="torch"),
+    }
+    for sj_backend in SJ_BACKENDS:
+        factories[f"spikingjelly ({sj_backend})"] = (
+            lambda b=sj_backend: peers.make_neuron_module("spikingjelly", backend=b))
+    factories["snntorch"] = lambda: peers.make_neuron_module("snntorch")
+    return factories
+
+
+def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict) -> dict:
+    """Training steps (SGD, cross-entropy on the mean over time) of each model around each
+    library's LIF: first-step loss (same initial weights everywhere), peak memory of one step
+    with only that model on the device (CUDA), then the step times with the libraries taking
+    turns."""
+    builders = {"vgg11": models.vgg11, "resnet19": models.resnet19}
+    sync = _synchronizer(device)
+    on_cuda = device.type == "cuda"
+    out: dict = {**{k: config[k] for k in ("steps", "batch", "width")},
+                 "peak_memory": ("torch.cuda.max_memory_allocated during one step (after a "
+                                 "warm-up step), only that library's model on the device"
+                                 if on_cuda else "not measured: CUDA only"),
+                 "models": {}}
+
+    def build(name, factory, x, y):
+        model = builders[name](factory, width=config["width"]).to(device)
+        return model, models.training_step(model, x, y)
+
+    def time_steps(name, libs, x, y):
+        def synchronised(step):
+            def fn():
+                step()
+                sync()
+            return fn
+
+        factories = _training_factories()
+        steps = {lib: synchronised(build(name, factories[lib], x, y)[1]) for lib in libs}
+        return interleaved(steps, repeats, warmup=warmup)
+
+    for name in config["models"]:
+        size = config["size"][name] if isinstance(config["size"], dict) else config["size"]
+        x, y = models.data(config["steps"], config["batch"], size=size)
+        x, y = x.to(device), y.to(device)
+        libraries, skipped = {}, {}
+        for lib, factory in _training_factories().items():
+            model = step = None
+            try:
+                model, step = build(name, factory, x, y)
+                loss = float(step().detach())  # a backend may fail only when it runs
+                sync()
+            except Exception as exc:  # recorded, not fatal
+                skipped[lib] = _failure(exc)
+                del model, step  # a failed library's model must not count in the next peak
+                if on_cuda:
+                    torch.cuda.empty_cache()
+                continue
+            entry = {"first_step_loss": loss, "peak_mib": None}
+            if on_cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+                step()
+                sync()
+                entry["peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            libraries[lib] = entry
+            del model, step
+            if on_cuda:
+                torch.cuda.empty_cache()
+        timing = time_steps(name, list(libraries), x, y)  # its models are freed on return
+        for lib, t in timing.items():
+            libraries[lib].update(t)
+            images_per_s = config["batch"] / (t["median_ms"] / 1e3)
+            libraries[lib]["images_per_s"] = float(f"{images_per_s:.4g}")
+        out["models"][name] = {"input": list(x.shape), "libraries": libraries,
+                               "skipped": skipped}
+        if on_cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
+def bench_gpu(repeats: int, *, device: str | None = None, steps=GPU_STEPS,
+              step_shape=GPU_STEP_SHAPE, training: dict | None = None,
+              copy_numel: int = GPU_COPY_NUMEL, warmup: int = 2,
+              calls_per_sample: int | None = None) -> dict:
+    """The GPU part: LIF/IF forward+backward on float32 ``[T, *step_shape]`` for each T in
+    ``steps`` against the device's bandwidth floor, VGG-11 and ResNet-19 training steps, and the
+    speed targets. ``device=None`` means CUDA with the sizes above, or one printed line and
+    ``{"skipped": ...}`` without a CUDA device; an explicit device (tests: "cpu" with tiny sizes
+    and ``TRITON_INTERPRET=1``) runs the same code there. ``calls_per_sample``: neuron calls
+    per timed sample (default 10 on CUDA, where one call is microseconds, else 1)."""
+    if device is None:
+        if not torch.cuda.is_available():
+            message = "no CUDA device: GPU rows (Triton kernels vs peers) skipped"
+            print(message)
+            return {"skipped": message}
+        device = "cuda"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    config = dict(GPU_TRAINING, **(training or {}))
+    result: dict = {
+        "command": command_line(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
+        "device_type": dev.type, "step_shape": list(step_shape),
+        "bandwidth": device_copy_bandwidth(dev, copy_numel),
+    }
+    calls = result["calls_per_sample"] = calls_per_sample or (10 if dev.type == "cuda" else 1)
+    for kind in ("lif", "if"):
+        result[kind] = _gpu_neuron_rows(kind, dev, steps, step_shape, repeats, warmup,
+                                        result["bandwidth"], calls)
+    result["training"] = _gpu_training(dev, max(1, repeats // 2), warmup, config)
+    result["targets"] = gpu_targets(result)
     return result
+
+
+def gpu_targets(gpu: dict) -> list[dict]:
+    """The GPU part's targets at T = TARGET_STEPS: neuron forward+backward against SpikingJelly's
+    fastest backend and the bandwidth floor; training steps against SpikingJelly's fastest
+    backend, at no more peak memory than that backend (where peak memory was measured)."""
+    checks = []
+    for kind in ("lif", "if"):
+        row = next((r for r in gpu[kind]["rows"] if r["T"] == TARGET_STEPS), None)
+        if row is None or OURS_GPU not in row["forward_backward"]:
+            continue
+        timing = row["forward_backward"]
+        ours = timing[OURS_GPU]["median_ms"]
+        sj = {n: t["median_ms"] for n, t in timing.items() if n.startswith("spikingjelly")}
+        if sj:
+            best = min(sj, key=sj.get)
+            speedup = sj[best] / ours
+            goal = GPU_TARGETS["neuron_vs_spikingjelly"]
+            checks.append({"target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} >= {goal}x "
+                                     "SpikingJelly's fastest backend",
+                           "value": f"{speedup:.2f}x vs {best}", "met": speedup >= goal})
+        goal = GPU_TARGETS["neuron_vs_floor"]
+        ratio = ours / row["floor_ms"]
+        checks.append({"target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} within {goal}x of "
+                                 "the bandwidth floor (5 tensors)",
+                       "value": f"{ratio:.2f}x", "met": ratio <= goal})
+    for name, block in gpu.get("training", {}).get("models", {}).items():
+        libs = block["libraries"]
+        sj = {n: r for n, r in libs.items() if n.startswith("spikingjelly")}
+        if OURS_GPU not in libs or not sj:
+            continue
+        ours = libs[OURS_GPU]
+        best = min(sj, key=lambda n: sj[n]["median_ms"])
+        speedup = sj[best]["median_ms"] / ours["median_ms"]
+        goal = GPU_TARGETS["training_vs_spikingjelly"]
+        checks.append({"target": f"(GPU) {name} training step T={gpu['training']['steps']} >= "
+                                 f"{goal}x SpikingJelly's fastest backend",
+                       "value": f"{speedup:.2f}x vs {best}", "met": speedup >= goal})
+        if ours["peak_mib"] is not None and sj[best]["peak_mib"] is not None:
+            checks.append({"target": f"(GPU) {name} training step peak memory <= SpikingJelly's "
+                                     "(its fastest backend)",
+                           "value": f"{ours['peak_mib']} MiB vs {sj[best]['peak_mib']} MiB",
+                           "met": ours["peak_mib"] <= sj[best]["peak_mib"]})
+    return checks
+
+
+GPU_PAGE = "benchmarks-gpu.md"
+
+
+def render_gpu_markdown(gpu: dict) -> str:
+    """``docs/benchmarks-gpu.md``: the GPU part's rows, floor, training steps and targets."""
+    bw = gpu["bandwidth"]
+    lines = [
+        "# GPU benchmarks", "",
+        f"Command: `{gpu['command']}`", "",
+        f"Written by the `gpu` part of `make bench` (`python -m benchmarks.run`) on {gpu['date']}; "
+        f"raw numbers under `gpu` in `docs/results/bench.json`. Device: {gpu['device']}. "
+        "Medians over repeats in which the libraries take turns, each sample ending with a "
+        "device synchronisation.", "",
+    ]
+    checks = gpu.get("targets") or []
+    if checks:
+        lines += ["## Speed targets on this run", "", "| target | measured | met |",
+                  "|---|---|---|"]
+        lines += [f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
+                  for c in checks]
+        lines.append("")
+    step_shape = ", ".join(map(str, gpu["step_shape"]))
+    lines += [
+        "## Neuron layer forward+backward", "",
+        f"LIF and IF (the conventions of `docs/benchmarks.md`) on float32 `[T, {step_shape}]`. "
+        f"Bandwidth floor: device copy bandwidth {bw['GBps']} GB/s ({bw['copies']} back-to-back "
+        f"copies of a {bw['bytes'] // 2 // 2**20} MiB buffer), and forward+backward must move 5 "
+        "float32 tensors of the input's size (x, spikes, the output gradient, the input gradient, "
+        "and one float per element and step from the forward pass: the surrogate gradient depends "
+        "on the membrane, which the spikes do not determine). `triton / floor` is spikequant's "
+        "Triton time over that floor; `spikes equal` compares its spikes with its reference loop "
+        "bit for bit, `grad diff` their largest input-gradient difference. Times are per call "
+        "(forward and backward from Python, as a training step makes them), each sample "
+        f"{gpu.get('calls_per_sample', 1)} "
+        "calls back to back and one synchronisation: where the floor is a few microseconds "
+        "(small T), the per-call launch and autograd overhead, not memory, bounds every "
+        "library.", "",
+    ]
+    for kind in ("lif", "if"):
+        rows = gpu[kind]["rows"]
+        names = list(rows[0]["forward_backward"]) if rows else []
+        lines += [f"### {kind.upper()} (median ms)", "",
+                  "| T | floor ms | " + " | ".join(names)
+                  + " | triton / floor | spikes equal | grad diff |",
+                  "|---|---|" + "---|" * (len(names) + 3)]
+        for row in rows:
+            t = row["forward_backward"]
+            check = row.get("triton_vs_reference")
+            lines.append(
+                f"| {row['T']} | {row['floor_ms']:.4g} | "
+                + " | ".join(f"{t[n]['median_ms']:.4g}" for n in names)
+                + f" | {row.get('triton_over_floor', '-')} | "
+                + (f"{'yes' if check['spikes_equal'] else 'no'} | {check['grad_max_abs_diff']:.1e}"
+                   if check else "- | -") + " |")
+        lines.append("")
+        lines += [f"{name} not run: {why}" for name, why in gpu[kind]["skipped"].items()]
+        ran = {n: impl for n, impl in gpu[kind].get("spikingjelly_ran", {}).items() if impl}
+        if ran:
+            lines.append("SpikingJelly's implementation as it reports it: " + ", ".join(
+                f"{n} ran {impl}" for n, impl in ran.items()) + ".")
+        lines.append("")
+    training = gpu["training"]
+    lines += [
+        f"## Training steps, T = {training['steps']}, batch {training['batch']}", "",
+        "SGD with momentum, cross-entropy on the mean over time, the same initial weights for "
+        "every library (so the first-step losses agree up to the libraries' conventions). "
+        "VGG-11: 8 conv-BN-LIF, average pooling, one linear layer. ResNet-19: stem 128, basic "
+        "blocks 3x128, 3x256, 2x512, global average pooling, spiking FC-256, classifier"
+        + (f" (channels scaled by {training['width']})" if training["width"] != 1.0 else "")
+        + f". Peak memory: {training['peak_memory']}.", "",
+    ]
+    for name, block in training["models"].items():
+        libs = block["libraries"]
+        base = libs.get(OURS_GPU, {}).get("median_ms")
+        lines += [f"### {name}, input {block['input']}", "",
+                  "| library | median ms | images/s | peak MiB | first-step loss | "
+                  "time / spikequant (triton) |", "|---|---|---|---|---|---|"]
+        for lib, r in libs.items():
+            peak = "-" if r["peak_mib"] is None else r["peak_mib"]
+            lines.append(f"| {lib} | {r['median_ms']:.2f} | {r['images_per_s']} | {peak} | "
+                         f"{r['first_step_loss']:.5f} | {_ratio(r['median_ms'], base)} |")
+        lines.append("")
+        lines += [f"{lib} not run: {why}" for lib, why in block["skipped"].items()]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_gpu_page(gpu: dict, docs_dir: pathlib.Path = ROOT / "docs") -> pathlib.Path | None:
+    """Write ``docs/benchmarks-gpu.md`` from a run on a CUDA device; nothing otherwise (a skipped
+    part, or the same code run on CPU tensors by the tests)."""
+    if gpu.get("device_type") != "cuda":
+        return None
+    return write_text(docs_dir / GPU_PAGE, render_gpu_markdown(gpu))
 
 
 # ----------------------------------------------------------------------------- integer runtime
@@ -362,6 +684,9 @@ def check_targets(res: dict) -> list[dict]:
             speedup = peer_times[best] / ours
             checks.append({"target": "(b) CNN step >= 1.3x fastest peer",
                            "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 1.3})
+    gpu = res.get("gpu")
+    if gpu and "skipped" not in gpu:
+        checks += gpu_targets(gpu)
     for key, row in (res.get("memory") or {}).items():
         peer_peaks = {p: row[p]["peak_mib"] for p in PEERS if "peak_mib" in row.get(p, {})}
         ours = [row[k]["peak_mib"] for k in ("spikequant", "spikequant (channels-last)")
@@ -488,23 +813,16 @@ def render_markdown(res: dict) -> str:
         lines.append("")
     gpu = res.get("gpu")
     if gpu:
-        lines += ["## GPU: neuron layer forward+backward", ""]
+        lines += ["## GPU: neurons and training steps", ""]
         if "skipped" in gpu:
             lines += [gpu["skipped"], ""]
+            if gpu.get("earlier_page"):
+                lines += [f"An earlier run on a CUDA device wrote [{GPU_PAGE}]({GPU_PAGE}).", ""]
         else:
-            lines += [f"{gpu['device']}, float32 steps of {gpu['step_shape']}; median ms.", ""]
-            for kind in ("lif", "if"):
-                rows = gpu[kind]["rows"]
-                names = list(rows[0]["forward_backward"]) if rows else []
-                lines += [f"### {kind.upper()}", "",
-                          "| T | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-                for row in rows:
-                    t = row["forward_backward"]
-                    lines.append(f"| {row['T']} | " + " | ".join(
-                        f"{t[n]['median_ms']:.3f}" for n in names) + " |")
-                for name, why in gpu[kind]["skipped"].items():
-                    lines.append(f"\n{name} not run: {why}")
-                lines.append("")
+            lines += [f"Ran on {gpu['device']} ({gpu['date']}): neuron forward+backward at T = "
+                      + ", ".join(str(r["T"]) for r in gpu["lif"]["rows"])
+                      + ", VGG-11 and ResNet-19 training steps, the bandwidth floor and the GPU "
+                      f"targets are in [{GPU_PAGE}]({GPU_PAGE}).", ""]
     runtime = res.get("runtime")
     if runtime:
         lines += _runtime_section(runtime)
@@ -535,6 +853,8 @@ def main(argv: list[str] | None = None) -> dict:
         res = json.loads((out_dir / "bench.json").read_text())
         res["targets"] = check_targets(res)
         write_text(ROOT / "docs" / "benchmarks.md", render_markdown(res))
+        if res.get("gpu"):
+            write_gpu_page(res["gpu"])
         return res
     previous = {}
     if args.merge and (out_dir / "bench.json").is_file():
@@ -576,6 +896,11 @@ def main(argv: list[str] | None = None) -> dict:
         res["bptt"] = bench_bptt_tradeoff()
     if "gpu" in parts:
         res["gpu"] = bench_gpu(args.repeats)
+        page = write_gpu_page(res["gpu"])
+        if page is not None:
+            print(f"wrote {page}")
+        elif (ROOT / "docs" / GPU_PAGE).is_file():
+            res["gpu"]["earlier_page"] = True
     if "runtime" in parts:
         res["runtime"] = bench_runtime()
     if "others" in parts:
