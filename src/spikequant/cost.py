@@ -35,6 +35,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .devices import model_device
 from .errors import ConfigError
 from .metrics import SYNAPSE_TYPES, dense_macs, fan_in, gate_module_ids, synaptic_ops
 
@@ -350,6 +351,7 @@ def measure_activity(
     was_training = model.training
     model.eval()
     samples = 0
+    device = model_device(model)
     try:
         if isinstance(data, torch.Tensor):
             count = data.shape[0] if data.ndim in (2, 4) else data.shape[1]
@@ -362,7 +364,7 @@ def measure_activity(
             if max_samples is not None and samples >= max_samples:
                 break
             reset_state(model)
-            model(x)
+            model(x.to(device))
             add_pending(None)  # the read-out layer feeds no neuron
             samples += count
     finally:

@@ -797,6 +797,10 @@ def rows():
             ),
         )
         add(
+            f"cost-device-{device}",
+            lambda c, d=device: (["cost", str(c.runs["direct"]), "--device", d], c.runs["direct"]),
+        )
+        add(
             f"sqnr-device-{device}",
             lambda c, d=device: (["sqnr", "--out", str(c.folder()), "--device", d], c.folder()),
         )

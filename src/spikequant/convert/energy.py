@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..devices import model_device
 from ..errors import ConfigError
 from ..metrics import dense_macs, synaptic_ops
 from .network import SpikingNetwork
@@ -72,7 +73,7 @@ def measure_energy(net: SpikingNetwork, x: torch.Tensor, timesteps: int) -> dict
 
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
-        net.simulate(x, [timesteps])
+        net.simulate(x.to(model_device(net)), [timesteps])
     finally:
         for h in handles:
             h.remove()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import model_device
 from ..errors import ConfigError, ShapeError, StaleStateError, StateShapeError
 from ..finite import require_finite
 from ..kernels import BACKENDS
@@ -251,7 +252,7 @@ def probe_forward(model: nn.Module, example: torch.Tensor, hooks) -> None:
     model.eval()
     try:
         reset_state(model)
-        model(example)
+        model(example.to(model_device(model)))
     finally:
         for handle in handles:
             handle.remove()

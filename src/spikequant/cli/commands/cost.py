@@ -63,6 +63,9 @@ def check_bounds(model: str, c: int, h: int, w: int, timesteps: int) -> None:
 def run(args) -> int:
     from ...cost import measure_activity, model_cost
     from ...registry import create_model
+    from ...train.distributed import resolve_device
+
+    device = resolve_device(args.device)  # a bad or absent device: one line before any work
 
     if args.out:
         from ...io import check_output_file
@@ -74,6 +77,7 @@ def run(args) -> int:
         from ...pipeline import load_run_model
 
         model, meta = load_run_model(target)
+        model.to(device)
         if meta.get("method") == "conversion":
             return _converted_cost(model, meta, args, str(target))
         kwargs = meta["model"]["kwargs"]
@@ -109,6 +113,7 @@ def run(args) -> int:
             )
         except TypeError as exc:
             raise ConfigError(f"model {args.model!r}: {exc}") from None
+        model.to(device)
         example = torch.zeros(1, c, h, w)
         label = args.model
     if args.spatial_sparsity is not None or args.channel_sparsity is not None:
@@ -225,6 +230,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--samples", type=int, default=256, help="test samples to measure a checkpoint on"
     )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the full JSON report")
     p.add_argument("--out", help="also write the JSON report to this file")
     p.set_defaults(func=run)
