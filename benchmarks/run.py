@@ -502,6 +502,14 @@ def gpu_targets(gpu: dict) -> list[dict]:
 GPU_PAGE = "benchmarks-gpu.md"
 
 
+def _targets_table(checks: list[dict]) -> list[str]:
+    if not checks:
+        return []
+    return ["## Speed targets on this run", "", "| target | measured | met |", "|---|---|---|",
+            *(f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
+              for c in checks), ""]
+
+
 def render_gpu_markdown(gpu: dict) -> str:
     """``docs/benchmarks-gpu.md``: the GPU part's rows, floor, training steps and targets."""
     bw = gpu["bandwidth"]
@@ -513,13 +521,7 @@ def render_gpu_markdown(gpu: dict) -> str:
         "Medians over repeats in which the libraries take turns, each sample ending with a "
         "device synchronisation.", "",
     ]
-    checks = gpu.get("targets") or []
-    if checks:
-        lines += ["## Speed targets on this run", "", "| target | measured | met |",
-                  "|---|---|---|"]
-        lines += [f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
-                  for c in checks]
-        lines.append("")
+    lines += _targets_table(gpu.get("targets") or [])
     step_shape = ", ".join(map(str, gpu["step_shape"]))
     lines += [
         "## Neuron layer forward+backward", "",
@@ -730,13 +732,7 @@ def render_markdown(res: dict) -> str:
         "library's median divided by spikequant's (above 1: spikequant is faster).",
         "",
     ]
-    checks = res.get("targets") or []
-    if checks:
-        lines += ["## Speed targets on this run", "", "| target | measured | met |",
-                  "|---|---|---|"]
-        lines += [f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
-                  for c in checks]
-        lines.append("")
+    lines += _targets_table(res.get("targets") or [])
     layers = res.get("layers")
     if layers:
         fl = layers["floor"]
