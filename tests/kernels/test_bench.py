@@ -130,8 +130,14 @@ def gpu_part_on_cpu(tmp_path_factory):
     folder = tmp_path_factory.mktemp("docs")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", GPU_ON_CPU, str(folder)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", GPU_ON_CPU, str(folder)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out, folder
@@ -197,7 +203,8 @@ def test_gpu_training_steps_run_on_cpu_and_agree_on_the_first_loss(gpu_part_on_c
 
 
 def test_gpu_page_renders_rows_floor_and_targets_and_is_written_only_by_a_gpu_run(
-        gpu_part_on_cpu, tmp_path):
+    gpu_part_on_cpu, tmp_path
+):
     out, folder = gpu_part_on_cpu
     res, page = out["result"], out["page"]
     assert out["written"] == "None" and not list(folder.iterdir())  # a CPU run writes no page
@@ -212,17 +219,29 @@ def test_gpu_page_renders_rows_floor_and_targets_and_is_written_only_by_a_gpu_ru
     assert not any("peak memory" in t for t in targets)  # not measured on CPU
     assert all(isinstance(c["met"], bool) for c in res["targets"])
     assert page.startswith("# GPU benchmarks\n\nCommand: `")
-    for text in ("## Speed targets on this run", "### LIF (median ms)", "### IF (median ms)",
-                 "triton / floor", "### vgg11, input [2, 1, 3, 32, 32]", "### resnet19",
-                 f"device copy bandwidth {res['bandwidth']['GBps']} GB/s"):
+    for text in (
+        "## Speed targets on this run",
+        "### LIF (median ms)",
+        "### IF (median ms)",
+        "triton / floor",
+        "### vgg11, input [2, 1, 3, 32, 32]",
+        "### resnet19",
+        f"device copy bandwidth {res['bandwidth']['GBps']} GB/s",
+    ):
         assert text in page
     floor = res["lif"]["rows"][1]["floor_ms"]
     assert f"| 4 | {floor:.4g} |" in page
     # the same results from a CUDA device are written, and the main page points to them
     written = bench_run.write_gpu_page({**res, "device_type": "cuda"}, tmp_path)
     assert written == tmp_path / "benchmarks-gpu.md" and written.read_text() == page
-    main = render_markdown({"date": "now", "libraries": {}, "gpu": res, "environment": {
-        "cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0}})
+    main = render_markdown(
+        {
+            "date": "now",
+            "libraries": {},
+            "gpu": res,
+            "environment": {"cpu": "cpu", "cores": 2, "threads": 2, "torch": "2", "load_before": 0},
+        }
+    )
     assert "[benchmarks-gpu.md](benchmarks-gpu.md)" in main
     assert res["targets"] == [c for c in bench_run.check_targets({"gpu": res})]
 
@@ -267,8 +286,9 @@ def test_each_spikingjelly_layer_pins_its_own_cuda_implementation():
     if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:
         pytest.skip("this SpikingJelly takes the backend as an argument (no pinning needed)")
     selection = importlib.import_module("spikingjelly._ops.lif")._selection
-    saved = {a: getattr(selection, a) for a in ("_requested", "_selections",
-                                                 "_compiled_selections")}
+    saved = {
+        a: getattr(selection, a) for a in ("_requested", "_selections", "_compiled_selections")
+    }
     on_cuda = SimpleNamespace(device=SimpleNamespace(type="cuda"))
     try:
         pin_triton = peers._pin_sj2_backend("lif", "triton")
