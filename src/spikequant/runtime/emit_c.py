@@ -12,6 +12,7 @@ layer ``l``'s spikes of every step, ``[T][C][H][W]``. Its ``main`` reads the inp
 whitespace-separated integers from standard input (``C H W`` values, or ``T C H W`` for a frame
 program with ``--frames``) and prints ``prediction P``, ``logits ...`` and, with ``--spikes``, one
 line of 0/1 characters per spiking layer and step. Build: ``cc -O2 -std=c99 model.c -o model``.
+:func:`emit_c` hands a Ca-LIF program to :mod:`spikequant.runtime.emit_c_calif`.
 """
 
 from __future__ import annotations
