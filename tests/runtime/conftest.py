@@ -1,6 +1,7 @@
 """A small SpQuant digits model (2-bit weights, ternary membranes, learned-style thresholds,
 channel gates with three statically closed channels), saved as a checkpoint the way the spquant
-runner saves one, and a slice of the real MNIST test digits."""
+runner saves one, and a slice of the real MNIST test digits; a Ca-LIF LeNet converted from a
+briefly trained 4-bit QAT model (shared by the Ca-LIF program and C emitter tests)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import pytest
 import torch
 
 from spikequant.checkpoint import save_checkpoint
-from spikequant.data import get_dataset
+from spikequant.convert import convert
+from spikequant.convert.ann import train_epochs
+from spikequant.data import get_dataset, load_arrays
 from spikequant.methods.spquant import spquant_options
 from spikequant.neurons import reset_state
+from spikequant.registry import create_model
 from spikequant.spquant.build import build_spquant_model
 from spikequant.spquant.pruning import qlif_layers
 
@@ -107,3 +111,31 @@ def spquant_run(calibration, tmp_path_factory):
     }
     save_checkpoint(folder, model.state_dict(), meta)
     return folder, model
+
+
+T = 16  # 2^bits: the Ca-LIF codes equal the quantized ANN's
+LENET = {"qat": True, "bits": 4, "bn": False, "power_of_two_steps": True}
+SAMPLES = 16  # Ca-LIF LeNet test digits
+
+
+@pytest.fixture(scope="session")
+def lenet():
+    """A Ca-LIF LeNet: 4-bit QAT with power-of-two steps, trained briefly on real digits, converted
+    with T steps; and SAMPLES test digits."""
+    torch.manual_seed(0)
+    x, y = load_arrays("mnist5k", "train")
+    model = create_model("ann_lenet", **LENET)
+    train_epochs(
+        model,
+        x[:1024],
+        y[:1024],
+        epochs=2,
+        lr=0.003,
+        batch_size=64,
+        cfg={"optimizer": "adam"},
+        generator=torch.Generator().manual_seed(0),
+    )
+    model.eval()
+    net = convert(model, "calif", timesteps=T)
+    x_test, y_test = load_arrays("mnist5k", "test")
+    return model, net, x_test[:SAMPLES], y_test[:SAMPLES]

@@ -19,9 +19,7 @@ from torch import nn
 
 from spikequant.cli import main
 from spikequant.convert import convert, save_converted
-from spikequant.convert.ann import train_epochs
 from spikequant.convert.calif import pixels_from_unit
-from spikequant.data import load_arrays
 from spikequant.errors import ProgramError
 from spikequant.quant.qat import QuantConv1d, QuantInput, QuantLinear, QuantReLU
 from spikequant.registry import create_model
@@ -32,31 +30,9 @@ from spikequant.runtime.lower_calif import lower_calif
 from spikequant.runtime.native import NativeRuntime
 from spikequant.runtime.reference import ReferenceInterpreter
 
-T = 16  # 2^bits: the Ca-LIF codes equal the quantized ANN's
-LENET = {"qat": True, "bits": 4, "bn": False, "power_of_two_steps": True}
-SAMPLES = 16
+from .conftest import LENET, T
+
 EVAL_SAMPLES = 8  # spikequant eval simulates the float network once more
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    torch.manual_seed(0)
-    x, y = load_arrays("mnist5k", "train")
-    model = create_model("ann_lenet", **LENET)
-    train_epochs(
-        model,
-        x[:1024],
-        y[:1024],
-        epochs=2,
-        lr=0.003,
-        batch_size=64,
-        cfg={"optimizer": "adam"},
-        generator=torch.Generator().manual_seed(0),
-    )
-    model.eval()
-    net = convert(model, "calif", timesteps=T)
-    x_test, y_test = load_arrays("mnist5k", "test")
-    return model, net, x_test[:SAMPLES], y_test[:SAMPLES]
 
 
 @pytest.fixture(scope="module")

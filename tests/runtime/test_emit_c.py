@@ -93,7 +93,7 @@ def test_c_file_equals_the_reference_on_random_programs(tmp_path_factory, progra
     check_against_reference(program, binary, codes, frames)
 
 
-def test_calif_programs_are_refused():
-    program = Program({"kind": "calif", "layers": [], "input": {}, "timesteps": 1}, {})
-    with pytest.raises(ProgramError, match="QLIF programs"):
+def test_programs_of_unknown_kind_are_refused():
+    program = Program({"kind": "other", "layers": [], "input": {}, "timesteps": 1}, {})
+    with pytest.raises(ProgramError, match="cannot write a program of kind 'other'"):
         emit_c(program)

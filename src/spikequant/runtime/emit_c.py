@@ -12,6 +12,7 @@ layer ``l``'s spikes of every step, ``[T][C][H][W]``. Its ``main`` reads the inp
 whitespace-separated integers from standard input (``C H W`` values, or ``T C H W`` for a frame
 program with ``--frames``) and prints ``prediction P``, ``logits ...`` and, with ``--spikes``, one
 line of 0/1 characters per spiking layer and step. Build: ``cc -O2 -std=c99 model.c -o model``.
+:func:`emit_c` hands a Ca-LIF program to :mod:`spikequant.runtime.emit_c_calif`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..errors import ProgramError
 from .format import Program
 
 
-def _array(name: str, values: np.ndarray, ctype: str) -> str:
+def int_array(name: str, values: np.ndarray, ctype: str) -> str:
+    """``static const ctype name[n] = {...};`` holding ``values`` flattened (C order)."""
     flat = np.asarray(values).reshape(-1).tolist()
     if ctype == "int64_t":
         body = ", ".join(f"{int(v)}LL" for v in flat)
@@ -31,21 +33,12 @@ def _array(name: str, values: np.ndarray, ctype: str) -> str:
     return f"static const {ctype} {name}[{max(len(flat), 1)}] = {{{body or '0'}}};\n"
 
 
-_RUNTIME = r"""
-static int64_t floor_shift(int64_t v, int s) {  /* floor(v / 2^s) without relying on >> of < 0 */
-    int64_t d = (int64_t)1 << s;
-    int64_t q = v / d;
-    return (v % d != 0 && v < 0) ? q - 1 : q;
-}
+def chw(shape) -> tuple[int, int, int]:
+    """``[C, H, W]`` or ``[F]`` as ``(C, H, W)`` (``(F, 1, 1)``)."""
+    return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
 
-typedef struct { int64_t score; int64_t index; } Rank;
 
-static int rank_cmp(const void *a, const void *b) {
-    const Rank *x = (const Rank *)a, *y = (const Rank *)b;
-    if (x->score != y->score) return x->score < y->score ? -1 : 1;
-    return x->index < y->index ? -1 : (x->index > y->index);
-}
-
+ACCUMULATE = r"""
 /* one layer: x (int64, in_shape) -> acc (int64, out_shape before the neuron) */
 static void accumulate(const LayerSpec *L, const int64_t *x, int64_t *pooled, int64_t *acc) {
     int64_t c, y, xx, o, hp = L->hin / L->pool, wp = L->win / L->pool;
@@ -84,6 +77,24 @@ static void accumulate(const LayerSpec *L, const int64_t *x, int64_t *pooled, in
                     }
                 acc[(o * L->hout + y) * L->wout + xx] = s;
             }
+}
+"""
+"""The dense conv/linear loops both emitters share: ``LayerSpec`` starts with ``conv, cin, hin,
+win, pool, cout, hout, wout, k, stride, pad`` and has a ``weight`` array."""
+
+_RUNTIME = r"""
+static int64_t floor_shift(int64_t v, int s) {  /* floor(v / 2^s) without relying on >> of < 0 */
+    int64_t d = (int64_t)1 << s;
+    int64_t q = v / d;
+    return (v % d != 0 && v < 0) ? q - 1 : q;
+}
+
+typedef struct { int64_t score; int64_t index; } Rank;
+
+static int rank_cmp(const void *a, const void *b) {
+    const Rank *x = (const Rank *)a, *y = (const Rank *)b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return x->index < y->index ? -1 : (x->index > y->index);
 }
 
 int sq_run(const int32_t *codes, int frames, int64_t *logits, uint8_t **spikes) {
@@ -190,13 +201,15 @@ int main(int argc, char **argv) {
 
 
 def emit_c(program: Program, digest: str | None = None) -> str:
-    """The C99 source of ``program`` (a QLIF program; module docstring), headed by the program
-    file's SHA-256 ``digest`` (default: the program's content hash)."""
+    """The C source of ``program`` (a QLIF program: module docstring; a Ca-LIF program:
+    :mod:`spikequant.runtime.emit_c_calif`), headed by the program file's SHA-256 ``digest``
+    (default: the program's content hash)."""
+    if program.kind == "calif":
+        from .emit_c_calif import emit_c_calif
+
+        return emit_c_calif(program, digest)
     if program.kind != "qlif":
-        raise ProgramError(
-            "--emit-c writes QLIF programs; a Ca-LIF program runs in the C++ engine "
-            "(spikequant run)"
-        )
+        raise ProgramError(f"--emit-c cannot write a program of kind {program.kind!r}")
     layers = program.layers
     header = program.header
     parts = [
@@ -212,16 +225,14 @@ def emit_c(program: Program, digest: str | None = None) -> str:
     specs = []
     max_neurons, max_values = 1, int(np.prod(header["input"]["shape"]))
     for i, layer in enumerate(layers):
-        parts.append(_array(f"W{i}", program.weight(i), "int8_t"))
-        parts.append(_array(f"M{i}", program.tensors[f"layers.{i}.multiplier"], "int64_t"))
-        parts.append(_array(f"B{i}", program.tensors[f"layers.{i}.offset"], "int64_t"))
+        parts.append(int_array(f"W{i}", program.weight(i), "int8_t"))
+        parts.append(int_array(f"M{i}", program.tensors[f"layers.{i}.multiplier"], "int64_t"))
+        parts.append(int_array(f"B{i}", program.tensors[f"layers.{i}.offset"], "int64_t"))
         neuron = layer["neuron"] or {}
         threshold = program.tensors.get(f"layers.{i}.threshold", np.zeros(1, np.int64))
-        parts.append(_array(f"TH{i}", threshold, "int64_t"))
-        shape = layer["in_shape"]
-        cin, hin, win = (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
-        out = layer["out_shape"]
-        cout, hout, wout = (out[0], out[1], out[2]) if len(out) == 3 else (out[0], 1, 1)
+        parts.append(int_array(f"TH{i}", threshold, "int64_t"))
+        cin, hin, win = chw(layer["in_shape"])
+        cout, hout, wout = chw(layer["out_shape"])
         levels = neuron.get("levels", [0, 0])
         values = [
             int(layer["op"] == "conv"), cin, hin, win, layer["pool"], cout, hout, wout,
@@ -241,8 +252,9 @@ def emit_c(program: Program, digest: str | None = None) -> str:
         f"#define MAX_NEURONS {max_neurons}\n#define MAX_VALUES {max_values}\n\n"
     )
     parts.append("static const LayerSpec LAYERS[N_LAYERS] = {\n  " + ",\n  ".join(specs) + "\n};\n")
+    parts.append(ACCUMULATE)
     parts.append(_RUNTIME)
     return "".join(parts)
 
 
-__all__ = ["emit_c"]
+__all__ = ["ACCUMULATE", "chw", "emit_c", "int_array"]

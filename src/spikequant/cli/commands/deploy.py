@@ -35,11 +35,6 @@ def run(args) -> int:
 
     dataset = meta.get("dataset")
     if is_converted(meta) and (meta.get("conversion") or {}).get("method") == "calif":
-        if args.emit_c:
-            raise ConfigError(
-                "--emit-c writes QLIF programs; a Ca-LIF program runs in the C++ engine "
-                "(spikequant run)"
-            )
         return _deploy_calif(args, model, meta, target)
     if is_converted(meta):
         raise ConfigError(refusal(meta, RUNTIME_REFUSALS, "the integer runtime"))
@@ -105,6 +100,17 @@ def _deploy_calif(args, model, meta, target: Path) -> int:
         source={"run": str(target), "conversion": "calif", "dataset": dataset},
     )
     digest = save_program(program, args.out)
+    if args.emit_c:
+        from ...io import write_text
+        from ...runtime.emit_c_calif import emit_c_calif, membrane_bits
+
+        write_text(args.emit_c, emit_c_calif(program, digest))
+        build = (
+            f"needs __int128 (GCC/Clang): cc -O2 -std=gnu99 {args.emit_c}"
+            if membrane_bits(program) == 128
+            else f"cc -O2 -std=c99 {args.emit_c}"
+        )
+        print(f"wrote {args.emit_c}: dependency-free C ({build})")
     wide = sum(layer["weight_encoding"] == "int32" for layer in program.layers)
     print(
         f"wrote {args.out}: Ca-LIF program, {len(program.layers)} layers, T = "
@@ -140,6 +146,6 @@ def register(subparsers) -> None:
         "--emit-c",
         default=None,
         metavar="FILE.c",
-        help="also write the program as one dependency-free C99 file (QLIF programs)",
+        help="also write the program as one dependency-free C file",
     )
     p.set_defaults(func=run)
