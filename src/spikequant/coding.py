@@ -123,7 +123,9 @@ def latency(x: torch.Tensor, timesteps: int, threshold: float = 0.0) -> torch.Te
     xc = x.clamp(0, 1)
     step = torch.round((1 - xc) * (timesteps - 1)).long()
     out = torch.zeros(
-        (timesteps, *x.shape), dtype=x.dtype if x.is_floating_point() else torch.float32
+        (timesteps, *x.shape),
+        dtype=x.dtype if x.is_floating_point() else torch.float32,
+        device=x.device,
     )
     out.scatter_(0, step.unsqueeze(0), (xc > threshold).to(out.dtype).unsqueeze(0))
     return out

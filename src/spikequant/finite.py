@@ -46,7 +46,7 @@ class PendingChecks:
         with the caller's own values in a single transfer."""
         if not self.entries:
             return torch.zeros(0, dtype=torch.float64, device=device)
-        return torch.cat([v.to(device=device, dtype=torch.float64) for v, _ in self.entries])
+        return torch.cat([v.to(device, torch.float64, non_blocking=True) for v, _ in self.entries])
 
     def raise_first(self, values: list[float]) -> None:
         """Raise the first failed check, given the values of :meth:`verdicts` read on the host."""

@@ -1,9 +1,12 @@
 """Host reads of device values in the hot loops: a training step reads the device once (its checks,
-loss and correct count together), an evaluation once per batch, whatever the network's depth.
+loss and correct count together), an evaluation once per batch, whatever the network's depth; and
+no ``.to(device)`` inside a step blocks.
 
 On a GPU every such read waits for the device's queue to drain, so a read per layer serialises the
 step; counted here on the CPU, where the reads are the same calls (``item``, ``tolist``, ``bool``,
-``float``, ``int`` of a tensor), through a :class:`TorchFunctionMode`.
+``float``, ``int`` of a tensor), through a :class:`TorchFunctionMode`. A blocking copy to a device
+(``.to(device)`` without ``non_blocking=True``) synchronises the stream as well; on the CPU it is
+the same call, so it is counted the same way.
 """
 
 import pytest
@@ -22,15 +25,28 @@ from spikequant.train.trainer import Trainer, evaluate
 HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"}
 
 
+def _blocking_transfer(name: str, args: tuple, kwargs: dict) -> bool:
+    """``tensor.to(device, ...)`` without ``non_blocking=True`` (``copy_`` between tensors of one
+    device, as the quantizers' in-place updates, is no transfer and not counted)."""
+    if name != "to":
+        return False
+    to_device = "device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args[1:])
+    non_blocking = kwargs.get("non_blocking") or any(a is True for a in args[1:])
+    return to_device and not non_blocking
+
+
 class CountHostReads(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.reads = 0
+        self.blocking_transfers = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in HOST_READS:
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        self.reads += name in HOST_READS
+        self.blocking_transfers += _blocking_transfer(name, args, kwargs)
+        return func(*args, **kwargs)
 
 
 def recipe(method: dict, model: dict, data: str = "digits8x8") -> dict:
@@ -87,6 +103,7 @@ def test_a_training_step_reads_the_device_once(cfg, tmp_path, monkeypatch, one_t
         with CountHostReads() as mode:
             result = original(self, *args, **kwargs)
         counted.append((mode.reads, self.iters_per_epoch))
+        assert mode.blocking_transfers == 0
         return result
 
     monkeypatch.setattr(Trainer, "train_epoch", counting)

@@ -212,7 +212,7 @@ def ann_evaluate(model: nn.Module, dataset, batch_size: int) -> dict[str, Any]:
     correct = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     for x, y in batches(dataset, batch_size, shuffle=False):
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum().double()

@@ -124,7 +124,8 @@ class MembraneLevels:
     def surrogate_grad(self, u: torch.Tensor) -> torch.Tensor:
         """``sum_i Ts * sig(Ts (u - s_i)/k) (1 - sig(...))`` over the level midpoints ``s_i``
         (with another ``shape``: ``sum_i f'((u - s_i)/k)``, ``f`` that surrogate at alpha Ts)."""
-        shifts = self.midpoints().to(u.dtype).to(u.device)
+        # non_blocking: a blocking host-to-GPU copy would wait for the device's whole queue
+        shifts = self.midpoints().to(u.device, u.dtype, non_blocking=True)
         window = SGS_WINDOW if self.shape == "sigmoid" else None
         if window is not None and len(shifts) > SGS_FULL_SUM_MAX:
             return self._windowed_sigmoid_grad(u, window)

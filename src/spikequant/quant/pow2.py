@@ -40,7 +40,7 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 
 def pow2_quantize(w: torch.Tensor, alpha: torch.Tensor | float, bits: int) -> torch.Tensor:
     """The forward map with straight-through gradients (``alpha`` may be a tensor with grad)."""
-    grid = pow2_grid(bits).to(w.device, w.dtype)
+    grid = pow2_grid(bits).to(w.device, w.dtype, non_blocking=True)  # no wait for the GPU queue
     mids = (grid[1:] + grid[:-1]) / 2
     clipped = torch.clamp(w / alpha, -1.0, 1.0)
     magnitude = clipped.detach().abs()

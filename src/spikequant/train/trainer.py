@@ -195,7 +195,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.float64, device=device)
             for x, y in batches(dataset, batch_size, shuffle=False):
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 reset_state(model)
                 with deferred_checks() as checks:
                     out = model(x)
@@ -519,18 +519,20 @@ class Trainer:
                     counters[key] = counters.get(key, 0) + value
             # every check of the step and the step's loss and correct count in one transfer:
             # reading each on the host would make a GPU wait for its queue every time
+            # (host-to-device copies non_blocking: a blocking one waits for the queue as well)
             device = loss.device
-            finite_batch = torch.isfinite(x).all() if x.is_floating_point() else torch.tensor(True)
+            true = torch.ones((), dtype=torch.bool, device=device)
+            finite_batch = torch.isfinite(x).all() if x.is_floating_point() else true
             finite_grads = (
-                _finite_gradients(self.model)
+                _finite_gradients(self.model, device)
                 if not self.scaler.is_enabled()  # float16 loss scaling skips such steps itself
-                else torch.tensor(True)
+                else true
             )
             values = torch.cat(
                 [
-                    finite_batch.to(device, torch.float64).reshape(1),
+                    finite_batch.to(device, torch.float64, non_blocking=True).reshape(1),
                     checks.verdicts(device),
-                    torch.stack([torch.isfinite(loss), finite_grads.to(device)]).double(),
+                    torch.stack([torch.isfinite(loss), finite_grads]).double(),
                     loss.detach().double().reshape(1) * len(y_used),
                     (scores.argmax(1) == y_used).sum().double().reshape(1),
                 ]
@@ -632,11 +634,12 @@ class Trainer:
         return final or {}
 
 
-def _finite_gradients(model: nn.Module) -> torch.Tensor:
-    """Whether every gradient is finite, as a boolean tensor (read with the step's other values)."""
+def _finite_gradients(model: nn.Module, device: torch.device) -> torch.Tensor:
+    """Whether every gradient is finite, as a boolean tensor on ``device`` (read with the step's
+    other values)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
-        return torch.tensor(True)
+        return torch.ones((), dtype=torch.bool, device=device)
     return torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
 
 
