@@ -231,9 +231,8 @@ class EventLIF(SpikingNeuron):
         self.register_buffer("leak", _as_buffer(leak, "leak"))
 
     def initial_state(self, x):
-        return CaState(
-            torch.zeros(x.shape, dtype=torch.float64), torch.zeros(x.shape, dtype=torch.float64)
-        )
+        zeros = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        return CaState(zeros, zeros.clone())
 
     def step(self, x, state):
         th = _broadcast(self.threshold, x)
