@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError
+from .finite import require_finite
 
 
 def _check_timesteps(timesteps: int) -> int:
@@ -17,8 +18,7 @@ def _check_timesteps(timesteps: int) -> int:
 
 
 def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise NonFiniteError(f"{what} contains NaN or infinity")
+    require_finite(torch.isfinite(x).all(), lambda _: f"{what} contains NaN or infinity")
 
 
 def direct(x: torch.Tensor, timesteps: int) -> torch.Tensor:

@@ -226,3 +226,55 @@ def test_widths_scale_resnets_and_mobilenets():
     assert len(convs("mobilenet20")) == 19  # + the linear read-out: 20 weight layers
     with pytest.raises(ConfigError, match="too short"):
         sq.create_model("m5", input_size=300)
+
+
+# ---- device-agnostic by construction: the meta device holds shapes, no data, so a tensor that a
+# forward or backward creates on the CPU (instead of on its inputs' device) meets the model's meta
+# tensors and fails, as it would on a GPU; and any read of a value on the host fails too (the
+# finiteness guards queue theirs inside deferred_checks, as in the trainer)
+
+TTFS_INPUTS = {"ttfs_fc": (2, 1, 28, 28), "ttfs_scnn": (2, 1, 28, 28),
+               "ttfs_vgg16": (2, 3, 32, 32), "ttfs_googlenet": (1, 3, 224, 224)}  # fmt: skip
+
+
+def _runs_on_meta(model, x):
+    from spikequant.finite import deferred_checks
+
+    model = model.to("meta")
+    with deferred_checks():
+        out = model(x.to("meta"))
+        out.float().sum().backward()
+    assert out.device.type == "meta"
+    return out
+
+
+@pytest.mark.parametrize("name", own_models())
+def test_every_model_runs_forward_and_backward_on_the_meta_device(name):
+    kw, x = small_input(name)
+    model = sq.create_model(name, num_classes=5, timesteps=2, neuron="atif_u", **kw)
+    assert _runs_on_meta(model, x).shape == (2, 2, 5)
+
+
+@pytest.mark.parametrize("neuron", sq.list_neurons())
+def test_every_neuron_runs_on_the_meta_device(neuron):
+    model = sq.create_model("cnn_digits", input_size=8, timesteps=3, neuron=neuron)
+    assert _runs_on_meta(model, torch.rand(4, 1, 8, 8)).shape == (3, 4, 10)
+
+
+@pytest.mark.parametrize("name", sq.list_models(family="ttfs"))
+def test_every_ttfs_model_runs_on_the_meta_device(name):
+    assert set(TTFS_INPUTS) == set(sq.list_models(family="ttfs"))
+    kw = {"width": 1 / 16} if name in ("ttfs_vgg16", "ttfs_googlenet") else {}
+    out = _runs_on_meta(sq.create_model(name, **kw), torch.rand(*TTFS_INPUTS[name]))
+    assert out.shape[0] == TTFS_INPUTS[name][0]
+
+
+def test_spike_codings_run_on_the_meta_device():
+    from spikequant import coding
+    from spikequant.finite import deferred_checks
+
+    x = torch.rand(2, 3, device="meta")
+    with deferred_checks():
+        assert coding.latency(x, 4).device.type == "meta"
+        assert coding.direct(x, 4).shape == (4, 2, 3)
+        assert coding.first_spike_time(coding.latency(x, 4)).device.type == "meta"
