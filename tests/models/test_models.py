@@ -278,3 +278,10 @@ def test_spike_codings_run_on_the_meta_device():
         assert coding.latency(x, 4).device.type == "meta"
         assert coding.direct(x, 4).shape == (4, 2, 3)
         assert coding.first_spike_time(coding.latency(x, 4)).device.type == "meta"
+
+
+@pytest.mark.parametrize("name", sq.list_models(family="ann") + sq.list_models(family="detection"))
+def test_every_ann_and_detector_runs_on_the_meta_device(name):
+    size = 64 if sq.registry.model_family(name) == "detection" else 28
+    out = _runs_on_meta(sq.create_model(name), torch.rand(2, 1, size, size))
+    assert out.shape[0] == 2 or out.shape[1] == 2
