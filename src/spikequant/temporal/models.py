@@ -143,13 +143,15 @@ def ttfs_fc(
     shape = tuple(input_shape) if input_shape else (sizes[0],)
     if _prod(shape) != sizes[0]:
         raise ConfigError(f"ttfs_fc input_shape {shape} does not have {sizes[0]} elements")
-    return _initialised(
-        TTFSNet(TTFSEncoder(alpha, input_noise), layers, shape, z_max), init, init_row_sum
-    )
+    return _network(TTFSEncoder(alpha, input_noise), layers, shape, z_max, init, init_row_sum)
 
 
-def _initialised(net: TTFSNet, init: str, init_row_sum: float) -> TTFSNet:
-    """``net`` with the weights of ``init`` (the signed init spreads rows by ``R - 1``)."""
+def _network(
+    encoder: TTFSEncoder, layers: list, input_shape, z_max: float, init: str, init_row_sum: float
+) -> TTFSNet:
+    """The :class:`TTFSNet` of ``layers`` with the weights of ``init`` (the signed init spreads
+    rows by ``R - 1``)."""
+    net = TTFSNet(encoder, layers, input_shape, z_max)
     return init_weights(net, init, init_row_sum, init_row_sum - 1)
 
 
@@ -189,13 +191,8 @@ def ttfs_scnn(
             layers.append(_POOLS[pool](z_max))
             height, width = height // 2, width // 2
     layers += [TTFSFlatten(), TTFSLinear(channels * height * width, num_classes, z_max)]
-    return _initialised(
-        TTFSNet(
-            TTFSEncoder(alpha, input_noise), layers, (int(input_shape[0]), *input_shape[1:]), z_max
-        ),
-        init,
-        init_row_sum,
-    )
+    shape = (int(input_shape[0]), *input_shape[1:])
+    return _network(TTFSEncoder(alpha, input_noise), layers, shape, z_max, init, init_row_sum)
 
 
 def _scaled(channels, width: float) -> int:
@@ -272,16 +269,9 @@ def ttfs_vgg16(
         layers.append(TTFSLinear(fan_in, _scaled(units, width), z_max))
         fan_in = layers[-1].out_features
     layers.append(TTFSLinear(fan_in, int(num_classes), z_max))
-    return _initialised(
-        TTFSNet(
-            TTFSEncoder(alpha, input_noise, bright_first),
-            layers,
-            tuple(int(s) for s in input_shape),
-            z_max,
-        ),
-        init,
-        init_row_sum,
-    )
+    encoder = TTFSEncoder(alpha, input_noise, bright_first)
+    shape = tuple(int(s) for s in input_shape)
+    return _network(encoder, layers, shape, z_max, init, init_row_sum)
 
 
 # GoogLeNet (Szegedy et al. 2015, Table 1): the stem as [channels, kernel, stride] SCNN layers
@@ -383,13 +373,6 @@ def ttfs_googlenet(
         layers.append(block)
         channels = sum(branch[-1].out_channels for branch in block.branches)
     layers += [TTFSGlobalPool2d(global_pool, z_max), TTFSLinear(channels, int(num_classes), z_max)]
-    return _initialised(
-        TTFSNet(
-            TTFSEncoder(alpha, input_noise, bright_first),
-            layers,
-            tuple(int(s) for s in input_shape),
-            z_max,
-        ),
-        init,
-        init_row_sum,
-    )
+    encoder = TTFSEncoder(alpha, input_noise, bright_first)
+    shape = tuple(int(s) for s in input_shape)
+    return _network(encoder, layers, shape, z_max, init, init_row_sum)
