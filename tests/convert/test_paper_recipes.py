@@ -10,15 +10,13 @@ simulations. The Ca-LIF runs use 3-bit QAT and T = 2^3 = 8, so the run's own exa
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from spikequant.config import load_recipe, run_recipe
 from spikequant.pipeline import load_run_model
 
-from ..data.conftest import make_cifar10, make_cifar100
+from ..data.conftest import make_cifar10, make_cifar100, make_imagenet
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -48,14 +46,7 @@ def roots(tmp_path_factory):
     cifar100 = tmp_path_factory.mktemp("cifar100")
     make_cifar100(cifar100, n=4)
     imagenet = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for wnid in IMAGENET_CLASSES:
-        for split, count in (("train", 2), ("val", 1)):
-            folder = imagenet / "imagenet" / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+    make_imagenet(imagenet, IMAGENET_CLASSES)
     return {"cifar10": cifar10, "cifar100": cifar100, "imagenet": imagenet}
 
 

@@ -65,3 +65,18 @@ def make_cifar100(root: Path, n: int = 7, seed: int = 1) -> dict:
     }
     (base / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return written
+
+
+def make_imagenet(root: Path, wnids, seed: int = 0) -> None:
+    """ImageNet class folders under ``root/imagenet``: 2 train and 1 validation JPEG (48x40, random
+    pixels) per class of ``wnids``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for wnid in wnids:
+        for split, count in (("train", 2), ("val", 1)):
+            folder = root / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")

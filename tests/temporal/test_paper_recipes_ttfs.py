@@ -7,10 +7,8 @@ width."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from spikequant.config import load_recipe, run_recipe
 from spikequant.data import get_dataset
@@ -19,7 +17,7 @@ from spikequant.pipeline import load_run_model
 from spikequant.temporal import TTFSConcat, TTFSConv2d, ttfs_weighted_layers
 from spikequant.train.trainer import Trainer
 
-from ..data.conftest import make_cifar10
+from ..data.conftest import make_cifar10, make_imagenet
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -39,14 +37,7 @@ def roots(tmp_path_factory):
     cifar10 = tmp_path_factory.mktemp("cifar10")
     make_cifar10(cifar10, per_batch=2)
     imagenet = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for wnid in ("n01440764", "n01443537"):
-        for split, count in (("train", 2), ("val", 1)):
-            folder = imagenet / "imagenet" / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+    make_imagenet(imagenet, ("n01440764", "n01443537"))
     return {"cifar10": cifar10, "imagenet": imagenet}
 
 
