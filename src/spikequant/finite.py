@@ -57,9 +57,6 @@ class PendingChecks:
             if not all(part):
                 raise NonFiniteError(message(part))
 
-    def clear(self) -> None:
-        self.entries.clear()
-
 
 @contextlib.contextmanager
 def deferred_checks() -> Iterator[PendingChecks]:
