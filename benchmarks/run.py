@@ -261,14 +261,7 @@ def device_copy_bandwidth(device: torch.device, numel: int = GPU_COPY_NUMEL, cop
 def _gpu_layers(kind: str, device: torch.device) -> dict:
     """The GPU candidates that run on ``device``: spikequant's Triton kernels and reference loop,
     SpikingJelly's multi-step backends, snnTorch (each skipped, with the reason, when it cannot)."""
-    candidates = {
-        OURS_GPU: lambda: peers.make_layer("spikequant", kind, backend="triton"),
-        REFERENCE: lambda: peers.make_layer("spikequant", kind, backend="torch"),
-    }
-    for sj_backend in SJ_BACKENDS:
-        candidates[f"spikingjelly ({sj_backend})"] = (
-            lambda b=sj_backend: peers.make_layer("spikingjelly", kind, backend=b))
-    candidates["snntorch"] = lambda: peers.make_layer("snntorch", kind)
+    candidates = _gpu_candidates(lambda lib, **kw: peers.make_layer(lib, kind, **kw))
     layers, skipped, ran = {}, {}, {}
     probe_x = torch.randn(2, 2, 64, device=device)
     sync = _synchronizer(device)
@@ -338,16 +331,22 @@ def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, re
             "spikingjelly_ran": found["spikingjelly_ran"]}
 
 
-def _training_factories() -> dict[str, Callable[[], torch.nn.Module]]:
-    factories = {
-        OURS_GPU: lambda: peers.make_neuron_module("spikequant", backend="triton"),
-        REFERENCE: lambda: peers.make_neuron_module("spikequant", backend="torch"),
+def _gpu_candidates(make: Callable[..., object]) -> dict[str, Callable[[], object]]:
+    """``{name: factory}`` of the GPU part's libraries, ``make(lib, **options)`` building one:
+    spikequant's Triton kernels and reference loop, SpikingJelly's backends, snnTorch."""
+    candidates = {
+        OURS_GPU: lambda: make("spikequant", backend="triton"),
+        REFERENCE: lambda: make("spikequant", backend="torch"),
     }
     for sj_backend in SJ_BACKENDS:
-        factories[f"spikingjelly ({sj_backend})"] = (
-            lambda b=sj_backend: peers.make_neuron_module("spikingjelly", backend=b))
-    factories["snntorch"] = lambda: peers.make_neuron_module("snntorch")
-    return factories
+        candidates[f"spikingjelly ({sj_backend})"] = (
+            lambda b=sj_backend: make("spikingjelly", backend=b))
+    candidates["snntorch"] = lambda: make("snntorch")
+    return candidates
+
+
+def _training_factories() -> dict[str, Callable[[], torch.nn.Module]]:
+    return _gpu_candidates(peers.make_neuron_module)
 
 
 def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict) -> dict:
