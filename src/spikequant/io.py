@@ -116,3 +116,8 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     except OSError as exc:
         raise ConfigError(f"{option} {path} is not writable ({exc.strerror or exc})") from None
     return path
+
+
+def log_to_stderr(msg: str) -> None:
+    """A progress line on stderr, so that ``--json`` output on stdout stays parseable."""
+    print(msg, file=sys.stderr, flush=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from . import runfolder
 from .checkpoint import load_checkpoint
 from .devices import model_device
 from .errors import CheckpointError, ConfigError, ConversionError, RunFolderError
+from .io import log_to_stderr as log
 from .io import write_json
 from .train import distributed
 from .train.recipe import validate_recipe
@@ -220,17 +220,23 @@ def _threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def log(msg: str) -> None:
-    """The pipeline's log line: stderr, so that ``--json`` output on stdout stays parseable."""
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- loading
 
 
 def run_method_name(meta: dict) -> str:
-    """The training method that wrote a checkpoint (older checkpoints say ``kind``)."""
-    return str(meta.get("method") or meta.get("kind") or "direct")
+    """The training method that wrote a checkpoint (older checkpoints say ``kind``); for a
+    checkpoint that names none, the method of its model's family."""
+    from .registry import model_family
+
+    named = meta.get("method") or meta.get("kind")
+    if named:
+        return str(named)
+    name = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
+    try:
+        family = model_family(name) if isinstance(name, str) else None
+    except ConfigError:
+        family = None
+    return {"ann": "qat", "ttfs": "ttfs"}.get(family, "direct")
 
 
 def load_run_model(path: str | Path) -> tuple[nn.Module, dict]:

@@ -13,18 +13,6 @@ from ..errors import ConfigError
 from ..registry import create_model
 
 
-def _optimizer(params, cfg: dict, lr: float):
-    name = cfg.get("optimizer", "sgd")
-    wd = float(cfg.get("weight_decay", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd
-        )
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {name!r}")
-
-
 def train_epochs(
     model: nn.Module,
     x,
@@ -38,10 +26,18 @@ def train_epochs(
     progress: bool = False,
     label: str = "train",
 ) -> None:
-    """Cross-entropy training with a cosine learning-rate schedule."""
+    """Cross-entropy training with a cosine learning-rate schedule. ``cfg`` may set
+    ``optimizer`` (sgd or adam), ``momentum`` and ``weight_decay`` (on conv/linear weights, as
+    in recipes: :func:`~spikequant.train.trainer.build_optimizer`)."""
+    from ..train.trainer import build_optimizer
+
     if epochs <= 0:
         return
-    opt = _optimizer(model.parameters(), cfg, lr)
+    name = cfg.get("optimizer", "sgd")
+    if name not in ("sgd", "adam"):
+        raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {name!r}")
+    optim = {"momentum": 0.9, "weight_decay": 0.0, **cfg, "name": name, "lr": lr, "nesterov": False}
+    opt = build_optimizer(model, optim)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     for epoch in range(epochs):

@@ -60,6 +60,15 @@ def subset(dataset: Dataset, n: int | None) -> Dataset:
     return Subset(dataset, range(n))
 
 
+def recipe_split(data: dict, split: str) -> Dataset:
+    """The ``train`` or ``test`` split of a validated recipe's ``data`` section, cut to its
+    ``train_subset`` / ``test_subset``."""
+    from ..data import get_dataset
+
+    dataset = get_dataset(data["name"], split, root=data["root"])
+    return subset(dataset, data[f"{split}_subset"])
+
+
 class Method(TrainingHooks):
     """Base of every training method; see the module docstring."""
 
@@ -105,12 +114,7 @@ class Method(TrainingHooks):
 
     # -- data and model
     def datasets(self) -> tuple[Dataset, Dataset]:
-        from ..data import get_dataset
-
-        data = self.cfg["data"]
-        train = get_dataset(data["name"], "train", root=data["root"])
-        test = get_dataset(data["name"], "test", root=data["root"])
-        return subset(train, data["train_subset"]), subset(test, data["test_subset"])
+        return recipe_split(self.cfg["data"], "train"), recipe_split(self.cfg["data"], "test")
 
     def augment(self):
         from ..train.build import build_augment

@@ -21,7 +21,6 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -102,9 +101,6 @@ class QAT(Method):
             return lr_factor(self.cfg["schedule"], iteration, ipe, max(main, 1))
         fold_total = max(self.fold_epochs * ipe, 1)
         return lr_factor(self.cfg["schedule"], iteration - main, ipe, fold_total)
-
-    def evaluate(self, trainer, model, dataset) -> dict[str, Any]:
-        return ann_evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         if self.folds and trainer.epoch == self.main_epochs:
@@ -196,30 +192,3 @@ def conversion_arrays(name: str, split: str, root, limit: int | None):
         torch.stack([torch.as_tensor(x) for x, _ in samples]),
         torch.as_tensor([int(y) for _, y in samples], dtype=torch.long),
     )
-
-
-@torch.no_grad()
-def ann_evaluate(model: nn.Module, dataset, batch_size: int) -> dict[str, Any]:
-    """Accuracy (fraction) and mean cross-entropy of an ANN ``f(x) -> [B, classes]``."""
-    from ..devices import model_device
-    from ..train.trainer import batches
-
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    # summed on the device in float64 (as exact as host sums) and read once
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    for x, y in batches(dataset, batch_size, shuffle=False):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum().double()
-        count += len(y)
-    model.train(was_training)
-    return {
-        "accuracy": int(correct.item()) / max(count, 1),
-        "loss": loss_sum.item() / max(count, 1),
-        "samples": count,
-    }

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
-from .base import Method, register_method, subset
+from .base import Method, register_method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,16 +107,12 @@ class TTFS(Method):
     def datasets(self):
         """In-memory splits as float/int64 tensors; datasets decoded file by file (ImageNet)
         stream batch by batch."""
-        from ..data import get_dataset
-
-        data = self.cfg["data"]
         sets = []
-        for split, n in (("train", data["train_subset"]), ("test", data["test_subset"])):
-            dataset = get_dataset(data["name"], split, root=data["root"])
+        for dataset in super().datasets():
             if isinstance(dataset, TensorDataset):
                 X, y = dataset.tensors[:2]
                 dataset = TensorDataset(X.float(), y.long())
-            sets.append(subset(dataset, n))
+            sets.append(dataset)
         return tuple(sets)
 
     def model_spec(self) -> dict:
@@ -163,11 +159,13 @@ class TTFS(Method):
         return {"clipped_grads": (norms > self.options.clip).sum()}  # read once per epoch
 
     def evaluate(self, trainer, model, dataset) -> dict[str, Any]:
-        self.last_eval = self._evaluate(model, dataset, self.cfg["data"]["eval_batch_size"])
+        self.last_eval = super().evaluate(trainer, model, dataset)
         return self.last_eval
 
-    @staticmethod
-    def _evaluate(model, dataset, batch_size: int) -> dict[str, Any]:
+    @classmethod
+    def evaluate_model(cls, model, dataset, batch_size: int) -> dict[str, Any]:
+        """Accuracy, spiking fraction and energy (:mod:`spikequant.temporal.evaluate`); datasets
+        decoded file by file stream batch by batch."""
         from ..devices import model_device
         from ..temporal.evaluate import evaluate
 

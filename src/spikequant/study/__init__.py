@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..io import log_to_stderr
 from .report import evaluate_report, pooled, report_stem, rerender, write_report
-from .runner import check_cli_overrides, execute_runs, log_to_stderr, plan_runs, row_overrides
+from .runner import check_cli_overrides, execute_runs, plan_runs, row_overrides
 from .schema import validate_study
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "studies"

@@ -36,31 +36,17 @@ COLLECTORS = {"trained_thresholds": trained_thresholds}
 CLIPS = (-5.0, -4.0, -3.0, -2.0, -1.0)
 
 
-def _test_set(cfg: dict):
-    from torch.utils.data import Subset, TensorDataset
-
-    from ..data import get_dataset
-
-    data = cfg["data"]
-    test = get_dataset(data["name"], "test", root=data.get("root"))
-    n = data.get("test_subset")
-    if not n or n >= len(test):
-        return test
-    if isinstance(test, TensorDataset):
-        return TensorDataset(*(t[:n] for t in test.tensors))
-    return Subset(test, range(n))
-
-
 @torch.no_grad()
 def spquant_clipping(run_dir: Path, cfg: dict, clips: list[float] | None = None) -> dict:
     """r_s per layer for each c of ``clips`` (default -5..-1) on 256 test samples, and the run's
     accuracy when its stored membrane is clipped at c (inference only, no fine-tuning)."""
+    from ..methods.base import recipe_split
     from ..spquant.analysis import clipping_sweep, set_membrane_clip
     from ..spquant.build import load_spquant_model
     from ..train.trainer import evaluate
 
     clips = tuple(CLIPS if clips is None else clips)
-    test = _test_set(cfg)
+    test = recipe_split(cfg["data"], "test")
     model, _ = load_spquant_model(run_dir)
     x = torch.stack([test[i][0] for i in range(min(256, len(test)))])
     sweep = clipping_sweep(model, x, clips)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
-from ..io import write_json
+from ..io import log_to_stderr, write_json
 
 # Written into each run folder: the recipe it trains (without the init_from path, which moves
 # with the work dir) and whether the run finished, so that --resume can reuse it.
@@ -201,10 +200,6 @@ def _task(run: Run, **options) -> dict:
     """What :func:`execute` takes: plain JSON (``resume``, ``progress``, ``collect``,
     ``threads``)."""
     return {"cfg": run.cfg, "key_cfg": run.key_cfg, "run_dir": str(run.run_dir), **options}
-
-
-def log_to_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _done_line(run: Run, result: dict) -> str:

@@ -1,10 +1,9 @@
 """Building blocks every method shares: the model spec and model from a recipe, the batch
-augmentation, the log line."""
+augmentation."""
 
 from __future__ import annotations
 
 import inspect
-import sys
 from typing import Any
 
 from torch import nn
@@ -98,8 +97,3 @@ def build_augment(cfg: dict):
         ),
         cutout=aug["cutout"],
     )
-
-
-def log_to_stderr(msg: str) -> None:
-    """The runners' log line: stderr, so that ``--json`` output on stdout stays parseable."""
-    print(msg, file=sys.stderr, flush=True)

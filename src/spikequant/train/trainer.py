@@ -174,14 +174,28 @@ def has_spiking_neurons(model: nn.Module) -> bool:
     return any(isinstance(m, SpikingNeuron) for m in model.modules())
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> dict[str, Any]:
-    """Accuracy and loss of the rate-decoded prediction, with spike statistics of the test pass.
+def rate_scores(out: torch.Tensor) -> torch.Tensor:
+    """Class scores of a spiking network's output ``[T, B, classes]``: the rate ``mean_t o_t``."""
+    return out.mean(0)
 
-    Returns ``accuracy`` (fraction), ``loss``, ``timesteps`` (latency T), ``theta`` (mean spikes per
-    neuron per timestep, averaged over spiking layers), ``spikes_per_neuron`` (over the whole
-    window), per-layer ``firing_rates``, ``synops`` and ``dense_macs`` per sample. For a network
-    without spiking neurons (the ANN baseline) the spike statistics are ``None``.
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    scores: Callable[[torch.Tensor], torch.Tensor] = rate_scores,
+) -> dict[str, Any]:
+    """Accuracy and loss of the prediction ``argmax scores(output)``, with spike statistics of the
+    test pass. ``scores``: the rate over time by default; an ANN's ``[B, classes]`` logits are
+    their own scores (``lambda out: out``).
+
+    Returns ``accuracy`` (fraction), ``loss``, ``timesteps`` (latency T; None for an ANN's
+    ``[B, classes]`` output), ``theta`` (mean spikes per neuron per timestep, averaged over
+    spiking layers), ``spikes_per_neuron`` (over the whole window), per-layer ``firing_rates``,
+    ``synops`` and ``dense_macs`` per sample. For a network without spiking neurons (an ANN) the
+    spike statistics are ``None``.
     """
     was_training = model.training
     model.eval()
@@ -201,8 +215,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> di
                     out = model(x)
                 if checks.entries:  # a NaN threshold: refused before its accuracy is reported
                     checks.raise_first(checks.verdicts(device).tolist())
-                timesteps = out.shape[0]
-                logits = out.mean(0)
+                timesteps = out.shape[0] if out.ndim > 2 else None
+                logits = scores(out)
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum().double()
                 count += len(y)
@@ -300,10 +314,8 @@ class TrainingHooks:
     def output_loss(self, trainer: Trainer, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.scores(out), y)
 
-    @staticmethod
-    def scores(out: torch.Tensor) -> torch.Tensor:
-        """Class scores from the model output (argmax = prediction): the rate over time."""
-        return out.mean(0)
+    #: class scores from the model output (argmax = prediction); default: the rate over time
+    scores = staticmethod(rate_scores)
 
     def lr_factor(self, trainer: Trainer, iteration: int) -> float:
         """Multiplier of the base learning rate before optimizer step ``iteration``."""
@@ -335,7 +347,14 @@ class TrainingHooks:
         checkpoint was saved from (a method that changes the model mid-run rebuilds it here)."""
 
     def evaluate(self, trainer: Trainer, model: nn.Module, dataset: Dataset) -> dict[str, Any]:
-        return evaluate(model, dataset, batch_size=trainer.cfg["data"]["eval_batch_size"])
+        return self.evaluate_model(model, dataset, trainer.cfg["data"]["eval_batch_size"])
+
+    @classmethod
+    def evaluate_model(cls, model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, Any]:
+        """Accuracy of ``model`` on ``dataset`` and what else the method measures (also what
+        ``spikequant eval`` reports of a run of the method). Default: :func:`evaluate` with
+        :attr:`scores`."""
+        return evaluate(model, dataset, batch_size=batch_size, scores=cls.scores)
 
     def checkpoint_meta(self, trainer: Trainer) -> dict:
         """Metadata saved with every epoch (must let the method rebuild the model)."""

@@ -25,16 +25,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+# what a method's evaluation leaves out (TTFS networks report their own statistics)
+NO_SPIKE_STATISTICS = {"timesteps": None, "theta": None, "firing_rates": {}, "dense_macs": None}
+
+
 def run(args) -> int:
     from torch.utils.data import Subset, TensorDataset
 
     from ...convert.saved import is_converted
     from ...data import get_dataset
     from ...errors import ConfigError
-    from ...pipeline import check_model_fits_data, load_run_model, run_scores
+    from ...methods import get_method
+    from ...pipeline import check_model_fits_data, load_run_model, run_method_name, run_scores
     from ...registry import model_family
     from ...train.distributed import resolve_device
-    from ...train.trainer import accept_frame_sequences, evaluate, resolve_checkpoint
+    from ...train.trainer import accept_frame_sequences, resolve_checkpoint
 
     device = resolve_device(args.device)
     folder = resolve_checkpoint(args.checkpoint)
@@ -62,10 +67,9 @@ def run(args) -> int:
     check_model_fits_data(model, run_scores(meta), data, meta["model"]["name"])
     if family == "conversion":
         metrics = _evaluate_converted(model, data, args.batch_size)
-    elif family == "snn":
-        metrics = evaluate(model, data, batch_size=args.batch_size)
-    else:
-        metrics = _evaluate_other_family(family, model, data, args.batch_size)
+    else:  # as the run's method evaluated it during training
+        method = get_method(run_method_name(meta))
+        metrics = {**NO_SPIKE_STATISTICS, **method.evaluate_model(model, data, args.batch_size)}
     result = {"checkpoint": str(folder), "dataset": dataset, "split": args.split, **metrics}
     if args.json:
         print(json.dumps(result))
@@ -100,45 +104,6 @@ def _evaluate_converted(model, data, batch_size: int) -> dict:
         "spikes_per_neuron": per_neuron,
         "spiking_neurons": neurons,
         "synops": None,
-        "firing_rates": {},
-        "dense_macs": None,
-    }
-
-
-def _evaluate_other_family(family: str, model, data, batch_size: int) -> dict:
-    """TTFS networks (class = earliest output spike) and plain ANNs (class = argmax logits)."""
-    import torch
-
-    from ...devices import model_device
-
-    xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
-    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
-    if family == "ttfs":
-        from ...temporal.evaluate import evaluate as evaluate_ttfs
-
-        r = evaluate_ttfs(model, X, y, batch_size=batch_size)
-        return {
-            "samples": len(y),
-            "timesteps": None,
-            "theta": None,
-            "firing_rates": {},
-            "dense_macs": None,
-            **r,
-        }
-    device = model_device(model)
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat(
-            [
-                model(X[i : i + batch_size].to(device)).argmax(1)
-                for i in range(0, len(X), batch_size)
-            ]
-        )
-    return {
-        "accuracy": float((pred == y.to(device)).float().mean()),
-        "samples": len(y),
-        "timesteps": 1,
-        "theta": None,
         "firing_rates": {},
         "dense_macs": None,
     }

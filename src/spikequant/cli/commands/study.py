@@ -190,8 +190,8 @@ def _rerender(args) -> tuple[dict, Path]:
 
 def run(args) -> int:
     from ...errors import ConfigError
+    from ...io import log_to_stderr
     from ...study import list_studies, load_study, run_study, write_report
-    from ...study.runner import log_to_stderr
 
     if args.list:
         print("\n".join(list_studies()))
