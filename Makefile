@@ -43,6 +43,7 @@ docs: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) site build *.egg-info src/*.egg-info

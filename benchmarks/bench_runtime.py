@@ -43,14 +43,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python -m benchmarks.bench_runtime"
 SPQ = {
-    "weight_bits": 2, "weight_alpha": 4.0, "weight_rescale": True, "learn_threshold": True,
-    "spatial_prune": 0.35, "channel_gates": True,
+    "weight_bits": 2,
+    "weight_alpha": 4.0,
+    "weight_rescale": True,
+    "learn_threshold": True,
+    "spatial_prune": 0.35,
+    "channel_gates": True,
 }
 NETWORKS = {
-    "digits": {"name": "cnn_digits", "kwargs": {"num_classes": 10, "in_channels": 1,
-                                                "input_size": 28, "timesteps": 4}},
-    "vgg9": {"name": "vgg9", "kwargs": {"num_classes": 10, "in_channels": 2, "input_size": 48,
-                                        "timesteps": 4}},
+    "digits": {
+        "name": "cnn_digits",
+        "kwargs": {"num_classes": 10, "in_channels": 1, "input_size": 28, "timesteps": 4},
+    },
+    "vgg9": {
+        "name": "vgg9",
+        "kwargs": {"num_classes": 10, "in_channels": 2, "input_size": 48, "timesteps": 4},
+    },
 }
 REPEATS = {"digits": (30, 5), "vgg9": (3, 1), "calif_lenet": (10, 2)}  # batch 1, batch 32
 CALIF_LENET = {"qat": True, "bits": 4, "bn": False, "power_of_two_steps": True}
@@ -99,8 +107,11 @@ def _child_runtime(work: Path, net: str, library: str) -> dict:
     ms1 = _median_ms(lambda: single.run(one), r1)
     ms32 = _median_ms(lambda: batched.run(inputs), r32)
     return {
-        "batch1_ms": ms1, "batch32_ms": ms32, "peak_rss_kib": _status_kib("VmHWM"),
-        "rss_before_run_kib": baseline, "held_bytes": single.memory_bytes(),
+        "batch1_ms": ms1,
+        "batch32_ms": ms32,
+        "peak_rss_kib": _status_kib("VmHWM"),
+        "rss_before_run_kib": baseline,
+        "held_bytes": single.memory_bytes(),
         "torch_imported": "torch" in sys.modules,
         "predictions": single.run(one).argmax(1).tolist(),
     }
@@ -124,9 +135,13 @@ def _child_float_calif(work: Path) -> dict:
     r1, r32 = REPEATS["calif_lenet"]
     ms1 = _median_ms(lambda: net(floats[:1]), r1)
     ms32 = _median_ms(lambda: net(floats), r32)
-    return {"batch1_ms": ms1, "batch32_ms": ms32, "peak_rss_kib": _status_kib("VmHWM"),
-            "rss_before_run_kib": baseline,
-            "predictions": net(floats[:1]).argmax(1).tolist()}
+    return {
+        "batch1_ms": ms1,
+        "batch32_ms": ms32,
+        "peak_rss_kib": _status_kib("VmHWM"),
+        "rss_before_run_kib": baseline,
+        "predictions": net(floats[:1]).argmax(1).tolist(),
+    }
 
 
 def _child_torch(work: Path, net: str, kind: str) -> dict:
@@ -152,8 +167,9 @@ def _child_torch(work: Path, net: str, kind: str) -> dict:
         model.load_state_dict(load_file(str(work / f"{net}_state.safetensors")))
     else:
         torch.manual_seed(0)
-        model = create_model(spec["name"], **spec["kwargs"], neuron="lif",
-                             neuron_kwargs={"backend": "fused"})
+        model = create_model(
+            spec["name"], **spec["kwargs"], neuron="lif", neuron_kwargs={"backend": "fused"}
+        )
     model.eval()
     floats = torch.from_numpy(np.load(work / f"{net}_floats.npy"))
     one = floats[:1] if floats.ndim == 4 else floats[:, :1]
@@ -169,9 +185,13 @@ def _child_torch(work: Path, net: str, kind: str) -> dict:
     r1, r32 = REPEATS[net]
     ms1 = _median_ms(lambda: forward(one), r1)
     ms32 = _median_ms(lambda: forward(floats), r32)
-    return {"batch1_ms": ms1, "batch32_ms": ms32, "peak_rss_kib": _status_kib("VmHWM"),
-            "rss_before_run_kib": baseline,
-            "predictions": forward(one).mean(0).argmax(1).tolist()}
+    return {
+        "batch1_ms": ms1,
+        "batch32_ms": ms32,
+        "peak_rss_kib": _status_kib("VmHWM"),
+        "rss_before_run_kib": baseline,
+        "predictions": forward(one).mean(0).argmax(1).tolist(),
+    }
 
 
 def _qlif_kwargs() -> dict:
@@ -196,8 +216,16 @@ def _prepare_calif(work: Path) -> dict:
     torch.manual_seed(0)
     x, y = load_arrays("mnist5k", "train")
     model = create_model("ann_lenet", **CALIF_LENET)
-    train_epochs(model, x[:1024], y[:1024], epochs=2, lr=0.003, batch_size=64,
-                 cfg={"optimizer": "adam"}, generator=torch.Generator().manual_seed(0))
+    train_epochs(
+        model,
+        x[:1024],
+        y[:1024],
+        epochs=2,
+        lr=0.003,
+        batch_size=64,
+        cfg={"optimizer": "adam"},
+        generator=torch.Generator().manual_seed(0),
+    )
     model.eval()
     net = convert(model, "calif", timesteps=CALIF_T)
     program = lower_calif(net, (1, 28, 28))
@@ -205,8 +233,10 @@ def _prepare_calif(work: Path) -> dict:
     floats = load_arrays("mnist5k", "test")[0][:32]
     np.save(work / "calif_lenet_inputs.npy", quantize_input(program, floats))
     np.save(work / "calif_lenet_floats.npy", floats.numpy())
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(work / "calif_lenet_state.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(work / "calif_lenet_state.safetensors"),
+    )
     with torch.no_grad():
         expected = net(floats[:1]).argmax(1)
     from spikequant.runtime.native import _pre_pool
@@ -277,8 +307,10 @@ def _prepare(work: Path, net: str) -> dict:
     save_program(program, work / f"{net}.sqrt")
     np.save(work / f"{net}_inputs.npy", quantize_input(program, floats))
     np.save(work / f"{net}_floats.npy", floats.numpy())
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(work / f"{net}_state.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(work / f"{net}_state.safetensors"),
+    )
     example = floats[:1] if floats.ndim == 4 else floats[0, :1]
     cost = model_cost(model, example, weight_bits=2, membrane_bits=2)
     with torch.no_grad():
@@ -302,7 +334,11 @@ def _spawn(args: list[str], timeout: float) -> dict:
     try:
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks.bench_runtime", "--child", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
@@ -318,9 +354,13 @@ def run(
     from spikequant.runtime.native import build_library
 
     library = str(build_library())
-    results: dict = {"command": COMMAND, "date": datetime.datetime.now(datetime.timezone.utc)
-                     .strftime("%Y-%m-%d %H:%M UTC"), "load_average": os.getloadavg(),
-                     "cpu_count": os.cpu_count(), "networks": {}}
+    results: dict = {
+        "command": COMMAND,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "networks": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for net in networks:
@@ -343,14 +383,16 @@ def _checks(row: dict) -> dict:
         out["speedup_vs_float_calif_b1"] = fc["batch1_ms"] / rt["batch1_ms"]
         out["speedup_vs_float_calif_b32"] = fc["batch32_ms"] / rt["batch32_ms"]
         out["rss_ratio_vs_float_calif"] = fc["peak_rss_kib"] / rt["peak_rss_kib"]
-        out["prediction_matches_float_calif"] = rt["predictions"] == fc["predictions"] == row[
-            "prepare"]["fakequant_prediction"]
+        out["prediction_matches_float_calif"] = (
+            rt["predictions"] == fc["predictions"] == row["prepare"]["fakequant_prediction"]
+        )
     if "error" not in rt and "error" not in fq:
         out["speedup_vs_fakequant_b1"] = fq["batch1_ms"] / rt["batch1_ms"]
         out["speedup_vs_fakequant_b32"] = fq["batch32_ms"] / rt["batch32_ms"]
         out["rss_ratio_vs_fakequant"] = fq["peak_rss_kib"] / rt["peak_rss_kib"]
-        out["prediction_matches_fakequant"] = rt["predictions"] == row["prepare"][
-            "fakequant_prediction"]
+        out["prediction_matches_fakequant"] = (
+            rt["predictions"] == row["prepare"]["fakequant_prediction"]
+        )
     if "error" not in rt and "error" not in fs:
         out["speedup_vs_float_snn_b1"] = fs["batch1_ms"] / rt["batch1_ms"]
         out["speedup_vs_float_snn_b32"] = fs["batch32_ms"] / rt["batch32_ms"]
@@ -370,22 +412,29 @@ def _fmt(value, spec=".2f") -> str:
 
 def report(results: dict) -> str:
     lines = [
-        f"`{results['command']}`", "",
-        "# Integer runtime benchmark", "",
+        f"`{results['command']}`",
+        "",
+        "# Integer runtime benchmark",
+        "",
         f"{results['date']}, {results['cpu_count']} CPU cores, load average "
         f"{', '.join(f'{v:.1f}' for v in results['load_average'])} at the start (a shared "
         "machine: wall times include time other processes held the CPU). One thread per "
         "variant, each in a fresh process; latency = median wall time of one window (T = 4; "
-        f"Ca-LIF: T = {CALIF_T} and its rounding phase).", "",
+        f"Ca-LIF: T = {CALIF_T} and its rounding phase).",
+        "",
     ]
     targets = []
     for net, row in results["networks"].items():
         prep = row["prepare"]
-        lines += [f"## {net}", "",
-                  f"{prep['weights']:,} weights, {prep['neurons']:,} spiking neurons, "
-                  f"{prep['removed_channels']} channels removed by static gates.", "",
-                  "| variant | batch 1 ms | batch 32 ms | peak RSS MiB | RSS before run MiB |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"## {net}",
+            "",
+            f"{prep['weights']:,} weights, {prep['neurons']:,} spiking neurons, "
+            f"{prep['removed_channels']} channels removed by static gates.",
+            "",
+            "| variant | batch 1 ms | batch 32 ms | peak RSS MiB | RSS before run MiB |",
+            "|---|---|---|---|---|",
+        ]
         for variant in VARIANTS.get(net, ("runtime", "fakequant", "float_snn")):
             r = row[variant]
             if "error" in r:
@@ -398,43 +447,68 @@ def report(results: dict) -> str:
         c = row["checks"]
         rt = row["runtime"]
         if net == "calif_lenet":
-            lines += ["", f"Exact integer Ca-LIF program ({prep['int32_layers']} of 5 layers with "
-                      f"int32 levels, {prep['program_weight_bytes']:,} weight bytes). Speed-up of "
-                      f"the runtime over the float Ca-LIF network: "
-                      f"{_fmt(c.get('speedup_vs_float_calif_b1'))}x at batch 1, "
-                      f"{_fmt(c.get('speedup_vs_float_calif_b32'))}x at batch 32; peak RSS float "
-                      f"/ runtime = {_fmt(c.get('rss_ratio_vs_float_calif'))}x. Prediction of "
-                      f"sample 0 equals the float network's: "
-                      f"{c.get('prediction_matches_float_calif')}.", ""]
+            lines += [
+                "",
+                f"Exact integer Ca-LIF program ({prep['int32_layers']} of 5 layers with "
+                f"int32 levels, {prep['program_weight_bytes']:,} weight bytes). Speed-up of "
+                f"the runtime over the float Ca-LIF network: "
+                f"{_fmt(c.get('speedup_vs_float_calif_b1'))}x at batch 1, "
+                f"{_fmt(c.get('speedup_vs_float_calif_b32'))}x at batch 32; peak RSS float "
+                f"/ runtime = {_fmt(c.get('rss_ratio_vs_float_calif'))}x. Prediction of "
+                f"sample 0 equals the float network's: "
+                f"{c.get('prediction_matches_float_calif')}.",
+                "",
+            ]
             continue
         if "held_bytes" in rt:
             held = rt["held_bytes"]
-            lines += ["", f"Runtime holds (batch 1): weights {held['weights']:,} B (packed "
-                      f"levels + int64 per-channel multiplier/offset/threshold), membranes "
-                      f"{held['membranes']:,} B, spikes {held['spikes']:,} B, scratch "
-                      f"{held['scratch']:,} B. `spikequant cost` predicts "
-                      f"{c['cost_predicted_bytes']:,.0f} B for weights + membranes + spikes; "
-                      f"measured {c['weights_state_bytes']:,} B (ratio {c['bytes_ratio']:.3f}). "
-                      f"Runtime process imported torch: {rt['torch_imported']}."]
-        lines += ["", f"Speed-up of the runtime, batch 1: {_fmt(c.get('speedup_vs_fakequant_b1'))}x"
-                  f" vs fake-quant, {_fmt(c.get('speedup_vs_float_snn_b1'))}x vs float SNN; "
-                  f"batch 32: {_fmt(c.get('speedup_vs_fakequant_b32'))}x / "
-                  f"{_fmt(c.get('speedup_vs_float_snn_b32'))}x. Peak RSS: fake-quant / runtime "
-                  f"= {_fmt(c.get('rss_ratio_vs_fakequant'))}x. Prediction of sample 0 equals "
-                  f"the fake-quant model's: {c.get('prediction_matches_fakequant')}.", ""]
+            lines += [
+                "",
+                f"Runtime holds (batch 1): weights {held['weights']:,} B (packed "
+                f"levels + int64 per-channel multiplier/offset/threshold), membranes "
+                f"{held['membranes']:,} B, spikes {held['spikes']:,} B, scratch "
+                f"{held['scratch']:,} B. `spikequant cost` predicts "
+                f"{c['cost_predicted_bytes']:,.0f} B for weights + membranes + spikes; "
+                f"measured {c['weights_state_bytes']:,} B (ratio {c['bytes_ratio']:.3f}). "
+                f"Runtime process imported torch: {rt['torch_imported']}.",
+            ]
+        lines += [
+            "",
+            f"Speed-up of the runtime, batch 1: {_fmt(c.get('speedup_vs_fakequant_b1'))}x"
+            f" vs fake-quant, {_fmt(c.get('speedup_vs_float_snn_b1'))}x vs float SNN; "
+            f"batch 32: {_fmt(c.get('speedup_vs_fakequant_b32'))}x / "
+            f"{_fmt(c.get('speedup_vs_float_snn_b32'))}x. Peak RSS: fake-quant / runtime "
+            f"= {_fmt(c.get('rss_ratio_vs_fakequant'))}x. Prediction of sample 0 equals "
+            f"the fake-quant model's: {c.get('prediction_matches_fakequant')}.",
+            "",
+        ]
         if net == "digits":
             targets += [
-                ("batch-1 latency >= 5x lower than fake-quant (digits)",
-                 c.get("speedup_vs_fakequant_b1"), 5.0),
-                ("batch-1 latency >= 2x lower than float SNN, fused kernels (digits)",
-                 c.get("speedup_vs_float_snn_b1"), 2.0),
-                ("peak RSS >= 4x lower than fake-quant (digits)",
-                 c.get("rss_ratio_vs_fakequant"), 4.0),
+                (
+                    "batch-1 latency >= 5x lower than fake-quant (digits)",
+                    c.get("speedup_vs_fakequant_b1"),
+                    5.0,
+                ),
+                (
+                    "batch-1 latency >= 2x lower than float SNN, fused kernels (digits)",
+                    c.get("speedup_vs_float_snn_b1"),
+                    2.0,
+                ),
+                (
+                    "peak RSS >= 4x lower than fake-quant (digits)",
+                    c.get("rss_ratio_vs_fakequant"),
+                    4.0,
+                ),
             ]
         if "bytes_ratio" in c:
             ok = abs(c["bytes_ratio"] - 1) <= 0.10
-            targets.append((f"weights + state bytes within 10 % of cost ({net})",
-                            c["bytes_ratio"], None if ok else "miss"))
+            targets.append(
+                (
+                    f"weights + state bytes within 10 % of cost ({net})",
+                    c["bytes_ratio"],
+                    None if ok else "miss",
+                )
+            )
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, value, need in targets:
         if need is None or need == "miss":

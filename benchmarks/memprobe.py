@@ -23,8 +23,15 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(lib: str, model_name: str, steps: int, batch: int, chunk: int | None,
-            channels_last: bool, repeats: int) -> dict:
+def measure(
+    lib: str,
+    model_name: str,
+    steps: int,
+    batch: int,
+    chunk: int | None,
+    channels_last: bool,
+    repeats: int,
+) -> dict:
     import torch
 
     from benchmarks import models, peers
@@ -42,8 +49,10 @@ def measure(lib: str, model_name: str, steps: int, batch: int, chunk: int | None
     x, y = models.data(steps, batch)
     forward = None
     if chunk:
+
         def forward(inputs):
             return checkpointed_forward(model, inputs, chunk)
+
     step = models.training_step(model, x, y, channels_last=channels_last, forward=forward)
     gc.collect()
     baseline = _status_kib("VmRSS")
@@ -71,8 +80,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    result = measure(args.lib, args.model, args.steps, args.batch, args.chunk,
-                     args.channels_last, args.repeats)
+    result = measure(
+        args.lib, args.model, args.steps, args.batch, args.chunk, args.channels_last, args.repeats
+    )
     print(json.dumps(result))
 
 

@@ -22,9 +22,12 @@ VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:
-    return TimeFold(nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(cout)))
+    return TimeFold(
+        nn.Sequential(
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+    )
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -36,10 +39,17 @@ def three_conv_cnn(neuron: NeuronFactory, channels=(32, 64, 128), classes: int =
     torch.manual_seed(0)
     c1, c2, c3 = channels
     return nn.Sequential(
-        conv_bn(3, c1), neuron(), TimeFold(nn.AvgPool2d(2)),
-        conv_bn(c1, c2), neuron(), TimeFold(nn.AvgPool2d(2)),
-        conv_bn(c2, c3), neuron(), TimeFold(nn.AvgPool2d(2)),
-        TimeFold(nn.Flatten()), TimeFold(nn.Linear(c3 * 4 * 4, classes)),
+        conv_bn(3, c1),
+        neuron(),
+        TimeFold(nn.AvgPool2d(2)),
+        conv_bn(c1, c2),
+        neuron(),
+        TimeFold(nn.AvgPool2d(2)),
+        conv_bn(c2, c3),
+        neuron(),
+        TimeFold(nn.AvgPool2d(2)),
+        TimeFold(nn.Flatten()),
+        TimeFold(nn.Linear(c3 * 4 * 4, classes)),
     )
 
 
@@ -69,8 +79,11 @@ class BasicBlock(nn.Module):
         self.conv1 = conv_bn(cin, cout, stride=stride)
         self.neuron1 = neuron()
         self.conv2 = conv_bn(cout, cout)
-        self.shortcut = (conv_bn(cin, cout, kernel=1, stride=stride)
-                         if stride != 1 or cin != cout else nn.Identity())
+        self.shortcut = (
+            conv_bn(cin, cout, kernel=1, stride=stride)
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
         self.neuron2 = neuron()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +112,12 @@ def resnet19(neuron: NeuronFactory, classes: int = 10, width: float = 1.0):
             layers.append(BasicBlock(cin, cout, stride if i == 0 else 1, neuron))
             cin = cout
     hidden = _scaled(256, width)
-    layers += [_SpatialMean(), TimeFold(nn.Linear(cin, hidden)), neuron(),
-               TimeFold(nn.Linear(hidden, classes))]
+    layers += [
+        _SpatialMean(),
+        TimeFold(nn.Linear(cin, hidden)),
+        neuron(),
+        TimeFold(nn.Linear(hidden, classes)),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -111,8 +128,9 @@ def to_channels_last(x_seq: torch.Tensor) -> torch.Tensor:
     return folded.view(steps, -1, *x_seq.shape[2:])
 
 
-def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                  channels_last: bool = False, forward=None):
+def training_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool = False, forward=None
+):
     """A closure doing one SGD step: forward over T, mean-over-time logits, cross-entropy."""
     if channels_last:
         model.to(memory_format=torch.channels_last)

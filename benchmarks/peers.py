@@ -44,8 +44,11 @@ def available(lib: str) -> tuple[bool, str]:
     """(usable, reason) for a library: it must import under the installed torch."""
     if lib == "spikequant":
         return True, spikequant.__version__ if hasattr(spikequant, "__version__") else "dev"
-    module = {"spikingjelly": "spikingjelly.activation_based.neuron", "snntorch": "snntorch",
-              "norse": "norse.torch"}[lib]
+    module = {
+        "spikingjelly": "spikingjelly.activation_based.neuron",
+        "snntorch": "snntorch",
+        "norse": "norse.torch",
+    }[lib]
     try:
         importlib.import_module(module)
     except Exception as exc:  # missing package or broken install: report, do not fail
@@ -65,8 +68,14 @@ class Layer:
 # ---------------------------------------------------------------------------------- spikequant
 def _spikequant(kind: str, backend: str = "fused") -> Layer:
     if kind == "lif":
-        neuron = LIF(tau=2.0, decay_input=True, threshold=1.0, reset="zero",
-                     surrogate=Sigmoid(4.0), backend=backend)
+        neuron = LIF(
+            tau=2.0,
+            decay_input=True,
+            threshold=1.0,
+            reset="zero",
+            surrogate=Sigmoid(4.0),
+            backend=backend,
+        )
     else:
         neuron = IF(threshold=1.0, reset="zero", surrogate=Sigmoid(4.0), backend=backend)
 
@@ -91,19 +100,25 @@ def _pin_sj2_backend(kind: str, backend: str) -> Callable[[torch.Tensor], None]:
     installs it when its forward starts; it stays installed for the backward that follows (the
     benchmark runs one library's forward and backward at a time, never interleaved)."""
     if backend not in SJ2_CUDA_BACKENDS:
-        raise ValueError(f"SpikingJelly {version('spikingjelly')} has no {backend!r} backend "
-                         f"(its CUDA implementations: {', '.join(SJ2_CUDA_BACKENDS)})")
+        raise ValueError(
+            f"SpikingJelly {version('spikingjelly')} has no {backend!r} backend "
+            f"(its CUDA implementations: {', '.join(SJ2_CUDA_BACKENDS)})"
+        )
     selection = importlib.import_module(_SJ_SELECTIONS[kind])._selection
     own = {"_requested": backend, "_selections": {}, "_compiled_selections": {}}
     if not all(hasattr(selection, attr) for attr in own):
-        raise RuntimeError(f"SpikingJelly {version('spikingjelly')}: unknown way to choose its "
-                           "CUDA implementation per layer")
+        raise RuntimeError(
+            f"SpikingJelly {version('spikingjelly')}: unknown way to choose its "
+            "CUDA implementation per layer"
+        )
 
     def pin(x: torch.Tensor) -> None:
         if x.device.type != "cuda":
             if backend != "torch":
-                raise RuntimeError(f"SpikingJelly's {backend} backend needs a CUDA tensor (on "
-                                   f"{x.device.type} it runs its CPU implementation)")
+                raise RuntimeError(
+                    f"SpikingJelly's {backend} backend needs a CUDA tensor (on "
+                    f"{x.device.type} it runs its CPU implementation)"
+                )
             return
         for attr, value in own.items():
             setattr(selection, attr, value)
@@ -133,8 +148,9 @@ def _spikingjelly(kind: str, backend: str = "torch") -> Layer:
     from spikingjelly.activation_based import functional, neuron, surrogate
 
     cls = neuron.LIFNode if kind == "lif" else neuron.IFNode
-    options = dict(v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=4.0),
-                   step_mode="m")
+    options = dict(
+        v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m"
+    )
     if kind == "lif":
         options.update(tau=2.0, decay_input=True)
     pin = None
@@ -162,8 +178,13 @@ class _SnnTorchSequence(nn.Module):
         import snntorch
         from snntorch import surrogate
 
-        self.lif = snntorch.Leaky(beta=beta, threshold=1.0, spike_grad=surrogate.sigmoid(slope=4),
-                                  reset_mechanism="zero", reset_delay=False)
+        self.lif = snntorch.Leaky(
+            beta=beta,
+            threshold=1.0,
+            spike_grad=surrogate.sigmoid(slope=4),
+            reset_mechanism="zero",
+            reset_delay=False,
+        )
         self.input_scale = input_scale
 
     def forward(self, x):
@@ -192,13 +213,21 @@ class _NorseSequence(nn.Module):
         import norse.torch as nt
 
         if kind == "lif":
-            p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(0.5), v_th=torch.as_tensor(1.0),
-                                    v_reset=torch.as_tensor(0.0), method="super",
-                                    alpha=torch.as_tensor(4.0))
+            p = nt.LIFBoxParameters(
+                tau_mem_inv=torch.as_tensor(0.5),
+                v_th=torch.as_tensor(1.0),
+                v_reset=torch.as_tensor(0.0),
+                method="super",
+                alpha=torch.as_tensor(4.0),
+            )
             self.layer = nt.Lift(nt.LIFBoxCell(p, dt=1.0))
         else:
-            p = nt.IAFParameters(v_th=torch.as_tensor(1.0), v_reset=torch.as_tensor(0.0),
-                                 method="super", alpha=torch.as_tensor(4.0))
+            p = nt.IAFParameters(
+                v_th=torch.as_tensor(1.0),
+                v_reset=torch.as_tensor(0.0),
+                method="super",
+                alpha=torch.as_tensor(4.0),
+            )
             self.layer = nt.IAF(p)
 
     def forward(self, x):
@@ -213,8 +242,12 @@ def _norse(kind: str) -> Layer:
 
 def make_layer(lib: str, kind: str, **kwargs) -> Layer:
     """The ``kind`` ("lif" or "if") layer of ``lib``; raises ImportError if not installed."""
-    factory = {"spikequant": _spikequant, "spikingjelly": _spikingjelly, "snntorch": _snntorch,
-               "norse": _norse}[lib]
+    factory = {
+        "spikequant": _spikequant,
+        "spikingjelly": _spikingjelly,
+        "snntorch": _snntorch,
+        "norse": _norse,
+    }[lib]
     return factory(kind, **kwargs)
 
 

@@ -59,8 +59,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
             fns[name]()
             samples[name].append(1e3 * (time.perf_counter() - start))
     return {
-        n: {"median_ms": round(statistics.median(s), 3), "min_ms": round(min(s), 3),
-            "repeats": len(s)}
+        n: {
+            "median_ms": round(statistics.median(s), 3),
+            "min_ms": round(min(s), 3),
+            "repeats": len(s),
+        }
         for n, s in samples.items()
     }
 
@@ -118,19 +121,22 @@ def bench_layers(libs: list[str], repeats: int, bandwidth: dict) -> dict:
             def fn():
                 with torch.no_grad():
                     return layer.run(xi)
+
             return fn
 
         def forward_backward(layer, xi):
             def fn():
                 xi.grad = None
                 layer.run(xi).backward(grad_seed)
+
             return fn
 
         grad_inputs = {n: t.clone().requires_grad_(True) for n, t in inputs.items()}
 
         fwd = interleaved({n: forward(layers[n], inputs[n]) for n in layers}, repeats)
-        fwd_bwd = interleaved({n: forward_backward(layers[n], grad_inputs[n]) for n in layers},
-                              repeats)
+        fwd_bwd = interleaved(
+            {n: forward_backward(layers[n], grad_inputs[n]) for n in layers}, repeats
+        )
         result[kind] = {"spikes": spikes, "forward": fwd, "forward_backward": fwd_bwd}
     return result
 
@@ -144,17 +150,37 @@ def bench_cnn(libs: list[str], repeats: int) -> dict:
         steps[lib] = models.training_step(model, x, y)
     model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant"))
     steps["spikequant (channels-last)"] = models.training_step(model, x, y, channels_last=True)
-    model = models.three_conv_cnn(
-        lambda: peers.make_neuron_module("spikequant", backend="torch"))
+    model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant", backend="torch"))
     steps["spikequant (torch loop)"] = models.training_step(model, x, y)
     return {"input": [4, 32, 3, 32, 32], "step": interleaved(steps, repeats)}
 
 
 # ------------------------------------------------------------------------- (c) peak memory
-def probe(lib: str, model: str, steps: int, batch: int, *, chunk: int | None = None,
-          channels_last: bool = False, repeats: int = 3) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.memprobe", "--lib", lib, "--model", model,
-           "--steps", str(steps), "--batch", str(batch), "--repeats", str(repeats)]
+def probe(
+    lib: str,
+    model: str,
+    steps: int,
+    batch: int,
+    *,
+    chunk: int | None = None,
+    channels_last: bool = False,
+    repeats: int = 3,
+) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.memprobe",
+        "--lib",
+        lib,
+        "--model",
+        model,
+        "--steps",
+        str(steps),
+        "--batch",
+        str(batch),
+        "--repeats",
+        str(repeats),
+    ]
     if chunk:
         cmd += ["--chunk", str(chunk)]
     if channels_last:
@@ -172,11 +198,13 @@ def bench_memory(libs: list[str]) -> dict:
     for model, steps, batch in cases:
         key = f"{model} T={steps} B={batch}"
         row = {lib: probe(lib, model, steps, batch) for lib in libs}
-        row["spikequant (channels-last)"] = probe("spikequant", model, steps, batch,
-                                                  channels_last=True)
+        row["spikequant (channels-last)"] = probe(
+            "spikequant", model, steps, batch, channels_last=True
+        )
         if steps > 4:
             row["spikequant (checkpointed, chunk 4)"] = probe(
-                "spikequant", model, steps, batch, chunk=4, channels_last=True)
+                "spikequant", model, steps, batch, chunk=4, channels_last=True
+            )
         out[key] = row
     return out
 
@@ -195,15 +223,17 @@ def bench_bptt_tradeoff(repeats: int = 4) -> dict:
         for name, chunk in variants.items():
             if chunk is not None and chunk >= steps:
                 continue
-            row[name] = probe("spikequant", "cnn", steps, 32, chunk=chunk, channels_last=True,
-                              repeats=2)
+            row[name] = probe(
+                "spikequant", "cnn", steps, 32, chunk=chunk, channels_last=True, repeats=2
+            )
             model = models.three_conv_cnn(lambda: peers.make_neuron_module("spikequant"))
             forward = None
             if chunk is not None:
+
                 def forward(inputs, model=model, chunk=chunk):
                     return checkpointed_forward(model, inputs, chunk)
-            closures[name] = models.training_step(model, x, y, channels_last=True,
-                                                  forward=forward)
+
+            closures[name] = models.training_step(model, x, y, channels_last=True, forward=forward)
         timing = interleaved(closures, repeats, warmup=1)
         for name, t in timing.items():
             row[name]["step_ms"] = t["median_ms"]
@@ -219,8 +249,11 @@ GPU_STEP_SHAPE = (64, 4096)  # [B, N] of one step
 GPU_TRAINING = {"models": ("vgg11", "resnet19"), "steps": 4, "batch": 64, "size": 32, "width": 1.0}
 GPU_COPY_NUMEL = 256 << 20  # 1 GiB per buffer: far beyond any GPU cache
 #: the speed targets of the GPU part, judged at T = TARGET_STEPS
-GPU_TARGETS = {"neuron_vs_spikingjelly": 1.5, "neuron_vs_floor": 2.0,
-               "training_vs_spikingjelly": 1.2}
+GPU_TARGETS = {
+    "neuron_vs_spikingjelly": 1.5,
+    "neuron_vs_floor": 2.0,
+    "training_vs_spikingjelly": 1.2,
+}
 TARGET_STEPS = 4
 #: SpikingJelly's multi-step backends tried on the GPU ("cuda" and "triton": 2.x; "cupy": older)
 SJ_BACKENDS = ("cuda", "triton", "cupy", "torch")
@@ -239,8 +272,9 @@ def _failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
 
 
-def device_copy_bandwidth(device: torch.device, numel: int = GPU_COPY_NUMEL, copies: int = 10,
-                          repeats: int = 10) -> dict:
+def device_copy_bandwidth(
+    device: torch.device, numel: int = GPU_COPY_NUMEL, copies: int = 10, repeats: int = 10
+) -> dict:
     """Copy bandwidth (bytes read + written per second) of a float32 buffer on ``device``: the
     median over ``repeats`` of ``copies`` back-to-back copies, synchronised once per sample."""
     src = torch.ones(numel, device=device)
@@ -281,8 +315,16 @@ def _gpu_layers(kind: str, device: torch.device) -> dict:
     return {"layers": layers, "skipped": skipped, "spikingjelly_ran": ran}
 
 
-def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, repeats: int,
-                     warmup: int, bandwidth: dict, calls: int) -> dict:
+def _gpu_neuron_rows(
+    kind: str,
+    device: torch.device,
+    steps_list,
+    step_shape,
+    repeats: int,
+    warmup: int,
+    bandwidth: dict,
+    calls: int,
+) -> dict:
     """Forward+backward of each candidate on ``[T, *step_shape]`` (each sample: ``calls``
     back-to-back calls and one synchronisation, reported per call), with the spike counts of one
     forward, the bandwidth floor (5 float32 tensor passes, as in part (a)) and, where both ran,
@@ -307,13 +349,22 @@ def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, re
                     xi.grad = None
                     layer.run(xi).backward(grad_seed)
                 sync()
+
             return fn
 
-        samples = interleaved({n: forward_backward(layer, inputs[n])
-                               for n, layer in layers.items()}, repeats, warmup=warmup)
-        timing = {n: {"median_ms": round(t["median_ms"] / calls, 5),
-                      "min_ms": round(t["min_ms"] / calls, 5), "repeats": t["repeats"]}
-                  for n, t in samples.items()}
+        samples = interleaved(
+            {n: forward_backward(layer, inputs[n]) for n, layer in layers.items()},
+            repeats,
+            warmup=warmup,
+        )
+        timing = {
+            n: {
+                "median_ms": round(t["median_ms"] / calls, 5),
+                "min_ms": round(t["min_ms"] / calls, 5),
+                "repeats": t["repeats"],
+            }
+            for n, t in samples.items()
+        }
         floor_ms = float(f"{5 * x.numel() * x.element_size() / (bandwidth['GBps'] * 1e6):.6g}")
         row = {"T": steps, "forward_backward": timing, "spikes": spikes, "floor_ms": floor_ms}
         if OURS_GPU in timing:
@@ -323,12 +374,16 @@ def _gpu_neuron_rows(kind: str, device: torch.device, steps_list, step_shape, re
             row["triton_vs_reference"] = {
                 "spikes_equal": bool(torch.equal(outputs[OURS_GPU], outputs[REFERENCE])),
                 "grad_max_abs_diff": float(
-                    (inputs[OURS_GPU].grad - inputs[REFERENCE].grad).abs().max()),
+                    (inputs[OURS_GPU].grad - inputs[REFERENCE].grad).abs().max()
+                ),
             }
         rows.append(row)
     # SpikingJelly 2.x's own account of the CUDA implementation each of its layers ran
-    return {"rows": rows, "skipped": found["skipped"],
-            "spikingjelly_ran": found["spikingjelly_ran"]}
+    return {
+        "rows": rows,
+        "skipped": found["skipped"],
+        "spikingjelly_ran": found["spikingjelly_ran"],
+    }
 
 
 def _gpu_candidates(make: Callable[..., object]) -> dict[str, Callable[[], object]]:
@@ -339,8 +394,9 @@ def _gpu_candidates(make: Callable[..., object]) -> dict[str, Callable[[], objec
         REFERENCE: lambda: make("spikequant", backend="torch"),
     }
     for sj_backend in SJ_BACKENDS:
-        candidates[f"spikingjelly ({sj_backend})"] = (
-            lambda b=sj_backend: make("spikingjelly", backend=b))
+        candidates[f"spikingjelly ({sj_backend})"] = lambda b=sj_backend: make(
+            "spikingjelly", backend=b
+        )
     candidates["snntorch"] = lambda: make("snntorch")
     return candidates
 
@@ -357,11 +413,16 @@ def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict)
     builders = {"vgg11": models.vgg11, "resnet19": models.resnet19}
     sync = _synchronizer(device)
     on_cuda = device.type == "cuda"
-    out: dict = {**{k: config[k] for k in ("steps", "batch", "width")},
-                 "peak_memory": ("torch.cuda.max_memory_allocated during one step (after a "
-                                 "warm-up step), only that library's model on the device"
-                                 if on_cuda else "not measured: CUDA only"),
-                 "models": {}}
+    out: dict = {
+        **{k: config[k] for k in ("steps", "batch", "width")},
+        "peak_memory": (
+            "torch.cuda.max_memory_allocated during one step (after a "
+            "warm-up step), only that library's model on the device"
+            if on_cuda
+            else "not measured: CUDA only"
+        ),
+        "models": {},
+    }
 
     def build(name, factory, x, y):
         model = builders[name](factory, width=config["width"]).to(device)
@@ -372,6 +433,7 @@ def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict)
             def fn():
                 step()
                 sync()
+
             return fn
 
         factories = _training_factories()
@@ -411,17 +473,23 @@ def _gpu_training(device: torch.device, repeats: int, warmup: int, config: dict)
             libraries[lib].update(t)
             images_per_s = config["batch"] / (t["median_ms"] / 1e3)
             libraries[lib]["images_per_s"] = float(f"{images_per_s:.4g}")
-        out["models"][name] = {"input": list(x.shape), "libraries": libraries,
-                               "skipped": skipped}
+        out["models"][name] = {"input": list(x.shape), "libraries": libraries, "skipped": skipped}
         if on_cuda:
             torch.cuda.empty_cache()
     return out
 
 
-def bench_gpu(repeats: int, *, device: str | None = None, steps=GPU_STEPS,
-              step_shape=GPU_STEP_SHAPE, training: dict | None = None,
-              copy_numel: int = GPU_COPY_NUMEL, warmup: int = 2,
-              calls_per_sample: int | None = None) -> dict:
+def bench_gpu(
+    repeats: int,
+    *,
+    device: str | None = None,
+    steps=GPU_STEPS,
+    step_shape=GPU_STEP_SHAPE,
+    training: dict | None = None,
+    copy_numel: int = GPU_COPY_NUMEL,
+    warmup: int = 2,
+    calls_per_sample: int | None = None,
+) -> dict:
     """The GPU part: LIF/IF forward+backward on float32 ``[T, *step_shape]`` for each T in
     ``steps`` against the device's bandwidth floor, VGG-11 and ResNet-19 training steps, and the
     speed targets. ``device=None`` means CUDA with the sizes above, or one printed line and
@@ -442,13 +510,15 @@ def bench_gpu(repeats: int, *, device: str | None = None, steps=GPU_STEPS,
         "command": command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
-        "device_type": dev.type, "step_shape": list(step_shape),
+        "device_type": dev.type,
+        "step_shape": list(step_shape),
         "bandwidth": device_copy_bandwidth(dev, copy_numel),
     }
     calls = result["calls_per_sample"] = calls_per_sample or (10 if dev.type == "cuda" else 1)
     for kind in ("lif", "if"):
-        result[kind] = _gpu_neuron_rows(kind, dev, steps, step_shape, repeats, warmup,
-                                        result["bandwidth"], calls)
+        result[kind] = _gpu_neuron_rows(
+            kind, dev, steps, step_shape, repeats, warmup, result["bandwidth"], calls
+        )
     result["training"] = _gpu_training(dev, max(1, repeats // 2), warmup, config)
     result["targets"] = gpu_targets(result)
     return result
@@ -470,14 +540,24 @@ def gpu_targets(gpu: dict) -> list[dict]:
             best = min(sj, key=sj.get)
             speedup = sj[best] / ours
             goal = GPU_TARGETS["neuron_vs_spikingjelly"]
-            checks.append({"target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} >= {goal}x "
-                                     "SpikingJelly's fastest backend",
-                           "value": f"{speedup:.2f}x vs {best}", "met": speedup >= goal})
+            checks.append(
+                {
+                    "target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} >= {goal}x "
+                    "SpikingJelly's fastest backend",
+                    "value": f"{speedup:.2f}x vs {best}",
+                    "met": speedup >= goal,
+                }
+            )
         goal = GPU_TARGETS["neuron_vs_floor"]
         ratio = ours / row["floor_ms"]
-        checks.append({"target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} within {goal}x of "
-                                 "the bandwidth floor (5 tensors)",
-                       "value": f"{ratio:.2f}x", "met": ratio <= goal})
+        checks.append(
+            {
+                "target": f"(GPU) {kind.upper()} fwd+bwd T={TARGET_STEPS} within {goal}x of "
+                "the bandwidth floor (5 tensors)",
+                "value": f"{ratio:.2f}x",
+                "met": ratio <= goal,
+            }
+        )
     for name, block in gpu.get("training", {}).get("models", {}).items():
         libs = block["libraries"]
         sj = {n: r for n, r in libs.items() if n.startswith("spikingjelly")}
@@ -487,14 +567,23 @@ def gpu_targets(gpu: dict) -> list[dict]:
         best = min(sj, key=lambda n: sj[n]["median_ms"])
         speedup = sj[best]["median_ms"] / ours["median_ms"]
         goal = GPU_TARGETS["training_vs_spikingjelly"]
-        checks.append({"target": f"(GPU) {name} training step T={gpu['training']['steps']} >= "
-                                 f"{goal}x SpikingJelly's fastest backend",
-                       "value": f"{speedup:.2f}x vs {best}", "met": speedup >= goal})
+        checks.append(
+            {
+                "target": f"(GPU) {name} training step T={gpu['training']['steps']} >= "
+                f"{goal}x SpikingJelly's fastest backend",
+                "value": f"{speedup:.2f}x vs {best}",
+                "met": speedup >= goal,
+            }
+        )
         if ours["peak_mib"] is not None and sj[best]["peak_mib"] is not None:
-            checks.append({"target": f"(GPU) {name} training step peak memory <= SpikingJelly's "
-                                     "(its fastest backend)",
-                           "value": f"{ours['peak_mib']} MiB vs {sj[best]['peak_mib']} MiB",
-                           "met": ours["peak_mib"] <= sj[best]["peak_mib"]})
+            checks.append(
+                {
+                    "target": f"(GPU) {name} training step peak memory <= SpikingJelly's "
+                    "(its fastest backend)",
+                    "value": f"{ours['peak_mib']} MiB vs {sj[best]['peak_mib']} MiB",
+                    "met": ours["peak_mib"] <= sj[best]["peak_mib"],
+                }
+            )
     return checks
 
 
@@ -504,26 +593,35 @@ GPU_PAGE = "benchmarks-gpu.md"
 def _targets_table(checks: list[dict]) -> list[str]:
     if not checks:
         return []
-    return ["## Speed targets on this run", "", "| target | measured | met |", "|---|---|---|",
-            *(f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |"
-              for c in checks), ""]
+    return [
+        "## Speed targets on this run",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *(f"| {c['target']} | {c['value']} | {'yes' if c['met'] else 'no'} |" for c in checks),
+        "",
+    ]
 
 
 def render_gpu_markdown(gpu: dict) -> str:
     """``docs/benchmarks-gpu.md``: the GPU part's rows, floor, training steps and targets."""
     bw = gpu["bandwidth"]
     lines = [
-        "# GPU benchmarks", "",
-        f"Command: `{gpu['command']}`", "",
+        "# GPU benchmarks",
+        "",
+        f"Command: `{gpu['command']}`",
+        "",
         f"Written by the `gpu` part of `make bench` (`python -m benchmarks.run`) on {gpu['date']}; "
         f"raw numbers under `gpu` in `docs/results/bench.json`. Device: {gpu['device']}. "
         "Medians over repeats in which the libraries take turns, each sample ending with a "
-        "device synchronisation.", "",
+        "device synchronisation.",
+        "",
     ]
     lines += _targets_table(gpu.get("targets") or [])
     step_shape = ", ".join(map(str, gpu["step_shape"]))
     lines += [
-        "## Neuron layer forward+backward", "",
+        "## Neuron layer forward+backward",
+        "",
         f"LIF and IF (the conventions of `docs/benchmarks.md`) on float32 `[T, {step_shape}]`. "
         f"Bandwidth floor: device copy bandwidth {bw['GBps']} GB/s ({bw['copies']} back-to-back "
         f"copies of a {bw['bytes'] // 2 // 2**20} MiB buffer), and forward+backward must move 5 "
@@ -536,15 +634,20 @@ def render_gpu_markdown(gpu: dict) -> str:
         f"{gpu.get('calls_per_sample', 1)} "
         "calls back to back and one synchronisation: where the floor is a few microseconds "
         "(small T), the per-call launch and autograd overhead, not memory, bounds every "
-        "library.", "",
+        "library.",
+        "",
     ]
     for kind in ("lif", "if"):
         rows = gpu[kind]["rows"]
         names = list(rows[0]["forward_backward"]) if rows else []
-        lines += [f"### {kind.upper()} (median ms)", "",
-                  "| T | floor ms | " + " | ".join(names)
-                  + " | triton / floor | spikes equal | grad diff |",
-                  "|---|---|" + "---|" * (len(names) + 3)]
+        lines += [
+            f"### {kind.upper()} (median ms)",
+            "",
+            "| T | floor ms | "
+            + " | ".join(names)
+            + " | triton / floor | spikes equal | grad diff |",
+            "|---|---|" + "---|" * (len(names) + 3),
+        ]
         for row in rows:
             t = row["forward_backward"]
             check = row.get("triton_vs_reference")
@@ -552,35 +655,51 @@ def render_gpu_markdown(gpu: dict) -> str:
                 f"| {row['T']} | {row['floor_ms']:.4g} | "
                 + " | ".join(f"{t[n]['median_ms']:.4g}" for n in names)
                 + f" | {row.get('triton_over_floor', '-')} | "
-                + (f"{'yes' if check['spikes_equal'] else 'no'} | {check['grad_max_abs_diff']:.1e}"
-                   if check else "- | -") + " |")
+                + (
+                    f"{'yes' if check['spikes_equal'] else 'no'} | {check['grad_max_abs_diff']:.1e}"
+                    if check
+                    else "- | -"
+                )
+                + " |"
+            )
         lines.append("")
         lines += [f"{name} not run: {why}" for name, why in gpu[kind]["skipped"].items()]
         ran = {n: impl for n, impl in gpu[kind].get("spikingjelly_ran", {}).items() if impl}
         if ran:
-            lines.append("SpikingJelly's implementation as it reports it: " + ", ".join(
-                f"{n} ran {impl}" for n, impl in ran.items()) + ".")
+            lines.append(
+                "SpikingJelly's implementation as it reports it: "
+                + ", ".join(f"{n} ran {impl}" for n, impl in ran.items())
+                + "."
+            )
         lines.append("")
     training = gpu["training"]
     lines += [
-        f"## Training steps, T = {training['steps']}, batch {training['batch']}", "",
+        f"## Training steps, T = {training['steps']}, batch {training['batch']}",
+        "",
         "SGD with momentum, cross-entropy on the mean over time, the same initial weights for "
         "every library (so the first-step losses agree up to the libraries' conventions). "
         "VGG-11: 8 conv-BN-LIF, average pooling, one linear layer. ResNet-19: stem 128, basic "
         "blocks 3x128, 3x256, 2x512, global average pooling, spiking FC-256, classifier"
         + (f" (channels scaled by {training['width']})" if training["width"] != 1.0 else "")
-        + f". Peak memory: {training['peak_memory']}.", "",
+        + f". Peak memory: {training['peak_memory']}.",
+        "",
     ]
     for name, block in training["models"].items():
         libs = block["libraries"]
         base = libs.get(OURS_GPU, {}).get("median_ms")
-        lines += [f"### {name}, input {block['input']}", "",
-                  "| library | median ms | images/s | peak MiB | first-step loss | "
-                  "time / spikequant (triton) |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {name}, input {block['input']}",
+            "",
+            "| library | median ms | images/s | peak MiB | first-step loss | "
+            "time / spikequant (triton) |",
+            "|---|---|---|---|---|---|",
+        ]
         for lib, r in libs.items():
             peak = "-" if r["peak_mib"] is None else r["peak_mib"]
-            lines.append(f"| {lib} | {r['median_ms']:.2f} | {r['images_per_s']} | {peak} | "
-                         f"{r['first_step_loss']:.5f} | {_ratio(r['median_ms'], base)} |")
+            lines.append(
+                f"| {lib} | {r['median_ms']:.2f} | {r['images_per_s']} | {peak} | "
+                f"{r['first_step_loss']:.5f} | {_ratio(r['median_ms'], base)} |"
+            )
         lines.append("")
         lines += [f"{lib} not run: {why}" for lib, why in block["skipped"].items()]
         lines.append("")
@@ -608,11 +727,13 @@ def _runtime_section(results: dict) -> list[str]:
     text = runtime.report(results).splitlines()
     body = text[text.index("# Integer runtime benchmark") + 1 :]
     return [
-        "## (e) Integer runtime (`benchmarks/bench_runtime.py`)", "",
+        "## (e) Integer runtime (`benchmarks/bench_runtime.py`)",
+        "",
         "The C++ engine of `spikequant run` against the float PyTorch models it replaces, on the "
         "CPU (`python -m benchmarks.bench_runtime` runs the same networks and writes "
         "`docs/results/runtime_bench.md`).",
-        *[("#" + line) if line.startswith("## ") else line for line in body], "",
+        *[("#" + line) if line.startswith("## ") else line for line in body],
+        "",
     ]
 
 
@@ -627,8 +748,10 @@ def bench_others() -> dict:
             module = importlib.import_module(f"benchmarks.{name}")
             out[name] = module.run()
         except Exception as exc:  # another helper's benchmark must not break this run
-            out[name] = {"error": f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc(limit=3)}
+            out[name] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=3),
+            }
     return out
 
 
@@ -670,11 +793,20 @@ def check_targets(res: dict) -> list[dict]:
             if peer_times:
                 best = min(peer_times, key=peer_times.get)
                 speedup = peer_times[best] / ours
-                checks.append({"target": f"(a) {kind.upper()} fwd+bwd >= 2x fastest peer",
-                               "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 2})
-            checks.append({"target": f"(a) {kind.upper()} fwd+bwd within 3x of DRAM floor "
-                                     "(5 tensors)",
-                           "value": f"{ours / floor:.2f}x", "met": ours / floor <= 3})
+                checks.append(
+                    {
+                        "target": f"(a) {kind.upper()} fwd+bwd >= 2x fastest peer",
+                        "value": f"{speedup:.2f}x vs {best}",
+                        "met": speedup >= 2,
+                    }
+                )
+            checks.append(
+                {
+                    "target": f"(a) {kind.upper()} fwd+bwd within 3x of DRAM floor (5 tensors)",
+                    "value": f"{ours / floor:.2f}x",
+                    "met": ours / floor <= 3,
+                }
+            )
     cnn = res.get("cnn")
     if cnn:
         t = cnn["step"]
@@ -683,20 +815,32 @@ def check_targets(res: dict) -> list[dict]:
         if peer_times:
             best = min(peer_times, key=peer_times.get)
             speedup = peer_times[best] / ours
-            checks.append({"target": "(b) CNN step >= 1.3x fastest peer",
-                           "value": f"{speedup:.2f}x vs {best}", "met": speedup >= 1.3})
+            checks.append(
+                {
+                    "target": "(b) CNN step >= 1.3x fastest peer",
+                    "value": f"{speedup:.2f}x vs {best}",
+                    "met": speedup >= 1.3,
+                }
+            )
     gpu = res.get("gpu")
     if gpu and "skipped" not in gpu:
         checks += gpu_targets(gpu)
     for key, row in (res.get("memory") or {}).items():
         peer_peaks = {p: row[p]["peak_mib"] for p in PEERS if "peak_mib" in row.get(p, {})}
-        ours = [row[k]["peak_mib"] for k in ("spikequant", "spikequant (channels-last)")
-                if "peak_mib" in row.get(k, {})]
+        ours = [
+            row[k]["peak_mib"]
+            for k in ("spikequant", "spikequant (channels-last)")
+            if "peak_mib" in row.get(k, {})
+        ]
         if peer_peaks and ours:
             best = min(peer_peaks, key=peer_peaks.get)
-            checks.append({"target": f"(c) peak memory {key} <= leanest peer",
-                           "value": f"{min(ours)} MiB vs {best} {peer_peaks[best]} MiB",
-                           "met": min(ours) <= peer_peaks[best]})
+            checks.append(
+                {
+                    "target": f"(c) peak memory {key} <= leanest peer",
+                    "value": f"{min(ours)} MiB vs {best} {peer_peaks[best]} MiB",
+                    "met": min(ours) <= peer_peaks[best],
+                }
+            )
     return checks
 
 
@@ -711,13 +855,18 @@ def render_markdown(res: dict) -> str:
         f"{env['load_before']} before the run (other processes shared the cores, so treat "
         "differences under 1.3x as ties).",
         "",
-        "Parts and when they ran (load average before): " + "; ".join(
-            f"{k} {v['date']} ({v['load_before']})" for k, v in res.get("parts", {}).items())
+        "Parts and when they ran (load average before): "
+        + "; ".join(
+            f"{k} {v['date']} ({v['load_before']})" for k, v in res.get("parts", {}).items()
+        )
         + ".",
         "",
-        "Libraries: " + ", ".join(
+        "Libraries: "
+        + ", ".join(
             f"{k} {v.get('version', '(missing: ' + str(v.get('reason')) + ')')}"
-            for k, v in res["libraries"].items()) + ".",
+            for k, v in res["libraries"].items()
+        )
+        + ".",
         "",
         "Every library runs the same neurons (see `benchmarks/peers.py`): LIF with tau = 2 and "
         "decayed input (`H = 0.5 V + 0.5 x`), IF (`H = V + x`), threshold 1, hard reset to 0. "
@@ -725,7 +874,7 @@ def render_markdown(res: dict) -> str:
         "(it has no `decay_input`); Norse's box LIF with `dt * tau_inv = 0.5`. SpikingJelly and "
         "spikequant fire on `>=`, snnTorch and Norse on `>`. Surrogates: sigmoid(alpha=4) except "
         "Norse (SuperSpike, it has no sigmoid). `spikequant` is the fused C++ kernel "
-        "(`backend=\"fused\"`); `spikequant (torch loop)` is the pure-PyTorch reference.",
+        '(`backend="fused"`); `spikequant (torch loop)` is the pure-PyTorch reference.',
         "",
         "Medians over repeats in which the libraries take turns; `time / spikequant` is each "
         "library's median divided by spikequant's (above 1: spikequant is faster).",
@@ -759,27 +908,36 @@ def render_markdown(res: dict) -> str:
                 ours = block[mode]["spikequant"]["median_ms"]
                 floor = fl["dram"][f"{mode}_ms"]
                 lines += [f"### {kind.upper()} {mode.replace('_', ' + ')}", ""]
-                lines += _timing_table(block[mode], "spikequant",
-                                       block["spikes"] if mode == "forward" else None)
+                lines += _timing_table(
+                    block[mode], "spikequant", block["spikes"] if mode == "forward" else None
+                )
                 io_only = fl["dram"].get(f"{mode}_io_only_ms")
                 extra = f" ({ours / io_only:.2f}x the 4-tensor bare I/O)" if io_only else ""
                 lines += ["", f"spikequant / DRAM floor: {ours / floor:.2f}x{extra}.", ""]
     cnn = res.get("cnn")
     if cnn:
-        lines += [f"## (b) 3-conv spiking CNN training step, input {cnn['input']}", "",
-                  "conv(3->32)-BN-LIF-pool, conv(32->64)-BN-LIF-pool, conv(64->128)-BN-LIF-pool, "
-                  "linear; SGD with momentum, cross-entropy on the mean over time. "
-                  "`channels-last` stores each image NHWC (oneDNN's native layout; the fused "
-                  "kernel walks it without copies).", ""]
+        lines += [
+            f"## (b) 3-conv spiking CNN training step, input {cnn['input']}",
+            "",
+            "conv(3->32)-BN-LIF-pool, conv(32->64)-BN-LIF-pool, conv(64->128)-BN-LIF-pool, "
+            "linear; SGD with momentum, cross-entropy on the mean over time. "
+            "`channels-last` stores each image NHWC (oneDNN's native layout; the fused "
+            "kernel walks it without copies).",
+            "",
+        ]
         lines += _timing_table(cnn["step"], "spikequant (channels-last)")
         lines.append("")
     mem = res.get("memory")
     if mem:
-        lines += ["## (c) Peak memory of a training step", "",
-                  "Fresh process per cell: resident-set high-water mark minus the resident set "
-                  "before the first step, with the step time of that process (few samples, "
-                  "noisy on a shared machine; section (b) has the interleaved timing). VGG-11: "
-                  "CIFAR layout, 8 conv-BN-LIF, average pooling, B = 16.", ""]
+        lines += [
+            "## (c) Peak memory of a training step",
+            "",
+            "Fresh process per cell: resident-set high-water mark minus the resident set "
+            "before the first step, with the step time of that process (few samples, "
+            "noisy on a shared machine; section (b) has the interleaved timing). VGG-11: "
+            "CIFAR layout, 8 conv-BN-LIF, average pooling, B = 16.",
+            "",
+        ]
         for key, row in mem.items():
             lines += [f"### {key}", "", "| library | peak MiB | step ms |", "|---|---|---|"]
             for name, r in row.items():
@@ -790,20 +948,27 @@ def render_markdown(res: dict) -> str:
             lines.append("")
     bptt = res.get("bptt")
     if bptt:
-        lines += ["## Checkpointed BPTT: memory and time against T", "",
-                  f"Model: {bptt['model']}. `chunk k` = `spikequant.bptt.checkpointed_forward` "
-                  "with chunks of k timesteps (gradients identical to plain BPTT; each chunk's "
-                  "activations are recomputed in backward). Memory: fresh process per cell; time: "
-                  "median step in one process, variants taking turns.", ""]
+        lines += [
+            "## Checkpointed BPTT: memory and time against T",
+            "",
+            f"Model: {bptt['model']}. `chunk k` = `spikequant.bptt.checkpointed_forward` "
+            "with chunks of k timesteps (gradients identical to plain BPTT; each chunk's "
+            "activations are recomputed in backward). Memory: fresh process per cell; time: "
+            "median step in one process, variants taking turns.",
+            "",
+        ]
         cols = ["plain", "chunk 1", "chunk 4"]
-        lines += ["| T | " + " | ".join(f"{c} MiB | {c} ms" for c in cols) + " |",
-                  "|---|" + "---|---|" * len(cols)]
+        lines += [
+            "| T | " + " | ".join(f"{c} MiB | {c} ms" for c in cols) + " |",
+            "|---|" + "---|---|" * len(cols),
+        ]
         for row in bptt["rows"]:
             cells = []
             for c in cols:
                 r = row.get(c)
-                cells += ([str(r["peak_mib"]), str(r["step_ms"])] if r and "peak_mib" in r
-                          else ["-", "-"])
+                cells += (
+                    [str(r["peak_mib"]), str(r["step_ms"])] if r and "peak_mib" in r else ["-", "-"]
+                )
             lines.append(f"| {row['T']} | " + " | ".join(cells) + " |")
         lines.append("")
     gpu = res.get("gpu")
@@ -814,10 +979,13 @@ def render_markdown(res: dict) -> str:
             if gpu.get("earlier_page"):
                 lines += [f"An earlier run on a CUDA device wrote [{GPU_PAGE}]({GPU_PAGE}).", ""]
         else:
-            lines += [f"Ran on {gpu['device']} ({gpu['date']}): neuron forward+backward at T = "
-                      + ", ".join(str(r["T"]) for r in gpu["lif"]["rows"])
-                      + ", VGG-11 and ResNet-19 training steps, the bandwidth floor and the GPU "
-                      f"targets are in [{GPU_PAGE}]({GPU_PAGE}).", ""]
+            lines += [
+                f"Ran on {gpu['device']} ({gpu['date']}): neuron forward+backward at T = "
+                + ", ".join(str(r["T"]) for r in gpu["lif"]["rows"])
+                + ", VGG-11 and ResNet-19 training steps, the bandwidth floor and the GPU "
+                f"targets are in [{GPU_PAGE}]({GPU_PAGE}).",
+                "",
+            ]
     runtime = res.get("runtime")
     if runtime:
         lines += _runtime_section(runtime)
@@ -832,15 +1000,23 @@ def render_markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--only", default="layers,cnn,memory,bptt,gpu,runtime,others",
-                        help="comma-separated subset of: layers,cnn,memory,bptt,gpu,runtime,"
-                             "others")
+    parser.add_argument(
+        "--only",
+        default="layers,cnn,memory,bptt,gpu,runtime,others",
+        help="comma-separated subset of: layers,cnn,memory,bptt,gpu,runtime,others",
+    )
     parser.add_argument("--out", default=None, help="results directory (default docs/results)")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the other parts of an existing bench.json (each part records "
-                             "when and under which load it ran)")
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite docs/benchmarks.md from an existing bench.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other parts of an existing bench.json (each part records "
+        "when and under which load it ran)",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite docs/benchmarks.md from an existing bench.json",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     out_dir = results_dir(args.out, "docs/results")
@@ -866,9 +1042,12 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "environment": {
             "cpu": kernels.cpu_model().split(":")[-1].strip() or platform.processor(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "load_before": round(os.getloadavg()[0], 2), "fused_kernels": kernels.available(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_before": round(os.getloadavg()[0], 2),
+            "fused_kernels": kernels.available(),
             "retain_freed_memory": retained,
         },
         "libraries": libs_info,

@@ -90,7 +90,6 @@ def _train(cfg, method, out_dir: Path, resume: bool, progress: bool, stop_after)
         runfolder.write_run_file(out_dir, {"method": method.name, "recipe": cfg})
     meta = {
         "method": method.name,
-        "kind": method.name,
         "model": method.model_spec(),
         "recipe": cfg,
         "dataset": cfg["data"]["name"],

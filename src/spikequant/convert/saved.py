@@ -38,7 +38,9 @@ _SOURCE_KEYS = ("method", "kind", "model", "recipe", "dataset", "method_options"
 
 def is_converted(meta: dict) -> bool:
     """Whether checkpoint metadata ``meta`` belongs to a converted network."""
-    return isinstance(meta, dict) and (meta.get("method") or meta.get("kind")) == CONVERSION_METHOD
+    from ..pipeline import run_method_name
+
+    return isinstance(meta, dict) and run_method_name(meta) == CONVERSION_METHOD
 
 
 # Why the other back ends refuse a converted network, per conversion method (one line each).
@@ -121,7 +123,6 @@ def converted_meta(net: SpikingNetwork, source_meta: dict) -> dict:
     source = {k: source_meta[k] for k in _SOURCE_KEYS if k in source_meta}
     return {
         "method": CONVERSION_METHOD,
-        "kind": CONVERSION_METHOD,
         "model": source_meta.get("model"),
         "dataset": source_meta.get("dataset"),
         "recipe": source_meta.get("recipe"),
@@ -173,12 +174,13 @@ def load_converted(state: dict[str, torch.Tensor], meta: dict) -> SpikingNetwork
     """The converted network of a run with tensors ``state`` and metadata ``meta`` (module
     docstring); a part that does not fit is a :class:`~spikequant.errors.CheckpointError`."""
     from ..methods import get_method
+    from ..pipeline import run_method_name
 
     conversion, source = meta.get("conversion"), meta.get("source")
     if not isinstance(conversion, dict) or not isinstance(source, dict):
         raise CheckpointError("a converted run's meta.json needs 'conversion' and 'source'")
     try:
-        ann = get_method(source.get("method") or source.get("kind") or "direct").rebuild(source)
+        ann = get_method(run_method_name(source)).rebuild(source)
         ann.load_state_dict(_part(state, "ann."))
         ann.eval()
         method = create_method(conversion["method"], conversion.get("options") or {})

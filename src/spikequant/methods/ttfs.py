@@ -164,19 +164,12 @@ class TTFS(Method):
 
     @classmethod
     def evaluate_model(cls, model, dataset, batch_size: int) -> dict[str, Any]:
-        """Accuracy, spiking fraction and energy (:mod:`spikequant.temporal.evaluate`); datasets
-        decoded file by file stream batch by batch."""
-        from ..devices import model_device
-        from ..temporal.evaluate import evaluate
+        """Accuracy, spiking fraction and energy (:mod:`spikequant.temporal.evaluate`), batch by
+        batch (a dataset decoded file by file never sits in memory at once)."""
+        from ..temporal.evaluate import evaluate_batches
+        from ..train.trainer import batches
 
-        if not isinstance(dataset, TensorDataset):
-            from ..temporal.evaluate import evaluate_batches
-            from ..train.trainer import batches
-
-            return evaluate_batches(model, batches(dataset, batch_size, shuffle=False))
-        device = model_device(model)
-        X, y = dataset.tensors[:2]
-        return evaluate(model, X.to(device), y.to(device), batch_size)
+        return evaluate_batches(model, batches(dataset, batch_size, shuffle=False))
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         bits = self.plan[trainer.epoch - 1][0]

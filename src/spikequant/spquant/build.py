@@ -68,10 +68,10 @@ def build_spquant_model(spec: dict, spq: dict) -> torch.nn.Module:
 
 def load_spquant_model(path: str | Path):
     """Rebuild a SpQuant run's model (weight quantizers and gates included) with its weights."""
-    from ..pipeline import load_run_model
+    from ..pipeline import load_run_model, run_method_name
 
     model, meta = load_run_model(path)
-    if meta.get("method", meta.get("kind")) != "spquant":
+    if run_method_name(meta) != "spquant":
         raise CheckpointError(f"{path} is not a run of method spquant")
     return model, meta
 

@@ -377,13 +377,6 @@ def rerender(path: Path, command: str, study: dict | None = None) -> dict:
         report = json.loads(Path(path).read_text())
         if study is not None:
             _take_plots(report, study, path)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON, UTF-8
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"{path} is not a report written by `spikequant study`: {exc!r}"
-        ) from None
-    try:
         if report.get("kind") == "sweep":
             for s in report["settings"]:
                 evaluate_report(s["report"])
@@ -391,6 +384,8 @@ def rerender(path: Path, command: str, study: dict | None = None) -> dict:
         else:
             evaluate_report(report)
         report["stem"]  # noqa: B018 - the file name of the rendered report comes from it
+    except ConfigError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON, UTF-8
         raise ConfigError(
             f"{path} is not a report written by `spikequant study`: {exc!r}"

@@ -43,9 +43,6 @@ from ..metrics import SpikeMonitor
 from ..neurons import SpikingNeuron, reset_state
 from . import distributed, loggers
 
-LATEST = runfolder.LATEST
-
-
 # ----------------------------------------------------------------------------- optimisation
 
 
@@ -676,17 +673,9 @@ def _epoch_line(r: dict) -> str:
     return "  ".join(parts)
 
 
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _progress(enabled: bool):
     if not enabled:
-        return _NoProgress()
+        return contextlib.nullcontext()  # enters as None: no bar
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
