@@ -198,20 +198,15 @@ def _qlif_kwargs() -> dict:
     return {"neuron": "qlif", "neuron_kwargs": {"membrane": "ternary", "learn_threshold": True}}
 
 
-# ------------------------------------------------------------------------------------- parent
-def _prepare_calif(work: Path) -> dict:
-    """Train the 4-bit LeNet briefly, convert it to Ca-LIF, lower and save the program."""
-    import numpy as np
+def trained_calif_lenet():
+    """The 4-bit QAT LeNet (power-of-two steps) trained briefly on 1,024 real digits, and its
+    Ca-LIF conversion at T = 16 (also the runtime tests' Ca-LIF LeNet)."""
     import torch
-    from safetensors.torch import save_file
 
     from spikequant.convert import convert
     from spikequant.convert.ann import train_epochs
     from spikequant.data import load_arrays
     from spikequant.registry import create_model
-    from spikequant.runtime.format import save_program
-    from spikequant.runtime.lower import quantize_input
-    from spikequant.runtime.lower_calif import lower_calif
 
     torch.manual_seed(0)
     x, y = load_arrays("mnist5k", "train")
@@ -227,7 +222,22 @@ def _prepare_calif(work: Path) -> dict:
         generator=torch.Generator().manual_seed(0),
     )
     model.eval()
-    net = convert(model, "calif", timesteps=CALIF_T)
+    return model, convert(model, "calif", timesteps=CALIF_T)
+
+
+# ------------------------------------------------------------------------------------- parent
+def _prepare_calif(work: Path) -> dict:
+    """Train the 4-bit LeNet briefly, convert it to Ca-LIF, lower and save the program."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from spikequant.data import load_arrays
+    from spikequant.runtime.format import save_program
+    from spikequant.runtime.lower import quantize_input
+    from spikequant.runtime.lower_calif import lower_calif
+
+    model, net = trained_calif_lenet()
     program = lower_calif(net, (1, 28, 28))
     save_program(program, work / "calif_lenet.sqrt")
     floats = load_arrays("mnist5k", "test")[0][:32]

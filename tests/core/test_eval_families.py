@@ -27,6 +27,12 @@ def test_eval_cli_on_each_family(tmp_path, capsys, name, kwargs):
     assert main(["eval", str(tmp_path), "--subset", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["samples"] == 40 and 0.0 <= out["accuracy"] <= 1.0
+    # each family as its method evaluates it: T of a spiking net, none of an ANN's [B, classes]
+    # output, the spiking fraction of a TTFS net; dense MACs where layers are counted
+    assert out["timesteps"] == {"ttfs_fc": None, "ann_mlp": None, "mlp": 2}[name]
+    assert ("fraction_spiking" in out) == (name == "ttfs_fc")
+    if name != "ttfs_fc":
+        assert out["dense_macs"] > 0 and (out["theta"] is None) == (name == "ann_mlp")
 
 
 def test_eval_cli_corrupt_checkpoint_exits_2(tmp_path, capsys):

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from benchmarks.bench_runtime import CALIF_LENET, CALIF_T, trained_calif_lenet
 
 from spikequant.checkpoint import save_checkpoint
-from spikequant.convert import convert
-from spikequant.convert.ann import train_epochs
 from spikequant.data import get_dataset, load_arrays
 from spikequant.methods.spquant import spquant_options
 from spikequant.neurons import reset_state
-from spikequant.registry import create_model
 from spikequant.spquant.build import build_spquant_model
 from spikequant.spquant.pruning import qlif_layers
 
@@ -113,8 +111,8 @@ def spquant_run(calibration, tmp_path_factory):
     return folder, model
 
 
-T = 16  # 2^bits: the Ca-LIF codes equal the quantized ANN's
-LENET = {"qat": True, "bits": 4, "bn": False, "power_of_two_steps": True}
+T = CALIF_T  # 2^bits: the Ca-LIF codes equal the quantized ANN's
+LENET = CALIF_LENET
 SAMPLES = 16  # Ca-LIF LeNet test digits
 
 
@@ -122,20 +120,6 @@ SAMPLES = 16  # Ca-LIF LeNet test digits
 def lenet():
     """A Ca-LIF LeNet: 4-bit QAT with power-of-two steps, trained briefly on real digits, converted
     with T steps; and SAMPLES test digits."""
-    torch.manual_seed(0)
-    x, y = load_arrays("mnist5k", "train")
-    model = create_model("ann_lenet", **LENET)
-    train_epochs(
-        model,
-        x[:1024],
-        y[:1024],
-        epochs=2,
-        lr=0.003,
-        batch_size=64,
-        cfg={"optimizer": "adam"},
-        generator=torch.Generator().manual_seed(0),
-    )
-    model.eval()
-    net = convert(model, "calif", timesteps=T)
+    model, net = trained_calif_lenet()  # the runtime benchmark's LeNet
     x_test, y_test = load_arrays("mnist5k", "test")
     return model, net, x_test[:SAMPLES], y_test[:SAMPLES]
