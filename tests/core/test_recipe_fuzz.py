@@ -3,6 +3,7 @@ loading gives a validated recipe or a ConfigError, never another exception."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 KNOWN_KEYS = sorted(
     {
         *TOP_LEVEL,
-        *(k for fields in SCHEMA.values() for k in fields),
+        *(f.name for section in SCHEMA.values() for f in dataclasses.fields(section)),
         "kind",
         "kwargs",
         "bits",

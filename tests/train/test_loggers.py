@@ -39,7 +39,7 @@ def test_loggers_default_and_validation():
         validate_recipe(small_recipe(loggers=["csv", "wandb"]))
     with pytest.raises(ConfigError, match="twice"):
         validate_recipe(small_recipe(loggers=["csv", "csv"]))
-    with pytest.raises(ConfigError, match="train.loggers must be list"):
+    with pytest.raises(ConfigError, match="train.loggers must be a list"):
         validate_recipe(small_recipe(loggers="csv"))
 
 

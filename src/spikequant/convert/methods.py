@@ -21,13 +21,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import Options, option
 from ..quant.qat import QuantReLU
 from ..registry import Registry
 from .graph import ADD_FUNCTIONS, activation_nodes, calibrate, prepare, validate
@@ -44,49 +45,25 @@ from .network import (
 CONVERSION_METHODS = Registry("conversion method")
 
 
-def option(default: Any, help: str, *, flag: str | None = None, choices=None) -> Any:
-    """A dataclass field with the text and flag the CLI shows for it."""
-    meta = {"help": help}
-    if flag:
-        meta["flag"] = flag
-    if choices:
-        meta["choices"] = tuple(choices)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def _check_choices(options) -> None:
-    for f in dataclasses.fields(options):
-        choices = f.metadata.get("choices")
-        value = getattr(options, f.name)
-        if choices and value not in choices:
-            raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class CalibratedOptions:
+class CalibratedOptions(Options):
     """Options of the methods whose thresholds come from calibration data (rate, msat)."""
 
     calibration_method: str = option(
         "max",
-        "threshold calibration: the maximum ANN activation or a percentile of the positive ones",
+        help="threshold calibration: the maximum ANN activation or a percentile of the positive "
+        "ones",
         flag="--calibration",
         choices=("max", "percentile"),
     )
-    percentile: float = option(99.9, "percentile for --calibration percentile")
-    per_channel: bool = option(False, "one threshold per channel instead of per layer")
-    initial_membrane: float = option(
-        0.0, "membrane at t = 0 as a fraction of the threshold (0: classic)"
+    percentile: float = option(
+        99.9, above=0, high=100, help="percentile for --calibration percentile"
     )
-    batch_size: int = option(256, "calibration batch size")
-
-    def __post_init__(self) -> None:
-        _check_choices(self)
-        if not 0 < self.percentile <= 100:
-            raise ConfigError(f"percentile must be in (0, 100], got {self.percentile}")
-        if not 0.0 <= self.initial_membrane < 1.0:
-            raise ConfigError(f"initial_membrane must be in [0, 1), got {self.initial_membrane}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+    per_channel: bool = option(False, help="one threshold per channel instead of per layer")
+    initial_membrane: float = option(
+        0.0, low=0, below=1, help="membrane at t = 0 as a fraction of the threshold (0: classic)"
+    )
+    batch_size: int = option(256, low=1, help="calibration batch size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,49 +77,45 @@ class MSATOptions(CalibratedOptions):
 
     preset: str | None = option(
         None,
-        "MSAT hyperparameters (Table 2 row); default: by architecture, resnet20 for residual "
+        help="MSAT hyperparameters (Table 2 row); default: by architecture, resnet20 for residual "
         "nets, else vgg16",
         choices=(None, *PRESETS),
     )
-    architecture: str | None = option(None, "model name used to choose the preset")
-    confidence: bool = option(True, "spike confidence on the last spiking layer")
-    confidence_steps: int = option(16, "steps E during which spikes pass the confidence filter")
-    reset_filtered: bool = option(True, "reset with the filtered spike (paper) or the raw one")
+    architecture: str | None = option(None, help="model name used to choose the preset")
+    confidence: bool = option(True, help="spike confidence on the last spiking layer")
+    confidence_steps: int = option(
+        16, low=0, help="steps E during which spikes pass the confidence filter"
+    )
+    reset_filtered: bool = option(True, help="reset with the filtered spike (paper) or the raw one")
     det_delta: str = option(
-        "input", "DET on the input current or the membrane change", choices=("input", "membrane")
+        "input",
+        help="DET on the input current or the membrane change",
+        choices=("input", "membrane"),
     )
     adaptation: str = option(
         "both",
-        "threshold dynamics: DTT and DET (paper), one of them, or a fixed scaled threshold "
+        help="threshold dynamics: DTT and DET (paper), one of them, or a fixed scaled threshold "
         "(ablation)",
         choices=("both", "dtt", "det", "fixed"),
     )
-    fixed_fraction: float = option(1.0, "threshold f * V_th for --adaptation fixed")
+    fixed_fraction: float = option(1.0, help="threshold f * V_th for --adaptation fixed")
     units: str = option(
         "normalised",
-        "threshold dynamics in normalised or real units",
+        help="threshold dynamics in normalised or real units",
         choices=("normalised", "real"),
     )
-    seed: int = option(0, "seed of the spike-confidence filter")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.confidence_steps < 0:
-            raise ConfigError(f"confidence_steps must be >= 0, got {self.confidence_steps}")
+    seed: int = option(0, help="seed of the spike-confidence filter")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaLIFOptions:
+class CaLIFOptions(Options):
     """Options of ``calif`` conversion (quantized ANN -> Ca-LIF, exact)."""
 
     tie: str = option(
         "up",
-        "rounding of a membrane exactly at Vth/2 (the QAT rounds half up)",
+        help="rounding of a membrane exactly at Vth/2 (the QAT rounds half up)",
         choices=("up", "down"),
     )
-
-    def __post_init__(self) -> None:
-        _check_choices(self)
 
 
 def make_options(options_class: type, options=None, **overrides):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..options import OptionError, Options, check_keys, option
 from ..train.trainer import lr_factor
 from .base import Method, register_method
 
@@ -33,28 +33,23 @@ CALIBRATION_IMAGES = 512
 
 
 @dataclasses.dataclass(frozen=True)
-class QATOptions:
+class QATOptions(Options):
     """Options of ``method: {name: qat}``: BN-folding fine-tune epochs and learning rate, and
     the optional ``convert`` section (methods, timesteps, options, out)."""
 
-    fold_epochs: int = 2
-    fold_lr: float | None = None  # default optim.lr / 10
+    fold_epochs: int = option(2, low=0)
+    fold_lr: float | None = option(None, above=0)  # default optim.lr / 10
     convert: dict | None = None  # {methods: [...], timesteps: [...], options: {...}, out: DIR}
 
     def __post_init__(self) -> None:
-        if self.fold_epochs < 0:
-            raise ConfigError(f"method.fold_epochs must be >= 0, got {self.fold_epochs}")
-        if self.fold_lr is not None and not self.fold_lr > 0:
-            raise ConfigError(f"method.fold_lr must be > 0, got {self.fold_lr}")
+        super().__post_init__()
         if self.convert is not None:
-            from ..train.recipe import check_keys
-
             check_keys("method.convert", self.convert, CONVERT_KEYS)
             steps = self.convert.get("timesteps", [1])
             if not isinstance(steps, list) or not all(
                 isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= 4096 for t in steps
             ):
-                raise ConfigError("method.convert.timesteps must be a list of integers in 1..4096")
+                raise OptionError("convert.timesteps", "must be a list of integers in 1..4096")
 
 
 @register_method

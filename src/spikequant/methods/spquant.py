@@ -14,48 +14,35 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..options import Options, option
 from ..spquant.pruning import GATE_PENALTY_MODES, gate_density_penalty
 from .base import Method, register_method
 
 
 @dataclasses.dataclass(frozen=True)
-class SpQuantOptions:
+class SpQuantOptions(Options):
     """Options of ``method: {name: spquant}``: weight quantization, pruning, channel gates,
     learned threshold, TET weight and ``init_from``."""
 
-    weight_bits: int = 32  # 32 = float weights; <= 4 power-of-two, else uniform
+    weight_bits: int = option(32, low=2)  # 32 = float weights; <= 4 power-of-two, else uniform
     weight_alpha: float = 4.0  # power-of-two clip scale (on standardised weights)
     weight_standardize: bool = True
     weight_std: float = 4.0  # std the weights are standardised to (power-of-two only)
     weight_rescale: bool = False  # map power-of-two weights back to the layer's float scale
-    weight_exclude: list[str] = dataclasses.field(default_factory=list)
+    weight_exclude: list[str] = option(factory=list)
     learn_threshold: bool = False  # per-layer V_th with the separate gradient path
-    spatial_prune: float = 0.0  # fraction of locations per sample/step without input current
+    # fraction of locations per sample/step without input current
+    spatial_prune: float = option(0.0, low=0, below=1)
     channel_gates: bool = False  # membrane-guided channel masks between spiking conv layers
     gate_threshold: float = 0.47
     gate_init_bias: float = 0.0
     gate_init_std: float = 0.01
-    gate_keep: float = 0.31  # target keep ratio of the gates (density penalty)
+    gate_keep: float = option(0.31, above=0, high=1)  # target keep ratio (density penalty)
     gate_penalty: float = 1.0
-    gate_penalty_mode: str = "cap"  # cap: penalise only > keep open; target: both ways
-    tet_lambda: float = 0.05
+    # cap: penalise only more than gate_keep open; target: both ways
+    gate_penalty_mode: str = option("cap", choices=GATE_PENALTY_MODES)
+    tet_lambda: float = option(0.05, low=0, high=1)
     init_from: str | None = None  # run folder of an earlier stage to start from
-
-    def __post_init__(self) -> None:
-        if self.weight_bits < 2:
-            raise ConfigError(f"method.weight_bits must be >= 2, got {self.weight_bits}")
-        if not 0 <= self.spatial_prune < 1:
-            raise ConfigError(f"method.spatial_prune must be in [0, 1), got {self.spatial_prune}")
-        if not 0 <= self.tet_lambda <= 1:
-            raise ConfigError(f"method.tet_lambda must be in [0, 1], got {self.tet_lambda}")
-        if not 0 < self.gate_keep <= 1:
-            raise ConfigError(f"method.gate_keep must be in (0, 1], got {self.gate_keep}")
-        if self.gate_penalty_mode not in GATE_PENALTY_MODES:
-            raise ConfigError(
-                f"method.gate_penalty_mode must be one of {', '.join(GATE_PENALTY_MODES)}, "
-                f"got {self.gate_penalty_mode!r}"
-            )
 
 
 @register_method

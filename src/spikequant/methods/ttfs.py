@@ -24,47 +24,33 @@ from torch.utils.data import TensorDataset
 
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
+from ..options import OptionError, Options, option
+from ..temporal.layers import FULL_PRECISION_BITS
+from ..temporal.loss import LOSS_FORMS
 from .base import Method, register_method
 
 
 @dataclasses.dataclass(frozen=True)
-class TTFSOptions:
+class TTFSOptions(Options):
     """Options of ``method: {name: ttfs}``: loss form and weights, gradient clipping, learning-
     rate schedule and the weight-precision stages ``bits``."""
 
-    form: str = "code"
-    K: float = 100.0
-    beta: float = 1.0
-    l2: float = 1e-3
-    l2_conv: float = 1e-2
-    clip: float = 10.0
-    lr_end: float | None = None  # default optim.lr
-    bits: list[int] = dataclasses.field(default_factory=lambda: [32])
-    epochs_per_stage: int = 1
-    stage_lr: float | None = None  # default lr_end
-    range_quantile: float = 1.0
+    form: str = option("code", choices=LOSS_FORMS)
+    K: float = option(100.0, low=0)
+    beta: float = option(1.0, low=0)
+    l2: float = option(1e-3, low=0)
+    l2_conv: float = option(1e-2, low=0)
+    clip: float = option(10.0, low=0)
+    lr_end: float | None = option(None, above=0)  # default optim.lr
+    bits: list[int] = option(factory=lambda: [FULL_PRECISION_BITS])
+    epochs_per_stage: int = option(1, low=1)
+    stage_lr: float | None = option(None, above=0)  # default lr_end
+    range_quantile: float = option(1.0, above=0, high=1)
 
     def __post_init__(self) -> None:
-        from ..temporal.layers import FULL_PRECISION_BITS
-        from ..temporal.loss import LOSS_FORMS
-
-        if self.form not in LOSS_FORMS:
-            raise ConfigError(f"method.form must be one of {LOSS_FORMS}, got {self.form!r}")
+        super().__post_init__()
         if not self.bits or self.bits[0] != FULL_PRECISION_BITS or min(self.bits) < 2:
-            raise ConfigError(
-                f"method.bits must start with 32 and hold integers >= 2, got {self.bits}"
-            )
-        for key in ("K", "beta", "l2", "l2_conv", "clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"method.{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("lr_end", "stage_lr"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ConfigError(f"method.{key} must be > 0, got {value}")
-        if self.epochs_per_stage < 1:
-            raise ConfigError("method.epochs_per_stage must be >= 1")
-        if not 0 < self.range_quantile <= 1:
-            raise ConfigError(f"method.range_quantile must be in (0, 1], got {self.range_quantile}")
+            raise OptionError("bits", f"must start with 32 and hold integers >= 2, got {self.bits}")
 
 
 @register_method

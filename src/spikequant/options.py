@@ -1,0 +1,187 @@
+"""Options dataclasses, checked when they are made.
+
+The recipe's sections, each training method's ``method:`` section and each conversion method's
+options are all frozen dataclasses that derive from :class:`Options`, with fields declared as
+``name: type = option(default, low=..., high=..., above=..., below=..., choices=...)``.
+Making one checks every field against its annotation and its bounds:
+
+* annotations: ``int``, ``float`` (an int is accepted), ``bool``, ``str``, ``list[...]``,
+  ``dict``, a nested :class:`Options` class, and ``X | None``;
+* bounds: ``low <= v <= high`` and ``above < v < below``;
+* ``choices``: the allowed values (for a list, the allowed items).
+
+A bad value raises :class:`OptionError` naming the field. :func:`build` makes an options object
+from a mapping. An unknown key is an error naming the closest valid key, a missing required key is
+named, and nested sections are built from their mappings. Every error carries the full key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import operator
+import types
+import typing
+from typing import Any
+
+from .errors import ConfigError
+
+# bound name -> (the word in the message, the test a value must pass)
+BOUNDS = {
+    "low": (">=", operator.ge),
+    "above": (">", operator.gt),
+    "high": ("<=", operator.le),
+    "below": ("<", operator.lt),
+}
+
+
+class OptionError(ConfigError):
+    """A value that breaks its field's declaration; ``path`` names the field (dotted)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    choices: tuple | None = None,
+    factory: Any = None,
+    help: str | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A dataclass field with bounds, allowed values, and the help text and flag a command line
+    shows for it. ``factory`` makes a mutable default (a list, a dict, a nested section)."""
+    given = {"low": low, "high": high, "above": above, "below": below, "help": help, "flag": flag}
+    meta = {k: v for k, v in given.items() if v is not None}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+class Options:
+    """Base of options dataclasses: ``__post_init__`` checks every field (module docstring).
+    A subclass with its own checks calls ``super().__post_init__()`` first."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
+
+
+def check_value(
+    path: str, value: Any, hint: Any, meta: typing.Mapping = types.MappingProxyType({})
+):
+    """Check ``value`` against the annotation ``hint`` and the field's ``option`` metadata."""
+    _check_type(path, value, hint)
+    choices = meta.get("choices")
+    if choices is not None:
+        for item in value if isinstance(value, list) else [value]:
+            if item not in choices:
+                verb = "hold only" if isinstance(value, list) else "be one of"
+                allowed = ", ".join(map(str, choices))
+                raise OptionError(path, f"must {verb} {allowed}, got {item!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, (word, passes) in BOUNDS.items():
+            if key in meta and not passes(value, meta[key]):
+                raise OptionError(path, f"must be {word} {meta[key]}, got {value!r}")
+
+
+def _check_type(path: str, value: Any, hint: Any) -> None:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        for choice in options:
+            try:
+                _check_type(path, value, choice)
+                return
+            except OptionError:
+                continue
+        if len(options) == 2 and type(None) in options:  # the value's own problem, if any
+            _check_type(path, value, next(o for o in options if o is not type(None)))
+        raise OptionError(path, f"must be {' or '.join(map(_name, options))}, got {value!r}")
+    if hint is type(None):
+        ok = value is None
+    elif origin in (list, tuple):
+        if not isinstance(value, list):
+            raise OptionError(path, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        for i, v in enumerate(value):
+            _check_type(f"{path}[{i}]", v, item)
+        return
+    elif origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise OptionError(path, f"must be a mapping, got {value!r}")
+        return
+    elif hint is Any:
+        return
+    elif isinstance(hint, type) and issubclass(hint, Options):
+        ok = isinstance(value, hint)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise OptionError(path, f"must be finite, got {value!r}")
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise OptionError(path, f"must be {_name(hint)}, got {value!r}")
+
+
+def _name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "int or float"
+    if isinstance(hint, type) and issubclass(hint, Options):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_keys(where: str, given: dict, allowed, context: str = "recipe") -> None:
+    """An unknown key is ``<context>: unknown key data.bach_size (did you mean
+    data.batch_size?)``."""
+    for key in given:
+        if key in allowed:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.5)
+        if close:
+            hint = f"did you mean {where + '.' if where else ''}{close[0]}?"
+        else:
+            hint = f"allowed: {', '.join(sorted(map(str, allowed)))}"
+        raise ConfigError(f"{context}: unknown key {path} ({hint})")
+
+
+def build(cls: type, given: Any, where: str, context: str = "recipe") -> Any:
+    """``cls`` made from the mapping ``given`` (module docstring); errors read
+    ``<context>: <where>.<key> <problem>``."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{context}: {where} must be a mapping, got {given!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(where, given, fields, context)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}"
+        if name not in given:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{context}: {path} is required")
+            continue
+        nested = hints[name]
+        is_section = isinstance(nested, type) and issubclass(nested, Options)
+        values[name] = build(nested, given[name], path, context) if is_section else given[name]
+    try:
+        return cls(**values)
+    except OptionError as exc:
+        raise ConfigError(f"{context}: {where}.{exc}") from None
