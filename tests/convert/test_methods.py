@@ -35,6 +35,25 @@ def test_the_three_methods_are_registered_with_options():
     assert sq.list_neurons("conversion") == ["ca_lif", "msat"]
 
 
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("rate", {"percentile": "high"}, "percentile must be int or float, got 'high'"),
+        ("rate", {"percentile": 0}, "percentile must be > 0, got 0"),
+        ("rate", {"percentile": 100.5}, "percentile must be <= 100, got 100.5"),
+        ("rate", {"initial_membrane": 1.0}, "initial_membrane must be < 1, got 1.0"),
+        ("rate", {"batch_size": True}, "batch_size must be int, got True"),
+        ("msat", {"confidence_steps": -1}, "confidence_steps must be >= 0"),
+        ("msat", {"preset": "vgg"}, "preset must be one of None, "),  # was a TypeError
+        ("msat", {"architecture": 3}, "architecture must be str, got 3"),
+        ("calif", {"tie": "even"}, "tie must be one of up, down, got 'even'"),
+    ],
+)
+def test_conversion_options_are_checked_when_made(method, options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        create_method(method, options)
+
+
 def test_stages_run_in_order_and_a_new_method_gets_cli_flags():
     @dataclasses.dataclass(frozen=True)
     class HalfOptions(RateOptions):
