@@ -276,6 +276,14 @@ def load_run_model(path: str | Path) -> tuple[nn.Module, dict]:
     return model, meta
 
 
+def run_data_root(meta: dict) -> str | None:
+    """The data folder a run was trained from (its recipe's ``data.root``; None: the default)."""
+    recipe = meta.get("recipe")
+    data = recipe.get("data") if isinstance(recipe, dict) else None
+    root = data.get("root") if isinstance(data, dict) else None
+    return root if isinstance(root, str) else None
+
+
 def run_scores(meta: dict):
     """The class-score function of a run's method (argmax = prediction)."""
     from .methods import get_method

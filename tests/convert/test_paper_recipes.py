@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 
+from spikequant.cli import main
 from spikequant.config import load_recipe, run_recipe
 from spikequant.pipeline import load_run_model
 
@@ -106,6 +107,11 @@ def test_recipe_trains_and_converts(name, roots, tmp_path):
         assert row["T"] == cfg["method"]["convert"]["timesteps"][0]
         assert 0.0 <= row["accuracy"] <= 100.0
     model, meta = load_run_model(out)  # the checkpoint rebuilds (what `spikequant convert` loads)
+    if cfg["data"]["name"] == "imagenet":  # the command reads the run's data folder, 2 images
+        command = f"convert {out} --method rate --timesteps 2 --calibration-samples 2 "
+        command += f"--test-samples 2 --out {tmp_path} --name conversion"
+        assert main(command.split()) == 0
+        assert json.loads((tmp_path / "conversion.json").read_text())["test_samples"] == 2
     side = 224 if cfg["data"]["name"] == "imagenet" else 32
     with torch.no_grad():
         logits = model.eval()(torch.rand(1, 3, side, side))
@@ -124,13 +130,17 @@ def test_recipe_trains_and_converts(name, roots, tmp_path):
 def test_conversion_images_of_a_file_dataset_are_spread_over_its_classes(roots):
     """ImageNet's files are sorted by class: calibrating on the first images would see one class,
     and decoding the whole split would not fit in memory, so the sweep decodes an even spread."""
-    from spikequant.methods.qat import conversion_arrays
+    from spikequant.data import get_dataset, limit_dataset, load_arrays
 
-    x, y = conversion_arrays("imagenet", "train", roots["imagenet"], 2)
+    x, y = load_arrays("imagenet", "train", roots["imagenet"], limit=2)
     assert x.shape == (2, 3, 224, 224) and y.tolist() == [0, 1]
-    x, y = conversion_arrays("imagenet", "test", roots["imagenet"], None)
+    x, y = load_arrays("imagenet", "test", roots["imagenet"])
     assert y.tolist() == [0, 1]
-    x, y = conversion_arrays("cifar10", "train", roots["cifar10"], 3)  # in memory: the first ones
+    # a recipe's train_subset / test_subset and eval --subset take the same spread
+    train = get_dataset("imagenet", "train", root=roots["imagenet"])
+    assert [int(limit_dataset(train, 2)[i][1]) for i in range(2)] == [0, 1]
+    assert limit_dataset(train, None) is train
+    x, y = load_arrays("cifar10", "train", roots["cifar10"], limit=3)  # in memory: the first ones
     assert x.shape == (3, 3, 32, 32)
     labels = make_cifar10(roots["cifar10"] / "again", per_batch=2)["train"][1][:3]
     assert y.tolist() == labels.tolist()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..errors import ConfigError
 
@@ -88,13 +88,27 @@ def get_dataset(name: str, split: str = "train", root: str | None = None, **kwar
     return result
 
 
+def limit_dataset(dataset: Dataset, limit: int | None) -> Dataset:
+    """``limit`` samples of ``dataset`` (all if None): the first ones of an in-memory dataset;
+    of a dataset decoded file by file (ImageNet, event recordings), ``limit`` spread evenly over
+    it, because its files are sorted by class and the first ones would all be one class."""
+    size = len(dataset)
+    if limit is None or limit >= size:
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:limit] for t in dataset.tensors))
+    return Subset(dataset, [i * size // limit for i in range(limit)])
+
+
 def load_arrays(
-    name: str, split: str = "train", root: str | None = None, **kwargs
+    name: str, split: str = "train", root: str | None = None, limit: int | None = None, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole split as ``(X, y)`` tensors."""
+    """A split as ``(X, y)`` tensors: all of it, or the ``limit`` samples of
+    :func:`limit_dataset` (only those are decoded: a whole file dataset may not fit in memory)."""
     _check_split(split)
     result = dataset_info(name).loader(split, root=root, **kwargs)
     if isinstance(result, tuple):
-        return result
-    xs, ys = zip(*(result[i] for i in range(len(result))), strict=False)
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+        return result if limit is None else (result[0][:limit], result[1][:limit])
+    samples = limit_dataset(result, limit)
+    xs, ys = zip(*(samples[i] for i in range(len(samples))), strict=False)
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)

@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..train.trainer import Trainer, TrainingHooks
@@ -51,22 +51,13 @@ class NoOptions:
     pass
 
 
-def subset(dataset: Dataset, n: int | None) -> Dataset:
-    """The first ``n`` samples (all if ``n`` is None)."""
-    if n is None or n >= len(dataset):
-        return dataset
-    if isinstance(dataset, TensorDataset):
-        return TensorDataset(*(t[:n] for t in dataset.tensors))
-    return Subset(dataset, range(n))
-
-
 def recipe_split(data: dict, split: str) -> Dataset:
     """The ``train`` or ``test`` split of a validated recipe's ``data`` section, cut to its
-    ``train_subset`` / ``test_subset``."""
-    from ..data import get_dataset
+    ``train_subset`` / ``test_subset`` (:func:`~spikequant.data.limit_dataset`)."""
+    from ..data import get_dataset, limit_dataset
 
     dataset = get_dataset(data["name"], split, root=data["root"])
-    return subset(dataset, data[f"{split}_subset"])
+    return limit_dataset(dataset, data[f"{split}_subset"])
 
 
 class Method(TrainingHooks):

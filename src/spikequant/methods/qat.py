@@ -138,11 +138,12 @@ class QAT(Method):
     def _convert(self, trainer) -> dict[str, Any]:
         """Stage 3: convert with every method/variant, sweep T, write the report."""
         from ..convert.evaluate import compare_methods, write_report
+        from ..data import load_arrays
 
         ccfg = self.options.convert
         data = self.cfg["data"]
-        x_train, _ = conversion_arrays(data["name"], "train", data["root"], CALIBRATION_IMAGES)
-        x_test, y_test = conversion_arrays(data["name"], "test", data["root"], data["test_subset"])
+        x_train, _ = load_arrays(data["name"], "train", data["root"], limit=CALIBRATION_IMAGES)
+        x_test, y_test = load_arrays(data["name"], "test", data["root"], limit=data["test_subset"])
         model = trainer.model.eval()
         kwargs = self.cfg["model"]["kwargs"]
         methods = ccfg.get("methods", ["calif" if kwargs.get("qat") else "rate"])
@@ -166,24 +167,3 @@ class QAT(Method):
         }
         metrics["reports"] = paths
         return metrics
-
-
-def conversion_arrays(name: str, split: str, root, limit: int | None):
-    """``(X, y)`` of a split for the conversion sweep. In-memory datasets: the first ``limit``
-    samples (all without a limit). Datasets decoded file by file (ImageNet): ``limit`` samples
-    spread evenly over the split, whose files are sorted by class, and only those are decoded."""
-    from torch.utils.data import TensorDataset
-
-    from ..data import get_dataset
-
-    dataset = get_dataset(name, split, root=root)
-    if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors[:2]
-        return (x, y) if limit is None else (x[:limit], y[:limit])
-    size = len(dataset)
-    count = size if limit is None else min(limit, size)
-    samples = [dataset[i * size // count] for i in range(count)]
-    return (
-        torch.stack([torch.as_tensor(x) for x, _ in samples]),
-        torch.as_tensor([int(y) for _, y in samples], dtype=torch.long),
-    )

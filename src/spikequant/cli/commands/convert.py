@@ -154,7 +154,7 @@ def run(args) -> int:
     from ...convert import list_methods
     from ...convert.evaluate import compare_methods, write_report
     from ...data import load_arrays
-    from ...pipeline import load_run_model, require_ann
+    from ...pipeline import load_run_model, require_ann, run_data_root
 
     require("matplotlib", "the conversion report's plot")  # before the sweep, not after it
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
@@ -188,13 +188,12 @@ def run(args) -> int:
     model.eval().to(device)
     # the run's reports/ folder by default: a report never lands in the current directory
     out = args.out if args.out is not None else check_output_dir(run_reports_dir(args.checkpoint))
-    dataset = meta.get("dataset", "mnist5k")
-    x_train, _ = load_arrays(dataset, "train")
-    x_test, y_test = load_arrays(dataset, "test")
-    if args.test_samples:
-        x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    dataset, root = meta.get("dataset", "mnist5k"), run_data_root(meta)
+    # only the images used are decoded (a file dataset's spread evenly over its classes)
+    x_train, _ = load_arrays(dataset, "train", root, limit=args.calibration_samples)
+    x_test, y_test = load_arrays(dataset, "test", root, limit=args.test_samples)
     # the whole sweep runs on the device: the data moves there once
-    x_train = x_train[: args.calibration_samples].to(device)
+    x_train = x_train.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
     if args.check_exact and "calif" in methods:
         bits = int(meta["model"].get("kwargs", {}).get("bits", 8))

@@ -88,13 +88,10 @@ def run(args) -> int:
             example = torch.zeros(1, *_parse_size(args.input_size))
         dataset = meta.get("dataset")
         if dataset and args.samples > 0:
-            from ...data import get_dataset
+            from ...data import get_dataset, limit_dataset
+            from ...pipeline import run_data_root
 
-            test = get_dataset(dataset, "test")
-            if len(test) > args.samples:
-                from torch.utils.data import Subset
-
-                test = Subset(test, range(args.samples))
+            test = limit_dataset(get_dataset(dataset, "test", run_data_root(meta)), args.samples)
             sparsity = measure_activity(model, test, batch_size=min(args.samples, 256))
         label = str(target)
     else:
@@ -154,6 +151,7 @@ def _converted_cost(model, meta: dict, args, label: str) -> int:
     4.6 pJ, AC 0.9 pJ) measured from the spikes on the first ``--samples`` test images."""
     from ...convert.energy import measure_energy
     from ...data import load_arrays
+    from ...pipeline import run_data_root
 
     conversion = meta.get("conversion") or {}
     if conversion.get("method") not in ("rate", "msat"):
@@ -164,10 +162,11 @@ def _converted_cost(model, meta: dict, args, label: str) -> int:
         )
     if args.samples < 1:
         raise ConfigError(f"--samples must be >= 1 for a converted network, got {args.samples}")
-    x, _ = load_arrays(meta.get("dataset", "mnist5k"), "test")
-    energy = measure_energy(model, x[: args.samples], int(conversion["timesteps"]))
-    cost = {"model": label, "conversion": conversion.get("method"), "samples": min(
-        args.samples, len(x)), **energy}  # fmt: skip
+    x, _ = load_arrays(
+        meta.get("dataset", "mnist5k"), "test", run_data_root(meta), limit=args.samples
+    )
+    energy = measure_energy(model, x, int(conversion["timesteps"]))
+    cost = {"model": label, "conversion": conversion.get("method"), "samples": len(x), **energy}
     if args.json:
         print(json.dumps(cost, indent=2))
     else:

@@ -30,13 +30,18 @@ NO_SPIKE_STATISTICS = {"timesteps": None, "theta": None, "firing_rates": {}, "de
 
 
 def run(args) -> int:
-    from torch.utils.data import Subset, TensorDataset
 
     from ...convert.saved import is_converted
-    from ...data import get_dataset
+    from ...data import get_dataset, limit_dataset
     from ...errors import ConfigError
     from ...methods import get_method
-    from ...pipeline import check_model_fits_data, load_run_model, run_method_name, run_scores
+    from ...pipeline import (
+        check_model_fits_data,
+        load_run_model,
+        run_data_root,
+        run_method_name,
+        run_scores,
+    )
     from ...registry import model_family
     from ...train.distributed import resolve_device
     from ...train.trainer import accept_frame_sequences, resolve_checkpoint
@@ -48,17 +53,11 @@ def run(args) -> int:
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
         raise ConfigError(f"{folder} does not record its dataset; pass --dataset")
-    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else {}
-    root = args.root or (recipe.get("data") or {}).get("root")
+    root = args.root or run_data_root(meta)
     data = get_dataset(dataset, args.split, root=root)
-    if args.subset is not None:
-        if args.subset < 1:
-            raise ConfigError(f"--subset must be positive, got {args.subset}")
-        data = (
-            TensorDataset(*(t[: args.subset] for t in data.tensors))
-            if isinstance(data, TensorDataset)
-            else Subset(data, range(min(args.subset, len(data))))
-        )
+    if args.subset is not None and args.subset < 1:
+        raise ConfigError(f"--subset must be positive, got {args.subset}")
+    data = limit_dataset(data, args.subset)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     family = "conversion" if is_converted(meta) else model_family(meta["model"]["name"])
@@ -81,24 +80,22 @@ def run(args) -> int:
 def _evaluate_converted(model, data, batch_size: int) -> dict:
     """A converted network (``spikequant convert --save-run``): accuracy of its logits after its
     T steps, and its spikes (all spiking stages; hidden spikes, no input spikes)."""
-    import torch
-
     from ...devices import model_device
+    from ...train.trainer import batches
 
-    xs, ys = zip(*(data[i] for i in range(len(data))), strict=False)
     device = model_device(model)
-    X, y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long).to(device)
     T = int(model.timesteps)
-    correct, spikes, neurons = 0, 0.0, 0
-    for i in range(0, len(X), batch_size):
-        out = model.simulate(X[i : i + batch_size].to(device), [T])[T]
-        correct += int((out["logits"].argmax(1) == y[i : i + batch_size]).sum())
+    correct, count, spikes, neurons = 0, 0, 0.0, 0
+    for x, y in batches(data, batch_size, shuffle=False):  # a file dataset streams
+        out = model.simulate(x.to(device), [T])[T]
+        correct += int((out["logits"].argmax(1) == y.to(device)).sum())
+        count += len(y)
         spikes += out["spikes"]
         neurons = out["neurons"]
-    per_neuron = spikes / max(neurons * len(y), 1)
+    per_neuron = spikes / max(neurons * count, 1)
     return {
-        "accuracy": correct / max(len(y), 1),
-        "samples": len(y),
+        "accuracy": correct / max(count, 1),
+        "samples": count,
         "timesteps": T,
         "theta": per_neuron / T,
         "spikes_per_neuron": per_neuron,

@@ -211,6 +211,7 @@ def verify(args, model, meta: dict, path: Path) -> dict:
     from ...errors import ConfigError
     from ...export import from_nir, read_nir
     from ...export.verify import compare_networks
+    from ...pipeline import run_data_root
 
     dataset = args.dataset or meta.get("dataset")
     if dataset is None:
@@ -218,12 +219,10 @@ def verify(args, model, meta: dict, path: Path) -> dict:
     timesteps = getattr(model, "timesteps", None)
     if timesteps is None:
         raise ConfigError("--verify needs a registered model (it records its timesteps)")
-    root = args.root or (meta.get("recipe", {}).get("data", {}) or {}).get("root")
-    inputs, labels = load_arrays(dataset, "test", root=root)
-    if args.subset is not None:
-        if args.subset < 1:
-            raise ConfigError(f"--subset must be positive, got {args.subset}")
-        inputs, labels = inputs[: args.subset], labels[: args.subset]
+    if args.subset is not None and args.subset < 1:
+        raise ConfigError(f"--subset must be positive, got {args.subset}")
+    root = args.root or run_data_root(meta)
+    inputs, labels = load_arrays(dataset, "test", root=root, limit=args.subset)
     graph = read_nir(path)
     imported = from_nir(graph)
     report = compare_networks(

@@ -62,7 +62,7 @@ def run(args) -> int:
     from ...data import load_arrays
     from ...errors import CheckpointError, ConfigError
     from ...io import results_dir, run_reports_dir
-    from ...pipeline import load_run_model
+    from ...pipeline import load_run_model, run_data_root
     from ...temporal import TTFSNet
     from ...temporal.robustness import (
         DEFAULT_BITS,
@@ -88,9 +88,7 @@ def run(args) -> int:
         raise ConfigError("--batch-size and --test-limit must be >= 1")
     model.to(device)
     dataset = args.dataset or meta.get("dataset", "mnist5k")
-    X, y = load_arrays(dataset, "test")
-    if args.test_limit:
-        X, y = X[: args.test_limit], y[: args.test_limit]
+    X, y = load_arrays(dataset, "test", run_data_root(meta), limit=args.test_limit)
     result = robustness_study(
         model,
         X.float(),
