@@ -143,8 +143,6 @@ def _name(hint: Any) -> str:
         return "null"
     if hint is float:
         return "int or float"
-    if isinstance(hint, type) and issubclass(hint, Options):
-        return "a mapping"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -173,7 +171,7 @@ def build(cls: type, given: Any, where: str, context: str = "recipe") -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
-        path = f"{where}.{name}"
+        path = f"{where}.{name}" if where else name
         if name not in given:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{context}: {path} is required")
@@ -184,4 +182,4 @@ def build(cls: type, given: Any, where: str, context: str = "recipe") -> Any:
     try:
         return cls(**values)
     except OptionError as exc:
-        raise ConfigError(f"{context}: {where}.{exc}") from None
+        raise ConfigError(f"{context}: {where + '.' if where else ''}{exc}") from None
