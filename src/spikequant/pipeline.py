@@ -230,7 +230,8 @@ def run_method_name(meta: dict) -> str:
     named = meta.get("method") or meta.get("kind")
     if named:
         return str(named)
-    name = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
+    model = meta.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
     try:
         family = model_family(name) if isinstance(name, str) else None
     except ConfigError:
