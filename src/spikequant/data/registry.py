@@ -107,8 +107,8 @@ def load_arrays(
     :func:`limit_dataset` (only those are decoded: a whole file dataset may not fit in memory)."""
     _check_split(split)
     result = dataset_info(name).loader(split, root=root, **kwargs)
-    if isinstance(result, tuple):
-        return result if limit is None else (result[0][:limit], result[1][:limit])
+    if isinstance(result, tuple):  # held in memory: the first ``limit``, as limit_dataset takes
+        return limit_dataset(TensorDataset(*result), limit).tensors
     samples = limit_dataset(result, limit)
     xs, ys = zip(*(samples[i] for i in range(len(samples))), strict=False)
     return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)

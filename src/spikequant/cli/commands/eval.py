@@ -30,7 +30,6 @@ NO_SPIKE_STATISTICS = {"timesteps": None, "theta": None, "firing_rates": {}, "de
 
 
 def run(args) -> int:
-
     from ...convert.saved import is_converted
     from ...data import get_dataset, limit_dataset
     from ...errors import ConfigError
