@@ -6,13 +6,17 @@ options are all frozen dataclasses that derive from :class:`Options`, with field
 Making one checks every field against its annotation and its bounds:
 
 * annotations: ``int``, ``float`` (an int is accepted), ``bool``, ``str``, ``list[...]``,
-  ``dict``, a nested :class:`Options` class, and ``X | None``;
+  ``dict[str, ...]``, a nested :class:`Options` class, and unions such as ``X | None``;
 * bounds: ``low <= v <= high`` and ``above < v < below``;
-* ``choices``: the allowed values (for a list, the allowed items).
+* ``choices``: the allowed values;
+* ``check``: a function of the value that returns what is wrong with it, or None.
+
+Bounds, choices and ``check`` apply to each item of a list.
 
 A bad value raises :class:`OptionError` naming the field. :func:`build` makes an options object
 from a mapping. An unknown key is an error naming the closest valid key, a missing required key is
-named, and nested sections are built from their mappings. Every error carries the full key path.
+named, and nested sections (also in lists, in mappings and in unions) are built from their
+mappings. Every error carries the full key path.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 import operator
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
@@ -53,13 +58,16 @@ def option(
     above: float | None = None,
     below: float | None = None,
     choices: tuple | None = None,
+    check: Callable[[Any], str | None] | None = None,
     factory: Any = None,
     help: str | None = None,
     flag: str | None = None,
 ) -> Any:
-    """A dataclass field with bounds, allowed values, and the help text and flag a command line
-    shows for it. ``factory`` makes a mutable default (a list, a dict, a nested section)."""
+    """A dataclass field with bounds, allowed values, a check, and the help text and flag a
+    command line shows for it. ``factory`` makes a mutable default (a list, a dict, a nested
+    section)."""
     given = {"low": low, "high": high, "above": above, "below": below, "help": help, "flag": flag}
+    given["check"] = check
     meta = {k: v for k, v in given.items() if v is not None}
     if choices is not None:
         meta["choices"] = tuple(choices)
@@ -83,17 +91,18 @@ def check_value(
 ):
     """Check ``value`` against the annotation ``hint`` and the field's ``option`` metadata."""
     _check_type(path, value, hint)
-    choices = meta.get("choices")
-    if choices is not None:
-        for item in value if isinstance(value, list) else [value]:
-            if item not in choices:
-                verb = "hold only" if isinstance(value, list) else "be one of"
-                allowed = ", ".join(map(str, choices))
-                raise OptionError(path, f"must {verb} {allowed}, got {item!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, (word, passes) in BOUNDS.items():
-            if key in meta and not passes(value, meta[key]):
-                raise OptionError(path, f"must be {word} {meta[key]}, got {value!r}")
+    choices, check = meta.get("choices"), meta.get("check")
+    for item in value if isinstance(value, list) else [value]:
+        if choices is not None and item not in choices:
+            verb = "hold only" if isinstance(value, list) else "be one of"
+            raise OptionError(path, f"must {verb} {', '.join(map(str, choices))}, got {item!r}")
+        problem = check(item) if check is not None and item is not None else None
+        if problem:
+            raise OptionError(path, f"{problem}, got {item!r}")
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            for key, (word, passes) in BOUNDS.items():
+                if key in meta and not passes(item, meta[key]):
+                    raise OptionError(path, f"must be {word} {meta[key]}, got {item!r}")
 
 
 def _check_type(path: str, value: Any, hint: Any) -> None:
@@ -121,10 +130,12 @@ def _check_type(path: str, value: Any, hint: Any) -> None:
     elif origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise OptionError(path, f"must be a mapping, got {value!r}")
+        for key, v in value.items() if origin is dict else ():
+            _check_type(f"{path}.{key}", v, typing.get_args(hint)[1])
         return
     elif hint is Any:
         return
-    elif isinstance(hint, type) and issubclass(hint, Options):
+    elif _is_section(hint):
         ok = isinstance(value, hint)
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -176,10 +187,28 @@ def build(cls: type, given: Any, where: str, context: str = "recipe") -> Any:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{context}: {path} is required")
             continue
-        nested = hints[name]
-        is_section = isinstance(nested, type) and issubclass(nested, Options)
-        values[name] = build(nested, given[name], path, context) if is_section else given[name]
+        values[name] = _sections(hints[name], given[name], path, context)
     try:
         return cls(**values)
     except OptionError as exc:
         raise ConfigError(f"{context}: {where + '.' if where else ''}{exc}") from None
+
+
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, Options)
+
+
+def _sections(hint: Any, value: Any, path: str, context: str) -> Any:
+    """``value`` with the sections its annotation declares (a section, a list or mapping of
+    them, or a union holding one) built from their mappings; other values as given."""
+    if _is_section(hint):
+        return build(hint, value, path, context)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and isinstance(value, dict):
+        section = next((a for a in args if _is_section(a)), None)
+        return value if section is None else build(section, value, path, context)
+    if origin is list and isinstance(value, list):
+        return [_sections(args[0], v, f"{path}[{i}]", context) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        return {k: _sections(args[1], v, f"{path}.{k}", context) for k, v in value.items()}
+    return value

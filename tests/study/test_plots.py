@@ -139,11 +139,11 @@ def test_render_with_the_study_name_adds_the_plots_of_the_study_file(tmp_path, c
 @pytest.mark.parametrize(
     ("plot", "message"),
     [
-        ({"tite": "t"}, "unknown key 'plots[0].tite'; did you mean 'title'?"),
-        ({"kind": "pie"}, "unknown plot kind 'pie'"),
+        ({"tite": "t"}, "unknown key plots[0].tite (did you mean plots[0].title?)"),
+        ({"kind": "pie"}, "plots[0].kind must be one of line, bar, got 'pie'"),
         ({"marks": ["u9"]}, "unknown row 'u9'"),
         ({"marks": ["u1"]}, "u1 also plotted as points"),
-        ({"x": {"values": {"u1": "one"}}}, "must be a number"),
+        ({"x": {"values": {"u1": "one"}}}, "plots[0].x.values.u1 must be int or float"),
         ({"kind": "bar"}, "a bar plot has one bar per row"),
         ({"analysis": "spquant-clipping"}, "plots an analysis"),
     ],

@@ -4,19 +4,24 @@ A study file (YAML, ``src/spikequant/studies/NAME.yaml``) declares rows (a recip
 each), the seeds every row is trained for, optional stages (a row initialised from another row's
 run of the same seed, ``init_from``), the fields summarised over seeds, paired comparisons between
 rows and checks on them, analyses, plots, and named settings (override sets; ``--setting``).
-``docs/studies.md`` documents every key. :func:`validate_study` returns the study with every
-default filled in.
+``docs/studies.md`` documents every key.
+
+Each section is an options dataclass (:mod:`spikequant.options`, like the recipe's sections), so
+an unknown key names its path and the closest valid key and a bad value names its field.
+:func:`validate_study` adds the checks across sections (the rows, comparisons and analyses a
+section names must exist) and returns the study as plain data with every default filled in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import operator
 import re
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..options import Options, build, option
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Comparisons: ``difference`` is ``scale * (row - base)`` per seed, ``ratio`` is ``row / base``.
@@ -31,346 +36,306 @@ LIMITS = {
 }
 
 
-def _where(path: str) -> str:
-    return path or "study"
+def _plain_name(value: str) -> str | None:
+    return None if NAME.fullmatch(value) else "must be a plain name (letters, digits, _ . -)"
 
 
-def _mapping(value: Any, path: str) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{_where(path)} must be a mapping, got {value!r}")
-    return value
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
 
 
-def _hint(value: Any, known, listing: str) -> str:
-    """``; did you mean 'closest'?``, else ``; <listing>: every known name``."""
-    close = difflib.get_close_matches(str(value), list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; {listing}: {', '.join(known)}"
+def _override(value: str) -> str | None:
+    return None if "=" in value else "must look like key.sub=value"
 
 
-def _keys(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
-    """Check a mapping's keys: an unknown one names its full path and the closest valid key."""
-    value = _mapping(value, path)
-    for key in value:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"study: unknown key {where!r}{_hint(key, allowed, 'valid keys')}")
-    for key in required:
-        if key not in value:
-            raise ConfigError(f"study: {_where(path)} is missing the required key {key!r}")
-    return value
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"study: {path} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ConfigError(
-            f"study: {path} must be a plain name (letters, digits, _ . -), got {value!r}"
-        )
-    return value
-
-
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"study: {path} must be a number, got {value!r}")
-    return float(value)
-
-
-def _overrides(value: Any, path: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"study: {path} must be a list of 'key.sub=value' strings, got {value!r}")
-    return list(value)
-
-
-def _each(values: Any, path: str, check: Callable[..., Any], *args: Any) -> list:
-    """``check(item, 'path[i]', *args)`` for every item of an optional list."""
-    return [check(item, f"{path}[{i}]", *args) for i, item in enumerate(values or [])]
-
-
-def _known(value: Any, path: str, known: dict | tuple, what: str) -> str:
-    if value not in known:
-        raise ConfigError(
-            f"study: {path} names unknown {what} {value!r}{_hint(value, known, 'known')}"
-        )
-    return value
-
-
-def seeds_list(value: Any, path: str = "seeds") -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-        or len(set(value)) != len(value)
-    ):
-        raise ConfigError(f"study: {path} must be a list of distinct non-negative integers")
-    return list(value)
-
-
-def _init_from(value: Any, path: str) -> dict | None:
-    if value is None:
-        return None
-    v = _keys(value, path, ("row", "key"), ("row", "key"))
-    return {"row": _name(v["row"], f"{path}.row"), "key": _str(v["key"], f"{path}.key")}
-
-
-def _row(value: Any, path: str, name: str) -> dict:
-    v = _keys(value, path, ("recipe", "label", "overrides", "init_from"), ("recipe",))
-    return {
-        "recipe": _str(v["recipe"], f"{path}.recipe"),
-        "label": _str(v.get("label", name), f"{path}.label"),
-        "overrides": _overrides(v.get("overrides"), f"{path}.overrides"),
-        "init_from": _init_from(v.get("init_from"), f"{path}.init_from"),
-    }
-
-
-def _field(value: Any, path: str) -> dict:
-    if isinstance(value, str):
-        value = {"field": value}
-    v = _keys(value, path, ("field", "label", "scale", "format"), ("field",))
-    field = _str(v["field"], f"{path}.field")
-    fmt = _str(v.get("format", ".4g"), f"{path}.format")
+def _number_format(value: str) -> str | None:
     try:
-        format(1.0, fmt)
+        format(1.0, value)
     except ValueError:
-        raise ConfigError(f"study: {path}.format {fmt!r} is not a Python number format") from None
-    return {
-        "field": field,
-        "label": _str(v.get("label", field), f"{path}.label"),
-        "scale": _number(v.get("scale", 1), f"{path}.scale"),
-        "format": fmt,
-    }
+        return "is not a Python number format"
+    return None
 
 
-def _comparison(value: Any, path: str, rows: dict) -> dict:
-    v = _keys(
-        value, path, ("name", "label", "row", "base", "field", "scale", "op", "format"),
-        ("name", "row", "base", "field"),
-    )  # fmt: skip
-    base = v["base"]
-    if not isinstance(base, list):
-        base = _known(base, f"{path}.base", rows, "row")
-    elif base:
-        base = _each(base, f"{path}.base", _known, rows, "row")
-    else:
-        raise ConfigError(f"study: {path}.base must be a non-empty list of names, got {base!r}")
-    op = _known(v.get("op", "difference"), f"{path}.op", OPS, "op")
-    name = _name(v["name"], f"{path}.name")
-    return {
-        "name": name,
-        "label": _str(v.get("label", name), f"{path}.label"),
-        "row": _known(v["row"], f"{path}.row", rows, "row"),
-        "base": base,
-        "field": _str(v["field"], f"{path}.field"),
-        "scale": _number(v.get("scale", 1), f"{path}.scale"),
-        "op": op,
-        "format": _str(v.get("format", ".2f"), f"{path}.format"),
-    }
+section = dataclasses.dataclass(kw_only=True)
 
 
-def _check(value: Any, path: str, comparisons: dict) -> dict:
-    v = _keys(
-        value, path, ("name", "label", "comparison", "resolved", *LIMITS), ("name", "comparison")
-    )
-    limits = [k for k in LIMITS if k in v]
+@section
+class InitFrom(Options):
+    """A stage: start from this seed's run of ``row``, whose folder is set at recipe key ``key``."""
+
+    row: str = option(check=_plain_name)
+    key: str = option(check=_not_empty)
+
+
+@section
+class Row(Options):
+    recipe: str = option(check=_not_empty)
+    label: str | None = None  # default: the row's name
+    overrides: list[str] = option(factory=list, check=_override)
+    init_from: InitFrom | None = None
+
+
+@section
+class Field(Options):
+    """A run metric (``a.b``: a nested one), shown as ``format(scale * value)``."""
+
+    field: str = option(check=_not_empty)
+    label: str | None = None
+    scale: float = 1.0
+    format: str = option(".4g", check=_number_format)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label, self.scale = self.label or self.field, float(self.scale)
+
+
+@section
+class Comparison(Options):
+    name: str = option(check=_plain_name)
+    label: str | None = None
+    row: str
+    base: str | list[str]  # a list: the one of those rows with the highest mean
+    field: str = option(check=_not_empty)
+    scale: float = 1.0
+    op: str = option("difference", choices=OPS)
+    format: str = option(".2f", check=_number_format)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.label, self.scale = self.label or self.name, float(self.scale)
+
+
+@section
+class Check(Options):
+    """Exactly one limit on a comparison's mean (``resolved``: its 95 % interval excludes 0)."""
+
+    name: str = option(check=_plain_name)
+    label: str | None = None
+    comparison: str
+    at_most: float | None = None
+    at_least: float | None = None
+    greater_than: float | None = None
+    less_than: float | None = None
+    resolved: bool = False
+
+
+@section
+class Analysis(Options):
+    kind: str
+    row: str
+    clips: list[float] | None = option(None, high=0)  # spquant-clipping's boundaries c
+
+
+@section
+class PlotX(Options):
+    """A line plot's x: a row field (its mean over seeds) or one number per row."""
+
+    field: str | None = option(None, check=_not_empty)
+    values: dict[str, float] | None = None
+    label: str | None = None
+
+
+@section
+class Plot(Options):
+    """Rows' values (``y`` against ``x``, or one bar per row) or an analysis's series."""
+
+    name: str = option(check=_plain_name)
+    title: str = option(check=_not_empty)
+    kind: str = option("line", choices=PLOT_KINDS)
+    analysis: str | None = None
+    label: str | None = None  # of the points' series
+    x: PlotX | str | None = None
+    y: Field | str | None = None
+    rows: list[str] | None = None
+    marks: list[str] | None = None  # rows drawn as labelled horizontal lines
+
+
+@section
+class SettingRow(Options):
+    overrides: list[str] = option(factory=list, check=_override)
+    init_from: InitFrom | None = None  # null: this row is trained from scratch
+
+
+@section
+class Setting(Options):
+    description: str = option(check=_not_empty)
+    overrides: list[str] = option(factory=list, check=_override)
+    rows: dict[str, SettingRow] = option(factory=dict)
+
+
+@section
+class Study(Options):
+    name: str | None = option(None, check=_plain_name)
+    title: str = option(check=_not_empty)
+    description: str = ""
+    seeds: list[int] = option(low=0)
+    overrides: list[str] = option(factory=list, check=_override)
+    rows: dict[str, Row]
+    summary: list[Field | str]
+    details: list[str] = option(factory=list, check=_not_empty)
+    collect: list[str] = option(factory=list)
+    comparisons: list[Comparison] = option(factory=list)
+    checks: list[Check] = option(factory=list)
+    analyses: list[Analysis] = option(factory=list)
+    plots: list[Plot] = option(factory=list)
+    settings: dict[str, Setting] = option(factory=dict)
+    setting: str | None = None
+    pooled: list[str] = option(factory=list)
+
+
+def _known(value: Any, path: str, known, what: str) -> Any:
+    """``value`` if it is one of ``known``, else an error naming the closest one."""
+    if value not in known:
+        close = difflib.get_close_matches(str(value), list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+        raise ConfigError(f"study: {path} names unknown {what} {value!r}; {hint}")
+    return value
+
+
+def _distinct(values: list, path: str, what: str) -> list:
+    if not values or len(set(map(str, values))) != len(values):
+        raise ConfigError(
+            f"study: {path} must be a non-empty list of distinct {what}, got {values}"
+        )
+    return values
+
+
+def _rows_named(values: list, path: str, rows: dict) -> list[str]:
+    return [_known(r, path, rows, "row") for r in _distinct(values, path, "rows")]
+
+
+def _field(value: Field | str, path: str) -> dict:
+    if isinstance(value, str):
+        value = build(Field, {"field": value}, path, "study")
+    return dataclasses.asdict(value)
+
+
+def _check(c: Check, path: str, comparisons: dict) -> dict:
+    limits = [k for k in LIMITS if getattr(c, k) is not None]
     if len(limits) != 1:
         raise ConfigError(f"study: {path} needs exactly one of {', '.join(LIMITS)}")
-    resolved = v.get("resolved", False)
-    if not isinstance(resolved, bool):
-        raise ConfigError(f"study: {path}.resolved must be true or false, got {resolved!r}")
-    name = _name(v["name"], f"{path}.name")
     return {
-        "name": name,
-        "label": _str(v.get("label", name), f"{path}.label"),
-        "comparison": _known(v["comparison"], f"{path}.comparison", comparisons, "comparison"),
+        "name": c.name,
+        "label": c.label or c.name,
+        "comparison": _known(c.comparison, f"{path}.comparison", comparisons, "comparison"),
         "limit": limits[0],
-        "value": _number(v[limits[0]], f"{path}.{limits[0]}"),
-        "resolved": resolved,
+        "value": float(getattr(c, limits[0])),
+        "resolved": c.resolved,
     }
 
 
-def _clips(value: Any, path: str) -> list[float]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or any(isinstance(c, bool) or not isinstance(c, (int, float)) or c > 0 for c in value)
-        or len(set(value)) != len(value)
-    ):
-        raise ConfigError(f"study: {path} must be a list of distinct numbers <= 0, got {value!r}")
-    return [float(c) for c in value]
-
-
-def _analysis(value: Any, path: str, rows: dict) -> dict:
-    from .plugins import ANALYSES
-
-    v = _keys(value, path, ("kind", "row", "clips"), ("kind", "row"))
-    spec = {
-        "kind": _known(v["kind"], f"{path}.kind", ANALYSES, "analysis"),
-        "row": _known(v["row"], f"{path}.row", rows, "row"),
-    }
-    if "clips" in v:  # the clipping boundaries c of spquant-clipping (its only option)
-        spec["clips"] = _clips(v["clips"], f"{path}.clips")
-    return spec
-
-
-def _row_list(value: Any, path: str, rows: dict) -> list[str]:
-    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
-        raise ConfigError(f"study: {path} must be a non-empty list of distinct rows, got {value!r}")
-    return _each(value, path, _known, rows, "row")
-
-
-def _plot_x(value: Any, path: str, rows: dict) -> dict:
-    """``x``: a row field (its mean over seeds per row) or ``{values: {ROW: number}}``."""
-    if isinstance(value, str):
-        value = {"field": value}
-    v = _keys(value, path, ("field", "values", "label"))
-    if ("field" in v) == ("values" in v):
-        raise ConfigError(f"study: {path} needs exactly one of field, values")
-    if "field" in v:
-        field = _str(v["field"], f"{path}.field")
-        label = _str(v.get("label", field), f"{path}.label")
-        return {"field": field, "values": None, "label": label}
-    values = _mapping(v["values"], f"{path}.values")
-    if not values:
-        raise ConfigError(f"study: {path}.values must map at least one row to a number")
-    return {
-        "field": None,
-        "values": {
-            _known(row, f"{path}.values", rows, "row"): _number(x, f"{path}.values.{row}")
-            for row, x in values.items()
-        },
-        "label": _str(v.get("label", "x"), f"{path}.label"),
-    }
-
-
-def _plot(value: Any, path: str, rows: dict, analyses: list[dict]) -> dict:
-    """A plot of the report: rows' values (``y`` against ``x``, or one bar per row), or the
-    series of every analysis of one kind (``analysis``)."""
-    v = _keys(
-        value, path, ("name", "title", "kind", "x", "y", "rows", "marks", "label", "analysis"),
-        ("name", "title"),
-    )  # fmt: skip
-    kind = _known(v.get("kind", "line"), f"{path}.kind", PLOT_KINDS, "plot kind")
-    plot = {"name": _name(v["name"], f"{path}.name"), "title": _str(v["title"], f"{path}.title")}
-    if "analysis" in v:
-        given = [k for k in ("x", "y", "rows", "marks", "label") if k in v]
-        if given or kind != "line":
+def _plot(p: Plot, path: str, rows: dict, analyses: tuple[str, ...]) -> dict:
+    plot = {"name": p.name, "title": p.title, "kind": p.kind}
+    if p.analysis is not None:
+        given = [k for k in ("x", "y", "rows", "marks", "label") if getattr(p, k) is not None]
+        if given or p.kind != "line":
             raise ConfigError(
                 f"study: {path} plots an analysis, whose series give x and y: drop "
                 f"{', '.join(given) or 'kind'}"
             )
-        ran = [a["kind"] for a in analyses]
-        analysis = _known(v["analysis"], f"{path}.analysis", tuple(ran), "analysis of the study")
-        return {**plot, "kind": kind, "analysis": analysis, "label": None, "x": None,
-                "y": None, "rows": [], "marks": []}  # fmt: skip
-    if "y" not in v:
+        analysis = _known(p.analysis, f"{path}.analysis", analyses, "analysis of the study")
+        return {**plot, "analysis": analysis, "label": None, "x": None, "y": None, "rows": [],
+                "marks": []}  # fmt: skip
+    if p.y is None:
         raise ConfigError(f"study: {path} is missing the required key 'y' (or 'analysis')")
-    if kind == "bar" and "x" in v:
+    if p.kind == "bar" and p.x is not None:
         raise ConfigError(f"study: {path}.x: a bar plot has one bar per row (drop x)")
-    if kind == "line" and "x" not in v:
+    if p.kind == "line" and p.x is None:
         raise ConfigError(f"study: {path} is missing the required key 'x' (a line plot)")
-    x = _plot_x(v["x"], f"{path}.x", rows) if kind == "line" else None
-    marks = _row_list(v["marks"], f"{path}.marks", rows) if "marks" in v else []
+    x = None
+    if p.kind == "line":
+        x = p.x if isinstance(p.x, PlotX) else build(PlotX, {"field": p.x}, f"{path}.x", "study")
+        if (x.field is None) == (x.values is None):
+            raise ConfigError(f"study: {path}.x needs exactly one of field, values")
+        if x.values is not None and not x.values:
+            raise ConfigError(f"study: {path}.x.values must map at least one row to a number")
+        for row in x.values or ():
+            _known(row, f"{path}.x.values", rows, "row")
+        values = None if x.values is None else {r: float(v) for r, v in x.values.items()}
+        x = {"field": x.field, "values": values, "label": x.label or x.field or "x"}
+    marks = [] if p.marks is None else _rows_named(p.marks, f"{path}.marks", rows)
     if x is not None and x["values"] is not None:
-        if "rows" in v:
+        if p.rows is not None:
             raise ConfigError(f"study: {path}.rows: the rows are those of {path}.x.values")
         plotted = list(x["values"])
-    elif "rows" in v:
-        plotted = _row_list(v["rows"], f"{path}.rows", rows)
+    elif p.rows is not None:
+        plotted = _rows_named(p.rows, f"{path}.rows", rows)
     else:
         plotted = [r for r in rows if r not in marks]
     both = [r for r in marks if r in plotted]
     if both:
         raise ConfigError(f"study: {path}.marks: {', '.join(both)} also plotted as points")
-    y = _field(v["y"], f"{path}.y")
-    return {
-        **plot,
-        "kind": kind,
-        "analysis": None,
-        "label": _str(v.get("label", y["label"]), f"{path}.label"),  # of the points' series
-        "x": x,
-        "y": y,
-        "rows": plotted,
-        "marks": marks,
-    }
-
-
-def _setting(value: Any, path: str, rows: dict) -> dict:
-    v = _keys(value, path, ("description", "overrides", "rows"), ("description",))
-    own: dict[str, dict] = {}
-    for name, row in _mapping(v.get("rows") or {}, f"{path}.rows").items():
-        where = f"{path}.rows.{name}"
-        _known(name, where, rows, "row")
-        r = _keys(row, where, ("overrides", "init_from"))
-        own[name] = {"overrides": _overrides(r.get("overrides"), f"{where}.overrides")}
-        if "init_from" in r:  # null detaches the row from its stage (trained from scratch)
-            own[name]["init_from"] = _init_from(r["init_from"], f"{where}.init_from")
-    return {
-        "description": _str(v["description"], f"{path}.description"),
-        "overrides": _overrides(v.get("overrides"), f"{path}.overrides"),
-        "rows": own,
-    }
-
-
-TOP = (
-    "name", "title", "description", "seeds", "overrides", "rows", "summary", "details",
-    "collect", "comparisons", "checks", "analyses", "plots", "settings", "setting", "pooled",
-    "extends",
-)  # fmt: skip
+    y = _field(p.y, f"{path}.y")
+    return {**plot, "analysis": None, "label": p.label or y["label"], "x": x, "y": y,
+            "rows": plotted, "marks": marks}  # fmt: skip
 
 
 def validate_study(raw: Any, name: str) -> dict:
     """The study with defaults filled; :class:`ConfigError` naming the key path on any problem."""
-    from .plugins import COLLECTORS
+    from .plugins import ANALYSES, COLLECTORS
 
-    v = _keys(raw, "", TOP, ("title", "seeds", "rows", "summary"))
-    rows_raw = _mapping(v["rows"], "rows")
-    if not rows_raw:
+    s = build(Study, raw, "", "study")
+    if not s.rows:
         raise ConfigError("study: rows must name at least one row")
-    rows = {_name(k, f"rows.{k}"): _row(r, f"rows.{k}", k) for k, r in rows_raw.items()}
-    order = list(rows)  # a stage must come after the row it starts from (no cycles)
-    for key, row in rows.items():
-        if row["init_from"]:
-            start = _known(row["init_from"]["row"], f"rows.{key}.init_from.row", rows, "row")
-            if order.index(start) >= order.index(key):
+    rows = {}
+    for key, row in s.rows.items():
+        if _plain_name(key):
+            raise ConfigError(f"study: rows.{key} {_plain_name(key)}")
+        if row.init_from:  # a stage comes after the row it starts from (no cycles)
+            start = _known(row.init_from.row, f"rows.{key}.init_from.row", s.rows, "row")
+            if start not in rows:
                 raise ConfigError(f"study: rows.{key}.init_from must name an earlier row")
-    if not isinstance(v["summary"], list) or not v["summary"]:
+        rows[key] = {**dataclasses.asdict(row), "label": row.label or key}
+    if not s.summary:
         raise ConfigError("study: summary must be a non-empty list of fields")
-    comparisons = {
-        c["name"]: c for c in _each(v.get("comparisons"), "comparisons", _comparison, rows)
-    }
-    settings = {
-        _name(k, f"settings.{k}"): _setting(s, f"settings.{k}", rows)
-        for k, s in _mapping(v.get("settings") or {}, "settings").items()
-    }
-    analyses = _each(v.get("analyses"), "analyses", _analysis, rows)
-    plots = _each(v.get("plots"), "plots", _plot, rows, analyses)
-    names = [p["name"] for p in plots]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"study: plots must have distinct names, got {names}")
-    setting = v.get("setting")
-    if setting is not None:
-        _known(setting, "setting", settings, "setting")
+    comparisons = {}
+    for i, c in enumerate(s.comparisons):
+        path = f"comparisons[{i}]"
+        _known(c.row, f"{path}.row", rows, "row")
+        _rows_named([c.base] if isinstance(c.base, str) else c.base, f"{path}.base", rows)
+        comparisons[c.name] = dataclasses.asdict(c)
+    analyses = []
+    for i, a in enumerate(s.analyses):
+        _known(a.kind, f"analyses[{i}].kind", ANALYSES, "analysis")
+        _known(a.row, f"analyses[{i}].row", rows, "row")
+        if a.clips is not None:
+            _distinct(a.clips, f"analyses[{i}].clips", "numbers <= 0")
+        analyses.append({"kind": a.kind, "row": a.row, **(
+            {} if a.clips is None else {"clips": [float(c) for c in a.clips]})})  # fmt: skip
+    ran = tuple(a["kind"] for a in analyses)
+    plots = [_plot(p, f"plots[{i}]", rows, ran) for i, p in enumerate(s.plots)]
+    if len({p["name"] for p in plots}) != len(plots):
+        raise ConfigError(
+            f"study: plots must have distinct names, got {[p['name'] for p in plots]}"
+        )
+    settings = {}
+    for key, setting in s.settings.items():
+        if _plain_name(key):
+            raise ConfigError(f"study: settings.{key} {_plain_name(key)}")
+        own = {}
+        for row, r in setting.rows.items():
+            _known(row, f"settings.{key}.rows.{row}", rows, "row")
+            own[row] = {"overrides": r.overrides}
+            if "init_from" in raw["settings"][key]["rows"][row]:  # given: null detaches the row
+                own[row]["init_from"] = r.init_from and dataclasses.asdict(r.init_from)
+        settings[key] = {**dataclasses.asdict(setting), "rows": own}
+    if s.setting is not None:
+        _known(s.setting, "setting", settings, "setting")
     return {
-        "name": _name(v.get("name", name), "name"),
-        "title": _str(v["title"], "title"),
-        "description": _str(v["description"], "description").strip() if "description" in v else "",
-        "seeds": seeds_list(v["seeds"]),
-        "overrides": _overrides(v.get("overrides"), "overrides"),
+        "name": s.name or name,
+        "title": s.title,
+        "description": s.description.strip(),
+        "seeds": _distinct(s.seeds, "seeds", "non-negative integers"),
+        "overrides": s.overrides,
         "rows": rows,
-        "summary": _each(v["summary"], "summary", _field),
-        "details": _each(v.get("details"), "details", _str),
-        "collect": _each(v.get("collect"), "collect", _known, COLLECTORS, "collector"),
+        "summary": [_field(f, f"summary[{i}]") for i, f in enumerate(s.summary)],
+        "details": s.details,
+        "collect": [_known(c, "collect", COLLECTORS, "collector") for c in s.collect],
         "comparisons": list(comparisons.values()),
-        "checks": _each(v.get("checks"), "checks", _check, comparisons),
+        "checks": [_check(c, f"checks[{i}]", comparisons) for i, c in enumerate(s.checks)],
         "analyses": analyses,
         "plots": plots,
         "settings": settings,
-        "setting": setting,
-        "pooled": _each(v.get("pooled"), "pooled", _known, comparisons, "comparison"),
+        "setting": s.setting,
+        "pooled": [_known(p, "pooled", comparisons, "comparison") for p in s.pooled],
     }
