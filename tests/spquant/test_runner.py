@@ -61,7 +61,7 @@ def test_checkpoint_reloads_to_the_same_accuracy(tiny_run):
     model, meta = load_spquant_model(out)
     test = get_dataset("mnist5k", "test")
     subset = torch.utils.data.TensorDataset(*(t[:48] for t in test.tensors))
-    again = evaluate_spquant(model, subset, meta["method_options"], ablation=False)
+    again = evaluate_spquant(model, subset, ablation=False)
     assert again["accuracy"] == result["test_accuracy"]
     assert model.net[1].threshold.requires_grad  # learnable threshold survived
 

@@ -91,12 +91,8 @@ class SpQuant(Method):
     def final_metrics(self, trainer, final: dict) -> dict[str, Any]:
         from ..spquant.build import evaluate_spquant, learned_scales
 
-        extra = evaluate_spquant(
-            trainer.model,
-            trainer.test_set,
-            dataclasses.asdict(self.options),
-            batch_size=self.cfg["data"]["eval_batch_size"],
-        )
+        batch_size = self.cfg["data"]["eval_batch_size"]
+        extra = evaluate_spquant(trainer.model, trainer.test_set, batch_size=batch_size)
         extra = {f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in extra.items()}
         return {
             **extra,

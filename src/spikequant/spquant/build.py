@@ -120,7 +120,6 @@ def learned_scales(model: torch.nn.Module) -> dict:
 def evaluate_spquant(
     model: torch.nn.Module,
     test_set: Dataset,
-    spq: dict,
     *,
     batch_size: int = 256,
     ablation: bool = True,
