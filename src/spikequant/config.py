@@ -21,21 +21,50 @@ from .errors import ConfigError
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 
-def find_recipe(name_or_path: str) -> Path:
-    """A path, or the name of a bundled recipe (``mnist-atif-u``: ``recipes/mnist-atif-u.yaml``)."""
+def find_yaml(name_or_path: str, folder: Path, what: str) -> Path:
+    """A path, or the name of a YAML file bundled in ``folder`` (``NAME`` or ``NAME.yaml``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for candidate in (RECIPE_DIR / name_or_path, RECIPE_DIR / f"{name_or_path}.yaml"):
+    for candidate in (folder / name_or_path, folder / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
-    known = ", ".join(list_recipes()) or "(none)"
-    raise ConfigError(f"recipe {name_or_path!r} not found (a YAML path or one of: {known})")
+    known = ", ".join(list_yaml(folder)) or "(none)"
+    raise ConfigError(f"{what} {name_or_path!r} not found (a YAML path or one of: {known})")
+
+
+def list_yaml(folder: Path) -> list[str]:
+    """Names of the YAML files bundled in ``folder``, sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    """The mapping a YAML file holds (safe loader: no tags that build Python objects); a
+    :class:`ConfigError` naming what is wrong with the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping at the top level")
+    return data
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path, or the name of a bundled recipe (``mnist-atif-u``: ``recipes/mnist-atif-u.yaml``)."""
+    return find_yaml(name_or_path, RECIPE_DIR, "recipe")
 
 
 def list_recipes() -> list[str]:
     """Names of the bundled recipes, sorted."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
+    return list_yaml(RECIPE_DIR)
 
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -82,20 +111,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> dict:
     from .train.recipe import validate_recipe
 
     path = find_recipe(name_or_path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"recipe {path} is not valid YAML{where}: {problem}") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"recipe {path} must be a mapping at the top level")
-    cfg = apply_overrides(cfg, overrides or [])
+    cfg = apply_overrides(read_yaml(path, "recipe"), overrides or [])
     cfg.setdefault("name", path.stem)
     return validate_recipe(cfg)
 

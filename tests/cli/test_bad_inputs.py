@@ -692,6 +692,10 @@ def rows():
         ),
     )
     add(
+        "study-file-not-utf8",
+        lambda c: (["study", str(_garbage_recipe(c)), "--work-dir", str(c.tmp / "st")], c.tmp),
+    )
+    add(
         "study-seeds-abc",
         lambda c: (
             [
@@ -843,6 +847,7 @@ MATCH = {
     "train-num-classes-3": "num_classes",
     "train-input-size-32": "does not fit the data",
     "train-recipe-not-utf8": "not UTF-8",
+    "study-file-not-utf8": "not UTF-8",
     "train-out-holds-run": "already holds a run",
     "eval-digits8x8-on-28x28": "does not fit the data",
     "eval-latest-outside": "refused",

@@ -9,6 +9,7 @@ import pytest
 import spikequant
 from spikequant.config import load_recipe
 from spikequant.errors import ConfigError
+from spikequant.study import load_study
 
 SOURCE = Path(spikequant.__file__).parent
 UNSAFE_ATTRIBUTES = {
@@ -57,10 +58,11 @@ def test_no_unsafe_loading_or_code_execution_in_the_source():
     assert not found, found
 
 
-def test_a_recipe_with_a_python_object_tag_is_refused(tmp_path):
+@pytest.mark.parametrize("load", [load_recipe, load_study])
+def test_a_recipe_or_study_with_a_python_object_tag_is_refused(tmp_path, load):
     marker = tmp_path / "ran"
     recipe = tmp_path / "evil.yaml"
     recipe.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_recipe(str(recipe))
+        load(str(recipe))
     assert not marker.exists()

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
+from ..config import find_yaml, list_yaml, read_yaml
 from ..errors import ConfigError
 from ..io import log_to_stderr
 from .report import evaluate_report, pooled, report_stem, rerender, write_report
@@ -22,31 +21,20 @@ STUDY_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 
 def list_studies() -> list[str]:
-    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml")) if STUDY_DIR.is_dir() else []
+    """Names of the bundled studies, sorted."""
+    return list_yaml(STUDY_DIR)
 
 
 def find_study(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    candidate = STUDY_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise ConfigError(
-        f"study {name_or_path!r} not found (a YAML path or one of: {', '.join(list_studies())})"
-    )
+    """A path, or the name of a bundled study (``atif-ablation``)."""
+    return find_yaml(name_or_path, STUDY_DIR, "study")
 
 
 def _raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, str]:
     path = find_study(name_or_path)
     if str(path) in seen:
         raise ConfigError(f"study {path}: 'extends' forms a cycle")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"study {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"study {path} must be a mapping at the top level")
+    raw = read_yaml(path, "study")
     if "extends" in raw:
         # the keys given replace the base study's (a shallow merge)
         base, _ = _raw(str(raw["extends"]), (*seen, str(path)))
