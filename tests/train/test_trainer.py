@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset
 
 from spikequant.checkpoint import load_checkpoint
 from spikequant.cli import main
+from spikequant.config import list_recipes, load_recipe
 from spikequant.errors import ConfigError, NonFiniteError
 from spikequant.pipeline import run as run_recipe
 from spikequant.train.recipe import validate_recipe
@@ -226,8 +227,11 @@ def test_cli_train_eval_round_trip(tmp_path, capsys):
     assert evaluated["theta"] == pytest.approx(trained["theta"])
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "no checkpoint folder" in capsys.readouterr().err
-    assert main(["list", "recipes"]) == 0
-    assert "mnist-atif-nu" in capsys.readouterr().out
+    assert main(["list", "recipes", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["recipes"]
+    assert set(listed) == set(list_recipes())
+    for name, line in listed.items():  # each recipe's method, as the recipe loader reads it
+        assert line.startswith(f"[{load_recipe(name)['method']['name']}]"), name
 
 
 def test_evaluate_reports_per_sample_counts_for_snn_and_ann():

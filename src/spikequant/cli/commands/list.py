@@ -26,17 +26,19 @@ def collect(what: str) -> dict[str, str]:
         list_neurons()
         return {**NEURONS.describe(), "relu": "ANN baseline activation (models run with T = 1)"}
     if what == "recipes":
-        import yaml
-
-        from ...config import RECIPE_DIR, list_recipes
+        from ...config import find_recipe, list_recipes, read_yaml
+        from ...errors import ConfigError
 
         out = {}
-        for name in list_recipes():
+        for name in list_recipes():  # read, not validated: one broken file must not hide the list
             try:
-                cfg = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text()) or {}
-                out[name] = f"[{cfg.get('kind', 'direct')}] {cfg.get('description', '')}".strip()
-            except (yaml.YAMLError, AttributeError):
+                cfg = read_yaml(find_recipe(name), "recipe")
+            except ConfigError:
                 out[name] = "(unreadable YAML)"
+                continue
+            method = cfg.get("method")
+            method = method.get("name", "direct") if isinstance(method, dict) else "direct"
+            out[name] = f"[{method}] {cfg.get('description', '')}".strip()
         return out
     from ...data import dataset_info, list_datasets
 
