@@ -175,12 +175,15 @@ def check_model_fits_data(model: nn.Module, scores, dataset, name: str) -> None:
 
 
 def refuse_changed_settings(out_dir: Path, cfg: dict, force: bool) -> None:
-    """``--resume`` continues a run only with the settings it was made with."""
+    """``--resume`` continues a run only with the settings it was made with (its description,
+    which configures nothing, may differ)."""
     record = runfolder.read_run_file(out_dir)
     if record is None:
         return
-    stored = record.get("recipe")
-    now = json.loads(json.dumps(cfg))
+    stored, now = record.get("recipe"), json.loads(json.dumps(cfg))
+    if isinstance(stored, dict):
+        stored = {k: v for k, v in stored.items() if k != "description"}
+    now.pop("description", None)
     differing = sorted(_differing_keys(stored, now))
     if differing and not force:
         raise RunFolderError(

@@ -148,6 +148,8 @@ def test_resume_refuses_a_run_of_another_recipe(tmp_path):
     longer = {**TINY, "train": {"epochs": 2, "eval_every": 0}}
     with pytest.raises(RunFolderError, match=r"other settings \(train.epochs\)"):
         run_recipe(longer, out_dir=tmp_path, progress=False, resume=True)
+    described = {**TINY, "description": "the same run, described"}  # configures nothing
+    assert run_recipe(described, out_dir=tmp_path, progress=False, resume=True)["epochs"] == 1
 
 
 def test_float_checkpoint_initialises_the_quantized_weights():

@@ -230,8 +230,9 @@ def test_cli_train_eval_round_trip(tmp_path, capsys):
     assert main(["list", "recipes", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["recipes"]
     assert set(listed) == set(list_recipes())
-    for name, line in listed.items():  # each recipe's method, as the recipe loader reads it
-        assert line.startswith(f"[{load_recipe(name)['method']['name']}]"), name
+    for name, line in listed.items():  # each recipe's method and description, as loaded
+        recipe = load_recipe(name)
+        assert line == f"[{recipe['method']['name']}] {recipe['description']}", name
 
 
 def test_evaluate_reports_per_sample_counts_for_snn_and_ann():
