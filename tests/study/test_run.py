@@ -4,6 +4,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,6 +114,25 @@ def test_resume_reuses_finished_runs(sequential):
     again = json.loads((out / "tiny.json").read_text())
     assert all(r["reused"] for r in again["runs"])
     assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in report["runs"]]
+
+
+def test_resume_runs_again_a_run_whose_marker_is_unreadable(sequential, tmp_path):
+    root, report = sequential
+    work = tmp_path / "work"
+    shutil.copytree(root / "seq", work)
+    fp = next(r for r in report["runs"] if r["row"] == "fp")
+    marker = work / Path(fp["dir"]).relative_to(root / "seq") / "study_run.json"
+    marker.write_bytes(b"\xff\xfe not UTF-8")
+    argv = ["study", str(root / "tiny.yaml"), "--work-dir", str(work), "--resume",
+            "--out", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    reused = [r["reused"] for r in again["runs"]]
+    assert reused == [r["dir"] != fp["dir"] for r in report["runs"]] and not all(reused)
+    scores = [(r["row"], r["seed"], r["metrics"]["test_accuracy"], r["metrics"]["test_loss"])
+              for r in report["runs"]]  # fmt: skip
+    assert scores == [(r["row"], r["seed"], r["metrics"]["test_accuracy"],
+                       r["metrics"]["test_loss"]) for r in again["runs"]]  # fmt: skip
 
 
 def test_render_writes_the_input_reports_name_and_nothing_else(sequential, capsys):

@@ -152,9 +152,10 @@ def cores() -> int:
 
 
 def _read_json(path: Path) -> Any:
+    """The file's JSON value; None if it is missing or unreadable (the run is trained again)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
         return None
 
 
