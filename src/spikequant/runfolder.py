@@ -174,7 +174,7 @@ class RunLock:
 
     def _owner(self) -> dict:
         try:
-            owner = json.loads(self.path.read_text())
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
             return owner if isinstance(owner, dict) else {}
         except (OSError, ValueError):
             return {}

@@ -374,7 +374,7 @@ def rerender(path: Path, command: str, study: dict | None = None) -> dict:
     import json
 
     try:
-        report = json.loads(Path(path).read_text())
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
         if study is not None:
             _take_plots(report, study, path)
         if report.get("kind") == "sweep":
