@@ -66,8 +66,8 @@ def option(
     """A dataclass field with bounds, allowed values, a check, and the help text and flag a
     command line shows for it. ``factory`` makes a mutable default (a list, a dict, a nested
     section)."""
-    given = {"low": low, "high": high, "above": above, "below": below, "help": help, "flag": flag}
-    given["check"] = check
+    given = {"low": low, "high": high, "above": above, "below": below, "check": check}
+    given |= {"help": help, "flag": flag}
     meta = {k: v for k, v in given.items() if v is not None}
     if choices is not None:
         meta["choices"] = tuple(choices)

@@ -26,13 +26,13 @@ def collect(what: str) -> dict[str, str]:
         list_neurons()
         return {**NEURONS.describe(), "relu": "ANN baseline activation (models run with T = 1)"}
     if what == "recipes":
-        from ...config import find_recipe, list_recipes, read_yaml
+        from ...config import RECIPE_DIR, list_recipes, read_yaml
         from ...errors import ConfigError
 
         out = {}
         for name in list_recipes():  # read, not validated: one broken file must not hide the list
             try:
-                cfg = read_yaml(find_recipe(name), "recipe")
+                cfg = read_yaml(RECIPE_DIR / f"{name}.yaml", "recipe")
             except ConfigError:
                 out[name] = "(unreadable YAML)"
                 continue
